@@ -1,0 +1,155 @@
+"""Every setting of the bot and the trainer, read once from the environment (and `.env`).
+
+`load_settings()` validates them all and turns a bad value into one clear message naming the
+variable; nothing else in the project reads `os.environ` for configuration.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The placeholder a dev setup may run with; `python -m bot run` refuses it (see require_discord).
+DEV_USER_HASH_SECRET = "dev-only-not-secret"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names the variable and what is wrong."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # --- connections -----------------------------------------------------------------------
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = Field("lbot", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    discord_token: SecretStr | None = None
+    shard_count: int | None = Field(None, ge=1)
+
+    # --- model and generation --------------------------------------------------------------
+    model_name: str = "gpt2"
+    device: str = "auto"
+    max_new_tokens: int = Field(64, ge=1, le=512)
+    temperature: float = Field(0.8, ge=0.0, le=5.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(1.2, ge=1.0, le=5.0)
+    batch_max_size: int = Field(16, ge=1, le=256)
+    batch_max_wait_ms: int = Field(20, ge=0, le=5000)
+    queue_max: int = Field(64, ge=1)
+
+    # --- Discord behaviour -----------------------------------------------------------------
+    moderator_role: str = "Moderator"
+    admin_role: str | None = None
+    modlog_channel_id: int | None = None
+    dm_enabled: bool = True
+    context_messages: int = Field(8, ge=0, le=50)
+    cooldown_seconds: float = Field(3.0, ge=0.0)
+    style_max_chars: int = Field(200, ge=1, le=1000)
+
+    # --- privacy ---------------------------------------------------------------------------
+    user_hash_secret: SecretStr = SecretStr(DEV_USER_HASH_SECRET)
+    unrated_ttl_days: int = Field(30, ge=1)
+
+    # --- training --------------------------------------------------------------------------
+    train_interval_minutes: int = Field(60, ge=1)
+    min_new_ratings: int = Field(20, ge=0)
+    max_train_examples: int = Field(2000, ge=1)
+    lora_rank: int = Field(8, ge=1, le=256)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    lora_targets: str = "c_attn,c_proj"
+    search_trials: int = Field(6, ge=1)
+    search_timeout_seconds: int = Field(900, ge=1)
+    max_epochs: int = Field(4, ge=1)
+    max_train_tokens: int = Field(256, ge=16)
+    gate_margin: float = Field(0.01, ge=0.0)
+    train_lock_ttl_seconds: int = Field(120, ge=5)
+    reports_dir: Path = Path("reports")
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value in ("auto", "cpu", "cuda", "mps") or value.startswith("cuda:"):
+            return value
+        raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+
+    @field_validator("lora_targets")
+    @classmethod
+    def _targets(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        if not names:
+            raise ValueError("must name at least one module, e.g. c_attn")
+        return ",".join(names)
+
+    @field_validator("discord_token", "admin_role", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        return None if value == "" else value
+
+    @field_validator("modlog_channel_id", "shard_count", mode="before")
+    @classmethod
+    def _empty_number_is_unset(cls, value):
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _reply_fits(self) -> Settings:
+        if self.batch_max_size > self.queue_max:
+            raise ValueError("BATCH_MAX_SIZE must not exceed QUEUE_MAX")
+        return self
+
+    @property
+    def lora_target_modules(self) -> list[str]:
+        return self.lora_targets.split(",")
+
+    def resolved_device(self) -> str:
+        """`auto` becomes cuda when a GPU is visible, else cpu."""
+        if self.device != "auto":
+            return self.device
+        import torch  # imported here so reading settings stays cheap
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def require_discord(self) -> None:
+        """What connecting to Discord needs beyond the defaults; raises SettingsError."""
+        if self.discord_token is None:
+            raise SettingsError("DISCORD_TOKEN is not set: create a bot in the Discord developer "
+                                "portal and put its token in the environment or .env")
+        if self.user_hash_secret.get_secret_value() == DEV_USER_HASH_SECRET:
+            raise SettingsError("USER_HASH_SECRET is the development placeholder: set a long "
+                                "random value (e.g. `openssl rand -hex 32`) before serving users")
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        name = "_".join(str(part) for part in item["loc"]).upper() or "settings"
+        lines.append(f"{name}: {item['msg']}")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def load_settings(**overrides) -> Settings:
+    """Read and validate the settings; a bad value raises SettingsError with a clear message."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise SettingsError(_describe(error)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,52 @@
+"""Shared fixtures: a private redis-server per test session, a fresh key prefix per test, and
+the offline tiny GPT-2."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+
+from bot.config import load_settings
+from bot.local_redis import LocalRedis
+from bot.store import Store
+
+TEST_SECRET = "test-secret-for-hmac"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = LocalRedis(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """Each test gets its own key space in the shared server."""
+    return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def settings(redis_server, key_prefix, tiny_model_dir, tmp_path):
+    return load_settings(redis_url=redis_server.url, key_prefix=key_prefix,
+                         model_name=str(tiny_model_dir), device="cpu",
+                         user_hash_secret=TEST_SECRET, reports_dir=tmp_path / "reports",
+                         _env_file=None)
+
+
+@pytest.fixture
+async def store(redis_server, key_prefix):
+    client = aioredis.from_url(redis_server.url)
+    store = Store(client, prefix=key_prefix, user_secret=TEST_SECRET, unrated_ttl_days=30)
+    await store.ping()
+    yield store
+    await store.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    from trainer.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-gpt2"))
