@@ -100,6 +100,13 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value):
         return None if value == "" else value
 
+    @field_validator("user_hash_secret", mode="before")
+    @classmethod
+    def _empty_secret_is_placeholder(cls, value):
+        # A blank line copied from .env.example must not become an empty HMAC key:
+        # mapping it to the placeholder makes require_discord refuse it.
+        return DEV_USER_HASH_SECRET if value == "" else value
+
     @field_validator("modlog_channel_id", "shard_count", mode="before")
     @classmethod
     def _empty_number_is_unset(cls, value):
