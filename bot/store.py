@@ -400,9 +400,10 @@ class Store:
 
     async def set_style(self, scope: Literal["channel", "guild"], scope_id: int | str,
                         prefix: str, set_by: int | str | None = None) -> Style:
+        key = self._style_key(scope, scope_id)
         style = Style(prefix=prefix, scope=scope,
                       set_by=self.user_hash(set_by) if set_by is not None else None)
-        await self.r.set(self._style_key(scope, scope_id), style.model_dump_json())
+        await self.r.set(key, style.model_dump_json())
         return style
 
     async def clear_style(self, scope: Literal["channel", "guild"], scope_id: int | str) -> bool:
