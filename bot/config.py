@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     gate_margin: float = Field(0.01, ge=0.0)
     train_lock_ttl_seconds: int = Field(120, ge=5)
     reports_dir: Path = Path("reports")
+    micro_batch_size: int = Field(8, ge=1, le=256)
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    early_stop_patience: int = Field(1, ge=1)
+    search_lr_min: float = Field(1e-5, gt=0.0)
+    search_lr_max: float = Field(3e-3, gt=0.0)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
