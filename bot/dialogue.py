@@ -44,9 +44,12 @@ class Turn:
 
 def neutralise(text: str, eos_token: str | None = DEFAULT_EOS) -> str:
     """Defuse role markers and the end-of-text token so typed text cannot forge a turn."""
-    if eos_token:
-        text = text.replace(eos_token, "")
-    text = text.replace(DEFAULT_EOS, "")
+    # Removing one token can join its neighbours into another ("<|endo<|endoftext|>ftext|>"),
+    # so repeat until nothing is left to remove.
+    tokens = {t for t in (eos_token, DEFAULT_EOS) if t}
+    while any(t in text for t in tokens):
+        for token in tokens:
+            text = text.replace(token, "")
     return _MARKER_LIKE.sub(lambda m: f"[{m.group(1).lower()}]", text)
 
 
@@ -129,5 +132,8 @@ def extract_reply(generated: str, eos_token: str | None = DEFAULT_EOS) -> str:
         at = generated.find(stop)
         if at != -1:
             cut = min(cut, at)
+    marker = _MARKER_LIKE.search(generated)  # also "< bot >" and other spellings of a marker
+    if marker:
+        cut = min(cut, marker.start())
     reply = generated[:cut].strip()
     return reply or FALLBACK_REPLY
