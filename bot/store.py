@@ -35,6 +35,7 @@ The aggregate score of an exchange is the sum of its ratings hash, never stored 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -522,10 +523,17 @@ class Store:
                                       self.k("ad", version, "plot")])
         return (json.loads(raw) if raw is not None else None), png
 
-    async def adapter_events(self) -> AsyncIterator[AdapterEvent]:
-        """Adapter changes as they are published (subscribe before reading the active one)."""
+    async def adapter_events(self, subscribed: asyncio.Event | None = None
+                             ) -> AsyncIterator[AdapterEvent]:
+        """Adapter changes as they are published (subscribe before reading the active one).
+
+        `subscribed` is set once the subscription is in place, so a caller can read the active
+        version after that without missing a change made in between.
+        """
         pubsub = self.r.pubsub()
         await pubsub.subscribe(self.k("ev", "adapter"))
+        if subscribed is not None:
+            subscribed.set()
         try:
             async for message in pubsub.listen():
                 if message["type"] == "message":
