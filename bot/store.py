@@ -581,6 +581,10 @@ class Store:
         await self.r.set(self.k("tr", "request"),
                          json.dumps({"by": requested_by, "at": time.time()}))
 
+    async def training_requested(self) -> bool:
+        """Whether a "train now" request waits (without taking it)."""
+        return bool(await self.r.exists(self.k("tr", "request")))
+
     async def take_training_request(self) -> dict | None:
         raw = await self.r.getdel(self.k("tr", "request"))
         return json.loads(raw) if raw is not None else None
