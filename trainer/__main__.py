@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import logging
 import sys
 
 
@@ -11,6 +14,15 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     tiny = commands.add_parser("init-tiny-model", help="write a tiny offline GPT-2 into DIR")
     tiny.add_argument("directory")
+    commands.add_parser("run", help="train on a schedule (TRAIN_INTERVAL_MINUTES) until stopped")
+    once = commands.add_parser("once", help="run one training cycle now and print its outcome")
+    once.add_argument("--json", action="store_true",
+                      help="end with the outcome as one JSON line")
+    once.add_argument("--force", action="store_true",
+                      help="train even when fewer than MIN_NEW_RATINGS new ratings arrived")
+    importing = commands.add_parser("import", help="store prompt/reply pairs from a JSON or "
+                                                   "JSON lines FILE as positively rated")
+    importing.add_argument("file")
     args = parser.parse_args(argv)
 
     if args.command == "init-tiny-model":
@@ -19,8 +31,78 @@ def main(argv: list[str] | None = None) -> int:
         path = build_tiny_model(args.directory)
         print(f"tiny GPT-2 written to {path} (load it with MODEL_NAME={path})")
         return 0
-    parser.error(f"unknown command {args.command}")
-    return 2
+    from bot.config import SettingsError, get_settings
+
+    try:
+        settings = get_settings()
+    except SettingsError as error:
+        print(error, file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    commands_run = {"run": _serve, "once": _once, "import": _import}
+    try:
+        return asyncio.run(commands_run[args.command](settings, args))
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, ConnectionError) as error:  # redis-py's ConnectionError is an OSError too
+        print(f"cannot reach Redis at {settings.redis_url}: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:  # an operator sees the cause, the trace only at DEBUG
+        logging.getLogger("trainer").debug("failure", exc_info=True)
+        print(f"{args.command} failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+
+
+async def _serve(settings, args) -> int:
+    from trainer.schedule import serve
+
+    await serve(settings)
+    return 0
+
+
+async def _once(settings, args) -> int:
+    from bot.store import Store
+    from trainer.cycle import run_cycle
+
+    store = Store.from_settings(settings)
+    try:
+        await store.ping()
+        outcome = await run_cycle(settings, store, force=args.force, progress=not args.json)
+    finally:
+        await store.close()
+    losses = ", ".join(f"{k} {v:.4f}" for k, v in outcome.val_loss.items() if v is not None)
+    print(f"{outcome.outcome}: {outcome.reason}")
+    if outcome.version:
+        print(f"version: {outcome.version}")
+    if losses:
+        print(f"validation loss: {losses}")
+    if outcome.learning_rate is not None:
+        print(f"learning rate {outcome.learning_rate:.3g}, batch size {outcome.batch_size}, "
+              f"{outcome.trials} trial(s)")
+    if outcome.png_path:
+        print(f"report: {outcome.report_path} (loss curve {outcome.png_path})")
+    if args.json:
+        print(json.dumps(outcome.summary()))
+    return 0
+
+
+async def _import(settings, args) -> int:
+    from bot.store import Store
+    from trainer.importer import ImportRejected, import_file
+
+    store = Store.from_settings(settings)
+    try:
+        await store.ping()
+        result = await import_file(store, args.file)
+    except ImportRejected as rejected:
+        print(rejected, file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+    print(f"imported {result.stored} pair(s) from {args.file}; "
+          f"{result.duplicates} duplicate(s) skipped")
+    return 0
 
 
 if __name__ == "__main__":

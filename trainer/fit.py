@@ -1,0 +1,224 @@
+"""One LoRA fit on GPT-2: a plain torch loop over masked examples, from the base model.
+
+Batches bigger than `micro_batch_size` accumulate gradients over micro-batches; the loss is the
+mean over every reply token of the whole batch either way. On CUDA the forward passes run under
+bf16 (fp16 with a grad scaler where bf16 is missing) autocast. The validation loss is measured
+after each epoch; the fit stops early after `patience` epochs without improvement and keeps the
+adapter of its best epoch (as safetensors bytes, so nothing is refitted). A NaN or infinite
+loss ends the fit with FitFailed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from peft import get_peft_model
+from tqdm import tqdm
+
+from bot.adapter_io import attach_adapter, lora_config, parse_adapter, serialize_adapter
+from trainer.dataset import IGNORE_INDEX, Example
+
+log = logging.getLogger(__name__)
+
+ADAPTER_NAME = "candidate"
+
+
+class FitFailed(RuntimeError):
+    """The fit cannot go on (e.g. the loss became NaN); the message says where."""
+
+
+@dataclass(frozen=True)
+class FitParams:
+    learning_rate: float
+    batch_size: int
+    max_epochs: int
+    patience: int = 1
+    seed: int = 0
+
+
+@dataclass
+class FitResult:
+    adapter: bytes  # the best epoch's adapter
+    best_val_loss: float
+    best_epoch: int
+    val_losses: list[float]  # one per epoch run
+    train_losses: list[float]  # one per optimizer step
+    steps_per_epoch: int
+    tokens_seen: int  # every input token of every forward pass (padding excluded)
+    seconds: float
+    stopped_early: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def load_base_model(model_name: str, device: str):
+    """The GPT-2 weights of `model_name` (hub name or directory) on `device`, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_name)
+    return model.to(device).eval()
+
+
+def load_tokenizer(model_name: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_name)
+
+
+def _autocast(device: str):
+    if device.startswith("cuda"):
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def collate(examples: list[Example], pad_id: int, device: str) -> dict[str, torch.Tensor]:
+    """Right-padded tensors; padding is masked out of attention and loss."""
+    width = max(len(e.input_ids) for e in examples)
+    ids, mask, labels = [], [], []
+    for e in examples:
+        pad = width - len(e.input_ids)
+        ids.append(e.input_ids + [pad_id] * pad)
+        mask.append([1] * len(e.input_ids) + [0] * pad)
+        labels.append(e.labels + [IGNORE_INDEX] * pad)
+    return {"input_ids": torch.tensor(ids, device=device),
+            "attention_mask": torch.tensor(mask, device=device),
+            "labels": torch.tensor(labels, device=device)}
+
+
+def summed_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """(sum of the cross-entropy over target tokens, how many target tokens)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    # Position t predicts token t+1.
+    logits = logits[:, :-1, :].float()
+    labels = batch["labels"][:, 1:]
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)),
+                                             labels.reshape(-1), ignore_index=IGNORE_INDEX,
+                                             reduction="sum")
+    return loss, int((labels != IGNORE_INDEX).sum())
+
+
+@torch.no_grad()
+def evaluate_loss(model, examples: list[Example], *, device: str, micro_batch_size: int,
+                  pad_id: int) -> float:
+    """Mean cross-entropy per reply token over `examples` (the masked validation loss)."""
+    was_training = model.training
+    model.eval()
+    total, tokens = 0.0, 0
+    for start in range(0, len(examples), micro_batch_size):
+        batch = collate(examples[start:start + micro_batch_size], pad_id, device)
+        with _autocast(device):
+            loss, count = summed_loss(model, batch)
+        total += float(loss)
+        tokens += count
+    if was_training:
+        model.train()
+    return total / tokens if tokens else math.nan
+
+
+def evaluate_adapter(base_model, blob: bytes | None, examples: list[Example], *, device: str,
+                     micro_batch_size: int, pad_id: int) -> float:
+    """Validation loss of the base model with the adapter `blob` (None: the base alone)."""
+    if blob is None:
+        return evaluate_loss(base_model, examples, device=device,
+                             micro_batch_size=micro_batch_size, pad_id=pad_id)
+    model = attach_adapter(copy.deepcopy(base_model), parse_adapter(blob), "evaluated")
+    model.to(device)
+    return evaluate_loss(model, examples, device=device, micro_batch_size=micro_batch_size,
+                         pad_id=pad_id)
+
+
+def _check_finite(value: float, where: str) -> None:
+    if not math.isfinite(value):
+        raise FitFailed(f"loss became {value} at {where}")
+
+
+def fit_lora(base_model, train: list[Example], validation: list[Example], params: FitParams,
+             settings, *, device: str, pad_id: int, label: str = "fit",
+             on_epoch: Callable[[int, float], None] | None = None,
+             progress: bool = True) -> FitResult:
+    """Fit a fresh LoRA adapter on a copy of `base_model` (which is left untouched).
+
+    `on_epoch(epoch, val_loss)` is called after each epoch and may raise (a pruner does).
+    """
+    if not train or not validation:
+        raise FitFailed("a fit needs training and validation examples")
+    started = time.perf_counter()
+    torch.manual_seed(params.seed)
+    order_rng = random.Random(params.seed)
+    model = get_peft_model(copy.deepcopy(base_model), lora_config(settings),
+                           adapter_name=ADAPTER_NAME).to(device)
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=params.learning_rate, weight_decay=0.0)
+    use_scaler = device.startswith("cuda") and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    micro = settings.micro_batch_size
+    steps_per_epoch = math.ceil(len(train) / params.batch_size)
+
+    val_losses: list[float] = []
+    train_losses: list[float] = []
+    best_loss, best_epoch, best_blob = math.inf, 0, b""
+    tokens_seen, stale, stopped_early = 0, 0, False
+    show = progress and sys.stderr.isatty()
+    for epoch in range(1, params.max_epochs + 1):
+        order = train[:]
+        order_rng.shuffle(order)
+        bar = tqdm(range(steps_per_epoch), desc=f"{label} epoch {epoch}/{params.max_epochs}",
+                   disable=not show, leave=False, file=sys.stderr)
+        for step in bar:
+            batch_examples = order[step * params.batch_size:(step + 1) * params.batch_size]
+            batch_tokens = sum(e.target_tokens for e in batch_examples)
+            step_loss = 0.0
+            optimizer.zero_grad(set_to_none=True)
+            # Accumulate: each micro-batch adds its share of the batch's mean token loss.
+            for start in range(0, len(batch_examples), micro):
+                batch = collate(batch_examples[start:start + micro], pad_id, device)
+                tokens_seen += int(batch["attention_mask"].sum())
+                with _autocast(device):
+                    loss, _ = summed_loss(model, batch)
+                loss = loss / batch_tokens
+                _check_finite(float(loss), f"epoch {epoch} step {step + 1}")
+                (scaler.scale(loss) if scaler else loss).backward()
+                step_loss += float(loss)
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            train_losses.append(step_loss)
+            bar.set_postfix(loss=f"{step_loss:.3f}")
+        bar.close()
+
+        val_loss = evaluate_loss(model, validation, device=device, micro_batch_size=micro,
+                                 pad_id=pad_id)
+        _check_finite(val_loss, f"validation after epoch {epoch}")
+        val_losses.append(val_loss)
+        epoch_train = sum(train_losses[-steps_per_epoch:]) / steps_per_epoch
+        log.info("%s epoch %d/%d: train loss %.4f, val loss %.4f (lr %.2e, batch %d)",
+                 label, epoch, params.max_epochs, epoch_train, val_loss, params.learning_rate,
+                 params.batch_size)
+        if val_loss < best_loss:
+            best_loss, best_epoch, stale = val_loss, epoch, 0
+            best_blob = serialize_adapter(model, ADAPTER_NAME, base_model=settings.model_name)
+        else:
+            stale += 1
+        if on_epoch is not None:
+            on_epoch(epoch, val_loss)
+        if stale >= params.patience and epoch < params.max_epochs:
+            stopped_early = True
+            log.info("%s stops early: no better validation loss for %d epoch(s)", label, stale)
+            break
+
+    return FitResult(adapter=best_blob, best_val_loss=best_loss, best_epoch=best_epoch,
+                     val_losses=val_losses, train_losses=train_losses,
+                     steps_per_epoch=steps_per_epoch, tokens_seen=tokens_seen,
+                     seconds=time.perf_counter() - started, stopped_early=stopped_early)
