@@ -1,0 +1,346 @@
+"""GPT-2 (+ an optional LoRA adapter) behind a queue: batched generation and adapter hot-swap.
+
+One thread owns the model. Everything that runs the model or changes its modules (a batch's
+`generate`, attaching or deleting an adapter) is a job on that thread, so a forward pass never
+overlaps a change to the module tree and jobs run in the order they were submitted. The
+event loop only queues requests, forms batches and awaits the model thread.
+
+A swap reads and checks the adapter bytes in a worker thread while batches keep running, then
+attaches the adapter under a fresh peft name on the model thread (between two batches), then
+points new batches at it. Each batch passes its adapter name to `generate(adapter_names=...)`
+as read when the batch was formed, so a batch always finishes with the adapter it started with
+and reports that version. The old adapter is deleted by a job queued after every batch that
+could still use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+
+from bot import dialogue
+from bot.adapter_io import AdapterLoadError, ParsedAdapter, attach_adapter, parse_adapter
+from bot.dialogue import Turn
+
+log = logging.getLogger(__name__)
+
+BASE_VERSION = "base"
+_PEFT_BASE = "__base__"  # peft's name for "no adapter" in `adapter_names`
+_OVERRIDABLE = ("max_new_tokens", "min_new_tokens", "temperature", "top_p", "repetition_penalty")
+
+
+class EngineBusy(Exception):
+    """The request queue is full; the caller should answer "busy" and not retry at once."""
+
+
+class GenerationFailed(Exception):
+    """The model call failed (details are in the engine's log); the message is safe to show."""
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str  # the reply, via dialogue.extract_reply (never empty)
+    prompt: str  # the exact model input text (after neutralising and truncation)
+    prompt_tokens: int
+    reply_tokens: int
+    latency_ms: float  # from the call to generate until the reply was decoded
+    adapter_version: str  # the version that really produced it ("base" for none)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Generation settings of one request; requests go in one batch only when these match."""
+
+    max_new_tokens: int
+    min_new_tokens: int
+    temperature: float
+    top_p: float
+    repetition_penalty: float
+
+
+@dataclass(frozen=True)
+class _Adapter:
+    version: str
+    peft_name: str  # _PEFT_BASE for the base model
+
+
+@dataclass
+class _Request:
+    prompt: str
+    prompt_ids: list[int]
+    sampling: Sampling
+    future: asyncio.Future
+    started: float = field(default_factory=time.perf_counter)
+
+
+class Engine:
+    """Batched generation with a hot-swappable LoRA adapter; see the module docstring."""
+
+    def __init__(self, model, tokenizer, settings, *, model_name: str | None = None,
+                 device: str = "cpu"):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.model_name: str = model_name or settings.model_name
+        self.device = torch.device(device)
+        config = model.config
+        self.n_positions: int = (getattr(config, "n_positions", None)
+                                 or config.max_position_embeddings)
+        self.eos_token_id: int = tokenizer.eos_token_id
+        self.default_sampling = Sampling(
+            max_new_tokens=settings.max_new_tokens, min_new_tokens=0,
+            temperature=settings.temperature, top_p=settings.top_p,
+            repetition_penalty=settings.repetition_penalty)
+        if self.n_positions - self.default_sampling.max_new_tokens < 8:
+            raise ValueError(f"MAX_NEW_TOKENS={settings.max_new_tokens} leaves no room for a "
+                             f"prompt in this model's {self.n_positions} positions")
+        self.model_calls = 0
+        self._active = _Adapter(BASE_VERSION, _PEFT_BASE)
+        self._names = itertools.count(1)
+        self._queue: asyncio.Queue[_Request] = asyncio.Queue(maxsize=settings.queue_max)
+        self._held: list[_Request] = []  # taken from the queue but left for a later batch
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-model")
+        self._worker: asyncio.Task | None = None
+        self._swap_lock = asyncio.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings) -> Engine:
+        """Load MODEL_NAME (hub name or local directory) on the configured device."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        device = settings.resolved_device()
+        if device.startswith("cuda"):
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            dtype = torch.float32
+        tokenizer = AutoTokenizer.from_pretrained(settings.model_name)
+        model = AutoModelForCausalLM.from_pretrained(settings.model_name, dtype=dtype)
+        return cls(model.to(device), tokenizer, settings, device=device)
+
+    # --- what callers read ----------------------------------------------------------------------
+
+    @property
+    def active_version(self) -> str:
+        return self._active.version
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        return self.n_positions - self.default_sampling.max_new_tokens
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._closed:
+            raise GenerationFailed("the engine is closed")
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._run_batches(), name="engine-batches")
+
+    async def close(self) -> None:
+        """Stop the worker, fail what is still queued, and release the model thread."""
+        self._closed = True
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        leftover = self._held[:]
+        self._held.clear()
+        while not self._queue.empty():
+            leftover.append(self._queue.get_nowait())
+        for request in leftover:
+            if not request.future.done():
+                request.future.set_exception(GenerationFailed("the engine is shutting down"))
+        # Let a batch already on the model thread finish without blocking the event loop.
+        await asyncio.to_thread(self._model_thread.shutdown, wait=True, cancel_futures=True)
+
+    # --- generation -----------------------------------------------------------------------------
+
+    def sampling_for(self, **overrides) -> Sampling:
+        """The default sampling with `overrides`; unknown names are refused."""
+        unknown = set(overrides) - set(_OVERRIDABLE)
+        if unknown:
+            raise TypeError(f"unknown generation settings: {sorted(unknown)} "
+                            f"(allowed: {', '.join(_OVERRIDABLE)})")
+        fields = {name: getattr(self.default_sampling, name) for name in _OVERRIDABLE}
+        fields.update(overrides)
+        sampling = Sampling(**fields)
+        if not 1 <= sampling.max_new_tokens <= self.n_positions - 8:
+            raise ValueError(f"max_new_tokens must be between 1 and {self.n_positions - 8}")
+        if not 0 <= sampling.min_new_tokens <= sampling.max_new_tokens:
+            raise ValueError("min_new_tokens must be between 0 and max_new_tokens")
+        if sampling.temperature < 0 or not 0 < sampling.top_p <= 1:
+            raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
+        if sampling.repetition_penalty <= 0:
+            raise ValueError("repetition_penalty must be > 0")
+        return sampling
+
+    async def generate(self, turns: list[Turn], style: str | None = None,
+                       **overrides) -> Generation:
+        """The bot's reply to `turns` (oldest first, ending with the user's message).
+
+        Raises EngineBusy when the queue is full, GenerationFailed when the model call fails,
+        and ValueError/PromptTooLong for a dialogue that cannot be served.
+        """
+        started = time.perf_counter()
+        await self.start()
+        sampling = self.sampling_for(**overrides)
+        budget = self.n_positions - sampling.max_new_tokens
+        # Building the prompt encodes it several times: keep that off the event loop.
+        prompt, prompt_ids = await asyncio.to_thread(self._encode_prompt, turns, style, budget)
+        # Requests held back for a later batch count too: the bound covers everything waiting.
+        if self._queue.qsize() + len(self._held) >= self._queue.maxsize:
+            raise EngineBusy(f"{self._queue.maxsize} requests are already waiting")
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Request(prompt, prompt_ids, sampling, future, started))
+        return await future
+
+    def _encode_prompt(self, turns: list[Turn], style: str | None,
+                       budget: int) -> tuple[str, list[int]]:
+        prompt = dialogue.build_prompt(turns, style, self.tokenizer, budget)
+        return prompt, self.tokenizer.encode(prompt, add_special_tokens=False)
+
+    async def _next_batch(self) -> list[_Request]:
+        """Up to BATCH_MAX_SIZE requests with the same sampling, waiting BATCH_MAX_WAIT_MS at most
+        for more after the first; requests with other sampling are held for a later batch."""
+        limit = self.settings.batch_max_size
+        first = self._held.pop(0) if self._held else await self._queue.get()
+        batch, kept = [first], []
+        for request in self._held:
+            (batch if len(batch) < limit and request.sampling == first.sampling
+             else kept).append(request)
+        self._held = kept
+        deadline = time.monotonic() + self.settings.batch_max_wait_ms / 1000
+        while len(batch) < limit:
+            try:
+                request = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    request = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if request.sampling == first.sampling:
+                batch.append(request)
+            else:
+                self._held.append(request)
+        return [r for r in batch if not r.future.done()]  # callers that gave up are skipped
+
+    async def _run_batches(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            if not batch:
+                continue
+            adapter = self._active  # read at batch start: the batch reports what it ran with
+            try:
+                outputs = await loop.run_in_executor(self._model_thread, self._generate_batch,
+                                                     batch, adapter)
+            except asyncio.CancelledError:
+                for request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(GenerationFailed("the engine is shutting "
+                                                                      "down"))
+                raise
+            except Exception:
+                log.exception("generation failed for a batch of %d (adapter %s)", len(batch),
+                              adapter.version)
+                for request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(GenerationFailed(
+                            "the model failed to generate a reply"))
+                continue
+            now = time.perf_counter()
+            for request, (text, reply_tokens) in zip(batch, outputs, strict=True):
+                if request.future.done():
+                    continue
+                request.future.set_result(Generation(
+                    text=text, prompt=request.prompt, prompt_tokens=len(request.prompt_ids),
+                    reply_tokens=reply_tokens, latency_ms=(now - request.started) * 1000,
+                    adapter_version=adapter.version))
+
+    def _generate_batch(self, batch: list[_Request],
+                        adapter: _Adapter) -> list[tuple[str, int]]:
+        """Runs on the model thread: one left-padded `generate` call for the whole batch."""
+        self.model_calls += 1
+        width = max(len(r.prompt_ids) for r in batch)
+        pad = self.eos_token_id
+        input_ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + r.prompt_ids
+                                  for r in batch], device=self.device)
+        attention_mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids)
+                                       for r in batch], device=self.device)
+        sampling = batch[0].sampling
+        kwargs = dict(max_new_tokens=sampling.max_new_tokens,
+                      min_new_tokens=sampling.min_new_tokens or None,
+                      repetition_penalty=sampling.repetition_penalty,
+                      pad_token_id=pad, eos_token_id=pad)
+        if sampling.temperature > 0:
+            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        model = self.model
+        if hasattr(model, "peft_config"):
+            if model.peft_config:  # name the adapter of every row ("__base__": none)
+                kwargs["adapter_names"] = [adapter.peft_name] * len(batch)
+            else:  # every adapter was deleted: peft's generate needs one, the LoRA layers don't
+                model = model.base_model.model  # (get_base_model needs an adapter too)
+        with torch.inference_mode():
+            output = model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                         **kwargs)
+        results = []
+        for row in output[:, width:].tolist():
+            if pad in row:
+                row = row[:row.index(pad)]
+            text = self.tokenizer.decode(row, skip_special_tokens=False)
+            results.append((dialogue.extract_reply(text, self.tokenizer.eos_token), len(row)))
+        return results
+
+    # --- adapters -------------------------------------------------------------------------------
+
+    async def swap(self, version: str, adapter_bytes: bytes | None) -> None:
+        """Serve `version` from the next batch on; "base" with None serves the bare model.
+
+        Raises AdapterLoadError when the bytes do not load (damaged, another base model, wrong
+        shape); the adapter in service then stays as it was.
+        """
+        if (version == BASE_VERSION) != (adapter_bytes is None):
+            raise ValueError('version "base" goes with no bytes, any other version with bytes')
+        async with self._swap_lock:
+            started = time.perf_counter()
+            loop = asyncio.get_running_loop()
+            if adapter_bytes is None:
+                new = _Adapter(BASE_VERSION, _PEFT_BASE)
+            else:
+                parsed = await asyncio.to_thread(self._parse_for_this_model, adapter_bytes)
+                new = _Adapter(version, f"adapter_{next(self._names)}")
+                await loop.run_in_executor(self._model_thread, self._attach, parsed,
+                                           new.peft_name)
+            old, self._active = self._active, new
+            if old.peft_name != _PEFT_BASE:
+                # Queued behind every batch that read `old`: none of them loses its adapter.
+                await loop.run_in_executor(self._model_thread, self.model.delete_adapter,
+                                           old.peft_name)
+            log.info("adapter %s -> %s in %.0f ms", old.version, version,
+                     (time.perf_counter() - started) * 1000)
+
+    def _parse_for_this_model(self, blob: bytes) -> ParsedAdapter:
+        parsed = parse_adapter(blob)
+        if parsed.base_model != self.model_name:
+            raise AdapterLoadError(f"adapter was trained on {parsed.base_model or 'an unnamed'!r}"
+                                   f" base model, this engine serves {self.model_name!r}")
+        return parsed
+
+    def _attach(self, parsed: ParsedAdapter, peft_name: str) -> None:
+        """Runs on the model thread; attach_adapter checks every tensor's name and shape."""
+        self.model = attach_adapter(self.model, parsed, peft_name).eval()
+        # Rows name their adapter in `generate`, but peft's generate also reads the config of
+        # the model-wide active adapter, which must therefore be one that is still loaded.
+        self.model.set_adapter(peft_name, inference_mode=True)

@@ -1,0 +1,105 @@
+"""Keep the engine serving the registry's active adapter: at start-up and on every change."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bot.adapter_io import AdapterLoadError
+from bot.store import BASE_VERSION, AdapterCorrupt, AdapterEvent, AdapterRecord, UnknownAdapter
+
+log = logging.getLogger(__name__)
+
+OnChange = Callable[[AdapterEvent, AdapterRecord | None], Awaitable[None]]
+# A version that cannot be served: logged and skipped, the engine keeps what it has.
+_UNSERVABLE = (AdapterCorrupt, AdapterLoadError, UnknownAdapter)
+_CONNECTION_LOST = (RedisConnectionError, RedisTimeoutError, OSError)
+_RECONNECT_MAX_S = 30.0
+
+
+async def sync_active(store, engine) -> str:
+    """Swap the engine to the registry's active version now (if it is not serving it already);
+    returns that version. Raises what loading it raised (AdapterCorrupt, AdapterLoadError, ...)."""
+    version = await store.active_version()
+    if engine.active_version != version:
+        blob = None if version == BASE_VERSION else await store.adapter_bytes(version)
+        await engine.swap(version, blob)
+    return version
+
+
+async def _sync_or_skip(store, engine) -> bool:
+    """sync_active, with a version that cannot be served logged; True when the engine moved."""
+    before = engine.active_version
+    try:
+        version = await sync_active(store, engine)
+    except _UNSERVABLE as error:
+        log.error("the active adapter cannot be served, still serving %s: %s", before, error)
+        return False
+    except _CONNECTION_LOST:
+        raise
+    except Exception:  # an unforeseen loader failure must not stop the follower
+        log.exception("swapping to the active adapter failed, still serving %s", before)
+        return False
+    return version != before
+
+
+async def follow_registry(store, engine, on_change: OnChange | None = None) -> None:
+    """Run until cancelled: serve the active version, and follow every adapter event.
+
+    The subscription is in place before the active version is read, so a change made during
+    start-up is not missed. Each event re-reads the active version (the registry is the truth,
+    and a burst of events ends on the newest). `on_change(event, record or None)` is awaited
+    after each successful swap an event caused. A lost Redis connection is retried with backoff.
+    """
+    delay = 1.0
+    while True:
+        subscribed = asyncio.Event()
+        try:
+            await _follow_once(store, engine, on_change, subscribed)
+        except _CONNECTION_LOST as error:
+            if subscribed.is_set():  # it had worked: start the backoff afresh
+                delay = 1.0
+            log.warning("lost the adapter event subscription (%s); retrying in %.0f s",
+                        error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RECONNECT_MAX_S)
+
+
+async def _follow_once(store, engine, on_change: OnChange | None,
+                       subscribed: asyncio.Event) -> None:
+    events = store.adapter_events(subscribed=subscribed)
+    pending = asyncio.ensure_future(anext(events))  # runs the subscription up to its 1st event
+    try:
+        waiter = asyncio.ensure_future(subscribed.wait())
+        await asyncio.wait({pending, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if pending.done() and pending.exception() is not None:
+            raise pending.exception()  # subscribing failed
+        await _sync_or_skip(store, engine)
+        while True:
+            event = await pending
+            pending = asyncio.ensure_future(anext(events))
+            log.info("adapter event: %s %s (was %s)", event.kind, event.version, event.previous)
+            if await _sync_or_skip(store, engine):
+                await _notify(store, engine, on_change, event)
+    finally:
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
+            await pending
+        await events.aclose()
+
+
+async def _notify(store, engine, on_change: OnChange | None, event: AdapterEvent) -> None:
+    if on_change is None:
+        return
+    version = engine.active_version
+    try:
+        record = None if version == BASE_VERSION else await store.adapter_record(version)
+        await on_change(event, record)
+    except Exception:  # a failing notification must not stop the bot following the registry
+        log.exception("on_change callback failed for adapter %s", version)
