@@ -1,0 +1,128 @@
+"""The one conversation path shared by Discord and the console: style, generation, storage.
+
+A reply is made in two steps because Discord only knows the reply's message id after sending:
+`draft()` looks up the style in force and asks the engine; `keep()` stores the exchange once
+the reply is out. `chat()` does both for callers that have no message id (the console).
+Nothing here imports discord.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+from bot.dialogue import BOT_MARK, USER_MARK, PromptTooLong, Turn, neutralise
+from bot.engine import EngineBusy, Generation, GenerationFailed
+from bot.store import Exchange, Store, TurnRecord
+
+log = logging.getLogger(__name__)
+
+BUSY_REPLY = "I'm answering a lot of people right now - please try again in a moment."
+FAILED_REPLY = "Sorry, I couldn't come up with a reply just now. Please try again."
+
+
+class StyleRejected(ValueError):
+    """A style prefix that may not be used; the message says why."""
+
+
+def validate_style(prefix: str, max_chars: int, eos_token: str | None = None) -> str:
+    """The cleaned prefix, or StyleRejected when it is empty, too long or holds role markers."""
+    prefix = prefix.strip()
+    if not prefix:
+        raise StyleRejected("a style prefix needs some text")
+    if len(prefix) > max_chars:
+        raise StyleRejected(f"a style prefix is at most {max_chars} characters "
+                            f"(this one has {len(prefix)})")
+    # neutralise() rewrites exactly what could forge a turn; any change means a marker was there.
+    if neutralise(prefix, eos_token) != prefix:
+        raise StyleRejected(f"a style prefix may not contain role markers such as {USER_MARK} "
+                            f"or {BOT_MARK}, nor the end-of-text token")
+    return prefix
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A generated reply not yet stored: what it answered and what produced it."""
+
+    turns: list[Turn]
+    style: str | None
+    generation: Generation
+    guild_id: int | None
+    channel_id: int | None
+
+    @property
+    def text(self) -> str:
+        return self.generation.text
+
+
+@dataclass(frozen=True)
+class Failure:
+    """No reply could be made; `text` is the short apology to show instead."""
+
+    reason: Literal["busy", "failed"]
+    text: str
+
+
+class Conversation:
+    """Turns in, a stored reply out; the same for every front end."""
+
+    def __init__(self, settings, store: Store, engine):
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+
+    async def style_in_force(self, guild_id: int | None, channel_id: int | None) -> str | None:
+        style = await self.store.style_for(guild_id, channel_id)
+        return style.prefix if style else None
+
+    async def draft(self, turns: list[Turn], *, guild_id: int | None,
+                    channel_id: int | None) -> Draft | Failure:
+        """Generate a reply to `turns` (oldest first, ending with the user's message)."""
+        style = await self.style_in_force(guild_id, channel_id)
+        try:
+            generation = await self.engine.generate(turns, style=style)
+        except EngineBusy:
+            log.warning("engine queue full; asked the user to retry")
+            return Failure("busy", BUSY_REPLY)
+        except (GenerationFailed, PromptTooLong, ValueError) as error:
+            # PromptTooLong/ValueError: a dialogue the engine cannot serve (e.g. a huge style).
+            log.error("generation failed: %s", error)
+            return Failure("failed", FAILED_REPLY)
+        return Draft(turns=list(turns), style=style, generation=generation,
+                     guild_id=guild_id, channel_id=channel_id)
+
+    async def keep(self, draft: Draft, *, source: Literal["discord", "console"],
+                   user_id: int | str, message_id: int | None = None,
+                   user_message_id: int | None = None) -> Exchange:
+        """Store the exchange of a sent reply; the user id is hashed by the store."""
+        generation = draft.generation
+        exchange = Exchange(
+            source=source, guild_id=draft.guild_id, channel_id=draft.channel_id,
+            message_id=message_id, user_message_id=user_message_id,
+            context=[TurnRecord(role=t.role, text=t.text) for t in draft.turns[:-1]],
+            user_message=draft.turns[-1].text, style=draft.style, reply=generation.text,
+            adapter_version=generation.adapter_version, latency_ms=generation.latency_ms,
+            prompt_tokens=generation.prompt_tokens, reply_tokens=generation.reply_tokens)
+        return await self.store.add_exchange(exchange, user_id=user_id)
+
+    async def chat(self, turns: list[Turn], *, source: Literal["discord", "console"],
+                   user_id: int | str, guild_id: int | None = None,
+                   channel_id: int | None = None) -> Exchange | Failure:
+        """Draft and store in one step (for front ends without message ids)."""
+        draft = await self.draft(turns, guild_id=guild_id, channel_id=channel_id)
+        if isinstance(draft, Failure):
+            return draft
+        return await self.keep(draft, source=source, user_id=user_id)
+
+    async def claim_cooldown(self, user_id: int | str) -> bool:
+        """True when this user may be answered now (and starts their cooldown).
+
+        Kept in Redis with SET NX PX, so every shard and process shares one cooldown per user;
+        the key is `P:cd:{user_hash}` and expires by itself.
+        """
+        seconds = self.settings.cooldown_seconds
+        if seconds <= 0:
+            return True
+        key = self.store.k("cd", self.store.user_hash(user_id))
+        return bool(await self.store.r.set(key, b"1", nx=True, px=int(seconds * 1000)))
