@@ -186,9 +186,9 @@ def fit_lora(base_model, train: list[Example], validation: list[Example], params
                 with _autocast(device):
                     loss, _ = summed_loss(model, batch)
                 loss = loss / batch_tokens
-                _check_finite(float(loss), f"epoch {epoch} step {step + 1}")
+                _check_finite(loss.item(), f"epoch {epoch} step {step + 1}")
                 (scaler.scale(loss) if scaler else loss).backward()
-                step_loss += float(loss)
+                step_loss += loss.item()
             if scaler:
                 scaler.step(optimizer)
                 scaler.update()

@@ -113,7 +113,7 @@ def run_search(base_model, train: list[Example], validation: list[Example], sett
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own log lines say the same
     study.optimize(objective, n_trials=settings.search_trials,
-                   timeout=settings.search_timeout_seconds, catches=(FitFailed,),
+                   timeout=settings.search_timeout_seconds, catch=(FitFailed,),
                    gc_after_trial=True)
 
     trials = []
