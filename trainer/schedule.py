@@ -50,13 +50,14 @@ class TrainerService:
 
 
 def build_scheduler(service: TrainerService, settings) -> AsyncIOScheduler:
-    scheduler = AsyncIOScheduler(job_defaults={"max_instances": 1, "coalesce": True,
-                                               "misfire_grace_time": 60})
+    scheduler = AsyncIOScheduler()
+    # Never two runs of a job at once, and runs missed while one was busy collapse into one.
+    once = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 60}
     scheduler.add_job(service.scheduled_cycle,
                       IntervalTrigger(minutes=settings.train_interval_minutes),
-                      id="training-cycle", next_run_time=datetime.now())
+                      id="training-cycle", next_run_time=datetime.now(), **once)
     scheduler.add_job(service.poll_request, IntervalTrigger(seconds=REQUEST_POLL_SECONDS),
-                      id="train-now-poll")
+                      id="train-now-poll", **once)
     return scheduler
 
 

@@ -1,0 +1,212 @@
+"""Whole training cycles on the tiny model and a real Redis: promote, gate, lock, threshold."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import math
+
+import pytest
+import redis.asyncio as aioredis
+import torch
+from transformers import AutoModelForCausalLM
+
+from bot.adapter_io import attach_adapter, parse_adapter
+from bot.store import BASE_VERSION, Exchange, Store
+from trainer.cycle import LOCK_HELD, run_cycle
+from trainer.publish import gate
+from trainer.schedule import TrainerService, build_scheduler
+
+QA = [("what is the capital of france", "paris is the capital of france"),
+      ("how are you", "i am fine thank you"),
+      ("what color is the sky", "the sky is blue"),
+      ("say hello", "hello there"),
+      ("what is two plus two", "two plus two is four")]
+
+
+def train_settings(settings, **overrides):
+    """Few trials and epochs, and a learning-rate range where the tiny model learns surely."""
+    options = {"search_trials": 2, "max_epochs": 2, "search_lr_min": 5e-3,
+               "search_lr_max": 2e-2, "min_new_ratings": 0}
+    return settings.model_copy(update=options | overrides)
+
+
+async def add_rated(store, count: int, vote: int = 1) -> list[Exchange]:
+    """`count` exchanges with simple repeated question -> answer pairs, each rated `vote`."""
+    added = []
+    for n in range(count):
+        question, answer = QA[n % len(QA)]
+        exchange = await store.add_exchange(Exchange(user_message=f"{question} ({n})",
+                                                     reply=answer))
+        await store.rate(exchange.id, "moderator", vote)
+        added.append(exchange)
+    return added
+
+
+async def test_full_cycle_promotes_then_gate_rejects_a_worse_candidate(settings, store):
+    settings = train_settings(settings)
+    await add_rated(store, 40)
+    await add_rated(store, 5, vote=-1)
+    newest_event = await store.last_rating_event()
+
+    outcome = await run_cycle(settings, store, progress=False)
+
+    assert outcome.outcome == "promoted", outcome.reason
+    assert outcome.version == "v1"
+    assert outcome.val_loss["candidate"] < outcome.val_loss["base"] - 0.05
+    assert outcome.val_loss["active"] == outcome.val_loss["base"]  # the base was serving
+    assert outcome.trials == 2 and outcome.batch_size in (4, 8, 16, 32)
+    assert await store.active_version() == "v1"
+    assert await store.get_cursor() == newest_event
+
+    record = await store.adapter_record("v1")
+    assert record.parent == BASE_VERSION and record.base_model == settings.model_name
+    assert record.hyperparameters["learning_rate"] == outcome.learning_rate
+    assert record.hyperparameters["batch_size"] == outcome.batch_size
+    assert record.hyperparameters["lora_rank"] == settings.lora_rank
+    assert [t["state"] for t in record.trials] and len(record.trials) == 2
+    assert record.data["positive_replies"] == 40 and record.data["not_positive"] == 5
+    assert record.data["train_examples"] + record.data["validation_examples"] == 40
+    assert record.metrics["val_loss"] == outcome.val_loss
+    assert len(record.metrics["train_loss_curve"]) >= 2
+
+    report, png = await store.report("v1")
+    assert report["version"] == "v1" and report["val_loss"] == outcome.val_loss
+    assert png.startswith(b"\x89PNG")
+    assert outcome.png_path == str(settings.reports_dir / "v1.png")
+    assert (settings.reports_dir / "v1.png").read_bytes() == png
+    assert json.loads((settings.reports_dir / "v1.json").read_text())["version"] == "v1"
+    (run,) = await store.recent_runs(1)
+    assert run["outcome"] == "promoted" and run["version"] == "v1"
+
+    # The stored bytes load into a fresh base model and give the recorded loss back.
+    model = AutoModelForCausalLM.from_pretrained(settings.model_name)
+    model = attach_adapter(model, parse_adapter(await store.adapter_bytes("v1")), "v1")
+    assert any(".lora_B.v1." in name and param.abs().sum() > 0
+               for name, param in model.named_parameters())
+
+    # A second cycle on the same data cannot beat v1 by a margin of 5 nats: rejected, and
+    # nothing in service changes. Its first trial repeats v1's hyperparameters.
+    strict = train_settings(settings, gate_margin=5.0)
+    second = await run_cycle(strict, store, force=True, progress=False)
+    assert second.outcome == "rejected"
+    assert "margin 5" in second.reason
+    assert second.val_loss["active"] == pytest.approx(outcome.val_loss["candidate"], rel=1e-4)
+    assert second.trial_details[0]["params"] == {"learning_rate": outcome.learning_rate,
+                                                 "batch_size": outcome.batch_size}
+    assert await store.active_version() == "v1"
+    assert [r.version for r in await store.list_adapters()] == ["v1"]
+    assert (await store.recent_runs(1))[0]["outcome"] == "rejected"
+    assert second.png_path and second.png_path.endswith(".png")
+
+
+def test_gate_needs_the_margin_and_a_win_over_the_base():
+    assert gate(candidate=2.0, active=None, base=3.0, margin=0.1).promote
+    assert not gate(candidate=2.95, active=None, base=3.0, margin=0.1).promote
+    assert gate(candidate=2.0, active=2.5, base=3.0, margin=0.1).promote
+    assert not gate(candidate=2.45, active=2.5, base=3.0, margin=0.1).promote
+    # Beating a poor active adapter is not enough when the base model is better still.
+    decision = gate(candidate=3.2, active=4.0, base=3.1, margin=0.1)
+    assert not decision.promote and "base" in decision.reason
+    assert not gate(candidate=math.nan, active=2.5, base=3.0, margin=0.0).promote
+
+
+async def test_two_cycles_started_at_once_train_once(settings, store, redis_server):
+    settings = train_settings(settings, search_trials=1, max_epochs=1)
+    await add_rated(store, 20)
+    other = Store(aioredis.from_url(redis_server.url), prefix=settings.key_prefix,
+                  user_secret=settings.user_hash_secret.get_secret_value())
+    try:
+        first, second = await asyncio.gather(run_cycle(settings, store, progress=False),
+                                             run_cycle(settings, other, progress=False))
+    finally:
+        await other.close()
+    outcomes = sorted([first.outcome, second.outcome])
+    assert outcomes == ["promoted", "skipped"]
+    skipped = first if first.outcome == "skipped" else second
+    assert skipped.reason == LOCK_HELD
+    assert [r.version for r in await store.list_adapters()] == ["v1"]
+    # The lock was released: the next cycle is free to run (and finds nothing new).
+    third = await run_cycle(train_settings(settings, min_new_ratings=1), store, progress=False)
+    assert third.outcome == "skipped" and third.reason.startswith("0 new rating")
+
+
+async def test_skip_threshold_and_train_now_request(settings, store):
+    settings = train_settings(settings, min_new_ratings=25, search_trials=1, max_epochs=1)
+    await add_rated(store, 20)
+
+    skipped = await run_cycle(settings, store, progress=False)
+    assert skipped.outcome == "skipped"
+    assert skipped.reason.startswith("20 new rating(s)") and "MIN_NEW_RATINGS=25" in skipped.reason
+    assert await store.get_cursor() == "0-0"  # a skipped cycle leaves the ratings counted
+    assert await store.list_adapters() == []
+
+    await store.request_training("admin")
+    requested = await run_cycle(settings, store, progress=False)
+    assert requested.outcome != "skipped", requested.reason
+    assert await store.take_training_request() is None  # the request was used up
+    assert await store.get_cursor() == await store.last_rating_event()
+
+    await add_rated(store, 5)  # five new, still below 25
+    assert (await run_cycle(settings, store, progress=False)).reason.startswith("5 new")
+
+
+async def test_no_usable_data_changes_nothing(settings, store):
+    await add_rated(store, 10, vote=-1)
+    outcome = await run_cycle(train_settings(settings), store, progress=False)
+    assert outcome.outcome == "skipped" and outcome.reason.startswith("no usable data")
+    assert await store.active_version() == BASE_VERSION
+    assert await store.list_adapters() == []
+
+
+async def test_nan_loss_fails_every_trial_and_publishes_nothing(settings, store, tmp_path):
+    broken = tmp_path / "nan-gpt2"
+    model = AutoModelForCausalLM.from_pretrained(settings.model_name)
+    with torch.no_grad():
+        model.transformer.wte.weight[0, 0] = math.nan  # real weights that poison every loss
+    model.save_pretrained(broken)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        source = settings.model_name + "/" + name
+        (broken / name).write_bytes(open(source, "rb").read())
+    await add_rated(store, 20)
+
+    outcome = await run_cycle(train_settings(settings, model_name=str(broken)), store,
+                              progress=False)
+    assert outcome.outcome == "rejected"
+    assert outcome.reason.startswith("every trial failed")
+    assert "loss became nan" in outcome.reason
+    assert [t["state"] for t in outcome.trial_details] == ["FAIL", "FAIL"]
+    assert await store.active_version() == BASE_VERSION
+    assert await store.list_adapters() == []
+
+
+async def test_schedule_runs_a_requested_cycle_soon(settings, store):
+    settings = train_settings(settings, search_trials=1, max_epochs=1, min_new_ratings=1000)
+    service = TrainerService(settings, store)
+    scheduler = build_scheduler(service, settings)
+    jobs = {job.id: job for job in scheduler.get_jobs()}
+    assert set(jobs) == {"training-cycle", "train-now-poll"}
+    for job in jobs.values():
+        assert job.max_instances == 1 and job.coalesce is True
+    assert jobs["training-cycle"].trigger.interval.total_seconds() == \
+        settings.train_interval_minutes * 60
+
+    await add_rated(store, 20)
+    assert await service.poll_request() is None  # nothing asked: no cycle, no record
+    assert await store.recent_runs() == []
+    await store.request_training("admin")
+    outcome = await service.poll_request()
+    assert outcome is not None and outcome.outcome == "promoted", outcome
+    assert not await store.training_requested()
+
+
+def test_loss_curve_png_is_a_picture():
+    from PIL import Image
+
+    from trainer.report import loss_curve_png
+
+    png = loss_curve_png("test", [3.0, 2.5, 2.0, 1.8], 2, [2.6, 1.9], {"base": 3.1,
+                                                                       "active": None})
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG" and image.size == (700, 400)
