@@ -24,9 +24,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
+from peft import PeftModel, get_peft_model
 
 from bot import dialogue
-from bot.adapter_io import AdapterLoadError, ParsedAdapter, attach_adapter, parse_adapter
+from bot.adapter_io import (
+    AdapterLoadError,
+    ParsedAdapter,
+    attach_adapter,
+    lora_config,
+    parse_adapter,
+)
 from bot.dialogue import Turn
 
 log = logging.getLogger(__name__)
@@ -85,7 +92,7 @@ class Engine:
 
     def __init__(self, model, tokenizer, settings, *, model_name: str | None = None,
                  device: str = "cpu"):
-        self.model = model.eval()
+        self.model = _as_peft_model(model, settings).eval()
         self.tokenizer = tokenizer
         self.settings = settings
         self.model_name: str = model_name or settings.model_name
@@ -287,11 +294,10 @@ class Engine:
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         model = self.model
-        if hasattr(model, "peft_config"):
-            if model.peft_config:  # name the adapter of every row ("__base__": none)
-                kwargs["adapter_names"] = [adapter.peft_name] * len(batch)
-            else:  # every adapter was deleted: peft's generate needs one, the LoRA layers don't
-                model = model.base_model.model  # (get_base_model needs an adapter too)
+        if model.peft_config:  # name the adapter of every row ("__base__": none)
+            kwargs["adapter_names"] = [adapter.peft_name] * len(batch)
+        else:  # no adapter loaded: peft's generate would need one, its LoRA layers do not
+            model = model.base_model.model  # (get_base_model needs an adapter too)
         with torch.inference_mode():
             output = model.generate(input_ids=input_ids, attention_mask=attention_mask,
                                          **kwargs)
@@ -344,3 +350,18 @@ class Engine:
         # Rows name their adapter in `generate`, but peft's generate also reads the config of
         # the model-wide active adapter, which must therefore be one that is still loaded.
         self.model.set_adapter(peft_name, inference_mode=True)
+
+
+def _as_peft_model(model, settings):
+    """`model` wrapped by peft with no adapter loaded (its LoRA layers then add nothing).
+
+    Wrapping once up front means every adapter is attached the same way, with `add_adapter`,
+    and a refused one is removed cleanly; wrapping a plain model is the step that cannot be
+    undone when the adapter then fails to load.
+    """
+    if isinstance(model, PeftModel):
+        return model
+    placeholder = "engine_placeholder"
+    wrapped = get_peft_model(model, lora_config(settings), adapter_name=placeholder)
+    wrapped.delete_adapter(placeholder)
+    return wrapped
