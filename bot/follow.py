@@ -26,35 +26,40 @@ async def sync_active(store, engine) -> str:
     """Swap the engine to the registry's active version now (if it is not serving it already);
     returns that version. Raises what loading it raised (AdapterCorrupt, AdapterLoadError, ...)."""
     version = await store.active_version()
-    if engine.active_version != version:
-        blob = None if version == BASE_VERSION else await store.adapter_bytes(version)
-        await engine.swap(version, blob)
+    await _swap_to(store, engine, version)
     return version
 
 
-async def _sync_or_skip(store, engine) -> bool:
-    """sync_active, with a version that cannot be served logged; True when the engine moved."""
+async def _swap_to(store, engine, version: str) -> None:
+    if engine.active_version != version:
+        blob = None if version == BASE_VERSION else await store.adapter_bytes(version)
+        await engine.swap(version, blob)
+
+
+async def _swap_or_skip(store, engine, version: str) -> bool:
+    """Serve `version`, or log why it cannot be served; True when the engine moved to it."""
     before = engine.active_version
     try:
-        version = await sync_active(store, engine)
+        await _swap_to(store, engine, version)
     except _UNSERVABLE as error:
-        log.error("the active adapter cannot be served, still serving %s: %s", before, error)
+        log.error("adapter %s cannot be served, still serving %s: %s", version, before, error)
         return False
     except _CONNECTION_LOST:
         raise
     except Exception:  # an unforeseen loader failure must not stop the follower
-        log.exception("swapping to the active adapter failed, still serving %s", before)
+        log.exception("swapping to adapter %s failed, still serving %s", version, before)
         return False
-    return version != before
+    return engine.active_version != before
 
 
 async def follow_registry(store, engine, on_change: OnChange | None = None) -> None:
     """Run until cancelled: serve the active version, and follow every adapter event.
 
     The subscription is in place before the active version is read, so a change made during
-    start-up is not missed. Each event re-reads the active version (the registry is the truth,
-    and a burst of events ends on the newest). `on_change(event, record or None)` is awaited
-    after each successful swap an event caused. A lost Redis connection is retried with backoff.
+    start-up is not missed. An event whose version is no longer the active one is skipped (the
+    newer change has its own event), so a burst of changes loads only the newest.
+    `on_change(event, record or None)` is awaited after each successful swap an event caused.
+    A lost Redis connection is retried with backoff, and the active version is read again.
     """
     delay = 1.0
     while True:
@@ -80,13 +85,15 @@ async def _follow_once(store, engine, on_change: OnChange | None,
         waiter.cancel()
         if pending.done() and pending.exception() is not None:
             raise pending.exception()  # subscribing failed
-        await _sync_or_skip(store, engine)
+        await _swap_or_skip(store, engine, await store.active_version())
         while True:
             event = await pending
             pending = asyncio.ensure_future(anext(events))
             log.info("adapter event: %s %s (was %s)", event.kind, event.version, event.previous)
-            if await _sync_or_skip(store, engine):
-                await _notify(store, engine, on_change, event)
+            if event.version != await store.active_version():
+                continue  # already superseded: the newer change has its own event
+            if await _swap_or_skip(store, engine, event.version):
+                await _notify(store, on_change, event)
     finally:
         pending.cancel()
         with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
@@ -94,10 +101,10 @@ async def _follow_once(store, engine, on_change: OnChange | None,
         await events.aclose()
 
 
-async def _notify(store, engine, on_change: OnChange | None, event: AdapterEvent) -> None:
+async def _notify(store, on_change: OnChange | None, event: AdapterEvent) -> None:
     if on_change is None:
         return
-    version = engine.active_version
+    version = event.version
     try:
         record = None if version == BASE_VERSION else await store.adapter_record(version)
         await on_change(event, record)
