@@ -1,0 +1,48 @@
+"""`python -m bot run` serves Discord (needs DISCORD_TOKEN); `python -m bot console` chats in
+the terminal through the same path, without Discord."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from bot.config import SettingsError, load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="serve Discord (needs DISCORD_TOKEN and USER_HASH_SECRET)")
+    sub.add_parser("console", help="chat in the terminal; reads standard input")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings()
+        if args.command == "run":
+            settings.require_discord()
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    if args.command == "run":
+        from bot.app import run_bot  # imports discord only when serving Discord
+
+        try:
+            asyncio.run(run_bot(settings))
+        except KeyboardInterrupt:
+            pass
+        return 0
+    from bot.console import run_console
+
+    try:
+        return asyncio.run(run_console(settings))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Slash commands: /style, /adapter, /train, /chat (admins), /stats (moderators), /forget me.
+
+Every answer is ephemeral. The work itself lives in bot.actions, shared with the console.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import actions
+from bot.cogs.checks import admin_only, moderator_only
+
+
+async def _answer(interaction: discord.Interaction, text: str) -> None:
+    await interaction.response.send_message(text, ephemeral=True)
+
+
+def _scope(scope: str) -> actions.Scope:
+    return "guild" if scope == "server" else "channel"
+
+
+class Admin(commands.Cog):
+    style = app_commands.Group(name="style", description="The voice prefix of the bot's replies",
+                               guild_only=True)
+    adapter = app_commands.Group(name="adapter", description="The LoRA adapter in service",
+                                 guild_only=True)
+    train = app_commands.Group(name="train", description="Training of new adapters",
+                               guild_only=True)
+    chat = app_commands.Group(name="chat", description="Answer every message in this channel",
+                              guild_only=True)
+    forget = app_commands.Group(name="forget", description="Delete what the bot stored of you")
+
+    def __init__(self, bot):
+        self.bot = bot
+        self.settings = bot.settings
+        self.store = bot.store
+        self.engine = bot.engine
+
+    # --- /style -------------------------------------------------------------------------------
+
+    @style.command(name="set", description="Set the style prefix for this channel or server")
+    @app_commands.describe(prefix="e.g. 'Answer as a polite support agent:'",
+                           scope="channel (default) or the whole server")
+    @admin_only()
+    async def style_set(self, interaction: discord.Interaction, prefix: str,
+                        scope: Literal["channel", "server"] = "channel") -> None:
+        scope_id = interaction.channel_id if scope == "channel" else interaction.guild_id
+        await _answer(interaction, await actions.set_style(
+            self.settings, self.store, _scope(scope), scope_id, prefix, interaction.user.id))
+
+    @style.command(name="show", description="Show the style prefix in force here")
+    @admin_only()
+    async def style_show(self, interaction: discord.Interaction) -> None:
+        await _answer(interaction, await actions.show_style(
+            self.store, interaction.guild_id, interaction.channel_id))
+
+    @style.command(name="clear", description="Remove the style prefix of this channel or server")
+    @admin_only()
+    async def style_clear(self, interaction: discord.Interaction,
+                          scope: Literal["channel", "server"] = "channel") -> None:
+        scope_id = interaction.channel_id if scope == "channel" else interaction.guild_id
+        await _answer(interaction, await actions.clear_style(self.store, _scope(scope), scope_id))
+
+    # --- /adapter, /train ---------------------------------------------------------------------
+
+    @adapter.command(name="status", description="The adapter in service, its metrics and data")
+    @admin_only()
+    async def adapter_status(self, interaction: discord.Interaction) -> None:
+        await _answer(interaction, await actions.adapter_status(self.store, self.engine))
+
+    @adapter.command(name="rollback", description="Go back to the previous adapter at once")
+    @admin_only()
+    async def adapter_rollback(self, interaction: discord.Interaction) -> None:
+        # Loading an adapter can outlast Discord's 3-second answer window: acknowledge first.
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        text, event = await actions.rollback(self.store, self.engine)
+        await interaction.edit_original_response(content=text)
+        if event is not None:
+            # This process swapped already, so its follower sees no change to announce.
+            await self.bot.announce_change(event, None)
+
+    @train.command(name="now", description="Ask the trainer for a training cycle now")
+    @admin_only()
+    async def train_now(self, interaction: discord.Interaction) -> None:
+        requested_by = f"discord:{self.store.user_hash(interaction.user.id)[:16]}"
+        await _answer(interaction, await actions.train_now(self.store, requested_by))
+
+    # --- /chat --------------------------------------------------------------------------------
+
+    @chat.command(name="on", description="Answer every message in this channel")
+    @admin_only()
+    async def chat_on(self, interaction: discord.Interaction) -> None:
+        await self.store.set_chat_channel(interaction.channel_id, True)
+        await _answer(interaction, "I now answer every message in this channel.")
+
+    @chat.command(name="off", description="Answer only mentions and replies in this channel")
+    @admin_only()
+    async def chat_off(self, interaction: discord.Interaction) -> None:
+        await self.store.set_chat_channel(interaction.channel_id, False)
+        await _answer(interaction, "I now answer only mentions and replies in this channel.")
+
+    # --- everyone / moderators ----------------------------------------------------------------
+
+    @forget.command(name="me", description="Delete your messages and the replies to them")
+    async def forget_me(self, interaction: discord.Interaction) -> None:
+        await _answer(interaction, await actions.forget(self.store, interaction.user.id))
+
+    @app_commands.command(name="stats", description="Exchanges and ratings per adapter version")
+    @app_commands.guild_only()
+    @moderator_only()
+    async def stats(self, interaction: discord.Interaction) -> None:
+        await _answer(interaction, await actions.stats(self.store))
+
+
+async def setup(bot) -> None:
+    await bot.add_cog(Admin(bot))

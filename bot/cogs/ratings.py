@@ -1,0 +1,141 @@
+"""Moderator ratings: 👍/👎 reactions on the bot's replies, and "Teach a better reply".
+
+Raw reaction events are used so replies sent before a restart (not in the message cache) are
+rated too; the exchange is found by the reply's message id in the store.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.cogs.chat import THUMBS_DOWN, THUMBS_UP
+from bot.cogs.checks import is_moderator, moderator_only
+from bot.store import Exchange, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+RATING_OF = {THUMBS_UP: 1, THUMBS_DOWN: -1}
+TEACH_MAX_CHARS = 1500
+
+
+class TeachModal(discord.ui.Modal, title="Teach a better reply"):
+    """The moderator writes the reply the bot should have given; stored as a correction."""
+
+    reply = discord.ui.TextInput(label="The reply the bot should have given",
+                                 style=discord.TextStyle.paragraph, max_length=TEACH_MAX_CHARS,
+                                 placeholder="Write the better reply here")
+
+    def __init__(self, store: Store, exchange: Exchange):
+        super().__init__()
+        self.store = store
+        self.exchange = exchange
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        try:
+            await self.store.add_correction(self.exchange.id, interaction.user.id,
+                                            self.reply.value)
+        except StoreError as error:
+            await interaction.response.send_message(f"Not stored: {error}.", ephemeral=True)
+            return
+        await interaction.response.send_message(
+            "Thanks - your better reply is stored and will be used in the next training.",
+            ephemeral=True)
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
+        log.exception("teach modal failed", exc_info=error)
+        if not interaction.response.is_done():
+            await interaction.response.send_message(
+                "Sorry, something went wrong; your reply was not stored.", ephemeral=True)
+
+
+class Ratings(commands.Cog):
+    def __init__(self, bot):
+        self.bot = bot
+        self.store: Store = bot.store
+        self.teach_menu = app_commands.ContextMenu(name="Teach a better reply",
+                                                   callback=self.teach)
+        app_commands.guild_only()(self.teach_menu)
+        moderator_only()(self.teach_menu)
+
+    async def cog_load(self) -> None:
+        self.bot.tree.add_command(self.teach_menu)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.teach_menu.name, type=self.teach_menu.type)
+
+    # --- reactions ----------------------------------------------------------------------------
+
+    def _moderator(self, payload: discord.RawReactionActionEvent) -> discord.Member | None:
+        """The reacting member when they are a moderator in that channel, else None.
+
+        Discord sends the member with every guild reaction-add, so no members intent is needed.
+        """
+        if payload.guild_id is None or payload.member is None:
+            return None
+        guild = self.bot.get_guild(payload.guild_id)
+        channel = guild.get_channel_or_thread(payload.channel_id) if guild else None
+        if channel is None:
+            return None
+        member = payload.member
+        if is_moderator(member, channel.permissions_for(member), self.bot.settings):
+            return member
+        return None
+
+    def _mine(self, payload: discord.RawReactionActionEvent) -> bool:
+        return self.bot.user is not None and payload.user_id == self.bot.user.id
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        value = RATING_OF.get(str(payload.emoji))
+        if value is None or self._mine(payload):
+            return
+        moderator = self._moderator(payload)
+        if moderator is None:
+            return  # others' reactions stay on the message but are not counted
+        exchange = await self.store.exchange_for_message(payload.message_id)
+        if exchange is None:
+            return
+        try:
+            score = await self.store.rate(exchange.id, moderator.id, value)
+        except StoreError as error:
+            log.warning("rating of exchange %s not stored: %s", exchange.id, error)
+            return
+        log.info("moderator rated exchange %s %+d (score %d)", exchange.id, value, score)
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
+        # Removal events carry no member; only moderators' ratings were stored, so a stored
+        # rating of this user with this reaction's value is what the removal withdraws
+        # (removing 👎 after switching to 👍 keeps the 👍).
+        value = RATING_OF.get(str(payload.emoji))
+        if value is None or self._mine(payload):
+            return
+        exchange = await self.store.exchange_for_message(payload.message_id)
+        if exchange is None:
+            return
+        current = (await self.store.ratings(exchange.id)).get(
+            self.store.user_hash(payload.user_id))
+        if current != value:
+            return
+        try:
+            await self.store.withdraw_rating(exchange.id, payload.user_id)
+        except StoreError as error:
+            log.warning("withdrawal for exchange %s not stored: %s", exchange.id, error)
+
+    # --- teach --------------------------------------------------------------------------------
+
+    async def teach(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        exchange = await self.store.exchange_for_message(message.id)
+        if exchange is None:
+            await interaction.response.send_message(
+                "That is not one of my replies that I still remember.", ephemeral=True)
+            return
+        await interaction.response.send_modal(TeachModal(self.store, exchange))
+
+
+async def setup(bot) -> None:
+    await bot.add_cog(Ratings(bot))

@@ -1,0 +1,170 @@
+"""The bot in a terminal: the same conversation path and commands, no Discord token needed.
+
+`Console(settings, store, engine).handle_line(line)` answers one line (a chat message or a
+command) and is what the demo drives; `run_console` wraps it for `python -m bot console`,
+reading standard input (piped or typed) while following the adapter registry. The console user
+is an admin and moderator of the one channel "console".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import TextIO
+
+from bot import actions
+from bot.chat import Conversation, Failure
+from bot.dialogue import Turn
+from bot.engine import Engine
+from bot.follow import follow_registry, sync_active
+from bot.store import Exchange, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+CONSOLE_USER = "console-user"  # hashed by the store like any user id
+CONSOLE_GUILD: int | None = None
+CONSOLE_CHANNEL = 0
+
+HELP = ("commands: /style set <prefix> | /style show | /style clear | /rate up|down | "
+        "/teach <better reply> | /adapter status|rollback | /train now | /stats | "
+        "/forget me | /quit")
+
+
+class Quit(Exception):
+    """`/quit` was typed."""
+
+
+class Console:
+    def __init__(self, settings, store: Store, engine):
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+        self.conversation = Conversation(settings, store, engine)
+        self.turns: list[Turn] = []  # this session's dialogue, oldest first
+        self.last: Exchange | None = None
+
+    async def handle_line(self, line: str) -> str:
+        """The answer to one input line; raises Quit on /quit."""
+        line = line.strip()
+        if not line:
+            return ""
+        if line.startswith("/"):
+            return await self.command(line)
+        return await self.say(line)
+
+    async def say(self, text: str) -> str:
+        keep = self.settings.context_messages
+        turns = [*(self.turns[-keep:] if keep else []), Turn("user", text)]
+        result = await self.conversation.chat(turns, source="console", user_id=CONSOLE_USER,
+                                              guild_id=CONSOLE_GUILD, channel_id=CONSOLE_CHANNEL)
+        if isinstance(result, Failure):
+            return f"bot: {result.text}"
+        self.last = result
+        self.turns = [*turns, Turn("bot", result.reply)]
+        return f"bot [{result.adapter_version}]: {result.reply}"
+
+    async def command(self, line: str) -> str:
+        name, _, rest = line[1:].partition(" ")
+        sub, _, arg = rest.strip().partition(" ")
+        arg = arg.strip()
+        match name.lower(), sub.lower():
+            case ("quit" | "exit"), _:
+                raise Quit()
+            case "style", "set" if arg:
+                return await self._style_set(arg)
+            case "style", "show":
+                return await actions.show_style(self.store, CONSOLE_GUILD, CONSOLE_CHANNEL)
+            case "style", "clear":
+                return await actions.clear_style(self.store, "channel", CONSOLE_CHANNEL)
+            case "rate", ("up" | "down"):
+                return await self._rate(1 if sub.lower() == "up" else -1)
+            case "teach", _ if rest.strip():
+                return await self._teach(rest.strip())
+            case "adapter", "status":
+                return await actions.adapter_status(self.store, self.engine)
+            case "adapter", "rollback":
+                return (await actions.rollback(self.store, self.engine))[0]
+            case "train", "now":
+                return await actions.train_now(self.store, "console")
+            case "stats", _:
+                return await actions.stats(self.store)
+            case "forget", "me":
+                self.turns, self.last = [], None
+                return await actions.forget(self.store, CONSOLE_USER)
+            case "help", _:
+                return HELP
+        return f"unknown or incomplete command {line.split()[0]!r}; {HELP}"
+
+    async def _style_set(self, text: str) -> str:
+        # The console has one channel and no server: `server` scope is the channel's too.
+        scope, _, prefix = text.partition(" ")
+        if scope.lower() in ("channel", "server") and prefix.strip():
+            text = prefix
+        return await actions.set_style(self.settings, self.store, "channel", CONSOLE_CHANNEL,
+                                       text, CONSOLE_USER)
+
+    async def _rate(self, value: int) -> str:
+        if self.last is None:
+            return "nothing to rate yet: chat first, then /rate up or /rate down"
+        try:
+            score = await self.store.rate(self.last.id, CONSOLE_USER, value)
+        except StoreError as error:
+            return f"rating not stored: {error}"
+        return f"rated the last reply {'up' if value > 0 else 'down'} (score now {score})"
+
+    async def _teach(self, text: str) -> str:
+        if self.last is None:
+            return "nothing to teach yet: chat first, then /teach <the better reply>"
+        try:
+            await self.store.add_correction(self.last.id, CONSOLE_USER, text)
+        except StoreError as error:
+            return f"correction not stored: {error}"
+        return "stored your better reply for the last message"
+
+
+async def _lines(stream: TextIO):
+    """Lines of `stream`, read in a thread so the adapter follower keeps running meanwhile."""
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, stream.readline)
+        if not line:
+            return
+        yield line
+
+
+async def run_console(settings, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
+    """The interactive (or piped) console; returns the exit status."""
+    store = Store.from_settings(settings)
+    await store.ping()
+    engine = Engine.from_settings(settings)
+    await engine.start()
+    follower = None
+    try:
+        await sync_active(store, engine)
+
+        async def announce(event, record) -> None:
+            print(f"[adapter {event.kind}: now serving {event.version}]", file=stdout, flush=True)
+
+        follower = asyncio.create_task(follow_registry(store, engine, on_change=announce))
+        console = Console(settings, store, engine)
+        if stdin.isatty():
+            print(f"chatting as the console user (adapter {engine.active_version}); {HELP}",
+                  file=stdout, flush=True)
+        async for line in _lines(stdin):
+            try:
+                answer = await console.handle_line(line)
+            except Quit:
+                break
+            except Exception as error:  # one line for the user, the details in the log
+                log.exception("console command failed")
+                answer = f"sorry, that failed: {error}"
+            if answer:
+                print(answer, file=stdout, flush=True)
+        return 0
+    finally:
+        if follower is not None:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+        await engine.close()
+        await store.close()
