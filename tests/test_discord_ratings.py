@@ -1,0 +1,104 @@
+"""Moderator ratings by reaction, through dpytest's raw reaction events and real Redis."""
+
+from __future__ import annotations
+
+import discord.ext.test as dpytest
+import pytest
+from discord_helpers import cleanup, make_bot, make_role, member, sent_messages
+
+from bot.cogs.chat import THUMBS_DOWN, THUMBS_UP
+from bot.engine import Engine
+
+
+@pytest.fixture
+def fast(settings):
+    return settings.model_copy(update={"max_new_tokens": 8, "cooldown_seconds": 0})
+
+
+@pytest.fixture
+async def engine(fast):
+    engine = Engine.from_settings(fast)
+    await engine.start()
+    yield engine
+    await engine.close()
+
+
+@pytest.fixture
+async def bot(fast, store, engine):
+    bot = await make_bot(fast, store, engine)
+    guild = dpytest.get_config().guilds[0]
+    await dpytest.add_role(member("mod"), make_role(guild, fast.moderator_role))
+    yield bot
+    await cleanup(bot)
+
+
+async def bot_reply(bot, store):
+    await dpytest.message(f"<@{bot.user.id}> rate me", member=member("alice"))
+    [reply] = await sent_messages()
+    return reply, await store.exchange_for_message(reply.id)
+
+
+async def test_a_moderators_thumbs_up_counts_and_removal_withdraws(bot, store):
+    reply, exchange = await bot_reply(bot, store)
+    mod = member("mod")
+
+    await dpytest.add_reaction(mod, reply, THUMBS_UP)
+    assert await store.ratings(exchange.id) == {store.user_hash(mod.id): 1}
+    assert [r.exchange.id for r in await store.rated_exchanges()] == [exchange.id]
+
+    await dpytest.remove_reaction(mod, reply, THUMBS_UP)
+    assert await store.ratings(exchange.id) == {}
+
+
+async def test_a_members_reaction_is_not_counted(bot, store):
+    reply, exchange = await bot_reply(bot, store)
+
+    await dpytest.add_reaction(member("alice"), reply, THUMBS_UP)
+    await dpytest.add_reaction(member("bob"), reply, THUMBS_DOWN)
+
+    assert await store.ratings(exchange.id) == {}
+    assert await store.rated_exchanges() == []
+
+
+async def test_manage_messages_makes_a_moderator(bot, store):
+    guild = dpytest.get_config().guilds[0]
+    bob = member("bob")
+    await dpytest.add_role(bob, make_role(guild, "Helpers", manage_messages=True))
+    reply, exchange = await bot_reply(bot, store)
+
+    await dpytest.add_reaction(bob, reply, THUMBS_DOWN)
+
+    assert await store.ratings(exchange.id) == {store.user_hash(bob.id): -1}
+
+
+async def test_switching_thumbs_keeps_the_latest_and_removing_the_old_one_keeps_it(bot, store):
+    reply, exchange = await bot_reply(bot, store)
+    mod = member("mod")
+
+    await dpytest.add_reaction(mod, reply, THUMBS_DOWN)
+    await dpytest.add_reaction(mod, reply, THUMBS_UP)
+    await dpytest.remove_reaction(mod, reply, THUMBS_DOWN)
+
+    assert await store.ratings(exchange.id) == {store.user_hash(mod.id): 1}
+
+
+async def test_ratings_work_for_replies_no_longer_in_the_message_cache(bot, store):
+    """As after a restart: the message is unknown to the client, the store still knows it."""
+    reply, exchange = await bot_reply(bot, store)
+    bot._connection._messages.clear()
+    assert bot._connection._get_message(reply.id) is None
+
+    await dpytest.add_reaction(member("mod"), reply, THUMBS_UP)
+
+    assert await store.score(exchange.id) == 1
+
+
+async def test_other_emoji_and_unknown_messages_are_ignored(bot, store):
+    reply, exchange = await bot_reply(bot, store)
+    mod = member("mod")
+    await dpytest.add_reaction(mod, reply, "\N{HEAVY BLACK HEART}")
+    question = await dpytest.message("not a bot reply", member=member("alice"))
+    await dpytest.add_reaction(mod, question, THUMBS_UP)
+
+    assert await store.ratings(exchange.id) == {}
+    assert await store.rated_exchanges() == []
