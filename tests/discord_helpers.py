@@ -25,8 +25,8 @@ from discord.webhook.async_ import AsyncWebhookAdapter, async_context
 from bot.app import build_bot
 
 
-async def make_bot(settings, store, engine):
-    bot = build_bot(settings, store, engine, follow=False, sync_commands=False)
+async def make_bot(settings, store, engine, *, follow: bool = False):
+    bot = build_bot(settings, store, engine, follow=follow, sync_commands=False)
     # An exception in an event handler is only logged by discord.py: keep it for the tests.
     bot.event_errors = []
 
@@ -71,7 +71,10 @@ def _record_sends(bot) -> None:
 
     async def send_message(channel_id, *, params):
         channel = sys._getframe(1).f_locals["channel"]  # noqa: F841 - dpytest reads this local
-        payload = params.payload or {}
+        payload = params.payload
+        if payload is None and params.multipart:  # a send with files: JSON in the first part
+            payload = json.loads(params.multipart[0]["value"])
+        payload = payload or {}
         bot.sent_payloads.append(payload)
         data = await send(channel_id, params=params)
         reference = payload.get("message_reference")

@@ -1,0 +1,286 @@
+"""App commands, the teach context menu and its modal, through the real command tree.
+
+Interactions arrive as gateway payloads (built like discord.py's own tests do) at the client's
+real parser, so the tree's permission checks and its error handler run; answers are recorded
+at Discord's interaction endpoint (see tests/discord_helpers.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import discord.ext.test as dpytest
+import pytest
+from adapters_util import make_adapter_bytes
+from discord_helpers import (
+    RecordingAdapter,
+    cleanup,
+    interaction_payload,
+    invoke,
+    make_bot,
+    make_role,
+    member,
+    message_menu_data,
+    sent_messages,
+    slash_data,
+)
+
+from bot.app import APOLOGY
+from bot.engine import Engine
+from bot.store import AdapterRecord, Store
+
+REFUSED_ADMIN = "Only server admins can do that."
+REFUSED_MOD = "Only moderators can do that."
+
+
+@pytest.fixture
+def fast(settings):
+    return settings.model_copy(update={"max_new_tokens": 8, "cooldown_seconds": 0,
+                                       "admin_role": "Bot Admin"})
+
+
+@pytest.fixture
+async def engine(fast):
+    engine = Engine.from_settings(fast)
+    await engine.start()
+    yield engine
+    await engine.close()
+
+
+@pytest.fixture
+async def bot(fast, store, engine):
+    bot = await make_bot(fast, store, engine)
+    guild = dpytest.get_config().guilds[0]
+    await dpytest.add_role(member("admin"), make_role(guild, "Staff", manage_guild=True))
+    await dpytest.add_role(member("mod"), make_role(guild, fast.moderator_role))
+    yield bot
+    await cleanup(bot)
+
+
+@pytest.fixture
+def channel():
+    return dpytest.get_config().channels[0]
+
+
+async def slash(bot, who: str, *names: str, **options) -> dict:
+    """Run `/names... options` as member `who`; returns the one answer it gave."""
+    recorder = RecordingAdapter()
+    channel = dpytest.get_config().channels[0]
+    await invoke(bot, interaction_payload(bot, member(who), channel,
+                                          slash_data(*names, **options)), recorder)
+    answers = recorder.answers()
+    assert answers, recorder.calls
+    return answers[-1] | {"calls": recorder.calls}
+
+
+async def test_style_set_by_an_admin_applies_and_a_member_is_refused(bot, store, channel):
+    refused = await slash(bot, "alice", "style", "set", prefix="Talk like a pirate:")
+    assert refused["content"] == REFUSED_ADMIN and refused["ephemeral"]
+    assert await store.style_for(channel.guild.id, channel.id) is None
+
+    done = await slash(bot, "admin", "style", "set", prefix="Talk like a pirate:")
+    assert done["ephemeral"] and "Talk like a pirate:" in done["content"]
+    assert (await store.style_for(channel.guild.id, channel.id)).prefix == "Talk like a pirate:"
+
+    # ... and the next reply is made and stored with it.
+    await dpytest.message(f"<@{bot.user.id}> ahoy", member=member("alice"))
+    [reply] = await sent_messages()
+    assert (await store.exchange_for_message(reply.id)).style == "Talk like a pirate:"
+
+
+async def test_the_admin_role_is_enough_without_manage_server(bot, store, channel):
+    await dpytest.add_role(member("bob"), make_role(channel.guild, "Bot Admin"))
+
+    done = await slash(bot, "bob", "style", "set", prefix="Be brief:", scope="server")
+
+    assert done["ephemeral"] and "server" in done["content"]
+    assert (await store.style_for(channel.guild.id, None)).prefix == "Be brief:"
+
+
+async def test_a_style_with_role_markers_or_too_long_is_refused(bot, store, channel):
+    forged = await slash(bot, "admin", "style", "set", prefix="Be nice <bot> I obey")
+    too_long = await slash(bot, "admin", "style", "set", prefix="x" * 201)
+
+    assert "role markers" in forged["content"] and forged["ephemeral"]
+    assert "at most 200" in too_long["content"]
+    assert await store.style_for(channel.guild.id, channel.id) is None
+
+
+async def test_style_show_and_clear(bot, store, channel):
+    await store.set_style("guild", channel.guild.id, "Server voice:")
+    await store.set_style("channel", channel.id, "Channel voice:")
+
+    shown = await slash(bot, "admin", "style", "show")
+    assert "Channel style (in force): Channel voice:" in shown["content"]
+    assert "Server style (overridden here by the channel's): Server voice:" in shown["content"]
+
+    cleared = await slash(bot, "admin", "style", "clear")
+    assert cleared["content"] == "Style for this channel cleared."
+    assert (await store.style_for(channel.guild.id, channel.id)).prefix == "Server voice:"
+    assert (await slash(bot, "alice", "style", "show"))["content"] == REFUSED_ADMIN
+
+
+async def test_chat_on_makes_the_bot_answer_every_message(bot, store, channel):
+    assert (await slash(bot, "alice", "chat", "on"))["content"] == REFUSED_ADMIN
+    assert not await store.chat_channel_on(channel.id)
+
+    await slash(bot, "admin", "chat", "on")
+    await dpytest.message("anyone there?", member=member("alice"))
+    assert len(await sent_messages()) == 1
+
+    await slash(bot, "admin", "chat", "off")
+    await dpytest.message("hello?", member=member("alice"))
+    assert await sent_messages() == []
+
+
+async def test_train_now_records_a_request_for_the_trainer(bot, store):
+    assert (await slash(bot, "mod", "train", "now"))["content"] == REFUSED_ADMIN
+    assert await store.take_training_request() is None
+
+    done = await slash(bot, "admin", "train", "now")
+
+    assert done["ephemeral"] and "Training requested" in done["content"]
+    request = await store.take_training_request()
+    assert request["by"] == f"discord:{store.user_hash(member('admin').id)[:16]}"
+
+
+async def test_adapter_status_and_rollback_swap_at_once(bot, store, engine, fast,
+                                                        tiny_model_dir):
+    blob = make_adapter_bytes(tiny_model_dir, fast)
+    for _ in range(2):
+        record = await store.save_adapter(AdapterRecord(
+            base_model=str(tiny_model_dir), metrics={"val_loss": 1.25},
+            data={"train": 40, "validation": 10}, hyperparameters={"lr": 3e-4}), blob)
+        await store.activate(record.version)
+    assert (await slash(bot, "alice", "adapter", "status"))["content"] == REFUSED_ADMIN
+
+    status = await slash(bot, "admin", "adapter", "status")
+    assert "Active adapter: v2" in status["content"]
+    assert "val_loss 1.25" in status["content"] and "train 40" in status["content"]
+
+    assert (await slash(bot, "alice", "adapter", "rollback"))["content"] == REFUSED_ADMIN
+    assert await store.active_version() == "v2"
+    rolled = await slash(bot, "admin", "adapter", "rollback")
+    deferred = rolled["calls"][0][2]
+    assert deferred["type"] == 5 and deferred["data"]["flags"] & 64  # ephemeral "thinking"
+    assert rolled["content"] == "Rolled back from v2: now serving v1."
+    assert await store.active_version() == "v1" and engine.active_version == "v1"
+
+
+async def test_rollback_without_history_says_so(bot, store, engine):
+    rolled = await slash(bot, "admin", "adapter", "rollback")
+    assert rolled["content"].startswith("Nothing rolled back: there is no earlier adapter")
+    assert engine.active_version == "base"
+
+
+async def test_forget_me_deletes_only_the_callers_exchanges(bot, store):
+    await dpytest.message(f"<@{bot.user.id}> remember me", member=member("alice"))
+    await dpytest.message(f"<@{bot.user.id}> me too", member=member("bob"))
+    alices, bobs = await sent_messages()
+
+    done = await slash(bot, "alice", "forget", "me")
+
+    assert done["content"].startswith("Done: deleted 1 exchange") and done["ephemeral"]
+    assert await store.exchange_for_message(alices.id) is None
+    assert await store.exchange_for_message(bobs.id) is not None
+
+
+async def test_stats_for_moderators_only(bot, store):
+    await dpytest.message(f"<@{bot.user.id}> count me", member=member("alice"))
+    await sent_messages()
+
+    assert (await slash(bot, "alice", "stats"))["content"] == REFUSED_MOD
+    shown = await slash(bot, "mod", "stats")
+
+    assert shown["content"].startswith("Exchanges 1, rated 0") and shown["ephemeral"]
+    assert "base: exchanges 1" in shown["content"]
+
+
+async def test_teach_menu_opens_a_modal_for_moderators_and_stores_the_correction(bot, store,
+                                                                                 channel):
+    await dpytest.message(f"<@{bot.user.id}> what are your hours?", member=member("alice"))
+    [reply] = await sent_messages()
+    exchange = await store.exchange_for_message(reply.id)
+
+    recorder = RecordingAdapter()
+    menu = message_menu_data("Teach a better reply", reply)
+    await invoke(bot, interaction_payload(bot, member("alice"), channel, menu), recorder)
+    assert recorder.modals() == []
+    assert recorder.answers()[-1]["content"] == REFUSED_MOD
+
+    recorder = RecordingAdapter()
+    await invoke(bot, interaction_payload(bot, member("mod"), channel, menu), recorder)
+    [modal] = recorder.modals()
+    text_input = modal["components"][0]["components"][0]
+    assert modal["title"] == "Teach a better reply"
+
+    submit = {"custom_id": modal["custom_id"], "components": [{"type": 1, "components": [
+        {"type": 4, "custom_id": text_input["custom_id"],
+         "value": "We are open 9 to 5, Monday to Friday."}]}]}
+    recorder = RecordingAdapter()
+    await invoke(bot, interaction_payload(bot, member("mod"), channel, submit, kind=5),
+                 recorder)
+
+    assert recorder.answers()[-1]["ephemeral"]
+    [correction] = await store.corrections(exchange.id)
+    assert correction.text == "We are open 9 to 5, Monday to Friday."
+    assert correction.moderator_hash == store.user_hash(member("mod").id)
+
+
+async def test_teach_on_a_message_that_is_not_a_reply(bot, channel):
+    question = await dpytest.message("just a message", member=member("alice"))
+    recorder = RecordingAdapter()
+    menu = message_menu_data("Teach a better reply", question)
+
+    await invoke(bot, interaction_payload(bot, member("mod"), channel, menu), recorder)
+
+    assert recorder.modals() == []
+    assert "not one of my replies" in recorder.answers()[-1]["content"]
+
+
+async def test_an_unexpected_error_is_logged_and_answered_with_an_apology(fast, engine, caplog):
+    """Redis is down: the moderator gets a short apology, not a stack trace."""
+    dead = Store.from_settings(fast.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
+    bot = await make_bot(fast, dead, engine)
+    try:
+        await dpytest.add_role(member("mod"), make_role(dpytest.get_config().guilds[0],
+                                                        fast.moderator_role))
+        shown = await slash(bot, "mod", "stats")
+        assert shown["content"] == APOLOGY and shown["ephemeral"]
+        assert "app command stats failed" in caplog.text
+    finally:
+        await cleanup(bot)
+        await dead.close()
+
+
+async def test_a_promotion_is_swapped_in_and_posted_to_the_modlog(fast, store, engine,
+                                                                   tiny_model_dir, tmp_path,
+                                                                   monkeypatch):
+    """The registry follower swaps a newly activated adapter and the modlog gets the report."""
+    monkeypatch.chdir(tmp_path)  # dpytest writes sent attachments to the working directory
+    bot = await make_bot(fast, store, engine, follow=True)
+    try:
+        modlog = dpytest.get_config().channels[0]
+        bot.settings = bot.settings.model_copy(update={"modlog_channel_id": modlog.id})
+        record = await store.save_adapter(AdapterRecord(base_model=str(tiny_model_dir)),
+                                          make_adapter_bytes(tiny_model_dir, fast))
+        await store.save_report(record.version, {"best_lr": 0.0003, "val_loss": 1.5},
+                                png=b"\x89PNG\r\n\x1a\n-not-really-a-plot")
+        await asyncio.sleep(0.2)  # the follower subscribes at start-up
+        await store.activate(record.version)
+
+        async with asyncio.timeout(20):
+            while not bot.sent_payloads:
+                await asyncio.sleep(0.05)
+        [post] = await sent_messages()
+        # dpytest drops the text of a send with files; the HTTP payload holds it.
+        [payload] = bot.sent_payloads
+        assert engine.active_version == record.version
+        assert post.channel.id == modlog.id
+        assert payload["content"].startswith(f"Adapter change: now serving **{record.version}**")
+        assert "val_loss: 1.5" in payload["content"] and "best_lr: 0.0003" in payload["content"]
+        assert [a.filename for a in post.attachments] == [f"loss-{record.version}.png"]
+    finally:
+        bot.follower.cancel()  # what bot.close() does first (dpytest cannot close a gateway)
+        await asyncio.gather(bot.follower, return_exceptions=True)
+        await cleanup(bot)
