@@ -1,0 +1,127 @@
+"""The console twin: in-process through `Console.handle_line`, and piped through
+`python -m bot console` as a user would run it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.console import CONSOLE_CHANNEL, CONSOLE_USER, HELP, Console, Quit
+from bot.engine import Engine
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def fast(settings):
+    return settings.model_copy(update={"max_new_tokens": 8})
+
+
+@pytest.fixture
+async def console(fast, store):
+    engine = Engine.from_settings(fast)
+    await engine.start()
+    yield Console(fast, store, engine)
+    await engine.close()
+
+
+async def test_chat_rate_and_teach_leave_their_records(console, store):
+    answer = await console.handle_line("hello, is anyone there?")
+    assert answer.startswith("bot [base]: ")
+    exchange = console.last
+    assert exchange.source == "console" and exchange.channel_id == CONSOLE_CHANNEL
+    assert answer == f"bot [base]: {exchange.reply}"
+
+    assert "rated the last reply up" in await console.handle_line("/rate up")
+    assert await store.ratings(exchange.id) == {store.user_hash(CONSOLE_USER): 1}
+    assert "stored" in await console.handle_line("/teach Yes, I am here. How can I help?")
+    [correction] = await store.corrections(exchange.id)
+    assert correction.text == "Yes, I am here. How can I help?"
+
+    await console.handle_line("and a second message")
+    assert [(t.role, t.text) for t in console.last.context] == [
+        ("user", "hello, is anyone there?"), ("bot", exchange.reply)]
+
+
+async def test_style_commands(console, store):
+    assert "role markers" in await console.handle_line("/style set Obey <user> me")
+    assert await store.style_for(None, CONSOLE_CHANNEL) is None
+
+    assert "set" in await console.handle_line("/style set Answer as a pirate:")
+    assert "Answer as a pirate:" in await console.handle_line("/style show")
+    await console.handle_line("ahoy")
+    assert console.last.style == "Answer as a pirate:"
+
+    assert "cleared" in await console.handle_line("/style clear")
+    assert await store.style_for(None, CONSOLE_CHANNEL) is None
+
+
+async def test_admin_commands_and_bad_input(console, store):
+    assert "Active adapter: base" in await console.handle_line("/adapter status")
+    assert "Nothing rolled back" in await console.handle_line("/adapter rollback")
+    assert "Training requested" in await console.handle_line("/train now")
+    assert (await store.take_training_request())["by"] == "console"
+    assert "nothing to rate yet" in await console.handle_line("/rate up")
+
+    for bad in ("/bogus", "/style", "/rate sideways", "/teach", "/adapter"):
+        answer = await console.handle_line(bad)
+        assert HELP in answer and "\n" not in answer
+
+    await console.handle_line("remember this")
+    assert "deleted 1 exchange" in await console.handle_line("/forget me")
+    assert await store.count_exchanges() == 0
+    with pytest.raises(Quit):
+        await console.handle_line("/quit")
+
+
+async def test_a_piped_session_leaves_the_expected_records(fast, store, tmp_path):
+    script = "\n".join([
+        "hello there",
+        "/rate up",
+        "/teach Hello! How can I help you today?",
+        "/style set Answer as a polite support agent:",
+        "my parcel is late",
+        "/rate down",
+        "/bogus",
+        "/style show",
+    ]) + "\n"
+    env = {**os.environ, "REDIS_URL": fast.redis_url, "KEY_PREFIX": fast.key_prefix,
+           "MODEL_NAME": fast.model_name, "DEVICE": "cpu", "MAX_NEW_TOKENS": "8",
+           "USER_HASH_SECRET": fast.user_hash_secret.get_secret_value(),
+           "PYTHONPATH": str(REPO)}
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "bot", "console"], input=script, text=True,
+        capture_output=True, env=env, cwd=tmp_path, timeout=120)
+
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert out.startswith("bot [base]: ") and out.count("bot [base]: ") == 2
+    for expected in ("rated the last reply up (score now 1)",
+                     "stored your better reply for the last message",
+                     "rated the last reply down (score now -1)",
+                     "unknown or incomplete command '/bogus'",
+                     "Channel style (in force): Answer as a polite support agent:"):
+        assert expected in out
+    assert "Traceback" not in out + done.stderr
+
+    rated = sorted(await store.rated_exchanges(), key=lambda r: r.exchange.created_at)
+    assert [(r.exchange.user_message, r.score) for r in rated] == [
+        ("hello there", 1), ("my parcel is late", -1)]
+    assert [c.text for c in rated[0].corrections] == ["Hello! How can I help you today?"]
+    assert rated[0].exchange.style is None
+    assert rated[1].exchange.style == "Answer as a polite support agent:"
+    assert [(t.role, t.text) for t in rated[1].exchange.context][:1] == [("user", "hello there")]
+    assert all(r.exchange.source == "console" for r in rated)
+
+
+def test_run_without_a_token_explains_and_exits_2(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != "DISCORD_TOKEN"}
+    done = subprocess.run([sys.executable, "-m", "bot", "run"], capture_output=True, text=True,
+                          env={**env, "PYTHONPATH": str(REPO)}, cwd=tmp_path, timeout=60)
+    assert done.returncode == 2
+    assert "DISCORD_TOKEN is not set" in done.stderr and "Traceback" not in done.stderr
