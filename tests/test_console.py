@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import subprocess
 import sys
@@ -125,3 +126,37 @@ def test_run_without_a_token_explains_and_exits_2(tmp_path):
                           env={**env, "PYTHONPATH": str(REPO)}, cwd=tmp_path, timeout=60)
     assert done.returncode == 2
     assert "DISCORD_TOKEN is not set" in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_the_console_swaps_in_a_promoted_adapter_while_chatting(fast, store, tmp_path,
+                                                                      tiny_model_dir):
+    """run_console follows the registry: a trainer's promotion changes the next reply's adapter."""
+    from adapters_util import make_adapter_bytes
+
+    from bot.console import run_console
+    from bot.store import AdapterRecord
+
+    read_fd, write_fd = os.pipe()
+    stdin, feed = os.fdopen(read_fd, "r"), os.fdopen(write_fd, "w")
+    out = io.StringIO()
+    session = asyncio.create_task(run_console(fast, stdin=stdin, stdout=out))
+
+    async def wait_for(text: str) -> None:
+        async with asyncio.timeout(30):
+            while text not in out.getvalue():
+                await asyncio.sleep(0.05)
+
+    feed.write("hello\n")
+    feed.flush()
+    await wait_for("bot [base]: ")
+    await asyncio.sleep(0.2)  # the follower subscribed before the first line was read
+    record = await store.save_adapter(AdapterRecord(base_model=str(tiny_model_dir)),
+                                      make_adapter_bytes(tiny_model_dir, fast))
+    await store.activate(record.version)
+    await wait_for(f"[adapter activated: now serving {record.version}]")
+    feed.write("hello again\n")
+    feed.close()
+
+    assert await asyncio.wait_for(session, 30) == 0
+    assert f"bot [{record.version}]: " in out.getvalue()
+    stdin.close()

@@ -237,3 +237,15 @@ async def test_a_channel_turned_on_answers_every_message(bot, store):
 
     [reply] = await sent_messages()
     assert (await store.exchange_for_message(reply.id)).user_message == "no mention needed here"
+
+
+async def test_shard_count_makes_an_auto_sharded_bot_with_the_same_safety(fast, store, engine):
+    sharded = build_bot(fast.model_copy(update={"shard_count": 2}), store, engine,
+                        follow=False, sync_commands=False)
+    plain = build_bot(fast, store, engine, follow=False, sync_commands=False)
+
+    assert isinstance(sharded, discord.AutoShardedClient) and sharded.shard_count == 2
+    assert not isinstance(plain, discord.AutoShardedClient)
+    for bot in (sharded, plain):
+        assert bot.allowed_mentions.to_dict() == discord.AllowedMentions.none().to_dict()
+        assert bot.intents.message_content and not bot.intents.members
