@@ -115,14 +115,15 @@ class Conversation:
             return draft
         return await self.keep(draft, source=source, user_id=user_id)
 
-    async def claim_cooldown(self, user_id: int | str) -> bool:
+    async def claim_cooldown(self, user_id: int | str, purpose: str = "reply") -> bool:
         """True when this user may be answered now (and starts their cooldown).
 
         Kept in Redis with SET NX PX, so every shard and process shares one cooldown per user;
-        the key is `P:cd:{user_hash}` and expires by itself.
+        the key is `P:cd:{purpose}:{user_hash}` and expires by itself. A second purpose
+        ("notice") lets a front end say "wait" once per window instead of to every message.
         """
         seconds = self.settings.cooldown_seconds
         if seconds <= 0:
             return True
-        key = self.store.k("cd", self.store.user_hash(user_id))
+        key = self.store.k("cd", purpose, self.store.user_hash(user_id))
         return bool(await self.store.r.set(key, b"1", nx=True, px=int(seconds * 1000)))

@@ -59,6 +59,12 @@ async def make_bot(settings, store, engine, *, follow: bool = False):
         bot.own_reactions.append((message.id, str(emoji)))
 
     callbacks.set_callback(record_reaction, "add_reaction")
+    bot.typing_channels = []
+
+    async def record_typing(channel):
+        bot.typing_channels.append(channel.id)
+
+    callbacks.set_callback(record_typing, "send_typing")
     _record_sends(bot)
     return bot
 

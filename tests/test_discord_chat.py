@@ -66,6 +66,7 @@ async def test_a_mention_is_answered_and_stored_with_its_adapter_version(bot, st
         asked.id, asked.channel.id, asked.guild.id)
     assert exchange.user_hash == store.user_hash(alice.id)
     assert reactions_on(bot, reply) == [THUMBS_UP, THUMBS_DOWN]
+    assert bot.typing_channels == [asked.channel.id]  # "typing..." while it generated
 
 
 async def test_plain_messages_bots_and_itself_are_not_answered(bot, store):
@@ -205,7 +206,8 @@ async def test_cooldown_answers_politely_and_generates_nothing(fast, store, engi
         alice = member("alice")
         await dpytest.message(f"{mention(bot)} one", member=alice)
         await dpytest.message(f"{mention(bot)} two", member=alice)
-        first, second = await sent_messages()
+        await dpytest.message(f"{mention(bot)} three", member=alice)
+        first, second = await sent_messages()  # the notice is given once per window
         await dpytest.message(f"{mention(bot)} I'm someone else", member=member("bob"))
         [third] = await sent_messages()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from contextlib import asynccontextmanager
 
 import discord
 from discord.ext import commands
@@ -47,6 +48,22 @@ async def send_reply(message: discord.Message, text: str) -> list[discord.Messag
         else:
             sent.append(await message.channel.send(piece))
     return sent
+
+
+@asynccontextmanager
+async def typing_in(channel: discord.abc.Messageable):
+    """Show "typing..." while the body runs; a channel that refuses it is answered anyway."""
+    typing = channel.typing()
+    try:
+        await typing.__aenter__()
+    except discord.HTTPException as error:
+        log.info("no typing indicator in channel: %s", error)
+        typing = None
+    try:
+        yield
+    finally:
+        if typing is not None:
+            await typing.__aexit__(None, None, None)
 
 
 def plain_text(message: discord.Message, bot_user: discord.abc.User) -> str:
@@ -126,19 +143,27 @@ class Chat(commands.Cog):
         if not await self.should_answer(message):
             return
         if not await self.conversation.claim_cooldown(message.author.id):
-            await send_reply(message, COOLDOWN_REPLY.format(
-                seconds=self.settings.cooldown_seconds))
+            # Say "wait" once per cooldown window, so a burst of messages is not echoed back.
+            if await self.conversation.claim_cooldown(message.author.id, "notice"):
+                await self._send_quietly(message, COOLDOWN_REPLY.format(
+                    seconds=self.settings.cooldown_seconds))
             return
         await self.answer(message)
+
+    async def _send_quietly(self, message: discord.Message, text: str) -> None:
+        try:
+            await send_reply(message, text)
+        except discord.HTTPException as error:
+            log.warning("could not answer in channel %s: %s", message.channel.id, error)
 
     async def answer(self, message: discord.Message) -> None:
         turns = await self.conversation_turns(message)
         guild_id = message.guild.id if message.guild else None
-        async with message.channel.typing():
+        async with typing_in(message.channel):
             draft = await self.conversation.draft(turns, guild_id=guild_id,
                                                   channel_id=message.channel.id)
         if isinstance(draft, Failure):
-            await send_reply(message, draft.text)
+            await self._send_quietly(message, draft.text)
             return
         try:
             sent = await send_reply(message, draft.text)
