@@ -160,3 +160,12 @@ async def test_the_console_swaps_in_a_promoted_adapter_while_chatting(fast, stor
     assert await asyncio.wait_for(session, 30) == 0
     assert f"bot [{record.version}]: " in out.getvalue()
     stdin.close()
+
+
+def test_the_console_path_does_not_import_discord():
+    code = ("import sys, bot.console, bot.chat, bot.actions; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'discord'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -206,7 +206,7 @@ async def test_teach_menu_opens_a_modal_for_moderators_and_stores_the_correction
     menu = message_menu_data("Teach a better reply", reply)
     await invoke(bot, interaction_payload(bot, member("alice"), channel, menu), recorder)
     assert recorder.modals() == []
-    assert recorder.answers()[-1]["content"] == REFUSED_MOD
+    assert recorder.answers()[-1] == {"content": REFUSED_MOD, "ephemeral": True, "type": 4}
 
     recorder = RecordingAdapter()
     await invoke(bot, interaction_payload(bot, member("mod"), channel, menu), recorder)
