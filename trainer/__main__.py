@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         path = build_tiny_model(args.directory)
         print(f"tiny GPT-2 written to {path} (load it with MODEL_NAME={path})")
         return 0
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
     from bot.config import SettingsError, get_settings
 
     try:
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(commands_run[args.command](settings, args))
     except KeyboardInterrupt:
         return 130
-    except (OSError, ConnectionError) as error:  # redis-py's ConnectionError is an OSError too
+    except RedisConnectionError as error:
         print(f"cannot reach Redis at {settings.redis_url}: {error}", file=sys.stderr)
         return 1
     except Exception as error:  # an operator sees the cause, the trace only at DEBUG

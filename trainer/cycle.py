@@ -186,6 +186,11 @@ async def run_cycle(settings, store: Store, *, force: bool = False,
         await store.record_run(outcome.as_record())
         log.info("cycle %s: %s", outcome.outcome, outcome.reason)
         return outcome
+    except Exception as error:
+        # Recorded so admins see it; nothing was published (publishing is the last step).
+        await store.record_run({"outcome": "failed", "reason": f"{type(error).__name__}: "
+                                f"{error}", "at": time.time()})
+        raise
     finally:
         await lock.release()
 

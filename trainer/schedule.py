@@ -66,6 +66,8 @@ async def serve(settings) -> None:
     store = Store.from_settings(settings)
     await store.ping()
     scheduler = build_scheduler(TrainerService(settings, store), settings)
+    # Its INFO lines would repeat every poll; the cycle logs what happened.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

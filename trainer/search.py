@@ -60,6 +60,7 @@ def run_search(base_model, train: list[Example], validation: list[Example], sett
     if not settings.search_lr_min < settings.search_lr_max:
         raise ValueError("SEARCH_LR_MIN must be below SEARCH_LR_MAX")
     choices = batch_choices(len(train))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own log lines say the same
     sampler = optuna.samplers.TPESampler(seed=SEED)
     # With a handful of trials the default 5 start-up trials would never prune anything.
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
@@ -111,7 +112,6 @@ def run_search(base_model, train: list[Example], validation: list[Example], sett
             best["result"], best["params"] = result, params  # only the best keeps its bytes
         return result.best_val_loss
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own log lines say the same
     study.optimize(objective, n_trials=settings.search_trials,
                    timeout=settings.search_timeout_seconds, catch=(FitFailed,),
                    gc_after_trial=True)
