@@ -13,9 +13,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from bot.adapter_io import attach_adapter, parse_adapter
-from bot.store import BASE_VERSION, Exchange, Store
-from trainer.cycle import LOCK_HELD, run_cycle
-from trainer.publish import gate
+from bot.store import BASE_VERSION, AdapterRecord, Exchange, Store
+from trainer.cycle import LOCK_HELD, TrainingLock, run_cycle
+from trainer.publish import PublishRefused, gate, publish
 from trainer.schedule import TrainerService, build_scheduler
 
 QA = [("what is the capital of france", "paris is the capital of france"),
@@ -210,3 +210,32 @@ def test_loss_curve_png_is_a_picture():
                                                                        "active": None})
     image = Image.open(io.BytesIO(png))
     assert image.format == "PNG" and image.size == (700, 400)
+
+
+async def test_publish_never_overwrites_a_change_made_meanwhile(store):
+    # While a candidate trained from "base", an admin activated another version.
+    other = await store.save_adapter(AdapterRecord(base_model="m"), b"other adapter")
+    await store.activate(other.version)
+    with pytest.raises(PublishRefused) as refused:
+        await publish(store, AdapterRecord(parent=BASE_VERSION, base_model="m"), b"candidate",
+                      {"outcome": "promoted"}, None)
+    assert await store.active_version() == other.version
+    assert refused.value.version != other.version  # saved for the record, never activated
+    assert (await store.report(refused.value.version))[0]["version"] == refused.value.version
+
+
+async def test_a_lost_lock_is_noticed(store):
+    lock = TrainingLock(store, ttl=5)
+    assert await lock.acquire()
+    assert await lock.still_held()
+    assert not await TrainingLock(store, ttl=5).acquire()  # a second trainer is kept out
+    await store.r.delete(store.k("tr", "lock"))  # it expired meanwhile...
+    assert await TrainingLock(store, ttl=5).acquire()  # ...and another trainer took it
+    assert not await lock.still_held() and lock.lost
+    await lock.release()  # releasing does not free the other trainer's lock
+    assert await store.r.exists(store.k("tr", "lock"))
+
+
+async def test_an_empty_store_is_skipped(settings, store):
+    outcome = await run_cycle(train_settings(settings), store, force=True, progress=False)
+    assert outcome.outcome == "skipped" and outcome.reason.startswith("no usable data")
