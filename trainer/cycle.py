@@ -267,9 +267,7 @@ async def _locked_cycle(settings, store: Store, lock: TrainingLock, *, force: bo
         decision = None
     if decision is None or not decision.promote:
         name = f"rejected-{time.strftime('%Y%m%d-%H%M%S')}"
-        paths = write_report_files(settings.reports_dir, name, _report(outcome, run, record),
-                                   run.png)
-        outcome.report_path, outcome.png_path = str(paths[0]), _str(paths[1])
+        _keep_files(outcome, settings.reports_dir, name, _report(outcome, run, record), run.png)
         if decision is not None:  # a lost lock means someone else may be running
             await store.set_cursor(snapshot)
         return outcome
@@ -284,13 +282,19 @@ async def _locked_cycle(settings, store: Store, lock: TrainingLock, *, force: bo
         await store.set_cursor(snapshot)
         return outcome
     outcome.version = saved.version
-    paths = write_report_files(settings.reports_dir, saved.version,
-                               {**_report(outcome, run, saved), "version": saved.version},
-                               run.png)
-    outcome.report_path, outcome.png_path = str(paths[0]), _str(paths[1])
+    _keep_files(outcome, settings.reports_dir, saved.version,
+                {**_report(outcome, run, saved), "version": saved.version}, run.png)
     await store.set_cursor(snapshot)
     return outcome
 
 
-def _str(path) -> str | None:
-    return None if path is None else str(path)
+def _keep_files(outcome: CycleOutcome, directory, name: str, report: dict,
+                png: bytes | None) -> None:
+    """Write the report files; a full or read-only disk costs the files, not the cycle."""
+    try:
+        json_path, png_path = write_report_files(directory, name, report, png)
+    except OSError as error:
+        log.warning("could not write the training report to %s: %s", directory, error)
+        return
+    outcome.report_path = str(json_path)
+    outcome.png_path = None if png_path is None else str(png_path)
