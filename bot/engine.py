@@ -1,16 +1,15 @@
 """GPT-2 (+ an optional LoRA adapter) behind a queue: batched generation and adapter hot-swap.
 
-One thread owns the model. Everything that runs the model or changes its modules (a batch's
-`generate`, attaching or deleting an adapter) is a job on that thread, so a forward pass never
-overlaps a change to the module tree and jobs run in the order they were submitted. The
-event loop only queues requests, forms batches and awaits the model thread.
+One thread owns the model. Everything that runs the model or changes it (a batch's `generate`,
+switching adapters) is a job on that thread, so jobs run one at a time in the order they were
+submitted, and a forward pass never overlaps a change to the module tree. The event loop only
+queues requests, forms batches and awaits the model thread.
 
-A swap reads and checks the adapter bytes in a worker thread while batches keep running, then
-attaches the adapter under a fresh peft name on the model thread (between two batches), then
-points new batches at it. Each batch passes its adapter name to `generate(adapter_names=...)`
-as read when the batch was formed, so a batch always finishes with the adapter it started with
-and reports that version. The old adapter is deleted by a job queued after every batch that
-could still use it.
+A swap reads and checks the adapter bytes in a worker thread while batches keep running; then
+one job on the model thread, between two batches, attaches the adapter under a fresh peft
+name, makes it the active one and deletes the old one. A batch reads the adapter in service
+when it starts on the model thread, so it runs and reports exactly that version, and the
+batch in flight during a swap finishes with the adapter it started with.
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ from bot.dialogue import Turn
 log = logging.getLogger(__name__)
 
 BASE_VERSION = "base"
-_PEFT_BASE = "__base__"  # peft's name for "no adapter" in `adapter_names`
 _OVERRIDABLE = ("max_new_tokens", "min_new_tokens", "temperature", "top_p", "repetition_penalty")
 
 
@@ -75,7 +73,7 @@ class Sampling:
 @dataclass(frozen=True)
 class _Adapter:
     version: str
-    peft_name: str  # _PEFT_BASE for the base model
+    peft_name: str | None  # None for the base model
 
 
 @dataclass
@@ -109,7 +107,7 @@ class Engine:
             raise ValueError(f"MAX_NEW_TOKENS={settings.max_new_tokens} leaves no room for a "
                              f"prompt in this model's {self.n_positions} positions")
         self.model_calls = 0
-        self._active = _Adapter(BASE_VERSION, _PEFT_BASE)
+        self._active = _Adapter(BASE_VERSION, None)  # changed only on the model thread
         self._names = itertools.count(1)
         self._queue: asyncio.Queue[_Request] = asyncio.Queue(maxsize=settings.queue_max)
         self._held: list[_Request] = []  # taken from the queue but left for a later batch
@@ -247,10 +245,9 @@ class Engine:
             batch = await self._next_batch()
             if not batch:
                 continue
-            adapter = self._active  # read at batch start: the batch reports what it ran with
             try:
-                outputs = await loop.run_in_executor(self._model_thread, self._generate_batch,
-                                                     batch, adapter)
+                outputs, version = await loop.run_in_executor(self._model_thread,
+                                                              self._generate_batch, batch)
             except asyncio.CancelledError:
                 for request in batch:
                     if not request.future.done():
@@ -258,8 +255,7 @@ class Engine:
                                                                       "down"))
                 raise
             except Exception:
-                log.exception("generation failed for a batch of %d (adapter %s)", len(batch),
-                              adapter.version)
+                log.exception("generation failed for a batch of %d", len(batch))
                 for request in batch:
                     if not request.future.done():
                         request.future.set_exception(GenerationFailed(
@@ -272,11 +268,12 @@ class Engine:
                 request.future.set_result(Generation(
                     text=text, prompt=request.prompt, prompt_tokens=len(request.prompt_ids),
                     reply_tokens=reply_tokens, latency_ms=(now - request.started) * 1000,
-                    adapter_version=adapter.version))
+                    adapter_version=version))
 
-    def _generate_batch(self, batch: list[_Request],
-                        adapter: _Adapter) -> list[tuple[str, int]]:
-        """Runs on the model thread: one left-padded `generate` call for the whole batch."""
+    def _generate_batch(self, batch: list[_Request]) -> tuple[list[tuple[str, int]], str]:
+        """Runs on the model thread: one left-padded `generate` call for the whole batch;
+        returns (reply text, reply tokens) per request and the adapter version it ran with."""
+        adapter = self._active  # only model-thread jobs change it: it holds for the whole batch
         self.model_calls += 1
         width = max(len(r.prompt_ids) for r in batch)
         pad = self.eos_token_id
@@ -294,10 +291,10 @@ class Engine:
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         model = self.model
-        if model.peft_config:  # name the adapter of every row ("__base__": none)
-            kwargs["adapter_names"] = [adapter.peft_name] * len(batch)
-        else:  # no adapter loaded: peft's generate would need one, its LoRA layers do not
-            model = model.base_model.model  # (get_base_model needs an adapter too)
+        if adapter.peft_name is None:
+            # No adapter is loaded (the base is served by deleting them all), so the LoRA
+            # layers add nothing; peft's own generate would insist on an active adapter.
+            model = model.base_model.model
         with torch.inference_mode():
             output = model.generate(input_ids=input_ids, attention_mask=attention_mask,
                                          **kwargs)
@@ -307,7 +304,7 @@ class Engine:
                 row = row[:row.index(pad)]
             text = self.tokenizer.decode(row, skip_special_tokens=False)
             results.append((dialogue.extract_reply(text, self.tokenizer.eos_token), len(row)))
-        return results
+        return results, adapter.version
 
     # --- adapters -------------------------------------------------------------------------------
 
@@ -321,20 +318,12 @@ class Engine:
             raise ValueError('version "base" goes with no bytes, any other version with bytes')
         async with self._swap_lock:
             started = time.perf_counter()
-            loop = asyncio.get_running_loop()
-            if adapter_bytes is None:
-                new = _Adapter(BASE_VERSION, _PEFT_BASE)
-            else:
+            parsed = None
+            if adapter_bytes is not None:
                 parsed = await asyncio.to_thread(self._parse_for_this_model, adapter_bytes)
-                new = _Adapter(version, f"adapter_{next(self._names)}")
-                await loop.run_in_executor(self._model_thread, self._attach, parsed,
-                                           new.peft_name)
-            old, self._active = self._active, new
-            if old.peft_name != _PEFT_BASE:
-                # Queued behind every batch that read `old`: none of them loses its adapter.
-                await loop.run_in_executor(self._model_thread, self.model.delete_adapter,
-                                           old.peft_name)
-            log.info("adapter %s -> %s in %.0f ms", old.version, version,
+            old = await asyncio.get_running_loop().run_in_executor(
+                self._model_thread, self._switch_to, version, parsed)
+            log.info("adapter %s -> %s in %.0f ms", old, version,
                      (time.perf_counter() - started) * 1000)
 
     def _parse_for_this_model(self, blob: bytes) -> ParsedAdapter:
@@ -344,12 +333,23 @@ class Engine:
                                    f" base model, this engine serves {self.model_name!r}")
         return parsed
 
-    def _attach(self, parsed: ParsedAdapter, peft_name: str) -> None:
-        """Runs on the model thread; attach_adapter checks every tensor's name and shape."""
-        self.model = attach_adapter(self.model, parsed, peft_name).eval()
-        # Rows name their adapter in `generate`, but peft's generate also reads the config of
-        # the model-wide active adapter, which must therefore be one that is still loaded.
-        self.model.set_adapter(peft_name, inference_mode=True)
+    def _switch_to(self, version: str, parsed: ParsedAdapter | None) -> str:
+        """Runs on the model thread, between batches: attach, activate, delete the old adapter.
+
+        attach_adapter checks every tensor's name and shape and removes a half-added adapter,
+        so a refused one leaves the model as it was. Returns the version served before.
+        """
+        old = self._active
+        if parsed is None:
+            new = _Adapter(BASE_VERSION, None)
+        else:
+            new = _Adapter(version, f"adapter_{next(self._names)}")
+            self.model = attach_adapter(self.model, parsed, new.peft_name).eval()
+            self.model.set_adapter(new.peft_name, inference_mode=True)
+        self._active = new
+        if old.peft_name is not None:
+            self.model.delete_adapter(old.peft_name)
+        return old.version
 
 
 def _as_peft_model(model, settings):

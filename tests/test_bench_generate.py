@@ -1,0 +1,30 @@
+"""The generation benchmark's quick mode runs end to end on the tiny model."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LAST_LINE = re.compile(r"throughput_ratio=(\d+\.\d+) p95_engine_ms=(\d+) p50_baseline_ms=(\d+) "
+                       r"failed_during_swap=(\d+)")
+
+
+def test_quick_benchmark_on_the_tiny_model(tiny_model_dir):
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "generate.py"), "--quick",
+                           "--model", str(tiny_model_dir)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.strip().splitlines()
+    match = LAST_LINE.fullmatch(lines[-1])
+    assert match, lines[-1]
+    ratio, p95_engine, p50_baseline, failed = match.groups()
+    assert failed == "0"
+    assert float(ratio) > 0 and int(p95_engine) > 0 and int(p50_baseline) > 0
+    # The table shows both approaches, and the swap served requests with the new adapter.
+    assert any(line.startswith("engine ") for line in lines)
+    assert any(line.startswith("baseline ") for line in lines)
+    swap_line = next(line for line in lines if line.startswith("swap idle"))
+    assert "bench-v1" in swap_line
