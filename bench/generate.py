@@ -17,9 +17,10 @@ Both sides generate exactly --max-new-tokens tokens per request (min_new_tokens 
 bot's sampling settings, so tokens/s compare fairly.
 
 - swap under load: a wave of requests, an adapter swap while its batch runs, a second wave
-  sent during the swap, a short third one after it; reports the swap time under load (the call until the new adapter is in
-  service: it is attached between batches, so this includes the rest of the batch in flight),
-  the swap time when idle (the load itself), which version served how many, and failures.
+  sent during the swap, a short third one after it. Reports the swap time under load (the
+  call until the new adapter is in service: it is attached between batches, so this includes
+  the rest of the batch in flight), the swap time when idle (the load itself), which version
+  served how many requests, and failures.
 
 The last line reads `throughput_ratio=R p95_engine_ms=A p50_baseline_ms=B failed_during_swap=N`.
 --quick: 8 requests of 8 new tokens, for a smoke test (< 60 s on 2 CPU cores).
