@@ -6,13 +6,16 @@ import asyncio
 import time
 
 import pytest
+import redis.asyncio as aioredis
 from adapters_util import make_adapter_bytes
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bot.config import load_settings
 from bot.dialogue import Turn
 from bot.engine import Engine
 from bot.follow import follow_registry, sync_active
-from bot.store import AdapterRecord
+from bot.local_redis import LocalRedis
+from bot.store import AdapterRecord, Store
 from trainer.tiny_model import build_tiny_model
 
 HELLO = [Turn("user", "hello, how are you?")]
@@ -140,3 +143,34 @@ async def test_sync_active_once(store, engine, settings, blobs):
     assert await sync_active(store, engine) == v1
     assert engine.active_version == v1
     assert (await engine.generate(HELLO)).adapter_version == v1
+
+
+async def test_follower_resubscribes_after_redis_restarts(tmp_path, engine, settings, blobs):
+    server = LocalRedis(tmp_path, appendonly=True).start()
+    store = Store(aioredis.from_url(server.url), prefix="restart", user_secret="s")
+    task = None
+    try:
+        v1 = await publish(store, settings, blobs["a"])
+        v2 = await publish(store, settings, blobs["b"])
+        await store.activate(v1)
+        task = asyncio.create_task(follow_registry(store, engine))
+        await eventually(lambda: engine.active_version == v1)
+        server.stop()  # a clean shutdown: the AOF keeps the registry
+        await asyncio.sleep(0.3)
+        server.start()
+        for _ in range(100):  # the store's own client reconnects on its next command
+            try:
+                await store.activate(v2)  # made while the follower is still reconnecting
+                break
+            except (RedisConnectionError, OSError):
+                await asyncio.sleep(0.05)
+        # It missed the event, but it reads the active version again once it is back.
+        await eventually(lambda: engine.active_version == v2, timeout=20)
+        assert not task.done()
+    finally:
+        if task is not None:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await store.close()
+        server.close()
