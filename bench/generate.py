@@ -37,6 +37,7 @@ import resource
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -212,6 +213,10 @@ async def swap_under_load(engine, convos, sampling, blob: bytes) -> dict:
 async def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # keep the table readable
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
     with tempfile.TemporaryDirectory(prefix="bench-generate-") as workdir:
         load_start = time.perf_counter()
@@ -261,6 +266,9 @@ async def main(argv=None) -> int:
     print(f"throughput ratio engine/baseline: {ratio:.2f}x (goal >= 3)  "
           f"engine p95 {p95_engine:.0f} ms vs baseline p50 {p50_base:.0f} ms (goal: below)")
     print(f"peak RSS (model, engine and baseline): {rss_mb:.0f} MB")
+    if args.quick:
+        print("(--quick is a smoke test: the goals apply to the default run, 16 requests of 64 "
+              "new tokens)")
 
     blob = adapter_blob(engine)
     swap = await swap_under_load(engine, convos, sampling, blob)
