@@ -196,15 +196,19 @@ class Engine:
         started = time.perf_counter()
         await self.start()
         sampling = self.sampling_for(**overrides)
+        self._refuse_if_full()  # before the work of building the prompt
         budget = self.n_positions - sampling.max_new_tokens
         # Building the prompt encodes it several times: keep that off the event loop.
         prompt, prompt_ids = await asyncio.to_thread(self._encode_prompt, turns, style, budget)
-        # Requests held back for a later batch count too: the bound covers everything waiting.
-        if self._queue.qsize() + len(self._held) >= self._queue.maxsize:
-            raise EngineBusy(f"{self._queue.maxsize} requests are already waiting")
+        self._refuse_if_full()
         future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Request(prompt, prompt_ids, sampling, future, started))
         return await future
+
+    def _refuse_if_full(self) -> None:
+        # Requests held back for a later batch count too: the bound covers everything waiting.
+        if self._queue.qsize() + len(self._held) >= self._queue.maxsize:
+            raise EngineBusy(f"{self._queue.maxsize} requests are already waiting")
 
     def _encode_prompt(self, turns: list[Turn], style: str | None,
                        budget: int) -> tuple[str, list[int]]:
@@ -296,8 +300,7 @@ class Engine:
             # layers add nothing; peft's own generate would insist on an active adapter.
             model = model.base_model.model
         with torch.inference_mode():
-            output = model.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                         **kwargs)
+            output = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         results = []
         for row in output[:, width:].tolist():
             if pad in row:
@@ -328,9 +331,11 @@ class Engine:
 
     def _parse_for_this_model(self, blob: bytes) -> ParsedAdapter:
         parsed = parse_adapter(blob)
+        if not parsed.base_model:
+            raise AdapterLoadError("adapter does not say which base model it was trained on")
         if parsed.base_model != self.model_name:
-            raise AdapterLoadError(f"adapter was trained on {parsed.base_model or 'an unnamed'!r}"
-                                   f" base model, this engine serves {self.model_name!r}")
+            raise AdapterLoadError(f"adapter was trained on base model {parsed.base_model!r}, "
+                                   f"this engine serves {self.model_name!r}")
         return parsed
 
     def _switch_to(self, version: str, parsed: ParsedAdapter | None) -> str:
