@@ -34,10 +34,10 @@ from bot.adapter_io import (
     parse_adapter,
 )
 from bot.dialogue import Turn
+from bot.store import BASE_VERSION  # the one name for "no adapter"
 
 log = logging.getLogger(__name__)
 
-BASE_VERSION = "base"
 _OVERRIDABLE = ("max_new_tokens", "min_new_tokens", "temperature", "top_p", "repetition_penalty")
 
 
