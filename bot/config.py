@@ -124,6 +124,12 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def redis_address(self) -> str:
+        """REDIS_URL without its credentials, for messages and logs."""
+        scheme, _, rest = self.redis_url.partition("://")
+        return f"{scheme}://{rest.rpartition('@')[2]}"
+
+    @property
     def lora_target_modules(self) -> list[str]:
         return self.lora_targets.split(",")
 

@@ -51,3 +51,9 @@ def test_discord_needs_a_token_and_a_real_secret(monkeypatch):
     settings = load_settings(_env_file=None, discord_token="abc", user_hash_secret="x" * 32)
     settings.require_discord()
     assert "abc" not in repr(settings)  # secrets stay out of logs
+
+
+def test_redis_address_hides_the_password():
+    settings = load_settings(_env_file=None, redis_url="redis://:s3cret@redis:6379/0")
+    assert settings.redis_address == "redis://redis:6379/0"
+    assert load_settings(_env_file=None).redis_address == "redis://127.0.0.1:6379/0"

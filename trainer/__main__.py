@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except RedisConnectionError as error:
-        print(f"cannot reach Redis at {settings.redis_url}: {error}", file=sys.stderr)
+        print(f"cannot reach Redis at {settings.redis_address}: {error}", file=sys.stderr)
         return 1
     except Exception as error:  # an operator sees the cause, the trace only at DEBUG
         logging.getLogger("trainer").debug("failure", exc_info=True)
