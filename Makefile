@@ -36,7 +36,7 @@ test: setup redis-server lint
 	  exit $$rc
 
 demo: setup redis-server
-	$(PY) -m bot.demo
+	$(PY) -m trainer.demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache reports

@@ -18,7 +18,7 @@ def corpus_text() -> str:
 
 def build_tiny_model(directory: str | Path, *, vocab_size: int = 1000, n_layer: int = 2,
                      n_head: int = 2, n_embd: int = 64, n_positions: int = 256,
-                     seed: int = 0) -> Path:
+                     initializer_range: float = 0.02, seed: int = 0) -> Path:
     """Write a tiny GPT-2 (config, safetensors weights, tokenizer) into `directory`."""
     import torch
     from tokenizers import ByteLevelBPETokenizer
@@ -36,7 +36,8 @@ def build_tiny_model(directory: str | Path, *, vocab_size: int = 1000, n_layer: 
 
     torch.manual_seed(seed)
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_embd=n_embd,
-                        n_layer=n_layer, n_head=n_head, bos_token_id=tokenizer.eos_token_id,
+                        n_layer=n_layer, n_head=n_head,
+                        initializer_range=initializer_range, bos_token_id=tokenizer.eos_token_id,
                         eos_token_id=tokenizer.eos_token_id)
     model = GPT2LMHeadModel(config)
     model.generation_config.pad_token_id = tokenizer.eos_token_id

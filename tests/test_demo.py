@@ -1,0 +1,65 @@
+"""`make demo` in its smaller mode: the whole loop offline, as a new user would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import redis
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run_demo(tmp_path: Path, **env) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "USER_HASH_SECRET": "demo-test", **env}
+    return subprocess.run([sys.executable, "-m", "trainer.demo", "--quick", "--json",
+                           "--workdir", str(tmp_path / "work")],
+                          capture_output=True, text=True, timeout=600, env=full_env,
+                          cwd=tmp_path)
+
+
+def _check_outcome(result: subprocess.CompletedProcess) -> dict:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["outcome"] in ("promoted", "rejected")
+    assert len(summary["before"]) == len(summary["after"]) == 3
+    assert all(version == "base" for _, version in summary["before"])
+    if summary["outcome"] == "promoted":
+        # The engine hot-swapped the new adapter, and the "after" answers came from it.
+        assert summary["serving"] == summary["version"]
+        assert all(version == summary["version"] for _, version in summary["after"])
+        assert Path(summary["png"]).read_bytes().startswith(b"\x89PNG")
+    for step in ("[1/5] Imported 36", "[2/5]", "/style set", "/rate up", "/rate down",
+                 "/teach", "[3/5]", "[4/5]", "[5/5]", "chosen learning rate",
+                 "chosen batch size", "loss curve PNG"):
+        assert step in result.stdout, step
+    return summary
+
+
+def test_demo_on_a_fresh_machine_starts_its_own_redis_and_builds_the_tiny_model(tmp_path):
+    result = _run_demo(tmp_path, REDIS_URL=f"redis://127.0.0.1:{_closed_port()}/0",
+                       MODEL_NAME="no-such-model-here")
+    _check_outcome(result)
+    assert "starting a private redis-server" in result.stdout
+    assert "building a tiny GPT-2" in result.stdout
+    assert (tmp_path / "work" / "tiny-gpt2" / "model.safetensors").exists()
+
+
+def test_demo_uses_a_redis_that_answers_and_cleans_up_after_itself(tmp_path, redis_server,
+                                                                   tiny_model_dir):
+    result = _run_demo(tmp_path, REDIS_URL=redis_server.url, MODEL_NAME=str(tiny_model_dir))
+    _check_outcome(result)
+    assert "using the server at REDIS_URL" in result.stdout
+    assert f"Model: {tiny_model_dir}" in result.stdout
+    client = redis.Redis.from_url(redis_server.url)
+    assert list(client.scan_iter(match="demo-*")) == []
+    client.close()

@@ -1,0 +1,257 @@
+"""`make demo` (`python -m trainer.demo`): the whole loop offline, no Discord token, no internet.
+
+Import sample dialogues -> chat through the console twin (style, ratings, a taught reply) ->
+one training cycle (search, gate, publish) while the chat goes on -> the engine hot-swaps the
+new adapter -> the same questions answered before and after, with the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+import unicodedata
+from importlib import resources
+from pathlib import Path
+
+from tqdm import tqdm
+
+from bot.config import SettingsError, load_settings
+from bot.console import Console
+from bot.engine import Engine
+from bot.follow import follow_registry
+from bot.store import BASE_VERSION, Store
+from trainer.cycle import CycleOutcome, run_cycle
+from trainer.demo_setup import delete_prefix, demo_model, demo_prefix, demo_redis
+from trainer.importer import import_pairs, read_rows
+
+STYLE = "Answer as a polite support agent:"
+# (message typed in the console, what the moderator does with the bot's reply)
+SESSION = [
+    ("Hello, I need help.", "/rate up"),
+    ("My order has not arrived yet.", "/rate down"),
+    ("How do I reset my password?", "/teach Open the settings page, choose Security, then "
+                                    "Reset password and follow the email we send you."),
+    ("你好，我需要帮助。", "/rate up"),
+    ("Thank you very much!", "/rate down"),
+]
+QUESTIONS = ["Hello, I need help.", "Can I get a refund?", "What are your opening hours?",
+             "你好，我需要帮助。", "运费是多少？", "谢谢你！"]
+CHAT_DURING_TRAINING = ["Is this product in stock?", "How much does shipping cost?",
+                        "我想修改收货地址。", "Can I talk to a person?"]
+
+
+def say(text: str = "") -> None:
+    tqdm.write(text)  # keeps a running progress bar intact
+
+
+def sample_rows() -> list:
+    text = resources.files("trainer").joinpath("data/customer_service.jsonl").read_text("utf-8")
+    return [row for _, row in read_rows(text)]
+
+
+def _width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    if _width(text) <= width:
+        return text + " " * (width - _width(text))
+    out = ""
+    for ch in text:
+        if _width(out + ch) > width - 1:
+            break
+        out += ch
+    return out + "…" + " " * (width - 1 - _width(out))
+
+
+def table(headers: list[str], rows: list[list[str]], widths: list[int]) -> str:
+    def line(cells):
+        return "| " + " | ".join(_clip(c, w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+def demo_settings(args, redis_url: str, model_name: str, workdir: Path):
+    tiny = model_name.endswith("tiny-gpt2")
+    overrides = dict(
+        redis_url=redis_url, key_prefix=demo_prefix(), model_name=model_name,
+        reports_dir=workdir / "reports", min_new_ratings=0,
+        temperature=0.0,  # greedy, so "before" and "after" differ only by the adapter
+        max_new_tokens=24 if args.quick else 40,
+        search_trials=2 if args.quick else 4,
+        max_epochs=3 if args.quick else 8, early_stop_patience=2,
+        search_timeout_seconds=60 if args.quick else 150)
+    if tiny:
+        # The tiny model's weights are random: LoRA needs a bolder learning rate to move it.
+        overrides.update(search_lr_min=5e-3, search_lr_max=3e-2)
+    return load_settings(**overrides)
+
+
+async def chat(console: Console, line: str) -> str:
+    answer = await console.handle_line(line)
+    say(f"  you> {line}")
+    if answer:
+        say("  " + answer.replace("\n", "\n  "))
+    return answer
+
+
+async def ask(console: Console, question: str) -> tuple[str, str]:
+    """(reply, adapter version) for one question, outside the session's own history."""
+    console.turns = []
+    exchange_before = console.last
+    await console.handle_line(question)
+    if console.last is exchange_before:  # a failure: the console kept no exchange
+        return "(no reply)", "-"
+    return console.last.reply, console.last.adapter_version
+
+
+async def chat_while_training(console: Console, engine: Engine, done: asyncio.Event,
+                              swapped_to: list[str]) -> int:
+    """Keep chatting during the cycle and until the new adapter serves; returns replies."""
+    replies, n = 0, 0
+    while not done.is_set() or (swapped_to and engine.active_version != swapped_to[0]):
+        question = CHAT_DURING_TRAINING[n % len(CHAT_DURING_TRAINING)]
+        reply, version = await ask(console, question)
+        say(f"  (chat during training) [{version}] {question} -> {_clip(reply, 40).strip()}")
+        replies, n = replies + 1, n + 1
+        await asyncio.sleep(0.5)
+    return replies
+
+
+async def run_demo(args) -> int:
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = load_settings()
+    say("== The learning Discord bot, offline: import, chat, rate, train, hot-swap ==")
+    model_name = demo_model(env.model_name, workdir, say)
+    started = time.perf_counter()
+    async with demo_redis(env.redis_url, say) as redis_url:
+        settings = demo_settings(args, redis_url, model_name, workdir)
+        say(f"Keys of this run live under the prefix {settings.key_prefix!r} "
+            "and are removed at the end.")
+        store = Store.from_settings(settings)
+        await store.ping()
+        engine = Engine.from_settings(settings)
+        await engine.start()
+        follower = asyncio.create_task(follow_registry(store, engine))
+        try:
+            return await _steps(settings, store, engine, args, started)
+        finally:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+            await engine.close()
+            if not args.keep:
+                await delete_prefix(store)
+            await store.close()
+
+
+async def _steps(settings, store: Store, engine: Engine, args, started: float) -> int:
+    rows = sample_rows()
+    result = await import_pairs(store, rows)
+    say(f"\n[1/5] Imported {result.stored} sample dialogues (English and Chinese) as rated "
+        f"examples; {result.duplicates} duplicate(s) skipped.")
+
+    console = Console(settings, store, engine)
+    say(f"\n[2/5] Chatting through the console twin (adapter {engine.active_version}); "
+        "a moderator rates and teaches:")
+    await chat(console, f"/style set {STYLE}")
+    for message, action in SESSION[: 3 if args.quick else None]:
+        await chat(console, message)
+        await chat(console, action)
+
+    questions = QUESTIONS[: 3 if args.quick else None]
+    before = [await ask(console, q) for q in questions]
+    old_version = engine.active_version
+
+    say("\n[3/5] One training cycle: search learning rate x batch size, gate, publish. "
+        "The chat goes on meanwhile:")
+    done = asyncio.Event()
+    swapped_to: list[str] = []
+    chatter = asyncio.create_task(chat_while_training(console, engine, done, swapped_to))
+    try:
+        outcome = await run_cycle(settings, store, force=True, progress=True)
+    finally:
+        if "outcome" in locals() and outcome.outcome == "promoted":
+            swapped_to.append(outcome.version)
+        done.set()
+    try:
+        await asyncio.wait_for(chatter, timeout=120)
+    except TimeoutError:
+        say("  the new adapter did not reach the engine within 120 s")
+        return 1
+    say(f"  cycle: {outcome.outcome} ({outcome.reason}); engine now serves "
+        f"{engine.active_version}")
+
+    say(f"\n[4/5] The same questions, before ({old_version}) and after "
+        f"({engine.active_version}):")
+    after = [await ask(console, q) for q in questions]
+    rows = [[q, b[0], a[0]] for q, b, a in zip(questions, before, after, strict=True)]
+    say(table(["question", f"before [{old_version}]", f"after [{engine.active_version}]"],
+              rows, [24, 38, 38]))
+
+    say("\n[5/5] What the trainer measured:")
+    say(summary(outcome, old_version))
+    say(f"\nDone in {time.perf_counter() - started:.0f} s.")
+    if args.json:
+        print(json.dumps({**outcome.summary(), "before": before, "after": after,
+                          "serving": engine.active_version, "png": outcome.png_path}))
+    return 0 if outcome.outcome in ("promoted", "rejected") else 1
+
+
+def summary(outcome: CycleOutcome, old_version: str) -> str:
+    def loss(key):
+        value = outcome.val_loss.get(key)
+        return "-" if value is None else f"{value:.4f}"
+
+    old_name = "old (base)" if old_version == BASE_VERSION else f"old ({old_version})"
+    rows = [["validation loss, base model", loss("base")],
+            [f"validation loss, {old_name}", loss("active") if old_version != BASE_VERSION
+             else loss("base")],
+            [f"validation loss, new ({outcome.version or 'candidate'})", loss("candidate")],
+            ["outcome", f"{outcome.outcome}: {outcome.reason}"],
+            ["chosen learning rate", "-" if outcome.learning_rate is None
+             else f"{outcome.learning_rate:.3g}"],
+            ["chosen batch size", str(outcome.batch_size or "-")],
+            ["trials", str(outcome.trials or "-")],
+            ["loss curve PNG", outcome.png_path or "-"],
+            ["report JSON", outcome.report_path or "-"]]
+    return table(["what", "value"], rows, [36, 60])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer.demo", description=__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help="a smaller run (fewer questions, trials and epochs)")
+    parser.add_argument("--workdir", default=".demo",
+                        help="where the tiny model and the reports go (default .demo)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the demo's keys in Redis instead of removing them")
+    parser.add_argument("--json", action="store_true",
+                        help="end with one JSON line: outcome, answers before and after")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo never reaches for the hub
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("trainer").setLevel(logging.INFO)
+    import transformers  # its per-load progress bars and length warnings are noise here
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    try:
+        return asyncio.run(run_demo(args))
+    except SettingsError as error:
+        print(error, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
