@@ -15,6 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.chat import Conversation
+from bot.cogs.chat import MESSAGE_LIMIT
 from bot.engine import Engine
 from bot.follow import follow_registry, sync_active
 from bot.store import Store
@@ -23,7 +24,8 @@ log = logging.getLogger(__name__)
 
 COGS = ("bot.cogs.chat", "bot.cogs.ratings", "bot.cogs.admin")
 APOLOGY = "Sorry, something went wrong on my side. Please try again later."
-MODLOG_NUMBERS = 12  # report entries shown in a modlog post
+MODLOG_NUMBERS = 30  # report entries shown in a modlog post
+MODLOG_VALUE_CHARS = 200
 MODLOG_CLAIM_S = 600  # how long one adapter change counts as announced
 
 
@@ -56,13 +58,22 @@ async def on_app_command_error(interaction: discord.Interaction,
 
 
 def modlog_text(event, report: dict | None) -> str:
+    """The post for an adapter change: the report's numbers, nested ones (val_loss.candidate,
+    hyperparameters.learning_rate, ...) flattened one level; long lists are left out."""
     verb = "rolled back to" if event.kind == "rollback" else "now serving"
     lines = [f"Adapter change: {verb} **{event.version}** (was {event.previous})"]
-    if report:
-        numbers = [f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}"
-                   for key, value in report.items() if isinstance(value, int | float | str)]
-        lines += numbers[:MODLOG_NUMBERS]
-    return "\n".join(lines)
+    flat: dict = {}
+    for key, value in (report or {}).items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{inner}": v for inner, v in value.items()})
+        else:
+            flat[key] = value
+    for key, value in flat.items():
+        if isinstance(value, float):
+            lines.append(f"{key}: {value:.4g}")
+        elif isinstance(value, int | str) and len(str(value)) <= MODLOG_VALUE_CHARS:
+            lines.append(f"{key}: {value}")
+    return "\n".join(lines[:MODLOG_NUMBERS + 1])[:MESSAGE_LIMIT]
 
 
 class _BotCore:

@@ -284,3 +284,23 @@ async def test_a_promotion_is_swapped_in_and_posted_to_the_modlog(fast, store, e
         bot.follower.cancel()  # what bot.close() does first (dpytest cannot close a gateway)
         await asyncio.gather(bot.follower, return_exceptions=True)
         await cleanup(bot)
+
+
+def test_modlog_text_shows_the_numbers_of_a_trainer_report():
+    from bot.app import modlog_text
+    from bot.store import AdapterEvent
+
+    report = {"outcome": "promoted", "reason": "candidate val loss 2.1 beats the active 2.4",
+              "parent": "v1", "version": "v2",
+              "val_loss": {"base": 2.71828, "active": 2.4, "candidate": 2.1},
+              "hyperparameters": {"learning_rate": 0.0003, "batch_size": 8},
+              "data": {"train": 30, "validation": 8},
+              "trials": [{"number": n, "value": 2.0} for n in range(50)],
+              "notes": ["x" * 5000]}
+    text = modlog_text(AdapterEvent(kind="activated", version="v2", previous="v1"), report)
+    assert text.startswith("Adapter change: now serving **v2** (was v1)")
+    for line in ("val_loss.base: 2.718", "val_loss.candidate: 2.1",
+                 "hyperparameters.learning_rate: 0.0003", "hyperparameters.batch_size: 8",
+                 "data.train: 30"):
+        assert line in text.splitlines(), line
+    assert "trials" not in text and "xxxx" not in text and len(text) <= 2000
