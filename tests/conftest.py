@@ -37,6 +37,23 @@ def settings(redis_server, key_prefix, tiny_model_dir, tmp_path):
 
 
 @pytest.fixture
+def fast(settings):
+    """Settings for quick replies: 8 new tokens, no cooldown."""
+    return settings.model_copy(update={"max_new_tokens": 8, "cooldown_seconds": 0})
+
+
+@pytest.fixture
+async def engine(fast):
+    """The real engine on the tiny model, with `fast` settings."""
+    from bot.engine import Engine
+
+    engine = Engine.from_settings(fast)
+    await engine.start()
+    yield engine
+    await engine.close()
+
+
+@pytest.fixture
 async def store(redis_server, key_prefix):
     client = aioredis.from_url(redis_server.url)
     store = Store(client, prefix=key_prefix, user_secret=TEST_SECRET, unrated_ttl_days=30)

@@ -19,19 +19,6 @@ from bot.dialogue import BOT_MARK, USER_MARK, Turn
 from bot.engine import Engine
 
 
-@pytest.fixture
-def fast(settings):
-    return settings.model_copy(update={"max_new_tokens": 8})
-
-
-@pytest.fixture
-async def engine(fast):
-    engine = Engine.from_settings(fast)
-    await engine.start()
-    yield engine
-    await engine.close()
-
-
 async def test_chat_stores_the_exchange_with_style_and_adapter_version(fast, store, engine):
     conversation = Conversation(fast, store, engine)
     await store.set_style("guild", 7, "Answer as a polite support agent:")

@@ -13,22 +13,13 @@ from pathlib import Path
 import pytest
 
 from bot.console import CONSOLE_CHANNEL, CONSOLE_USER, HELP, Console, Quit
-from bot.engine import Engine
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def fast(settings):
-    return settings.model_copy(update={"max_new_tokens": 8})
-
-
-@pytest.fixture
-async def console(fast, store):
-    engine = Engine.from_settings(fast)
-    await engine.start()
-    yield Console(fast, store, engine)
-    await engine.close()
+async def console(fast, store, engine):
+    return Console(fast, store, engine)
 
 
 async def test_chat_rate_and_teach_leave_their_records(console, store):

@@ -19,20 +19,6 @@ from bot.app import build_bot
 from bot.chat import FAILED_REPLY
 from bot.cogs.chat import COOLDOWN_REPLY, THUMBS_DOWN, THUMBS_UP, send_reply, split_message
 from bot.dialogue import BOT_MARK, USER_MARK, build_prompt
-from bot.engine import Engine
-
-
-@pytest.fixture
-def fast(settings):
-    return settings.model_copy(update={"max_new_tokens": 8, "cooldown_seconds": 0})
-
-
-@pytest.fixture
-async def engine(fast):
-    engine = Engine.from_settings(fast)
-    await engine.start()
-    yield engine
-    await engine.close()
 
 
 @pytest.fixture

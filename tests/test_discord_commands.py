@@ -26,7 +26,6 @@ from discord_helpers import (
 )
 
 from bot.app import APOLOGY
-from bot.engine import Engine
 from bot.store import AdapterRecord, Store
 
 REFUSED_ADMIN = "Only server admins can do that."
@@ -37,14 +36,6 @@ REFUSED_MOD = "Only moderators can do that."
 def fast(settings):
     return settings.model_copy(update={"max_new_tokens": 8, "cooldown_seconds": 0,
                                        "admin_role": "Bot Admin"})
-
-
-@pytest.fixture
-async def engine(fast):
-    engine = Engine.from_settings(fast)
-    await engine.start()
-    yield engine
-    await engine.close()
 
 
 @pytest.fixture

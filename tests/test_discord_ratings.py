@@ -7,20 +7,6 @@ import pytest
 from discord_helpers import cleanup, make_bot, make_role, member, sent_messages
 
 from bot.cogs.chat import THUMBS_DOWN, THUMBS_UP
-from bot.engine import Engine
-
-
-@pytest.fixture
-def fast(settings):
-    return settings.model_copy(update={"max_new_tokens": 8, "cooldown_seconds": 0})
-
-
-@pytest.fixture
-async def engine(fast):
-    engine = Engine.from_settings(fast)
-    await engine.start()
-    yield engine
-    await engine.close()
 
 
 @pytest.fixture
