@@ -108,8 +108,8 @@ class _BotCore:
         if channel_id is None:
             return
         # Every bot process follows the registry: the first to claim the change posts it.
-        claim = self.store.k("modlog", event.kind, event.version, event.previous)
-        if not await self.store.r.set(claim, b"1", nx=True, ex=MODLOG_CLAIM_S):
+        if not await self.store.claim("modlog", event.kind, event.version, event.previous,
+                                      ttl_s=MODLOG_CLAIM_S):
             return
         report, png = await self.store.report(event.version)
         files = [discord.File(io.BytesIO(png), filename=f"loss-{event.version}.png")] if png \

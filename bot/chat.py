@@ -125,5 +125,5 @@ class Conversation:
         seconds = self.settings.cooldown_seconds
         if seconds <= 0:
             return True
-        key = self.store.k("cd", purpose, self.store.user_hash(user_id))
-        return bool(await self.store.r.set(key, b"1", nx=True, px=int(seconds * 1000)))
+        return await self.store.claim("cd", purpose, self.store.user_hash(user_id),
+                                      ttl_s=seconds)

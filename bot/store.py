@@ -28,6 +28,8 @@ with the `KEY_PREFIX` setting (`P` below):
     P:tr:lock                    token of the trainer holding the training lock (with a TTL)
     P:tr:request                 JSON "train now" request from the bot
     P:tr:runs                    list  JSON outcomes of recent training cycles, newest first
+    P:cd:{purpose}:{user_hash}   per-user cooldown of the bot ("reply", "notice"); expires
+    P:modlog:{kind}:{ver}:{prev} an adapter change already posted to the mod log; expires
 
 User ids are stored only as an HMAC-SHA256 under USER_HASH_SECRET.
 The aggregate score of an exchange is the sum of its ratings hash, never stored twice.
@@ -598,6 +600,14 @@ class Store:
     async def recent_runs(self, count: int = 10) -> list[dict]:
         return [json.loads(raw) for raw in await self.r.lrange(self.k("tr", "runs"), 0,
                                                                count - 1)]
+
+    async def claim(self, *parts: object, ttl_s: float) -> bool:
+        """True for the first caller to claim key P:parts within `ttl_s` (SET NX with expiry).
+
+        One claim is shared by every bot process: per-user cooldowns, one mod-log post per change.
+        """
+        return bool(await self.r.set(self.k(*parts), b"1", nx=True,
+                                     px=max(1, int(ttl_s * 1000))))
 
     # --- privacy and statistics -----------------------------------------------------------------
 

@@ -277,3 +277,11 @@ async def test_schema_version_is_checked(store: Store):
     await store.r.set(store.k("schema"), 99)
     with pytest.raises(StoreError, match="schema version 99"):
         await store.ping()
+
+
+async def test_a_claim_goes_to_the_first_caller_until_it_expires(store: Store):
+    assert await store.claim("cd", "reply", "u1", ttl_s=0.2)
+    assert not await store.claim("cd", "reply", "u1", ttl_s=0.2)
+    assert await store.claim("cd", "reply", "u2", ttl_s=0.2)
+    await asyncio.sleep(0.3)
+    assert await store.claim("cd", "reply", "u1", ttl_s=0.2)
