@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -48,10 +49,38 @@ def _check_outcome(result: subprocess.CompletedProcess) -> dict:
 def test_demo_on_a_fresh_machine_starts_its_own_redis_and_builds_the_tiny_model(tmp_path):
     result = _run_demo(tmp_path, REDIS_URL=f"redis://127.0.0.1:{_closed_port()}/0",
                        MODEL_NAME="no-such-model-here")
-    _check_outcome(result)
+    summary = _check_outcome(result)
     assert "starting a private redis-server" in result.stdout
-    assert "building a tiny GPT-2" in result.stdout
+    assert "building a tiny GPT-2" in result.stdout and "pretraining it for" in result.stdout
     assert (tmp_path / "work" / "tiny-gpt2" / "model.safetensors").exists()
+    # On the pretrained demo model the loop really learns: the new adapter is clearly better
+    # on the held-out dialogues than the base model, so it is promoted.
+    losses = summary["val_loss"]
+    assert losses["candidate"] < losses["base"] - 0.2, losses
+    assert summary["outcome"] == "promoted"
+    assert "warn" not in result.stdout.lower() + result.stderr.lower()
+
+
+def _runs(text: str, size: int, words: bool) -> set:
+    """Every run of `size` words (or non-space characters) in `text`."""
+    items = re.findall(r"\w+", text.lower()) if words else [c for c in text if not c.isspace()]
+    return {tuple(items[i:i + size]) for i in range(len(items) - size + 1)}
+
+
+def test_the_demo_models_pretraining_text_holds_none_of_the_sample_answers():
+    from trainer.demo import sample_rows
+    from trainer.pretrain import pretrain_text
+
+    text = pretrain_text()
+    english, chinese = _runs(text, 5, words=True), _runs(text, 5, words=False)
+    for row in sample_rows():
+        answer = row["output"]
+        assert answer not in text
+        if re.search(r"[\u4e00-\u9fff]", answer):
+            assert not _runs(answer, 5, words=False) & chinese, answer
+        else:
+            assert not _runs(answer, 5, words=True) & english, answer
+        assert row["input"] in text  # the questions are in it: the base model may read them
 
 
 def test_demo_uses_a_redis_that_answers_and_cleans_up_after_itself(tmp_path, redis_server,

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import unicodedata
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -26,21 +27,28 @@ from bot.engine import Engine
 from bot.follow import follow_registry
 from bot.store import BASE_VERSION, Store
 from trainer.cycle import CycleOutcome, run_cycle
-from trainer.demo_setup import delete_prefix, demo_model, demo_prefix, demo_redis
-from trainer.importer import import_pairs, read_rows
+from trainer.dataset import validation_ids
+from trainer.demo_setup import MODEL_DIR, delete_prefix, demo_model, demo_prefix, demo_redis
+from trainer.importer import import_pairs, read_rows, validate_rows
 
 STYLE = "Answer as a polite support agent:"
 # (message typed in the console, what the moderator does with the bot's reply)
+# Small talk the base model picked up in pretraining gets a thumbs up; support questions it
+# cannot answer yet get a thumbs down or a taught reply.
 SESSION = [
-    ("Hello, I need help.", "/rate up"),
+    ("What is your name?", "/rate up"),
     ("My order has not arrived yet.", "/rate down"),
     ("How do I reset my password?", "/teach Open the settings page, choose Security, then "
                                     "Reset password and follow the email we send you."),
-    ("你好，我需要帮助。", "/rate up"),
+    ("你叫什么名字？", "/rate up"),
     ("Thank you very much!", "/rate down"),
 ]
-QUESTIONS = ["Hello, I need help.", "Can I get a refund?", "What are your opening hours?",
-             "你好，我需要帮助。", "运费是多少？", "谢谢你！"]
+# Asked before and after training. The table marks a question whose sample dialogue the
+# trainer held out for validation (the adapter never trained on its answer).
+QUESTIONS = ["Hello, I need help.", "How do I reset my password?", "What are your opening hours?",
+             "你们的营业时间是什么？", "谢谢你！", "Can I get a refund?"]
+HELD_OUT = "*"
+CHAT_INTERVAL_S = 2.0
 CHAT_DURING_TRAINING = ["Is this product in stock?", "How much does shipping cost?",
                         "我想修改收货地址。", "Can I talk to a person?"]
 
@@ -50,8 +58,16 @@ def say(text: str = "") -> None:
 
 
 def sample_rows() -> list:
+    """The sample dialogues, in the demo's style (as the bot will be asked)."""
     text = resources.files("trainer").joinpath("data/customer_service.jsonl").read_text("utf-8")
-    return [row for _, row in read_rows(text)]
+    return [{"style": STYLE, **row} for _, row in read_rows(text)]
+
+
+def held_out_questions(val_fraction: float) -> set[str]:
+    """The sample questions whose dialogue the trainer keeps for validation, not training."""
+    pairs = validate_rows(list(enumerate(sample_rows(), start=1)))
+    held = validation_ids([p.exchange_id for p in pairs], val_fraction)
+    return {p.input for p in pairs if p.exchange_id in held}
 
 
 def _width(text: str) -> int:
@@ -79,18 +95,19 @@ def table(headers: list[str], rows: list[list[str]], widths: list[int]) -> str:
 
 
 def demo_settings(args, redis_url: str, model_name: str, workdir: Path):
-    tiny = model_name.endswith("tiny-gpt2")
     overrides = dict(
         redis_url=redis_url, key_prefix=demo_prefix(), model_name=model_name,
         reports_dir=workdir / "reports", min_new_ratings=0,
         temperature=0.0,  # greedy, so "before" and "after" differ only by the adapter
         max_new_tokens=24 if args.quick else 40,
         search_trials=2 if args.quick else 4,
-        max_epochs=3 if args.quick else 8, early_stop_patience=2,
+        max_epochs=6 if args.quick else 12, early_stop_patience=2 if args.quick else 3,
         search_timeout_seconds=60 if args.quick else 150)
-    if tiny:
-        # The tiny model's weights are random: LoRA needs a bolder learning rate to move it.
-        overrides.update(search_lr_min=5e-3, search_lr_max=3e-2)
+    if Path(model_name).name == MODEL_DIR:
+        # The demo's tiny model (width 128): a wide LoRA on every linear layer and a bolder
+        # learning rate than a real GPT-2 wants.
+        overrides.update(search_lr_min=2e-3, search_lr_max=1.2e-2, lora_rank=16, lora_alpha=32,
+                         lora_targets="c_attn,c_proj,c_fc")
     return load_settings(**overrides)
 
 
@@ -121,7 +138,7 @@ async def chat_while_training(console: Console, engine: Engine, done: asyncio.Ev
         reply, version = await ask(console, question)
         say(f"  (chat during training) [{version}] {question} -> {_clip(reply, 40).strip()}")
         replies, n = replies + 1, n + 1
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(CHAT_INTERVAL_S)
     return replies
 
 
@@ -130,7 +147,7 @@ async def run_demo(args) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     env = load_settings()
     say("== The learning Discord bot, offline: import, chat, rate, train, hot-swap ==")
-    model_name = demo_model(env.model_name, workdir, say)
+    model_name = demo_model(env.model_name, workdir, say, quick=args.quick)
     started = time.perf_counter()
     async with demo_redis(env.redis_url, say) as redis_url:
         settings = demo_settings(args, redis_url, model_name, workdir)
@@ -156,7 +173,7 @@ async def _steps(settings, store: Store, engine: Engine, args, started: float) -
     rows = sample_rows()
     result = await import_pairs(store, rows)
     say(f"\n[1/5] Imported {result.stored} sample dialogues (English and Chinese) as rated "
-        f"examples; {result.duplicates} duplicate(s) skipped.")
+        f"examples in the style {STYLE!r}; {result.duplicates} duplicate(s) skipped.")
 
     console = Console(settings, store, engine)
     say(f"\n[2/5] Chatting through the console twin (adapter {engine.active_version}); "
@@ -192,9 +209,13 @@ async def _steps(settings, store: Store, engine: Engine, args, started: float) -
     say(f"\n[4/5] The same questions, before ({old_version}) and after "
         f"({engine.active_version}):")
     after = [await ask(console, q) for q in questions]
-    rows = [[q, b[0], a[0]] for q, b, a in zip(questions, before, after, strict=True)]
+    held_out = held_out_questions(settings.val_fraction)
+    rows = [[HELD_OUT + q if q in held_out else q, b[0], a[0]]
+            for q, b, a in zip(questions, before, after, strict=True)]
     say(table(["question", f"before [{old_version}]", f"after [{engine.active_version}]"],
               rows, [24, 38, 38]))
+    if any(q in held_out for q in questions):
+        say(f"{HELD_OUT} held out for validation: the adapter never trained on this answer.")
 
     say("\n[5/5] What the trainer measured:")
     say(summary(outcome, old_version))
@@ -243,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     import transformers  # its per-load progress bars and length warnings are noise here
 
     transformers.logging.set_verbosity_error()
+    # peft asks transformers a deprecated question on every fit; the user can do nothing about it.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated",
+                            category=FutureWarning)
     transformers.logging.disable_progress_bar()
     try:
         return asyncio.run(run_demo(args))

@@ -5,6 +5,10 @@ Each piece says what it chose, so a new user sees why the demo runs without a to
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import sys
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -72,17 +76,77 @@ def model_loads(name: str) -> bool:
         return False
 
 
-def demo_model(name: str, cache_dir: Path, say) -> str:
-    """`name` when it loads offline, else a tiny GPT-2 built (once) under `cache_dir`."""
+# The demo's own tiny GPT-2 (the test suite's stays at build_tiny_model's defaults): big enough
+# to learn something from the sample dialogues in a minute of CPU time, small enough to build fast.
+DEMO_MODEL = {"vocab_size": 1500, "n_layer": 4, "n_head": 4, "n_embd": 128}
+PRETRAIN_STEPS = {"full": 400, "quick": 200}
+MODEL_DIR = "tiny-gpt2"
+RECIPE_FILE = "demo_recipe.json"  # what the cached model was built from; another recipe rebuilds
+
+
+def demo_model(name: str, cache_dir: Path, say, *, quick: bool = False) -> str:
+    """`name` when it loads offline, else a tiny GPT-2 built and pretrained once in `cache_dir`."""
     if model_loads(name):
         say(f"Model: {name}")
         return name
+    from trainer.pretrain import CORPUS, pretrain_text
+
+    text = pretrain_text()
+    steps = PRETRAIN_STEPS["quick" if quick else "full"]
+    recipe = {**DEMO_MODEL, "pretrain_steps": steps,
+              "text_sha256": hashlib.sha256(text.encode()).hexdigest()}
+    target = cache_dir / MODEL_DIR
+    if _cached(target, recipe):
+        say(f"Model: {name!r} cannot be loaded offline; using the tiny GPT-2 in {target} "
+            f"({_parameters(target)}, pretrained earlier for {steps} steps on text kept in "
+            "the repo, none of the sample answers)")
+        return str(target)
+    say(f"Model: {name!r} cannot be loaded offline; building a tiny GPT-2 in {target} and "
+        f"pretraining it for {steps} steps on trainer/{CORPUS} and the sample questions "
+        "(everyday English and Chinese text written for the demo, none of the sample "
+        "answers; no download)")
+    result = _build_and_pretrain(target, text, steps)
+    (target / RECIPE_FILE).write_text(json.dumps({**recipe, "loss": [result.first_loss,
+                                                                      result.last_loss]}))
+    say(f"  pretrained its {_parameters(target)} in {result.seconds:.0f} s: training loss "
+        f"{result.first_loss:.2f} -> {result.last_loss:.2f}. It strings words together "
+        "now, but has never seen a support answer.")
+    return str(target)
+
+
+def _cached(target: Path, recipe: dict) -> bool:
+    try:
+        saved = json.loads((target / RECIPE_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return (target / "model.safetensors").exists() and \
+        {k: saved.get(k) for k in recipe} == recipe
+
+
+def _parameters(target: Path) -> str:
+    from safetensors import safe_open
+
+    with safe_open(target / "model.safetensors", "pt") as weights:
+        count = sum(math.prod(weights.get_slice(key).get_shape()) for key in weights.keys())
+    return f"{count / 1e6:.1f}M parameters"
+
+
+def _build_and_pretrain(target: Path, text: str, steps: int):
+    from tqdm import tqdm
+
+    from trainer.pretrain import pretrain
     from trainer.tiny_model import build_tiny_model
 
-    target = cache_dir / "tiny-gpt2"
-    if not (target / "model.safetensors").exists():
-        say(f"Model: {name!r} cannot be loaded offline; building a tiny GPT-2 in {target}")
-        build_tiny_model(target)
-    else:
-        say(f"Model: {name!r} cannot be loaded offline; using the tiny GPT-2 in {target}")
-    return str(target)
+    (target / RECIPE_FILE).unlink(missing_ok=True)  # a run cut short leaves no valid recipe
+    build_tiny_model(target, **DEMO_MODEL, corpus=text)
+    bar = tqdm(total=steps, desc="pretraining", leave=False, file=sys.stderr,
+               disable=not sys.stderr.isatty())
+
+    def on_step(step: int, loss: float) -> None:
+        bar.update()
+        bar.set_postfix(loss=f"{loss:.2f}")
+
+    try:
+        return pretrain(target, text, steps=steps, on_step=on_step)
+    finally:
+        bar.close()

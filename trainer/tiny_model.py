@@ -18,8 +18,12 @@ def corpus_text() -> str:
 
 def build_tiny_model(directory: str | Path, *, vocab_size: int = 1000, n_layer: int = 2,
                      n_head: int = 2, n_embd: int = 64, n_positions: int = 256,
-                     initializer_range: float = 0.02, seed: int = 0) -> Path:
-    """Write a tiny GPT-2 (config, safetensors weights, tokenizer) into `directory`."""
+                     initializer_range: float = 0.02, seed: int = 0,
+                     corpus: str | None = None) -> Path:
+    """Write a tiny GPT-2 (config, safetensors weights, tokenizer) into `directory`.
+
+    The tokenizer learns from `corpus` (default: the repo's tokenizer corpus).
+    """
     import torch
     from tokenizers import ByteLevelBPETokenizer
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
@@ -28,8 +32,9 @@ def build_tiny_model(directory: str | Path, *, vocab_size: int = 1000, n_layer: 
     directory.mkdir(parents=True, exist_ok=True)
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(corpus_text().splitlines(), vocab_size=vocab_size, min_frequency=2,
-                            special_tokens=[EOS])
+    lines = (corpus or corpus_text()).splitlines()
+    bpe.train_from_iterator(lines, vocab_size=vocab_size, min_frequency=2, special_tokens=[EOS],
+                            show_progress=False)
     tokenizer = GPT2Tokenizer(tokenizer_object=bpe, bos_token=EOS, eos_token=EOS, unk_token=EOS,
                               model_max_length=n_positions)
     tokenizer.save_pretrained(directory)
