@@ -216,6 +216,10 @@ async def _steps(settings, store: Store, engine: Engine, args, started: float) -
               rows, [24, 38, 38]))
     if any(q in held_out for q in questions):
         say(f"{HELD_OUT} held out for validation: the adapter never trained on this answer.")
+    if Path(settings.model_name).name == MODEL_DIR:
+        say("The demo's tiny model (about a million parameters, pretrained on a few pages of "
+            "text) picks up the\nsupport agent's words and tone from one cycle, not whole "
+            "answers; a real GPT-2 (MODEL_NAME=gpt2)\nlearns far more from the same data.")
 
     say("\n[5/5] What the trainer measured:")
     say(summary(outcome, old_version))
