@@ -219,11 +219,12 @@ async def _steps(settings, store: Store, engine: Engine, args, started: float) -
     if Path(settings.model_name).name == MODEL_DIR:
         say("The demo's tiny model (about a million parameters, pretrained on a few pages of "
             "text) picks up the\nsupport agent's words and tone from one cycle, not whole "
-            "answers; a real GPT-2 (MODEL_NAME=gpt2)\nlearns far more from the same data.")
+            "answers; a pretrained GPT-2\n(MODEL_NAME=gpt2) is expected to learn far more from "
+            "the same data.")
 
     say("\n[5/5] What the trainer measured:")
     say(summary(outcome, old_version))
-    say(f"\nDone in {time.perf_counter() - started:.0f} s.")
+    say(f"\nDone in {time.perf_counter() - started:.0f} s once the model was ready.")
     if args.json:
         print(json.dumps({**outcome.summary(), "before": before, "after": after,
                           "serving": engine.active_version, "png": outcome.png_path}))
