@@ -55,10 +55,20 @@ def _when(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(timestamp))
 
 
+LIST_SHOWN = 4  # longer lists (loss curves, trials) stay in the report, out of a status line
+
+
 def _pairs(values: dict) -> str:
+    """`key value` pairs for a status line: nested dicts inline, long lists left out."""
     def fmt(value):
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-    return ", ".join(f"{key} {fmt(value)}" for key, value in values.items()) or "none recorded"
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        if isinstance(value, dict):
+            return f"({_pairs(value)})"
+        return str(value)
+    shown = {key: value for key, value in values.items()
+             if not (isinstance(value, list) and len(value) > LIST_SHOWN)}
+    return ", ".join(f"{key} {fmt(value)}" for key, value in shown.items()) or "none recorded"
 
 
 async def adapter_status(store: Store, engine) -> str:

@@ -160,3 +160,24 @@ def test_the_console_path_does_not_import_discord():
                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+async def test_adapter_status_shows_a_trainer_record_without_its_loss_curves(console, store,
+                                                                            tiny_model_dir):
+    from bot.store import AdapterRecord
+
+    record = await store.save_adapter(AdapterRecord(
+        base_model=str(tiny_model_dir), parent="base",
+        hyperparameters={"learning_rate": 0.005, "batch_size": 4,
+                         "lora_targets": ["c_attn", "c_proj"]},
+        metrics={"val_loss": {"base": 6.0659, "active": 6.0659, "candidate": 4.392},
+                 "train_loss_curve": [5.0 - i / 100 for i in range(100)],
+                 "val_loss_curve": [4.9, 4.6, 4.5, 4.45, 4.4, 4.39]},
+        data={"train": 31, "validation": 8}), b"blob")
+    await store.r.set(store.k("ad", "active"), record.version)  # pointer only: no swap needed
+    status = await console.handle_line("/adapter status")
+    assert f"Active adapter: {record.version}" in status
+    assert "val_loss (base 6.066, active 6.066, candidate 4.392)" in status
+    assert "learning_rate 0.005, batch_size 4, lora_targets ['c_attn', 'c_proj']" in status
+    assert "train_loss_curve" not in status and "val_loss_curve" not in status
+    assert len(status) < 2000
