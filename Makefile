@@ -39,4 +39,4 @@ demo: setup redis-server
 	$(PY) -m trainer.demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache reports
+	rm -rf $(VENV) .pytest_cache .ruff_cache reports .demo
