@@ -382,12 +382,15 @@ class Store:
         """Every exchange with a rating or a correction, newest first (up to `limit`)."""
         end = -1 if limit is None else limit - 1
         ids = [i.decode() for i in await self.r.zrevrange(self.k("rated"), 0, end)]
-        result = []
-        for exchange in await self.get_exchanges(ids):
-            async with self.r.pipeline(transaction=False) as pipe:
+        exchanges = await self.get_exchanges(ids)
+        async with self.r.pipeline(transaction=False) as pipe:  # one round trip for all
+            for exchange in exchanges:
                 pipe.hvals(self.k("rt", exchange.id))
                 pipe.hvals(self.k("co", exchange.id))
-                votes, corrections = await pipe.execute()
+            replies = await pipe.execute()
+        result = []
+        for exchange, votes, corrections in zip(exchanges, replies[::2], replies[1::2],
+                                                strict=True):
             result.append(RatedExchange(
                 exchange=exchange, score=sum(int(v) for v in votes), ratings=len(votes),
                 corrections=sorted((Correction.model_validate_json(c) for c in corrections),
