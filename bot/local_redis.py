@@ -19,7 +19,8 @@ class RedisUnavailable(RuntimeError):
     pass
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -36,7 +37,7 @@ class LocalRedis:
         self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="lbot-redis-")
         self.directory = Path(directory or self._tmp.name)
         self.appendonly = appendonly
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen | None = None
 
     @property

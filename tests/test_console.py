@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from subprocess_env import settings_env
 
 from bot.console import CONSOLE_CHANNEL, CONSOLE_USER, HELP, Console, Quit
 
@@ -82,10 +83,7 @@ async def test_a_piped_session_leaves_the_expected_records(fast, store, tmp_path
         "/bogus",
         "/style show",
     ]) + "\n"
-    env = {**os.environ, "REDIS_URL": fast.redis_url, "KEY_PREFIX": fast.key_prefix,
-           "MODEL_NAME": fast.model_name, "DEVICE": "cpu", "MAX_NEW_TOKENS": "8",
-           "USER_HASH_SECRET": fast.user_hash_secret.get_secret_value(),
-           "PYTHONPATH": str(REPO)}
+    env = settings_env(fast, MAX_NEW_TOKENS=8, PYTHONPATH=REPO)
     done = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "bot", "console"], input=script, text=True,
         capture_output=True, env=env, cwd=tmp_path, timeout=120)

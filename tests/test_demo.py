@@ -5,18 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import redis
 
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from bot.local_redis import free_port
 
 
 def _run_demo(tmp_path: Path, **env) -> subprocess.CompletedProcess:
@@ -47,7 +42,7 @@ def _check_outcome(result: subprocess.CompletedProcess) -> dict:
 
 
 def test_demo_on_a_fresh_machine_starts_its_own_redis_and_builds_the_tiny_model(tmp_path):
-    result = _run_demo(tmp_path, REDIS_URL=f"redis://127.0.0.1:{_closed_port()}/0",
+    result = _run_demo(tmp_path, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
                        MODEL_NAME="no-such-model-here")
     summary = _check_outcome(result)
     assert "starting a private redis-server" in result.stdout

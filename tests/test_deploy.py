@@ -21,12 +21,13 @@ import redis
 import yaml
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
+from subprocess_env import SETTING_NAMES, clean_env
 
 from bot.config import Settings
+from bot.local_redis import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
-SETTING_NAMES = {name.upper() for name in Settings.model_fields}
 SECRET_NAMES = {name.upper() for name, field in Settings.model_fields.items()
                 if "SecretStr" in str(field.annotation)}
 APP_SERVICES = {"bot": ("bot", "run"), "trainer": ("trainer", "run")}
@@ -47,11 +48,6 @@ def env_example() -> dict[str, str]:
             assert match.group(1) not in values, f"{match.group(1)} twice in .env.example"
             values[match.group(1)] = match.group(2)
     return values
-
-
-def clean_env() -> dict[str, str]:
-    """This process's environment without any setting, so only what a test sets counts."""
-    return {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
 
 
 # --- .env.example ---------------------------------------------------------------------------
@@ -166,19 +162,13 @@ def test_redis_conf_is_durable_and_never_evicts():
     assert "requirepass" in directives
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def compose_redis(tmp_path):
     """Run the compose file's redis command (as compose would: `$$` is a literal `$`) with
     deploy/redis.conf, on a free port in a temp dir; yields (port, password, data dir)."""
     real = shutil.which("redis-server")
     assert real, "redis-server is needed (make test installs it)"
-    port, password, data = _free_port(), "pw-" + os.urandom(8).hex(), tmp_path / "data"
+    port, password, data = free_port(), "pw-" + os.urandom(8).hex(), tmp_path / "data"
     data.mkdir()
     # The one change from the container: this host's port and directory, placed before the
     # trailing `-` (redis-server reads standard input only for a last `-`).

@@ -4,11 +4,11 @@ once, and the command line."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
+from subprocess_env import settings_env
 
 from bot.dialogue import Turn
 from trainer.importer import ImportRejected, import_file, import_pairs
@@ -93,9 +93,7 @@ async def test_bad_json_lines_are_reported_by_line(store, tmp_path):
 
 
 def run_import(settings, path, cwd):
-    env = dict(os.environ, REDIS_URL=settings.redis_url, KEY_PREFIX=settings.key_prefix,
-               MODEL_NAME=settings.model_name,
-               USER_HASH_SECRET=settings.user_hash_secret.get_secret_value())
+    env = settings_env(settings)
     return subprocess.run([sys.executable, "-m", "trainer", "import", str(path)], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=120)
 

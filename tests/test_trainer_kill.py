@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
+
+from subprocess_env import settings_env
 
 from bot.store import BASE_VERSION, Exchange
 
@@ -20,14 +21,9 @@ LOCK_TTL = 5  # the smallest TRAIN_LOCK_TTL_SECONDS allowed
 
 
 def trainer_env(settings, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
-    env.update(REDIS_URL=settings.redis_url, KEY_PREFIX=settings.key_prefix,
-               MODEL_NAME=settings.model_name, DEVICE="cpu",
-               USER_HASH_SECRET=settings.user_hash_secret.get_secret_value(),
-               REPORTS_DIR=str(settings.reports_dir), TRAIN_LOCK_TTL_SECONDS=str(LOCK_TTL),
-               MIN_NEW_RATINGS="0", SEARCH_LR_MIN="0.005", SEARCH_LR_MAX="0.02",
-               LOG_LEVEL="INFO")
-    env.update({k: str(v) for k, v in extra.items()})
+    env = settings_env(settings, TRAIN_LOCK_TTL_SECONDS=LOCK_TTL, MIN_NEW_RATINGS=0,
+                       SEARCH_LR_MIN=0.005, SEARCH_LR_MAX=0.02, LOG_LEVEL="INFO", **extra)
+    env.pop("PYTHONPATH", None)
     return env
 
 

@@ -1,0 +1,30 @@
+"""The environment for a child process that must see exactly a test's settings.
+
+Settings variables of this process (a developer's KEY_PREFIX, say) are dropped first, so only
+what the test sets counts.
+"""
+
+from __future__ import annotations
+
+import os
+
+from bot.config import Settings
+
+SETTING_NAMES = {name.upper() for name in Settings.model_fields}
+
+
+def clean_env() -> dict[str, str]:
+    """This process's environment without any setting."""
+    return {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
+
+
+def settings_env(settings, **extra) -> dict[str, str]:
+    """`clean_env()` plus the connection, model and privacy settings of `settings`, plus
+    `extra` (NAME=value, values turned into strings)."""
+    env = clean_env()
+    env.update(REDIS_URL=settings.redis_url, KEY_PREFIX=settings.key_prefix,
+               MODEL_NAME=settings.model_name, DEVICE=settings.device,
+               USER_HASH_SECRET=settings.user_hash_secret.get_secret_value(),
+               REPORTS_DIR=str(settings.reports_dir))
+    env.update({name: str(value) for name, value in extra.items()})
+    return env
