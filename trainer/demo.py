@@ -149,7 +149,7 @@ async def run_demo(args) -> int:
     say("== The learning Discord bot, offline: import, chat, rate, train, hot-swap ==")
     model_name = demo_model(env.model_name, workdir, say, quick=args.quick)
     started = time.perf_counter()
-    async with demo_redis(env.redis_url, say) as redis_url:
+    async with demo_redis(env, say) as redis_url:
         settings = demo_settings(args, redis_url, model_name, workdir)
         say(f"Keys of this run live under the prefix {settings.key_prefix!r} "
             "and are removed at the end.")

@@ -30,11 +30,11 @@ async def redis_answers(url: str, timeout_s: float = 1.0) -> bool:
 
 
 @asynccontextmanager
-async def demo_redis(url: str, say):
-    """The Redis URL to use: `url` when a server answers there, else a private one."""
-    if await redis_answers(url):
-        say(f"Redis: using the server at REDIS_URL ({_without_password(url)})")
-        yield url
+async def demo_redis(settings, say):
+    """The Redis URL to use: REDIS_URL when a server answers there, else a private one."""
+    if await redis_answers(settings.redis_url):
+        say(f"Redis: using the server at REDIS_URL ({settings.redis_address})")
+        yield settings.redis_url
         return
     say("Redis: nothing answers at REDIS_URL; starting a private redis-server in a temp dir")
     server = LocalRedis().start()
@@ -42,13 +42,6 @@ async def demo_redis(url: str, say):
         yield server.url
     finally:
         server.close()
-
-
-def _without_password(url: str) -> str:
-    if "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
 
 
 def demo_prefix() -> str:
