@@ -1,5 +1,5 @@
-"""Shared fixtures: a private redis-server per test session, a fresh key prefix per test, and
-the offline tiny GPT-2."""
+"""Shared fixtures: a private redis-server per test session, a fresh key prefix per test, the
+offline tiny GPT-2 and adapter blobs for it."""
 
 from __future__ import annotations
 
@@ -67,3 +67,22 @@ def tiny_model_dir(tmp_path_factory):
     from trainer.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def blobs(tiny_model_dir, tmp_path_factory):
+    """Adapter bytes: two for the tiny model, and two built for another (n_embd 32) model."""
+    from adapters_util import make_adapter_bytes
+
+    from trainer.tiny_model import build_tiny_model
+
+    lora = load_settings(_env_file=None)
+    other_dir = build_tiny_model(tmp_path_factory.mktemp("other-tiny"), n_embd=32)
+    return {
+        "v1": make_adapter_bytes(tiny_model_dir, lora, seed=1),
+        "v2": make_adapter_bytes(tiny_model_dir, lora, seed=2),
+        "other": make_adapter_bytes(other_dir, lora, seed=3),
+        # built for the other model but claiming to be for ours: only the shapes can tell
+        "other_forged": make_adapter_bytes(other_dir, lora, seed=3,
+                                           base_model=str(tiny_model_dir)),
+    }

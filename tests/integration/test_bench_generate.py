@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from paths import REPO as ROOT
+
 LAST_LINE = re.compile(r"throughput_ratio=(\d+\.\d+) p95_engine_ms=(\d+) p50_baseline_ms=(\d+) "
                        r"failed_during_swap=(\d+)")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import discord
 import discord.ext.test as dpytest
-import pytest
 from discord_helpers import (
     cleanup,
     make_bot,
@@ -19,13 +18,6 @@ from bot.app import build_bot
 from bot.chat import FAILED_REPLY
 from bot.cogs.chat import COOLDOWN_REPLY, THUMBS_DOWN, THUMBS_UP, send_reply, split_message
 from bot.dialogue import BOT_MARK, USER_MARK, build_prompt
-
-
-@pytest.fixture
-async def bot(fast, store, engine):
-    bot = await make_bot(fast, store, engine)
-    yield bot
-    await cleanup(bot)
 
 
 def mention(bot) -> str:

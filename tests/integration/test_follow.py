@@ -7,28 +7,15 @@ import time
 
 import pytest
 import redis.asyncio as aioredis
-from adapters_util import make_adapter_bytes
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from bot.config import load_settings
 from bot.dialogue import Turn
 from bot.engine import Engine
 from bot.follow import follow_registry, sync_active
 from bot.local_redis import LocalRedis
 from bot.store import AdapterRecord, Store
-from trainer.tiny_model import build_tiny_model
 
 HELLO = [Turn("user", "hello, how are you?")]
-
-
-@pytest.fixture(scope="module")
-def blobs(tiny_model_dir, tmp_path_factory):
-    lora = load_settings(_env_file=None)
-    other_dir = build_tiny_model(tmp_path_factory.mktemp("other-tiny"), n_embd=32)
-    return {"a": make_adapter_bytes(tiny_model_dir, lora, seed=1),
-            "b": make_adapter_bytes(tiny_model_dir, lora, seed=2),
-            "other": make_adapter_bytes(other_dir, lora, seed=3,
-                                        base_model=str(tiny_model_dir))}
 
 
 @pytest.fixture
@@ -82,7 +69,7 @@ async def follower(store, engine):
 
 async def test_start_up_serves_the_active_version(store, engine, settings, blobs, follower):
     start, changes = follower
-    v1 = await publish(store, settings, blobs["a"])
+    v1 = await publish(store, settings, blobs["v1"])
     await store.activate(v1)
     await start()
     await eventually(lambda: engine.active_version == v1)
@@ -92,8 +79,8 @@ async def test_start_up_serves_the_active_version(store, engine, settings, blobs
 
 async def test_follows_activate_and_rollback(store, engine, settings, blobs, follower):
     start, changes = follower
-    v1 = await publish(store, settings, blobs["a"])
-    v2 = await publish(store, settings, blobs["b"])
+    v1 = await publish(store, settings, blobs["v1"])
+    v2 = await publish(store, settings, blobs["v2"])
     await start()
     await store.activate(v1)
     await eventually(lambda: engine.active_version == v1)
@@ -115,11 +102,11 @@ async def test_follows_activate_and_rollback(store, engine, settings, blobs, fol
 async def test_unservable_versions_are_skipped(store, engine, settings, blobs, follower,
                                               caplog):
     start, changes = follower
-    good = await publish(store, settings, blobs["a"])
-    damaged = await publish(store, settings, blobs["b"])
-    await store.r.set(store.k("ad", damaged, "blob"), blobs["b"][:-10] + b"0123456789")
-    foreign = await publish(store, settings, blobs["other"])
-    fine_later = await publish(store, settings, blobs["b"])
+    good = await publish(store, settings, blobs["v1"])
+    damaged = await publish(store, settings, blobs["v2"])
+    await store.r.set(store.k("ad", damaged, "blob"), blobs["v2"][:-10] + b"0123456789")
+    foreign = await publish(store, settings, blobs["other_forged"])
+    fine_later = await publish(store, settings, blobs["v2"])
     await start()
     await store.activate(good)
     await eventually(lambda: engine.active_version == good)
@@ -138,7 +125,7 @@ async def test_unservable_versions_are_skipped(store, engine, settings, blobs, f
 
 async def test_sync_active_once(store, engine, settings, blobs):
     assert await sync_active(store, engine) == "base"
-    v1 = await publish(store, settings, blobs["a"])
+    v1 = await publish(store, settings, blobs["v1"])
     await store.activate(v1)
     assert await sync_active(store, engine) == v1
     assert engine.active_version == v1
@@ -150,8 +137,8 @@ async def test_follower_resubscribes_after_redis_restarts(tmp_path, engine, sett
     store = Store(aioredis.from_url(server.url), prefix="restart", user_secret="s")
     task = None
     try:
-        v1 = await publish(store, settings, blobs["a"])
-        v2 = await publish(store, settings, blobs["b"])
+        v1 = await publish(store, settings, blobs["v1"])
+        v2 = await publish(store, settings, blobs["v2"])
         await store.activate(v1)
         task = asyncio.create_task(follow_registry(store, engine))
         await eventually(lambda: engine.active_version == v1)

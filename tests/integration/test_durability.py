@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import redis.asyncio as aioredis
+from paths import REPO
 
 from bot.local_redis import LocalRedis
 from bot.store import Exchange, Store
 
-DEPLOY_REDIS_CONF = Path(__file__).resolve().parent.parent / "deploy" / "redis.conf"
+DEPLOY_REDIS_CONF = REPO / "deploy" / "redis.conf"
 
 
 def _store(server: LocalRedis) -> Store:

@@ -3,19 +3,9 @@
 from __future__ import annotations
 
 import discord.ext.test as dpytest
-import pytest
-from discord_helpers import cleanup, make_bot, make_role, member, sent_messages
+from discord_helpers import make_role, member, sent_messages
 
 from bot.cogs.chat import THUMBS_DOWN, THUMBS_UP
-
-
-@pytest.fixture
-async def bot(fast, store, engine):
-    bot = await make_bot(fast, store, engine)
-    guild = dpytest.get_config().guilds[0]
-    await dpytest.add_role(member("mod"), make_role(guild, fast.moderator_role))
-    yield bot
-    await cleanup(bot)
 
 
 async def bot_reply(bot, store):

@@ -7,30 +7,12 @@ import threading
 import time
 
 import pytest
-from adapters_util import make_adapter_bytes
 
 from bot.adapter_io import AdapterLoadError
-from bot.config import load_settings
 from bot.dialogue import Turn
 from bot.engine import Engine, EngineBusy, Generation, GenerationFailed
-from trainer.tiny_model import build_tiny_model
 
 HELLO = [Turn("user", "hello, how are you?")]
-
-
-@pytest.fixture(scope="module")
-def blobs(tiny_model_dir, tmp_path_factory):
-    """Adapter bytes: two for the tiny model, and two built for another (n_embd 32) model."""
-    lora = load_settings(_env_file=None)
-    other_dir = build_tiny_model(tmp_path_factory.mktemp("other-tiny"), n_embd=32)
-    return {
-        "v1": make_adapter_bytes(tiny_model_dir, lora, seed=1),
-        "v2": make_adapter_bytes(tiny_model_dir, lora, seed=2),
-        "other": make_adapter_bytes(other_dir, lora, seed=3),
-        # built for the other model but claiming to be for ours: only the shapes can tell
-        "other_forged": make_adapter_bytes(other_dir, lora, seed=3,
-                                           base_model=str(tiny_model_dir)),
-    }
 
 
 def engine_settings(settings, **changes):

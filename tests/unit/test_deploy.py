@@ -14,19 +14,18 @@ import subprocess
 import sys
 import time
 import tomllib
-from pathlib import Path
 
 import pytest
 import redis
 import yaml
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
+from paths import REPO
 from subprocess_env import SETTING_NAMES, clean_env
 
 from bot.config import Settings
 from bot.local_redis import free_port
 
-REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
 SECRET_NAMES = {name.upper() for name, field in Settings.model_fields.items()
                 if "SecretStr" in str(field.annotation)}

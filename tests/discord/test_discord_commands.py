@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 
 import discord.ext.test as dpytest
-import pytest
 from adapters_util import make_adapter_bytes
 from discord_helpers import (
     RecordingAdapter,
@@ -30,27 +29,6 @@ from bot.store import AdapterRecord, Store
 
 REFUSED_ADMIN = "Only server admins can do that."
 REFUSED_MOD = "Only moderators can do that."
-
-
-@pytest.fixture
-def fast(settings):
-    return settings.model_copy(update={"max_new_tokens": 8, "cooldown_seconds": 0,
-                                       "admin_role": "Bot Admin"})
-
-
-@pytest.fixture
-async def bot(fast, store, engine):
-    bot = await make_bot(fast, store, engine)
-    guild = dpytest.get_config().guilds[0]
-    await dpytest.add_role(member("admin"), make_role(guild, "Staff", manage_guild=True))
-    await dpytest.add_role(member("mod"), make_role(guild, fast.moderator_role))
-    yield bot
-    await cleanup(bot)
-
-
-@pytest.fixture
-def channel():
-    return dpytest.get_config().channels[0]
 
 
 async def slash(bot, who: str, *names: str, **options) -> dict:

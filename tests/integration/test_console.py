@@ -8,14 +8,12 @@ import io
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from paths import REPO
 from subprocess_env import settings_env
 
 from bot.console import CONSOLE_CHANNEL, CONSOLE_USER, HELP, Console, Quit
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

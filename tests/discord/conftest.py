@@ -1,0 +1,33 @@
+"""The dpytest bot every Discord test drives: the real client on the tiny model and real Redis.
+
+Members (see discord_helpers.make_bot): alice and bob are plain members; "mod" has the
+moderator role; "admin" has a role with Manage Server. ADMIN_ROLE is "Bot Admin" (no one has it
+until a test gives it).
+"""
+
+from __future__ import annotations
+
+import discord.ext.test as dpytest
+import pytest
+from discord_helpers import cleanup, make_bot, make_role, member
+
+
+@pytest.fixture
+def fast(settings):
+    return settings.model_copy(update={"max_new_tokens": 8, "cooldown_seconds": 0,
+                                       "admin_role": "Bot Admin"})
+
+
+@pytest.fixture
+async def bot(fast, store, engine):
+    bot = await make_bot(fast, store, engine)
+    guild = dpytest.get_config().guilds[0]
+    await dpytest.add_role(member("admin"), make_role(guild, "Staff", manage_guild=True))
+    await dpytest.add_role(member("mod"), make_role(guild, fast.moderator_role))
+    yield bot
+    await cleanup(bot)
+
+
+@pytest.fixture
+def channel():
+    return dpytest.get_config().channels[0]
