@@ -78,7 +78,8 @@ def build_engine(args, workdir: Path):
 
     from bot.config import load_settings
     from bot.engine import Engine
-    from trainer.tiny_model import build_tiny_model
+    from bot.generation import GenerationConfig
+    from trainer.demo.tiny_model import build_tiny_model
 
     common = dict(device=args.device, max_new_tokens=args.max_new_tokens,
                   batch_max_size=max(args.concurrency, 1), queue_max=4 * args.concurrency,
@@ -92,14 +93,13 @@ def build_engine(args, workdir: Path):
     device = settings.resolved_device()
     if device.startswith("cuda"):
         model = model.to(torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    return Engine(model.to(device), tokenizer, settings, model_name=RANDOM_MODEL_NAME,
-                  device=device)
+    return Engine(model.to(device), tokenizer, GenerationConfig.from_settings(settings))
 
 
 def dialogues(tokenizer, count: int):
     """`count` one- or three-turn dialogues whose newest message has a mixed token length."""
     from bot.dialogue import Turn
-    from trainer.tiny_model import corpus_text
+    from trainer.demo.tiny_model import corpus_text
 
     words = " ".join(corpus_text().split()).split(" ")
     result = []
@@ -160,10 +160,12 @@ def adapter_blob(engine, seed: int = 1) -> bytes:
     from transformers import AutoModelForCausalLM
 
     from bot.adapter_io import lora_config, serialize_adapter
+    from bot.config import load_settings
 
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(engine.model.base_model.model.config)
-    peft_model = get_peft_model(skeleton, lora_config(engine.settings), adapter_name="bench")
+    peft_model = get_peft_model(skeleton, lora_config(load_settings(_env_file=None)),
+                                adapter_name="bench")
     generator = torch.Generator().manual_seed(seed)
     state = {}
     for name, param in peft_model.named_parameters():
@@ -236,8 +238,8 @@ async def main(argv=None) -> int:
           f"{platform.processor() or platform.machine()}; loaded in {load_s:.1f} s")
     print(f"{n} requests, prompt tokens {min(prompt_lengths)}..{max(prompt_lengths)} "
           f"(mean {sum(prompt_lengths) / n:.0f}), {args.max_new_tokens} new tokens each; "
-          f"engine batch_max_size={engine.settings.batch_max_size} "
-          f"batch_max_wait_ms={engine.settings.batch_max_wait_ms}")
+          f"engine batch_max_size={engine.config.batch_max_size} "
+          f"batch_max_wait_ms={engine.config.batch_max_wait_ms}")
 
     # Warm both paths once (first-call allocations), then measure.
     await engine.generate(convos[0], max_new_tokens=2, min_new_tokens=2)

@@ -78,7 +78,7 @@ async def load_data(settings):
 
     store = Store.from_settings(settings)
     try:
-        rated = await store.rated_exchanges()
+        rated = await store.exchanges.rated()
     finally:
         await store.close()
     tokenizer = load_tokenizer(settings.model_name)
@@ -203,7 +203,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-train-") as workdir:
         args.workdir = workdir
         if not args.model:
-            from trainer.tiny_model import build_tiny_model
+            from trainer.demo.tiny_model import build_tiny_model
 
             args.model = str(build_tiny_model(Path(workdir) / "tiny-gpt2"))
         (Path(workdir) / "redis").mkdir()

@@ -1,61 +1,44 @@
-"""What the admin and moderator commands do, as plain text answers for any front end.
+"""Every moderator and admin act, as plain answers for any front end.
 
-Discord's app commands and the console's text commands both call these, so `/style`,
-`/adapter`, `/train`, `/forget` and `/stats` behave the same everywhere. Who may call what is
-decided by the front end before it calls in. Nothing here imports discord.
+Discord (cogs) and the console only translate their input into these calls and show the
+answer, so rating, teaching, `/style`, `/chat`, `/adapter`, `/train`, `/forget` and `/stats`
+behave the same everywhere. Who may call what is decided by the front end before it calls in.
+Nothing here imports discord.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Literal
 
-from bot.adapter_io import AdapterLoadError
-from bot.chat import StyleRejected, validate_style
+from bot.conversation import StyleRejected, validate_style
 from bot.follow import sync_active
-from bot.store import BASE_VERSION, AdapterEvent, Store, StoreError, UnknownAdapter
+from bot.generation import BASE_VERSION, AdapterLoadError, Generator
+from bot.store import AdapterEvent, Exchange, Store, StoreError, UnknownAdapter
 
 log = logging.getLogger(__name__)
 
 Scope = Literal["channel", "guild"]
+LIST_SHOWN = 4  # longer lists (loss curves, trials) stay in the report, out of a status line
 
 
-async def set_style(settings, store: Store, scope: Scope, scope_id: int, prefix: str,
-                    set_by: int | str) -> str:
-    try:
-        prefix = validate_style(prefix, settings.style_max_chars)
-    except StyleRejected as error:
-        return f"Style not set: {error}."
-    await store.set_style(scope, scope_id, prefix, set_by=set_by)
-    where = "this channel" if scope == "channel" else "this server"
-    return f"Style for {where} set; the next reply uses it:\n> {prefix}"
+@dataclass(frozen=True)
+class Answer:
+    """What an act did, in words for the person who asked."""
+
+    text: str
+    ok: bool = True  # False: nothing was changed (the text says why)
+    event: AdapterEvent | None = None  # an adapter change this act made, to announce
 
 
-async def clear_style(store: Store, scope: Scope, scope_id: int) -> str:
-    where = "this channel" if scope == "channel" else "this server"
-    if await store.clear_style(scope, scope_id):
-        return f"Style for {where} cleared."
-    return f"There was no style set for {where}."
-
-
-async def show_style(store: Store, guild_id: int | None, channel_id: int | None) -> str:
-    channel = await store.style_for(None, channel_id) if channel_id is not None else None
-    guild = await store.style_for(guild_id, None) if guild_id is not None else None
-    lines = []
-    if channel:
-        lines.append(f"Channel style (in force): {channel.prefix}")
-    if guild:
-        note = " (overridden here by the channel's)" if channel else " (in force)"
-        lines.append(f"Server style{note}: {guild.prefix}")
-    return "\n".join(lines) if lines else "No style is set; replies use the plain model voice."
+def _where(scope: Scope) -> str:
+    return "this channel" if scope == "channel" else "this server"
 
 
 def _when(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(timestamp))
-
-
-LIST_SHOWN = 4  # longer lists (loss curves, trials) stay in the report, out of a status line
 
 
 def _pairs(values: dict) -> str:
@@ -71,65 +54,154 @@ def _pairs(values: dict) -> str:
     return ", ".join(f"{key} {fmt(value)}" for key, value in shown.items()) or "none recorded"
 
 
-async def adapter_status(store: Store, engine) -> str:
-    version = await store.active_version()
-    lines = [f"Active adapter: {version}"]
-    if engine.active_version != version:
-        lines.append(f"(this process still serves {engine.active_version}; it swaps shortly)")
-    if version == BASE_VERSION:
-        lines.append("The base model answers without an adapter.")
-        return "\n".join(lines)
-    try:
-        record = await store.adapter_record(version)
-    except UnknownAdapter:
-        lines.append("Its registry record is missing.")
-        return "\n".join(lines)
-    lines += [f"Created: {_when(record.created_at)} (parent: {record.parent or BASE_VERSION})",
-              f"Metrics: {_pairs(record.metrics)}",
-              f"Data: {_pairs(record.data)}",
-              f"Hyperparameters: {_pairs(record.hyperparameters)}"]
-    return "\n".join(lines)
-
-
-async def rollback(store: Store, engine) -> tuple[str, AdapterEvent | None]:
-    """Move the registry back one version and swap it in here at once (other processes follow
-    the registry event). Returns the answer and the change made (None when nothing moved)."""
-    previous = await store.active_version()
-    try:
-        version = await store.rollback()
-    except StoreError as error:
-        return f"Nothing rolled back: {error}.", None
-    event = AdapterEvent(kind="rollback", version=version, previous=previous)
-    try:
-        serving = await sync_active(store, engine)
-    except (StoreError, AdapterLoadError) as error:
-        log.error("rolled back to %s but could not load it here: %s", version, error)
-        return (f"Rolled back to {version} in the registry, but this process could not load "
-                f"it ({error}); it keeps serving {engine.active_version}."), event
-    return f"Rolled back from {previous}: now serving {serving}.", event
-
-
-async def train_now(store: Store, requested_by: str) -> str:
-    await store.request_training(requested_by)
-    return "Training requested: the trainer starts a cycle at its next check."
-
-
-async def forget(store: Store, user_id: int | str) -> str:
-    count = await store.forget_user(user_id)
-    noun = "exchange" if count == 1 else "exchanges"
-    return f"Done: deleted {count} {noun} of yours (messages, replies and their ratings)."
-
-
 def _share(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0%}"
 
 
-async def stats(store: Store) -> str:
-    numbers = await store.stats()
-    total = numbers["total"]
-    lines = [f"Exchanges {total['exchanges']}, rated {total['rated']}, positive share "
-             f"{_share(total['positive_share'])}, corrections {total['corrections']}"]
-    for version, row in sorted(numbers["per_version"].items()):
-        lines.append(f"  {version}: exchanges {row['exchanges']}, rated {row['rated']}, "
-                     f"positive {_share(row['positive_share'])}")
-    return "\n".join(lines)
+class Actions:
+    def __init__(self, settings, store: Store, generator: Generator):
+        self.settings = settings
+        self.store = store
+        self.generator = generator
+
+    # --- moderators: ratings and corrections --------------------------------------------------
+
+    async def exchange_of_message(self, message_id: int) -> Exchange | None:
+        """The exchange whose reply is this message (None: not a reply the bot remembers)."""
+        return await self.store.exchanges.for_message(message_id)
+
+    async def rate(self, exchange_id: str, moderator_id: int | str, value: int, *,
+                   subject: str = "the reply") -> Answer:
+        """+1 or -1 from this moderator; `subject` names the reply in the answer."""
+        try:
+            score = await self.store.exchanges.rate(exchange_id, moderator_id, value)
+        except StoreError as error:
+            return Answer(f"rating not stored: {error}", ok=False)
+        log.info("moderator rated exchange %s %+d (score %d)", exchange_id, value, score)
+        return Answer(f"rated {subject} {'up' if value > 0 else 'down'} (score now {score})")
+
+    async def withdraw(self, exchange_id: str, moderator_id: int | str, value: int) -> Answer:
+        """Withdraw this moderator's rating if it is `value` (removing 👎 after switching to 👍
+        keeps the 👍)."""
+        current = (await self.store.exchanges.ratings(exchange_id)).get(
+            self.store.user_hash(moderator_id))
+        if current != value:
+            return Answer("no such rating of yours to withdraw", ok=False)
+        try:
+            score = await self.store.exchanges.withdraw(exchange_id, moderator_id)
+        except StoreError as error:
+            return Answer(f"withdrawal not stored: {error}", ok=False)
+        return Answer(f"rating withdrawn (score now {score})")
+
+    async def teach(self, exchange_id: str, moderator_id: int | str, text: str) -> Answer:
+        try:
+            await self.store.exchanges.correct(exchange_id, moderator_id, text)
+        except StoreError as error:
+            return Answer(f"Not stored: {error}.", ok=False)
+        return Answer("Thanks - your better reply is stored and will be used in the next "
+                      "training.")
+
+    async def stats(self) -> Answer:
+        numbers = await self.store.exchanges.stats()
+        total = numbers["total"]
+        lines = [f"Exchanges {total['exchanges']}, rated {total['rated']}, positive share "
+                 f"{_share(total['positive_share'])}, corrections {total['corrections']}"]
+        for version, row in sorted(numbers["per_version"].items()):
+            lines.append(f"  {version}: exchanges {row['exchanges']}, rated {row['rated']}, "
+                         f"positive {_share(row['positive_share'])}")
+        return Answer("\n".join(lines))
+
+    # --- admins: style and chat channels ------------------------------------------------------
+
+    async def set_style(self, scope: Scope, scope_id: int, prefix: str,
+                        set_by: int | str) -> Answer:
+        try:
+            prefix = validate_style(prefix, self.settings.style_max_chars)
+        except StyleRejected as error:
+            return Answer(f"Style not set: {error}.", ok=False)
+        await self.store.styles.set(scope, scope_id, prefix, set_by=set_by)
+        return Answer(f"Style for {_where(scope)} set; the next reply uses it:\n> {prefix}")
+
+    async def clear_style(self, scope: Scope, scope_id: int) -> Answer:
+        if await self.store.styles.clear(scope, scope_id):
+            return Answer(f"Style for {_where(scope)} cleared.")
+        return Answer(f"There was no style set for {_where(scope)}.", ok=False)
+
+    async def show_style(self, guild_id: int | None, channel_id: int | None) -> Answer:
+        channel = (await self.store.styles.get("channel", channel_id)
+                   if channel_id is not None else None)
+        guild = await self.store.styles.get("guild", guild_id) if guild_id is not None else None
+        lines = []
+        if channel:
+            lines.append(f"Channel style (in force): {channel.prefix}")
+        if guild:
+            note = " (overridden here by the channel's)" if channel else " (in force)"
+            lines.append(f"Server style{note}: {guild.prefix}")
+        return Answer("\n".join(lines) if lines
+                      else "No style is set; replies use the plain model voice.")
+
+    async def chat(self, channel_id: int, on: bool) -> Answer:
+        await self.store.chat.set(channel_id, on)
+        if on:
+            return Answer("I now answer every message in this channel.")
+        return Answer("I now answer only mentions and replies in this channel.")
+
+    # --- admins: adapters and training --------------------------------------------------------
+
+    async def adapter_status(self) -> Answer:
+        version = await self.store.registry.active()
+        lines = [f"Active adapter: {version}"]
+        if self.generator.active_version != version:
+            lines.append(f"(this process still serves {self.generator.active_version}; "
+                         "it swaps shortly)")
+        if version == BASE_VERSION:
+            lines.append("The base model answers without an adapter.")
+        else:
+            try:
+                record = await self.store.registry.record(version)
+            except UnknownAdapter:
+                lines.append("Its registry record is missing.")
+            else:
+                lines += [f"Created: {_when(record.created_at)} "
+                          f"(parent: {record.parent or BASE_VERSION})",
+                          f"Metrics: {_pairs(record.metrics)}",
+                          f"Data: {_pairs(record.data)}",
+                          f"Hyperparameters: {_pairs(record.hyperparameters)}"]
+        lines += await self._last_cycle()
+        return Answer("\n".join(lines))
+
+    async def _last_cycle(self) -> list[str]:
+        runs = await self.store.trainer.recent_runs(1)
+        if not runs:
+            return ["Last training cycle: none yet."]
+        run = runs[0]
+        when = f" at {_when(run['at'])}" if "at" in run else ""
+        return [f"Last training cycle{when}: {run.get('outcome')} ({run.get('reason', '')})"]
+
+    async def rollback(self) -> Answer:
+        """Move the registry back one version and swap it in here at once (other processes
+        follow the registry event)."""
+        try:
+            event = await self.store.registry.rollback()
+        except StoreError as error:
+            return Answer(f"Nothing rolled back: {error}.", ok=False)
+        try:
+            serving = await sync_active(self.store, self.generator)
+        except (StoreError, AdapterLoadError) as error:
+            log.error("rolled back to %s but could not load it here: %s", event.version, error)
+            return Answer(f"Rolled back to {event.version} in the registry, but this process "
+                          f"could not load it ({error}); it keeps serving "
+                          f"{self.generator.active_version}.", event=event)
+        return Answer(f"Rolled back from {event.previous}: now serving {serving}.", event=event)
+
+    async def train_now(self, requested_by: str) -> Answer:
+        await self.store.trainer.request_training(requested_by)
+        return Answer("Training requested: the trainer starts a cycle at its next check.")
+
+    # --- everyone ------------------------------------------------------------------------------
+
+    async def forget(self, user_id: int | str) -> Answer:
+        count = await self.store.exchanges.forget_user(user_id)
+        noun = "exchange" if count == 1 else "exchanges"
+        return Answer(f"Done: deleted {count} {noun} of yours (messages, replies and their "
+                      "ratings).")

@@ -22,12 +22,11 @@ from peft import (
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+# Defined beside the generation protocol, so front ends catch it without importing torch.
+from bot.generation import AdapterLoadError
+
 FORMAT = "lbot-lora-1"
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(LoraConfig)} - {"peft_type"}
-
-
-class AdapterLoadError(ValueError):
-    """The bytes are not a usable adapter for this model; the message says why."""
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,11 @@
 """The discord.py client: intents, cogs, the app-command error handler, the hot-swap listener.
 
-`build_bot(settings, store, engine)` makes the client (an AutoShardedBot when SHARD_COUNT is
-set); `run_bot(settings)` owns the store and engine for `python -m bot run`.
+`build_bot(settings, store, generator)` makes the client (an AutoShardedBot when SHARD_COUNT is
+set); `run_bot(settings)` runs it inside the runtime for `python -m bot run`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 
@@ -14,10 +13,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.chat import Conversation
+from bot.actions import Actions
 from bot.cogs.chat import MESSAGE_LIMIT
-from bot.engine import Engine
-from bot.follow import follow_registry, sync_active
+from bot.conversation import Conversation
+from bot.generation import Generator
+from bot.runtime import Runtime
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -77,25 +77,25 @@ def modlog_text(event, report: dict | None) -> str:
 
 
 class _BotCore:
-    """What both the plain and the sharded bot share (mixed in before the discord class)."""
+    """What both the plain and the sharded bot share (mixed in before the discord class).
 
-    def _setup_state(self, settings, store: Store, engine, follow: bool, sync_commands: bool):
+    Its dependencies come in as keyword arguments, as in discord.py's advanced_startup example.
+    """
+
+    def __init__(self, *args, settings, store: Store, generator: Generator,
+                 sync_commands: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
         self.settings = settings
         self.store = store
-        self.engine = engine
-        self.conversation = Conversation(settings, store, engine)
-        self._follow = follow
+        self.generator = generator
+        self.conversation = Conversation(settings, store, generator)
+        self.actions = Actions(settings, store, generator)
         self._sync_commands = sync_commands
-        self.follower: asyncio.Task | None = None
         self.tree.on_error = on_app_command_error
 
     async def setup_hook(self) -> None:
         for name in COGS:
             await self.load_extension(name)
-        if self._follow:
-            self.follower = asyncio.create_task(
-                follow_registry(self.store, self.engine, on_change=self.announce_change),
-                name="adapter-follower")
         if self._sync_commands:
             await self.tree.sync()
 
@@ -111,7 +111,7 @@ class _BotCore:
         if not await self.store.claim("modlog", event.kind, event.version, event.previous,
                                       ttl_s=MODLOG_CLAIM_S):
             return
-        report, png = await self.store.report(event.version)
+        report, png = await self.store.registry.report(event.version)
         files = [discord.File(io.BytesIO(png), filename=f"loss-{event.version}.png")] if png \
             else []
         try:
@@ -119,12 +119,6 @@ class _BotCore:
             await channel.send(modlog_text(event, report), files=files)
         except discord.HTTPException as error:
             log.warning("could not post to the modlog channel %s: %s", channel_id, error)
-
-    async def close(self) -> None:
-        if self.follower is not None:
-            self.follower.cancel()
-            await asyncio.gather(self.follower, return_exceptions=True)
-        await super().close()
 
 
 class LearningBot(_BotCore, commands.Bot):
@@ -135,30 +129,22 @@ class ShardedLearningBot(_BotCore, commands.AutoShardedBot):
     pass
 
 
-def build_bot(settings, store: Store, engine, *, follow: bool = True,
+def build_bot(settings, store: Store, generator: Generator, *,
               sync_commands: bool = True) -> commands.Bot:
-    """The bot client; it answers through `engine` and keeps everything in `store`."""
+    """The bot client; it answers through `generator` and keeps everything in `store`."""
     options = dict(command_prefix=commands.when_mentioned, intents=intents(),
-                   allowed_mentions=discord.AllowedMentions.none(), help_command=None)
+                   allowed_mentions=discord.AllowedMentions.none(), help_command=None,
+                   settings=settings, store=store, generator=generator,
+                   sync_commands=sync_commands)
     if settings.shard_count:
-        bot = ShardedLearningBot(shard_count=settings.shard_count, **options)
-    else:
-        bot = LearningBot(**options)
-    bot._setup_state(settings, store, engine, follow, sync_commands)
-    return bot
+        return ShardedLearningBot(shard_count=settings.shard_count, **options)
+    return LearningBot(**options)
 
 
 async def run_bot(settings) -> None:
-    """Connect to Redis, load the model and the active adapter, then serve Discord."""
-    store = Store.from_settings(settings)
-    await store.ping()
-    engine = Engine.from_settings(settings)
-    await engine.start()
-    try:
-        log.info("serving adapter %s", await sync_active(store, engine))
-        bot = build_bot(settings, store, engine)
+    """Open the runtime (Redis, model, active adapter, registry follower), then serve Discord."""
+    async with Runtime(settings) as runtime:
+        bot = build_bot(settings, runtime.store, runtime.generator)
+        runtime.on_change(bot.announce_change)
         async with bot:
             await bot.start(settings.discord_token.get_secret_value())
-    finally:
-        await engine.close()
-        await store.close()

@@ -1,6 +1,6 @@
 """The bot in a terminal: the same conversation path and commands, no Discord token needed.
 
-`Console(settings, store, engine).handle_line(line)` answers one line (a chat message or a
+`Console(settings, store, generator).handle_line(line)` answers one line (a chat message or a
 command) and is what the demo drives; `run_console` wraps it for `python -m bot console`,
 reading standard input (piped or typed) while following the adapter registry. The console user
 is an admin and moderator of the one channel "console".
@@ -13,12 +13,12 @@ import logging
 import sys
 from typing import TextIO
 
-from bot import actions
-from bot.chat import Conversation, Failure
+from bot.actions import Actions
+from bot.conversation import Conversation, Failure
 from bot.dialogue import Turn
-from bot.engine import Engine
-from bot.follow import follow_registry, sync_active
-from bot.store import Exchange, Store, StoreError
+from bot.generation import Generator
+from bot.runtime import Runtime
+from bot.store import Exchange, Store
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,10 @@ class Quit(Exception):
 
 
 class Console:
-    def __init__(self, settings, store: Store, engine):
+    def __init__(self, settings, store: Store, generator: Generator):
         self.settings = settings
-        self.store = store
-        self.engine = engine
-        self.conversation = Conversation(settings, store, engine)
+        self.conversation = Conversation(settings, store, generator)
+        self.actions = Actions(settings, store, generator)
         self.turns: list[Turn] = []  # this session's dialogue, oldest first
         self.last: Exchange | None = None
 
@@ -74,24 +73,24 @@ class Console:
             case "style", "set" if arg:
                 return await self._style_set(arg)
             case "style", "show":
-                return await actions.show_style(self.store, CONSOLE_GUILD, CONSOLE_CHANNEL)
+                return (await self.actions.show_style(CONSOLE_GUILD, CONSOLE_CHANNEL)).text
             case "style", "clear":
-                return await actions.clear_style(self.store, "channel", CONSOLE_CHANNEL)
+                return (await self.actions.clear_style("channel", CONSOLE_CHANNEL)).text
             case "rate", ("up" | "down"):
                 return await self._rate(1 if sub.lower() == "up" else -1)
             case "teach", _ if rest.strip():
                 return await self._teach(rest.strip())
             case "adapter", "status":
-                return await actions.adapter_status(self.store, self.engine)
+                return (await self.actions.adapter_status()).text
             case "adapter", "rollback":
-                return (await actions.rollback(self.store, self.engine))[0]
+                return (await self.actions.rollback()).text
             case "train", "now":
-                return await actions.train_now(self.store, "console")
+                return (await self.actions.train_now("console")).text
             case "stats", _:
-                return await actions.stats(self.store)
+                return (await self.actions.stats()).text
             case "forget", "me":
                 self.turns, self.last = [], None
-                return await actions.forget(self.store, CONSOLE_USER)
+                return (await self.actions.forget(CONSOLE_USER)).text
             case "help", _:
                 return HELP
         return f"unknown or incomplete command {line.split()[0]!r}; {HELP}"
@@ -101,26 +100,21 @@ class Console:
         scope, _, prefix = text.partition(" ")
         if scope.lower() in ("channel", "server") and prefix.strip():
             text = prefix
-        return await actions.set_style(self.settings, self.store, "channel", CONSOLE_CHANNEL,
-                                       text, CONSOLE_USER)
+        answer = await self.actions.set_style("channel", CONSOLE_CHANNEL, text, CONSOLE_USER)
+        return answer.text
 
     async def _rate(self, value: int) -> str:
         if self.last is None:
             return "nothing to rate yet: chat first, then /rate up or /rate down"
-        try:
-            score = await self.store.rate(self.last.id, CONSOLE_USER, value)
-        except StoreError as error:
-            return f"rating not stored: {error}"
-        return f"rated the last reply {'up' if value > 0 else 'down'} (score now {score})"
+        answer = await self.actions.rate(self.last.id, CONSOLE_USER, value,
+                                         subject="the last reply")
+        return answer.text
 
     async def _teach(self, text: str) -> str:
         if self.last is None:
             return "nothing to teach yet: chat first, then /teach <the better reply>"
-        try:
-            await self.store.add_correction(self.last.id, CONSOLE_USER, text)
-        except StoreError as error:
-            return f"correction not stored: {error}"
-        return "stored your better reply for the last message"
+        answer = await self.actions.teach(self.last.id, CONSOLE_USER, text)
+        return "stored your better reply for the last message" if answer.ok else answer.text
 
 
 async def _lines(stream: TextIO):
@@ -135,22 +129,16 @@ async def _lines(stream: TextIO):
 
 async def run_console(settings, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
     """The interactive (or piped) console; returns the exit status."""
-    store = Store.from_settings(settings)
-    await store.ping()
-    engine = Engine.from_settings(settings)
-    await engine.start()
-    follower = None
-    try:
-        await sync_active(store, engine)
+    async with Runtime(settings) as runtime:
 
         async def announce(event, record) -> None:
             print(f"[adapter {event.kind}: now serving {event.version}]", file=stdout, flush=True)
 
-        follower = asyncio.create_task(follow_registry(store, engine, on_change=announce))
-        console = Console(settings, store, engine)
+        runtime.on_change(announce)
+        console = Console(settings, runtime.store, runtime.generator)
         if stdin.isatty():
-            print(f"chatting as the console user (adapter {engine.active_version}); {HELP}",
-                  file=stdout, flush=True)
+            print(f"chatting as the console user (adapter {runtime.generator.active_version}); "
+                  f"{HELP}", file=stdout, flush=True)
         async for line in _lines(stdin):
             try:
                 answer = await console.handle_line(line)
@@ -161,10 +149,4 @@ async def run_console(settings, stdin: TextIO = sys.stdin, stdout: TextIO = sys.
                 answer = f"sorry, that failed: {error}"
             if answer:
                 print(answer, file=stdout, flush=True)
-        return 0
-    finally:
-        if follower is not None:
-            follower.cancel()
-            await asyncio.gather(follower, return_exceptions=True)
-        await engine.close()
-        await store.close()
+    return 0

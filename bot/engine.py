@@ -23,40 +23,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
-from peft import PeftModel, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model
 
 from bot import dialogue
-from bot.adapter_io import (
-    AdapterLoadError,
-    ParsedAdapter,
-    attach_adapter,
-    lora_config,
-    parse_adapter,
-)
+from bot.adapter_io import AdapterLoadError, ParsedAdapter, attach_adapter, parse_adapter
 from bot.dialogue import Turn
-from bot.store import BASE_VERSION  # the one name for "no adapter"
+from bot.generation import (
+    BASE_VERSION,
+    EngineBusy,
+    Generation,
+    GenerationConfig,
+    GenerationFailed,
+)
 
 log = logging.getLogger(__name__)
 
 _OVERRIDABLE = ("max_new_tokens", "min_new_tokens", "temperature", "top_p", "repetition_penalty")
-
-
-class EngineBusy(Exception):
-    """The request queue is full; the caller should answer "busy" and not retry at once."""
-
-
-class GenerationFailed(Exception):
-    """The model call failed (details are in the engine's log); the message is safe to show."""
-
-
-@dataclass(frozen=True)
-class Generation:
-    text: str  # the reply, via dialogue.extract_reply (never empty)
-    prompt: str  # the exact model input text (after neutralising and truncation)
-    prompt_tokens: int
-    reply_tokens: int
-    latency_ms: float  # from the call to generate until the reply was decoded
-    adapter_version: str  # the version that really produced it ("base" for none)
 
 
 @dataclass(frozen=True)
@@ -85,31 +67,48 @@ class _Request:
     started: float = field(default_factory=time.perf_counter)
 
 
+class _WholeReplyStream:
+    """A ReplyStream whose one piece is the whole reply."""
+
+    def __init__(self, engine: Engine, turns: list[Turn], style: str | None, overrides: dict):
+        self._engine, self._turns, self._style, self._overrides = engine, turns, style, overrides
+        self.generation: Generation | None = None
+
+    def __aiter__(self):
+        return self._pieces()
+
+    async def _pieces(self):
+        self.generation = await self._engine.generate(self._turns, self._style,
+                                                      **self._overrides)
+        yield self.generation.text
+
+
 class Engine:
     """Batched generation with a hot-swappable LoRA adapter; see the module docstring."""
 
-    def __init__(self, model, tokenizer, settings, *, model_name: str | None = None,
-                 device: str = "cpu"):
-        self.model = _as_peft_model(model, settings).eval()
+    def __init__(self, model, tokenizer, config: GenerationConfig):
+        """`model` is already on `config.device`; `config.model_name` is what adapters must
+        have been trained on."""
+        self.model = _as_peft_model(model, config.lora_target_modules).eval()
         self.tokenizer = tokenizer
-        self.settings = settings
-        self.model_name: str = model_name or settings.model_name
-        self.device = torch.device(device)
-        config = model.config
-        self.n_positions: int = (getattr(config, "n_positions", None)
-                                 or config.max_position_embeddings)
+        self.config = config
+        self.model_name: str = config.model_name
+        self.device = torch.device(config.device)
+        model_config = model.config
+        self.n_positions: int = (getattr(model_config, "n_positions", None)
+                                 or model_config.max_position_embeddings)
         self.eos_token_id: int = tokenizer.eos_token_id
         self.default_sampling = Sampling(
-            max_new_tokens=settings.max_new_tokens, min_new_tokens=0,
-            temperature=settings.temperature, top_p=settings.top_p,
-            repetition_penalty=settings.repetition_penalty)
+            max_new_tokens=config.max_new_tokens, min_new_tokens=0,
+            temperature=config.temperature, top_p=config.top_p,
+            repetition_penalty=config.repetition_penalty)
         if self.n_positions - self.default_sampling.max_new_tokens < 8:
-            raise ValueError(f"MAX_NEW_TOKENS={settings.max_new_tokens} leaves no room for a "
+            raise ValueError(f"MAX_NEW_TOKENS={config.max_new_tokens} leaves no room for a "
                              f"prompt in this model's {self.n_positions} positions")
         self.model_calls = 0
         self._active = _Adapter(BASE_VERSION, None)  # changed only on the model thread
         self._names = itertools.count(1)
-        self._queue: asyncio.Queue[_Request] = asyncio.Queue(maxsize=settings.queue_max)
+        self._queue: asyncio.Queue[_Request] = asyncio.Queue(maxsize=config.queue_max)
         self._held: list[_Request] = []  # taken from the queue but left for a later batch
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-model")
         self._worker: asyncio.Task | None = None
@@ -117,18 +116,21 @@ class Engine:
         self._closed = False
 
     @classmethod
-    def from_settings(cls, settings) -> Engine:
-        """Load MODEL_NAME (hub name or local directory) on the configured device."""
+    def load(cls, config: GenerationConfig) -> Engine:
+        """Load `config.model_name` (hub name or local directory) on `config.device`."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        device = settings.resolved_device()
-        if device.startswith("cuda"):
+        if config.device.startswith("cuda"):
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         else:
             dtype = torch.float32
-        tokenizer = AutoTokenizer.from_pretrained(settings.model_name)
-        model = AutoModelForCausalLM.from_pretrained(settings.model_name, dtype=dtype)
-        return cls(model.to(device), tokenizer, settings, device=device)
+        tokenizer = AutoTokenizer.from_pretrained(config.model_name)
+        model = AutoModelForCausalLM.from_pretrained(config.model_name, dtype=dtype)
+        return cls(model.to(config.device), tokenizer, config)
+
+    @classmethod
+    def from_settings(cls, settings) -> Engine:
+        return cls.load(GenerationConfig.from_settings(settings))
 
     # --- what callers read ----------------------------------------------------------------------
 
@@ -205,6 +207,12 @@ class Engine:
         self._queue.put_nowait(_Request(prompt, prompt_ids, sampling, future, started))
         return await future
 
+    def stream(self, turns: list[Turn], style: str | None = None,
+               **overrides) -> _WholeReplyStream:
+        """The reply of `generate`, as a stream (one piece: a static batch decodes a reply as
+        a whole)."""
+        return _WholeReplyStream(self, turns, style, overrides)
+
     def _refuse_if_full(self) -> None:
         # Requests held back for a later batch count too: the bound covers everything waiting.
         if self._queue.qsize() + len(self._held) >= self._queue.maxsize:
@@ -218,14 +226,14 @@ class Engine:
     async def _next_batch(self) -> list[_Request]:
         """Up to BATCH_MAX_SIZE requests with the same sampling, waiting BATCH_MAX_WAIT_MS at most
         for more after the first; requests with other sampling are held for a later batch."""
-        limit = self.settings.batch_max_size
+        limit = self.config.batch_max_size
         first = self._held.pop(0) if self._held else await self._queue.get()
         batch, kept = [first], []
         for request in self._held:
             (batch if len(batch) < limit and request.sampling == first.sampling
              else kept).append(request)
         self._held = kept
-        deadline = time.monotonic() + self.settings.batch_max_wait_ms / 1000
+        deadline = time.monotonic() + self.config.batch_max_wait_ms / 1000
         while len(batch) < limit:
             try:
                 request = self._queue.get_nowait()
@@ -357,7 +365,7 @@ class Engine:
         return old.version
 
 
-def _as_peft_model(model, settings):
+def _as_peft_model(model, target_modules: tuple[str, ...]):
     """`model` wrapped by peft with no adapter loaded (its LoRA layers then add nothing).
 
     Wrapping once up front means every adapter is attached the same way, with `add_adapter`,
@@ -367,6 +375,9 @@ def _as_peft_model(model, settings):
     if isinstance(model, PeftModel):
         return model
     placeholder = "engine_placeholder"
-    wrapped = get_peft_model(model, lora_config(settings), adapter_name=placeholder)
+    # GPT-2's Conv1D layers need fan_in_fan_out; the real adapters bring their own shapes.
+    config = LoraConfig(target_modules=list(target_modules), fan_in_fan_out=True,
+                        task_type="CAUSAL_LM")
+    wrapped = get_peft_model(model, config, adapter_name=placeholder)
     wrapped.delete_adapter(placeholder)
     return wrapped

@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bot.adapter_io import AdapterLoadError
-from bot.store import BASE_VERSION, AdapterCorrupt, AdapterEvent, AdapterRecord, UnknownAdapter
+from bot.generation import BASE_VERSION, AdapterLoadError, Generator
+from bot.store import AdapterCorrupt, AdapterEvent, AdapterRecord, Store, UnknownAdapter
 
 log = logging.getLogger(__name__)
 
@@ -22,21 +22,21 @@ _CONNECTION_LOST = (RedisConnectionError, RedisTimeoutError, OSError)
 _RECONNECT_MAX_S = 30.0
 
 
-async def sync_active(store, engine) -> str:
+async def sync_active(store: Store, engine: Generator) -> str:
     """Swap the engine to the registry's active version now (if it is not serving it already);
     returns that version. Raises what loading it raised (AdapterCorrupt, AdapterLoadError, ...)."""
-    version = await store.active_version()
+    version = await store.registry.active()
     await _swap_to(store, engine, version)
     return version
 
 
-async def _swap_to(store, engine, version: str) -> None:
+async def _swap_to(store: Store, engine: Generator, version: str) -> None:
     if engine.active_version != version:
-        blob = None if version == BASE_VERSION else await store.adapter_bytes(version)
+        blob = None if version == BASE_VERSION else await store.registry.blob(version)
         await engine.swap(version, blob)
 
 
-async def _swap_or_skip(store, engine, version: str) -> bool:
+async def _swap_or_skip(store: Store, engine: Generator, version: str) -> bool:
     """Serve `version`, or log why it cannot be served; True when the engine moved to it."""
     before = engine.active_version
     try:
@@ -52,7 +52,8 @@ async def _swap_or_skip(store, engine, version: str) -> bool:
     return engine.active_version != before
 
 
-async def follow_registry(store, engine, on_change: OnChange | None = None) -> None:
+async def follow_registry(store: Store, engine: Generator,
+                          on_change: OnChange | None = None) -> None:
     """Run until cancelled: serve the active version, and follow every adapter event.
 
     The subscription is in place before the active version is read, so a change made during
@@ -75,9 +76,9 @@ async def follow_registry(store, engine, on_change: OnChange | None = None) -> N
             delay = min(delay * 2, _RECONNECT_MAX_S)
 
 
-async def _follow_once(store, engine, on_change: OnChange | None,
+async def _follow_once(store: Store, engine: Generator, on_change: OnChange | None,
                        subscribed: asyncio.Event) -> None:
-    events = store.adapter_events(subscribed=subscribed)
+    events = store.registry.events(subscribed=subscribed)
     pending = asyncio.ensure_future(anext(events))  # runs the subscription up to its 1st event
     try:
         waiter = asyncio.ensure_future(subscribed.wait())
@@ -85,12 +86,12 @@ async def _follow_once(store, engine, on_change: OnChange | None,
         waiter.cancel()
         if pending.done() and pending.exception() is not None:
             raise pending.exception()  # subscribing failed
-        await _swap_or_skip(store, engine, await store.active_version())
+        await _swap_or_skip(store, engine, await store.registry.active())
         while True:
             event = await pending
             pending = asyncio.ensure_future(anext(events))
             log.info("adapter event: %s %s (was %s)", event.kind, event.version, event.previous)
-            if event.version != await store.active_version():
+            if event.version != await store.registry.active():
                 continue  # already superseded: the newer change has its own event
             if await _swap_or_skip(store, engine, event.version):
                 await _notify(store, on_change, event)
@@ -101,12 +102,12 @@ async def _follow_once(store, engine, on_change: OnChange | None,
         await events.aclose()
 
 
-async def _notify(store, on_change: OnChange | None, event: AdapterEvent) -> None:
+async def _notify(store: Store, on_change: OnChange | None, event: AdapterEvent) -> None:
     if on_change is None:
         return
     version = event.version
     try:
-        record = None if version == BASE_VERSION else await store.adapter_record(version)
+        record = None if version == BASE_VERSION else await store.registry.record(version)
         await on_change(event, record)
     except Exception:  # a failing notification must not stop the bot following the registry
         log.exception("on_change callback failed for adapter %s", version)

@@ -64,7 +64,7 @@ async def store(redis_server, key_prefix):
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from trainer.tiny_model import build_tiny_model
+    from trainer.demo.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-gpt2"))
 
@@ -74,7 +74,7 @@ def blobs(tiny_model_dir, tmp_path_factory):
     """Adapter bytes: two for the tiny model, and two built for another (n_embd 32) model."""
     from adapters_util import make_adapter_bytes
 
-    from trainer.tiny_model import build_tiny_model
+    from trainer.demo.tiny_model import build_tiny_model
 
     lora = load_settings(_env_file=None)
     other_dir = build_tiny_model(tmp_path_factory.mktemp("other-tiny"), n_embd=32)

@@ -25,8 +25,8 @@ from discord.webhook.async_ import AsyncWebhookAdapter, async_context
 from bot.app import build_bot
 
 
-async def make_bot(settings, store, engine, *, follow: bool = False):
-    bot = build_bot(settings, store, engine, follow=follow, sync_commands=False)
+async def make_bot(settings, store, engine):
+    bot = build_bot(settings, store, engine, sync_commands=False)
     # An exception in an event handler is only logged by discord.py: keep it for the tests.
     bot.event_errors = []
 

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "init-tiny-model":
-        from trainer.tiny_model import build_tiny_model
+        from trainer.demo.tiny_model import build_tiny_model
 
         path = build_tiny_model(args.directory)
         print(f"tiny GPT-2 written to {path} (load it with MODEL_NAME={path})")

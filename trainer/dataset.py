@@ -27,10 +27,17 @@ IGNORE_INDEX = -100  # label value the loss skips (torch CrossEntropyLoss defaul
 MIN_EXCHANGES_FOR_VALIDATION = 5
 
 
+# What an example teaches. Targets: "reply" (a reply moderators rated up) and "correction" (a
+# reply a moderator wrote). Objectives pick the kinds they train on, so preference kinds (pairs,
+# undesirable replies) join here without changing the fit loop.
+Kind = Literal["reply", "correction"]
+TARGET_KINDS: tuple[Kind, ...] = ("reply", "correction")
+
+
 @dataclass(frozen=True)
 class Example:
     exchange_id: str
-    source: Literal["reply", "correction"]
+    kind: Kind
     input_ids: list[int]
     labels: list[int]  # IGNORE_INDEX over the prompt, the target ids over the reply
 
@@ -46,11 +53,11 @@ class DataSet:
     counts: dict = field(default_factory=dict)
 
 
-def example_from(exchange_id: str, source: Literal["reply", "correction"], turns, style,
-                 target: str, tokenizer, max_tokens: int) -> Example:
+def example_from(exchange_id: str, kind: Kind, turns, style, target: str, tokenizer,
+                 max_tokens: int) -> Example:
     prompt, reply = training_ids(turns, style, target, tokenizer, max_tokens=max_tokens,
                                  eos_token_id=tokenizer.eos_token_id)
-    return Example(exchange_id=exchange_id, source=source, input_ids=prompt + reply,
+    return Example(exchange_id=exchange_id, kind=kind, input_ids=prompt + reply,
                    labels=[IGNORE_INDEX] * len(prompt) + reply)
 
 
@@ -83,24 +90,24 @@ def build_dataset(rated: list[RatedExchange], tokenizer, *, max_tokens: int,
               "not_positive": 0, "too_long": 0, "capped": 0}
     for item in rated:  # newest first, so the cap keeps the newest
         exchange = item.exchange
-        targets: list[tuple[Literal["reply", "correction"], str]] = []
+        targets: list[tuple[Kind, str]] = []
         # Newest correction first: a cap that cuts an exchange keeps its latest teaching.
         targets += [("correction", c.text) for c in reversed(item.corrections)]
         if item.score > 0:
             targets.append(("reply", exchange.reply))
         else:
             counts["not_positive"] += 1
-        for source, text in targets:
+        for kind, text in targets:
             if len(examples) >= max_examples:
                 counts["capped"] += 1
                 continue
             try:
-                examples.append(example_from(exchange.id, source, exchange.turns(),
+                examples.append(example_from(exchange.id, kind, exchange.turns(),
                                              exchange.style, text, tokenizer, max_tokens))
             except PromptTooLong:
                 counts["too_long"] += 1
                 continue
-            counts["positive_replies" if source == "reply" else "corrections"] += 1
+            counts["positive_replies" if kind == "reply" else "corrections"] += 1
 
     held_out = validation_ids([e.exchange_id for e in examples], val_fraction)
     train = [e for e in examples if e.exchange_id not in held_out]

@@ -1,11 +1,12 @@
 """One LoRA fit on GPT-2: a plain torch loop over masked examples, from the base model.
 
-Batches bigger than `micro_batch_size` accumulate gradients over micro-batches; the loss is the
-mean over every reply token of the whole batch either way. On CUDA the forward passes run under
-bf16 (fp16 with a grad scaler where bf16 is missing) autocast. The validation loss is measured
-after each epoch; the fit stops early after `patience` epochs without improvement and keeps the
-adapter of its best epoch (as safetensors bytes, so nothing is refitted). A NaN or infinite
-loss ends the fit with FitFailed.
+The loss comes from an `Objective` (default: `SupervisedObjective`, the mean cross-entropy over
+every reply token of the batch). Batches bigger than `micro_batch_size` accumulate gradients
+over micro-batches; the objective says what each micro-batch adds to its batch's loss. On CUDA
+the forward passes run under bf16 (fp16 with a grad scaler where bf16 is missing) autocast. The
+validation loss is measured after each epoch; the fit stops early after `patience` epochs
+without improvement and keeps the adapter of its best epoch (as safetensors bytes, so nothing
+is refitted). A NaN or infinite loss ends the fit with FitFailed.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from peft import get_peft_model
 from tqdm import tqdm
 
 from bot.adapter_io import attach_adapter, lora_config, parse_adapter, serialize_adapter
-from trainer.dataset import IGNORE_INDEX, Example
+from trainer.dataset import IGNORE_INDEX, TARGET_KINDS, Example
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,33 @@ def summed_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, in
     return loss, int((labels != IGNORE_INDEX).sum())
 
 
+class Objective(Protocol):
+    """A training loss over examples; the fit steps once per batch of micro-batches."""
+
+    name: str
+
+    def micro_loss(self, model, micro: list[Example], batch: list[Example], *, pad_id: int,
+                   device: str) -> torch.Tensor:
+        """The share of `micro` (a slice of `batch`) in the batch's loss: the shares of all
+        micro-batches add up to it. May be zero-valued (no gradient) for examples it skips."""
+        ...
+
+
+class SupervisedObjective:
+    """SFT: mean cross-entropy per target token over the batch's target examples."""
+
+    name = "sft"
+
+    def micro_loss(self, model, micro: list[Example], batch: list[Example], *, pad_id: int,
+                   device: str) -> torch.Tensor:
+        targets = [e for e in micro if e.kind in TARGET_KINDS]
+        batch_tokens = sum(e.target_tokens for e in batch if e.kind in TARGET_KINDS)
+        if not targets or not batch_tokens:
+            return torch.zeros((), device=device)
+        loss, _ = summed_loss(model, collate(targets, pad_id, device))
+        return loss / batch_tokens
+
+
 @torch.no_grad()
 def evaluate_loss(model, examples: list[Example], *, device: str, micro_batch_size: int,
                   pad_id: int) -> float:
@@ -144,11 +173,13 @@ def _check_finite(value: float, where: str) -> None:
 def fit_lora(base_model, train: list[Example], validation: list[Example], params: FitParams,
              settings, *, device: str, pad_id: int, label: str = "fit",
              on_epoch: Callable[[int, float], None] | None = None,
-             progress: bool = True) -> FitResult:
+             progress: bool = True, objective: Objective | None = None) -> FitResult:
     """Fit a fresh LoRA adapter on a copy of `base_model` (which is left untouched).
 
-    `on_epoch(epoch, val_loss)` is called after each epoch and may raise (a pruner does).
+    `objective` defaults to SFT. `on_epoch(epoch, val_loss)` is called after each epoch and may
+    raise (a pruner does).
     """
+    objective = objective or SupervisedObjective()
     if not train or not validation:
         raise FitFailed("a fit needs training and validation examples")
     started = time.perf_counter()
@@ -176,18 +207,18 @@ def fit_lora(base_model, train: list[Example], validation: list[Example], params
                    disable=not show, leave=False, file=sys.stderr)
         for step in bar:
             batch_examples = order[step * params.batch_size:(step + 1) * params.batch_size]
-            batch_tokens = sum(e.target_tokens for e in batch_examples)
             step_loss = 0.0
             optimizer.zero_grad(set_to_none=True)
-            # Accumulate: each micro-batch adds its share of the batch's mean token loss.
+            # Accumulate: each micro-batch adds its share of the batch's loss.
             for start in range(0, len(batch_examples), micro):
-                batch = collate(batch_examples[start:start + micro], pad_id, device)
-                tokens_seen += int(batch["attention_mask"].sum())
+                micro_examples = batch_examples[start:start + micro]
+                tokens_seen += sum(len(e.input_ids) for e in micro_examples)
                 with _autocast(device):
-                    loss, _ = summed_loss(model, batch)
-                loss = loss / batch_tokens
+                    loss = objective.micro_loss(model, micro_examples, batch_examples,
+                                                pad_id=pad_id, device=device)
                 _check_finite(loss.item(), f"epoch {epoch} step {step + 1}")
-                (scaler.scale(loss) if scaler else loss).backward()
+                if loss.requires_grad:
+                    (scaler.scale(loss) if scaler else loss).backward()
                 step_loss += loss.item()
             if scaler:
                 scaler.step(optimizer)

@@ -165,15 +165,15 @@ async def store_pairs(store: Store, pairs: list[Pair]) -> ImportResult:
     result, seen = ImportResult(), set()
     for pair in pairs:
         exchange_id = pair.exchange_id
-        if exchange_id in seen or await store.exchange_exists(exchange_id):
+        if exchange_id in seen or await store.exchanges.exists(exchange_id):
             result.duplicates += 1
             continue
         seen.add(exchange_id)
         exchange = Exchange(id=exchange_id, source="import", context=list(pair.context),
                             user_message=pair.input, style=pair.style, reply=pair.output,
                             adapter_version="import")
-        await store.add_exchange(exchange, keep=True)
-        await store.rate(exchange_id, IMPORT_MODERATOR, 1)  # also logs the rating event
+        await store.exchanges.add(exchange, keep=True)
+        await store.exchanges.rate(exchange_id, IMPORT_MODERATOR, 1)  # also logs the rating event
         result.stored += 1
         result.ids.append(exchange_id)
     return result

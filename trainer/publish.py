@@ -53,11 +53,11 @@ async def publish(store: Store, record: AdapterRecord, blob: bytes, report: dict
     Raises PublishRefused (the adapter stays in the registry, inactive) when the active version
     moved away from the parent meanwhile.
     """
-    saved = await store.save_adapter(record, blob)
+    saved = await store.registry.save(record, blob)
     # The report lands before activation, so the bot can post it as soon as it hears the event.
-    await store.save_report(saved.version, {**report, "version": saved.version}, png)
+    await store.registry.save_report(saved.version, {**report, "version": saved.version}, png)
     try:
-        await store.activate(saved.version, expected=record.parent)
+        await store.registry.activate(saved.version, expected=record.parent)
     except StoreError as error:
         raise PublishRefused(f"saved as {saved.version} but not activated: {error}",
                              saved.version) from None

@@ -44,7 +44,7 @@ class TrainerService:
 
     async def poll_request(self) -> CycleOutcome | None:
         """Run a cycle now when the bot asked for one (the cycle takes the request)."""
-        if self._running.locked() or not await self.store.training_requested():
+        if self._running.locked() or not await self.store.trainer.training_requested():
             return None
         return await self.scheduled_cycle()
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import optuna
 
 from trainer.dataset import Example
-from trainer.fit import FitFailed, FitParams, FitResult, fit_lora
+from trainer.fit import FitFailed, FitParams, FitResult, Objective, fit_lora
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def first_trial(previous: dict | None, choices: list[int], lr_min: float,
 
 def run_search(base_model, train: list[Example], validation: list[Example], settings, *,
                device: str, pad_id: int, previous: dict | None = None,
-               progress: bool = True) -> SearchResult:
+               progress: bool = True, objective: Objective | None = None) -> SearchResult:
     if not settings.search_lr_min < settings.search_lr_max:
         raise ValueError("SEARCH_LR_MIN must be below SEARCH_LR_MAX")
     choices = batch_choices(len(train))
@@ -73,7 +73,7 @@ def run_search(base_model, train: list[Example], validation: list[Example], sett
     best: dict = {"result": None, "params": None}
     records: dict[int, dict] = {}
 
-    def objective(trial: optuna.Trial) -> float:
+    def run_trial(trial: optuna.Trial) -> float:
         params = {
             "learning_rate": trial.suggest_float("learning_rate", settings.search_lr_min,
                                                  settings.search_lr_max, log=True),
@@ -98,7 +98,7 @@ def run_search(base_model, train: list[Example], validation: list[Example], sett
         try:
             result = fit_lora(base_model, train, validation, fit_params, settings, device=device,
                               pad_id=pad_id, label=f"trial {trial.number}", on_epoch=on_epoch,
-                              progress=progress)
+                              progress=progress, objective=objective)
         except FitFailed as error:
             record["reason"] = f"fit failed: {error}"
             log.warning("trial %d failed: %s", trial.number, error)
@@ -112,7 +112,7 @@ def run_search(base_model, train: list[Example], validation: list[Example], sett
             best["result"], best["params"] = result, params  # only the best keeps its bytes
         return result.best_val_loss
 
-    study.optimize(objective, n_trials=settings.search_trials,
+    study.optimize(run_trial, n_trials=settings.search_trials,
                    timeout=settings.search_timeout_seconds, catch=(FitFailed,),
                    gc_after_trial=True)
 

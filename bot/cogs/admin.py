@@ -15,8 +15,8 @@ from bot import actions
 from bot.cogs.checks import admin_only, moderator_only
 
 
-async def _answer(interaction: discord.Interaction, text: str) -> None:
-    await interaction.response.send_message(text, ephemeral=True)
+async def _answer(interaction: discord.Interaction, answer: actions.Answer) -> None:
+    await interaction.response.send_message(answer.text, ephemeral=True)
 
 
 def _scope(scope: str) -> actions.Scope:
@@ -36,9 +36,7 @@ class Admin(commands.Cog):
 
     def __init__(self, bot):
         self.bot = bot
-        self.settings = bot.settings
-        self.store = bot.store
-        self.engine = bot.engine
+        self.actions: actions.Actions = bot.actions
 
     # --- /style -------------------------------------------------------------------------------
 
@@ -49,71 +47,69 @@ class Admin(commands.Cog):
     async def style_set(self, interaction: discord.Interaction, prefix: str,
                         scope: Literal["channel", "server"] = "channel") -> None:
         scope_id = interaction.channel_id if scope == "channel" else interaction.guild_id
-        await _answer(interaction, await actions.set_style(
-            self.settings, self.store, _scope(scope), scope_id, prefix, interaction.user.id))
+        await _answer(interaction, await self.actions.set_style(
+            _scope(scope), scope_id, prefix, interaction.user.id))
 
     @style.command(name="show", description="Show the style prefix in force here")
     @admin_only()
     async def style_show(self, interaction: discord.Interaction) -> None:
-        await _answer(interaction, await actions.show_style(
-            self.store, interaction.guild_id, interaction.channel_id))
+        await _answer(interaction, await self.actions.show_style(interaction.guild_id,
+                                                                 interaction.channel_id))
 
     @style.command(name="clear", description="Remove the style prefix of this channel or server")
     @admin_only()
     async def style_clear(self, interaction: discord.Interaction,
                           scope: Literal["channel", "server"] = "channel") -> None:
         scope_id = interaction.channel_id if scope == "channel" else interaction.guild_id
-        await _answer(interaction, await actions.clear_style(self.store, _scope(scope), scope_id))
+        await _answer(interaction, await self.actions.clear_style(_scope(scope), scope_id))
 
     # --- /adapter, /train ---------------------------------------------------------------------
 
     @adapter.command(name="status", description="The adapter in service, its metrics and data")
     @admin_only()
     async def adapter_status(self, interaction: discord.Interaction) -> None:
-        await _answer(interaction, await actions.adapter_status(self.store, self.engine))
+        await _answer(interaction, await self.actions.adapter_status())
 
     @adapter.command(name="rollback", description="Go back to the previous adapter at once")
     @admin_only()
     async def adapter_rollback(self, interaction: discord.Interaction) -> None:
         # Loading an adapter can outlast Discord's 3-second answer window: acknowledge first.
         await interaction.response.defer(ephemeral=True, thinking=True)
-        text, event = await actions.rollback(self.store, self.engine)
-        await interaction.edit_original_response(content=text)
-        if event is not None:
+        answer = await self.actions.rollback()
+        await interaction.edit_original_response(content=answer.text)
+        if answer.event is not None:
             # This process swapped already, so its follower sees no change to announce.
-            await self.bot.announce_change(event, None)
+            await self.bot.announce_change(answer.event, None)
 
     @train.command(name="now", description="Ask the trainer for a training cycle now")
     @admin_only()
     async def train_now(self, interaction: discord.Interaction) -> None:
-        requested_by = f"discord:{self.store.user_hash(interaction.user.id)[:16]}"
-        await _answer(interaction, await actions.train_now(self.store, requested_by))
+        requested_by = f"discord:{self.bot.store.user_hash(interaction.user.id)[:16]}"
+        await _answer(interaction, await self.actions.train_now(requested_by))
 
     # --- /chat --------------------------------------------------------------------------------
 
     @chat.command(name="on", description="Answer every message in this channel")
     @admin_only()
     async def chat_on(self, interaction: discord.Interaction) -> None:
-        await self.store.set_chat_channel(interaction.channel_id, True)
-        await _answer(interaction, "I now answer every message in this channel.")
+        await _answer(interaction, await self.actions.chat(interaction.channel_id, True))
 
     @chat.command(name="off", description="Answer only mentions and replies in this channel")
     @admin_only()
     async def chat_off(self, interaction: discord.Interaction) -> None:
-        await self.store.set_chat_channel(interaction.channel_id, False)
-        await _answer(interaction, "I now answer only mentions and replies in this channel.")
+        await _answer(interaction, await self.actions.chat(interaction.channel_id, False))
 
     # --- everyone / moderators ----------------------------------------------------------------
 
     @forget.command(name="me", description="Delete your messages and the replies to them")
     async def forget_me(self, interaction: discord.Interaction) -> None:
-        await _answer(interaction, await actions.forget(self.store, interaction.user.id))
+        await _answer(interaction, await self.actions.forget(interaction.user.id))
 
     @app_commands.command(name="stats", description="Exchanges and ratings per adapter version")
     @app_commands.guild_only()
     @moderator_only()
     async def stats(self, interaction: discord.Interaction) -> None:
-        await _answer(interaction, await actions.stats(self.store))
+        await _answer(interaction, await self.actions.stats())
 
 
 async def setup(bot) -> None:

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import discord
 from discord.ext import commands
 
-from bot.chat import Conversation, Failure
+from bot.conversation import Conversation, Failure
 from bot.dialogue import Turn
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class Chat(commands.Cog):
         parent = await self._referenced(message)
         if parent is not None and parent.author.id == me.id:
             return True
-        return await self.conversation.store.chat_channel_on(message.channel.id)
+        return await self.conversation.answers_every_message(message.channel.id)
 
     # --- the conversation ---------------------------------------------------------------------
 

@@ -12,9 +12,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.actions import Actions
 from bot.cogs.chat import THUMBS_DOWN, THUMBS_UP
 from bot.cogs.checks import is_moderator, moderator_only
-from bot.store import Exchange, Store, StoreError
+from bot.store import Exchange
 
 log = logging.getLogger(__name__)
 
@@ -29,21 +30,15 @@ class TeachModal(discord.ui.Modal, title="Teach a better reply"):
                                  style=discord.TextStyle.paragraph, max_length=TEACH_MAX_CHARS,
                                  placeholder="Write the better reply here")
 
-    def __init__(self, store: Store, exchange: Exchange):
+    def __init__(self, actions: Actions, exchange: Exchange):
         super().__init__()
-        self.store = store
+        self.actions = actions
         self.exchange = exchange
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        try:
-            await self.store.add_correction(self.exchange.id, interaction.user.id,
-                                            self.reply.value)
-        except StoreError as error:
-            await interaction.response.send_message(f"Not stored: {error}.", ephemeral=True)
-            return
-        await interaction.response.send_message(
-            "Thanks - your better reply is stored and will be used in the next training.",
-            ephemeral=True)
+        answer = await self.actions.teach(self.exchange.id, interaction.user.id,
+                                          self.reply.value)
+        await interaction.response.send_message(answer.text, ephemeral=True)
 
     async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
         log.exception("teach modal failed", exc_info=error)
@@ -55,7 +50,7 @@ class TeachModal(discord.ui.Modal, title="Teach a better reply"):
 class Ratings(commands.Cog):
     def __init__(self, bot):
         self.bot = bot
-        self.store: Store = bot.store
+        self.actions: Actions = bot.actions
         self.teach_menu = app_commands.ContextMenu(name="Teach a better reply",
                                                    callback=self.teach)
         app_commands.guild_only()(self.teach_menu)
@@ -96,15 +91,12 @@ class Ratings(commands.Cog):
         moderator = self._moderator(payload)
         if moderator is None:
             return  # others' reactions stay on the message but are not counted
-        exchange = await self.store.exchange_for_message(payload.message_id)
+        exchange = await self.actions.exchange_of_message(payload.message_id)
         if exchange is None:
             return
-        try:
-            score = await self.store.rate(exchange.id, moderator.id, value)
-        except StoreError as error:
-            log.warning("rating of exchange %s not stored: %s", exchange.id, error)
-            return
-        log.info("moderator rated exchange %s %+d (score %d)", exchange.id, value, score)
+        answer = await self.actions.rate(exchange.id, moderator.id, value)
+        if not answer.ok:
+            log.warning("rating of exchange %s: %s", exchange.id, answer.text)
 
     @commands.Cog.listener()
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
@@ -114,27 +106,21 @@ class Ratings(commands.Cog):
         value = RATING_OF.get(str(payload.emoji))
         if value is None or self._mine(payload):
             return
-        exchange = await self.store.exchange_for_message(payload.message_id)
+        exchange = await self.actions.exchange_of_message(payload.message_id)
         if exchange is None:
             return
-        current = (await self.store.ratings(exchange.id)).get(
-            self.store.user_hash(payload.user_id))
-        if current != value:
-            return
-        try:
-            await self.store.withdraw_rating(exchange.id, payload.user_id)
-        except StoreError as error:
-            log.warning("withdrawal for exchange %s not stored: %s", exchange.id, error)
+        answer = await self.actions.withdraw(exchange.id, payload.user_id, value)
+        log.info("reaction removed on exchange %s: %s", exchange.id, answer.text)
 
     # --- teach --------------------------------------------------------------------------------
 
     async def teach(self, interaction: discord.Interaction, message: discord.Message) -> None:
-        exchange = await self.store.exchange_for_message(message.id)
+        exchange = await self.actions.exchange_of_message(message.id)
         if exchange is None:
             await interaction.response.send_message(
                 "That is not one of my replies that I still remember.", ephemeral=True)
             return
-        await interaction.response.send_modal(TeachModal(self.store, exchange))
+        await interaction.response.send_modal(TeachModal(self.actions, exchange))
 
 
 async def setup(bot) -> None:

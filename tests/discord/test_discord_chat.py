@@ -13,10 +13,11 @@ from discord_helpers import (
     reply_message,
     sent_messages,
 )
+from store_util import exchange_count
 
 from bot.app import build_bot
-from bot.chat import FAILED_REPLY
 from bot.cogs.chat import COOLDOWN_REPLY, THUMBS_DOWN, THUMBS_UP, send_reply, split_message
+from bot.conversation import FAILED_REPLY
 from bot.dialogue import BOT_MARK, USER_MARK, build_prompt
 
 
@@ -34,7 +35,7 @@ async def test_a_mention_is_answered_and_stored_with_its_adapter_version(bot, st
     asked = await dpytest.message(f"{mention(bot)} where is my parcel?", member=alice)
 
     [reply] = await sent_messages()
-    exchange = await store.exchange_for_message(reply.id)
+    exchange = await store.exchanges.for_message(reply.id)
     assert exchange is not None
     assert exchange.reply == reply.content
     assert exchange.user_message == "where is my parcel?"  # the mention is stripped
@@ -53,7 +54,7 @@ async def test_plain_messages_bots_and_itself_are_not_answered(bot, store):
     await dpytest.message(f"{mention(bot)} hello fellow bot", member=other)
 
     assert await sent_messages() == []
-    assert await store.count_exchanges() == 0
+    assert await exchange_count(store) == 0
 
 
 async def test_a_reply_to_the_bot_is_answered_with_the_chain_as_context(bot, store):
@@ -65,7 +66,7 @@ async def test_a_reply_to_the_bot_is_answered_with_the_chain_as_context(bot, sto
     reply_message("and a follow-up", alice, channel, replied_to=first)
     [second] = await sent_messages()
 
-    exchange = await store.exchange_for_message(second.id)
+    exchange = await store.exchanges.for_message(second.id)
     assert exchange.user_message == "and a follow-up"
     assert [(t.role, t.text) for t in exchange.context] == [
         ("user", "first question"), ("bot", first.content)]
@@ -81,7 +82,7 @@ async def test_the_chain_is_cut_at_context_messages(fast, store, engine):
         reply_message("second", alice, channel, replied_to=first)
         [second] = await sent_messages()
 
-        exchange = await store.exchange_for_message(second.id)
+        exchange = await store.exchanges.for_message(second.id)
         assert [(t.role, t.text) for t in exchange.context] == [("bot", first.content)]
     finally:
         await cleanup(bot)
@@ -92,7 +93,7 @@ async def test_outside_a_chain_the_last_channel_messages_are_context(bot, store)
     await dpytest.message(f"{mention(bot)} what should we do?", member=member("alice"))
     [reply] = await sent_messages()
 
-    exchange = await store.exchange_for_message(reply.id)
+    exchange = await store.exchanges.for_message(reply.id)
     assert [(t.role, t.text) for t in exchange.context] == [("user", "the printer is on fire")]
 
 
@@ -103,7 +104,7 @@ async def test_direct_messages_follow_the_dm_setting(fast, store, engine):
         dm = await alice.create_dm()
         await dpytest.message("hello in private", channel=dm, member=alice)
         [reply] = await sent_messages()
-        exchange = await store.exchange_for_message(reply.id)
+        exchange = await store.exchanges.for_message(reply.id)
         assert exchange.guild_id is None and exchange.user_message == "hello in private"
     finally:
         await cleanup(bot)
@@ -127,7 +128,7 @@ async def test_a_reply_cannot_ping_anyone(bot):
     text = f"@everyone @here look <@&{asked.guild.id}> and <@{alice.id}>"
     [sent] = await send_reply(asked, text)
 
-    fresh = build_bot(bot.settings, bot.store, bot.engine, follow=False, sync_commands=False)
+    fresh = build_bot(bot.settings, bot.store, bot.generator, sync_commands=False)
     assert fresh.allowed_mentions.to_dict() == discord.AllowedMentions.none().to_dict()
     assert sent.content == text
     # Discord pings nothing for an empty parse list; replied_user defaults to false.
@@ -158,7 +159,7 @@ async def test_a_10000_character_message_is_answered(bot, store, engine):
     await dpytest.message(f"{mention(bot)} {long_text}", member=member("alice"))
 
     [reply] = await sent_messages()
-    exchange = await store.exchange_for_message(reply.id)
+    exchange = await store.exchanges.for_message(reply.id)
     assert exchange.user_message == long_text.strip()
     assert exchange.prompt_tokens <= engine.max_prompt_tokens
 
@@ -168,7 +169,7 @@ async def test_a_typed_bot_marker_cannot_forge_a_turn(bot, store, engine):
     await dpytest.message(f"{mention(bot)} {typed}", member=member("alice"))
 
     [reply] = await sent_messages()
-    exchange = await store.exchange_for_message(reply.id)
+    exchange = await store.exchanges.for_message(reply.id)
     assert exchange.user_message == typed  # stored as typed
     # The prompt the engine served is built by the same function from the same turns.
     prompt = build_prompt(exchange.turns(), exchange.style, engine.tokenizer,
@@ -190,9 +191,9 @@ async def test_cooldown_answers_politely_and_generates_nothing(fast, store, engi
         [third] = await sent_messages()
 
         assert second.content == COOLDOWN_REPLY.format(seconds=30)
-        assert await store.exchange_for_message(second.id) is None
-        assert await store.exchange_for_message(third.id) is not None
-        assert await store.count_exchanges() == 2
+        assert await store.exchanges.for_message(second.id) is None
+        assert await store.exchanges.for_message(third.id) is not None
+        assert await exchange_count(store) == 2
         assert engine.model_calls == 2
     finally:
         await cleanup(bot)
@@ -206,23 +207,23 @@ async def test_a_failed_generation_is_an_apology_and_nothing_is_stored(bot, stor
     [reply] = await sent_messages()
     assert reply.content == FAILED_REPLY
     assert reactions_on(bot, reply) == []
-    assert await store.count_exchanges() == 0
+    assert await exchange_count(store) == 0
 
 
 async def test_a_channel_turned_on_answers_every_message(bot, store):
     channel = dpytest.get_config().channels[0]
-    await store.set_chat_channel(channel.id, True)
+    await store.chat.set(channel.id, True)
 
     await dpytest.message("no mention needed here", member=member("alice"))
 
     [reply] = await sent_messages()
-    assert (await store.exchange_for_message(reply.id)).user_message == "no mention needed here"
+    assert (await store.exchanges.for_message(reply.id)).user_message == "no mention needed here"
 
 
 async def test_shard_count_makes_an_auto_sharded_bot_with_the_same_safety(fast, store, engine):
     sharded = build_bot(fast.model_copy(update={"shard_count": 2}), store, engine,
-                        follow=False, sync_commands=False)
-    plain = build_bot(fast, store, engine, follow=False, sync_commands=False)
+                        sync_commands=False)
+    plain = build_bot(fast, store, engine, sync_commands=False)
 
     assert isinstance(sharded, discord.AutoShardedClient) and sharded.shard_count == 2
     assert not isinstance(plain, discord.AutoShardedClient)

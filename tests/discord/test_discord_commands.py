@@ -23,8 +23,10 @@ from discord_helpers import (
     sent_messages,
     slash_data,
 )
+from store_util import corrections
 
 from bot.app import APOLOGY
+from bot.runtime import Runtime
 from bot.store import AdapterRecord, Store
 
 REFUSED_ADMIN = "Only server admins can do that."
@@ -45,16 +47,17 @@ async def slash(bot, who: str, *names: str, **options) -> dict:
 async def test_style_set_by_an_admin_applies_and_a_member_is_refused(bot, store, channel):
     refused = await slash(bot, "alice", "style", "set", prefix="Talk like a pirate:")
     assert refused["content"] == REFUSED_ADMIN and refused["ephemeral"]
-    assert await store.style_for(channel.guild.id, channel.id) is None
+    assert await store.styles.in_force(channel.guild.id, channel.id) is None
 
     done = await slash(bot, "admin", "style", "set", prefix="Talk like a pirate:")
     assert done["ephemeral"] and "Talk like a pirate:" in done["content"]
-    assert (await store.style_for(channel.guild.id, channel.id)).prefix == "Talk like a pirate:"
+    style = await store.styles.in_force(channel.guild.id, channel.id)
+    assert style.prefix == "Talk like a pirate:"
 
     # ... and the next reply is made and stored with it.
     await dpytest.message(f"<@{bot.user.id}> ahoy", member=member("alice"))
     [reply] = await sent_messages()
-    assert (await store.exchange_for_message(reply.id)).style == "Talk like a pirate:"
+    assert (await store.exchanges.for_message(reply.id)).style == "Talk like a pirate:"
 
 
 async def test_the_admin_role_is_enough_without_manage_server(bot, store, channel):
@@ -63,7 +66,7 @@ async def test_the_admin_role_is_enough_without_manage_server(bot, store, channe
     done = await slash(bot, "bob", "style", "set", prefix="Be brief:", scope="server")
 
     assert done["ephemeral"] and "server" in done["content"]
-    assert (await store.style_for(channel.guild.id, None)).prefix == "Be brief:"
+    assert (await store.styles.in_force(channel.guild.id, None)).prefix == "Be brief:"
 
 
 async def test_a_style_with_role_markers_or_too_long_is_refused(bot, store, channel):
@@ -72,12 +75,12 @@ async def test_a_style_with_role_markers_or_too_long_is_refused(bot, store, chan
 
     assert "role markers" in forged["content"] and forged["ephemeral"]
     assert "at most 200" in too_long["content"]
-    assert await store.style_for(channel.guild.id, channel.id) is None
+    assert await store.styles.in_force(channel.guild.id, channel.id) is None
 
 
 async def test_style_show_and_clear(bot, store, channel):
-    await store.set_style("guild", channel.guild.id, "Server voice:")
-    await store.set_style("channel", channel.id, "Channel voice:")
+    await store.styles.set("guild", channel.guild.id, "Server voice:")
+    await store.styles.set("channel", channel.id, "Channel voice:")
 
     shown = await slash(bot, "admin", "style", "show")
     assert "Channel style (in force): Channel voice:" in shown["content"]
@@ -85,13 +88,13 @@ async def test_style_show_and_clear(bot, store, channel):
 
     cleared = await slash(bot, "admin", "style", "clear")
     assert cleared["content"] == "Style for this channel cleared."
-    assert (await store.style_for(channel.guild.id, channel.id)).prefix == "Server voice:"
+    assert (await store.styles.in_force(channel.guild.id, channel.id)).prefix == "Server voice:"
     assert (await slash(bot, "alice", "style", "show"))["content"] == REFUSED_ADMIN
 
 
 async def test_chat_on_makes_the_bot_answer_every_message(bot, store, channel):
     assert (await slash(bot, "alice", "chat", "on"))["content"] == REFUSED_ADMIN
-    assert not await store.chat_channel_on(channel.id)
+    assert not await store.chat.is_on(channel.id)
 
     await slash(bot, "admin", "chat", "on")
     await dpytest.message("anyone there?", member=member("alice"))
@@ -104,12 +107,12 @@ async def test_chat_on_makes_the_bot_answer_every_message(bot, store, channel):
 
 async def test_train_now_records_a_request_for_the_trainer(bot, store):
     assert (await slash(bot, "mod", "train", "now"))["content"] == REFUSED_ADMIN
-    assert await store.take_training_request() is None
+    assert await store.trainer.take_request() is None
 
     done = await slash(bot, "admin", "train", "now")
 
     assert done["ephemeral"] and "Training requested" in done["content"]
-    request = await store.take_training_request()
+    request = await store.trainer.take_request()
     assert request["by"] == f"discord:{store.user_hash(member('admin').id)[:16]}"
 
 
@@ -117,10 +120,10 @@ async def test_adapter_status_and_rollback_swap_at_once(bot, store, engine, fast
                                                         tiny_model_dir):
     blob = make_adapter_bytes(tiny_model_dir, fast)
     for _ in range(2):
-        record = await store.save_adapter(AdapterRecord(
+        record = await store.registry.save(AdapterRecord(
             base_model=str(tiny_model_dir), metrics={"val_loss": 1.25},
             data={"train": 40, "validation": 10}, hyperparameters={"lr": 3e-4}), blob)
-        await store.activate(record.version)
+        await store.registry.activate(record.version)
     assert (await slash(bot, "alice", "adapter", "status"))["content"] == REFUSED_ADMIN
 
     status = await slash(bot, "admin", "adapter", "status")
@@ -128,12 +131,12 @@ async def test_adapter_status_and_rollback_swap_at_once(bot, store, engine, fast
     assert "val_loss 1.25" in status["content"] and "train 40" in status["content"]
 
     assert (await slash(bot, "alice", "adapter", "rollback"))["content"] == REFUSED_ADMIN
-    assert await store.active_version() == "v2"
+    assert await store.registry.active() == "v2"
     rolled = await slash(bot, "admin", "adapter", "rollback")
     deferred = rolled["calls"][0][2]
     assert deferred["type"] == 5 and deferred["data"]["flags"] & 64  # ephemeral "thinking"
     assert rolled["content"] == "Rolled back from v2: now serving v1."
-    assert await store.active_version() == "v1" and engine.active_version == "v1"
+    assert await store.registry.active() == "v1" and engine.active_version == "v1"
 
 
 async def test_rollback_without_history_says_so(bot, store, engine):
@@ -150,8 +153,8 @@ async def test_forget_me_deletes_only_the_callers_exchanges(bot, store):
     done = await slash(bot, "alice", "forget", "me")
 
     assert done["content"].startswith("Done: deleted 1 exchange") and done["ephemeral"]
-    assert await store.exchange_for_message(alices.id) is None
-    assert await store.exchange_for_message(bobs.id) is not None
+    assert await store.exchanges.for_message(alices.id) is None
+    assert await store.exchanges.for_message(bobs.id) is not None
 
 
 async def test_stats_for_moderators_only(bot, store):
@@ -169,7 +172,7 @@ async def test_teach_menu_opens_a_modal_for_moderators_and_stores_the_correction
                                                                                  channel):
     await dpytest.message(f"<@{bot.user.id}> what are your hours?", member=member("alice"))
     [reply] = await sent_messages()
-    exchange = await store.exchange_for_message(reply.id)
+    exchange = await store.exchanges.for_message(reply.id)
 
     recorder = RecordingAdapter()
     menu = message_menu_data("Teach a better reply", reply)
@@ -191,7 +194,7 @@ async def test_teach_menu_opens_a_modal_for_moderators_and_stores_the_correction
                  recorder)
 
     assert recorder.answers()[-1]["ephemeral"]
-    [correction] = await store.corrections(exchange.id)
+    [correction] = await corrections(store, exchange.id)
     assert correction.text == "We are open 9 to 5, Monday to Friday."
     assert correction.moderator_hash == store.user_hash(member("mod").id)
 
@@ -225,18 +228,20 @@ async def test_an_unexpected_error_is_logged_and_answered_with_an_apology(fast, 
 async def test_a_promotion_is_swapped_in_and_posted_to_the_modlog(fast, store, engine,
                                                                    tiny_model_dir, tmp_path,
                                                                    monkeypatch):
-    """The registry follower swaps a newly activated adapter and the modlog gets the report."""
+    """The runtime's registry follower swaps a newly activated adapter and the bot posts the
+    report to the modlog."""
     monkeypatch.chdir(tmp_path)  # dpytest writes sent attachments to the working directory
-    bot = await make_bot(fast, store, engine, follow=True)
-    try:
+    bot = await make_bot(fast, store, engine)
+    async with Runtime(fast, store=store, generator=engine) as runtime:
+        runtime.on_change(bot.announce_change)
         modlog = dpytest.get_config().channels[0]
         bot.settings = bot.settings.model_copy(update={"modlog_channel_id": modlog.id})
-        record = await store.save_adapter(AdapterRecord(base_model=str(tiny_model_dir)),
+        record = await store.registry.save(AdapterRecord(base_model=str(tiny_model_dir)),
                                           make_adapter_bytes(tiny_model_dir, fast))
-        await store.save_report(record.version, {"best_lr": 0.0003, "val_loss": 1.5},
+        await store.registry.save_report(record.version, {"best_lr": 0.0003, "val_loss": 1.5},
                                 png=b"\x89PNG\r\n\x1a\n-not-really-a-plot")
         await asyncio.sleep(0.2)  # the follower subscribes at start-up
-        await store.activate(record.version)
+        await store.registry.activate(record.version)
 
         async with asyncio.timeout(20):
             while not bot.sent_payloads:
@@ -249,10 +254,7 @@ async def test_a_promotion_is_swapped_in_and_posted_to_the_modlog(fast, store, e
         assert payload["content"].startswith(f"Adapter change: now serving **{record.version}**")
         assert "val_loss: 1.5" in payload["content"] and "best_lr: 0.0003" in payload["content"]
         assert [a.filename for a in post.attachments] == [f"loss-{record.version}.png"]
-    finally:
-        bot.follower.cancel()  # what bot.close() does first (dpytest cannot close a gateway)
-        await asyncio.gather(bot.follower, return_exceptions=True)
-        await cleanup(bot)
+    await cleanup(bot)
 
 
 def test_modlog_text_shows_the_numbers_of_a_trainer_report():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import discord.ext.test as dpytest
 from discord_helpers import make_role, member, sent_messages
+from store_util import score
 
 from bot.cogs.chat import THUMBS_DOWN, THUMBS_UP
 
@@ -11,7 +12,7 @@ from bot.cogs.chat import THUMBS_DOWN, THUMBS_UP
 async def bot_reply(bot, store):
     await dpytest.message(f"<@{bot.user.id}> rate me", member=member("alice"))
     [reply] = await sent_messages()
-    return reply, await store.exchange_for_message(reply.id)
+    return reply, await store.exchanges.for_message(reply.id)
 
 
 async def test_a_moderators_thumbs_up_counts_and_removal_withdraws(bot, store):
@@ -19,11 +20,11 @@ async def test_a_moderators_thumbs_up_counts_and_removal_withdraws(bot, store):
     mod = member("mod")
 
     await dpytest.add_reaction(mod, reply, THUMBS_UP)
-    assert await store.ratings(exchange.id) == {store.user_hash(mod.id): 1}
-    assert [r.exchange.id for r in await store.rated_exchanges()] == [exchange.id]
+    assert await store.exchanges.ratings(exchange.id) == {store.user_hash(mod.id): 1}
+    assert [r.exchange.id for r in await store.exchanges.rated()] == [exchange.id]
 
     await dpytest.remove_reaction(mod, reply, THUMBS_UP)
-    assert await store.ratings(exchange.id) == {}
+    assert await store.exchanges.ratings(exchange.id) == {}
 
 
 async def test_a_members_reaction_is_not_counted(bot, store):
@@ -32,8 +33,8 @@ async def test_a_members_reaction_is_not_counted(bot, store):
     await dpytest.add_reaction(member("alice"), reply, THUMBS_UP)
     await dpytest.add_reaction(member("bob"), reply, THUMBS_DOWN)
 
-    assert await store.ratings(exchange.id) == {}
-    assert await store.rated_exchanges() == []
+    assert await store.exchanges.ratings(exchange.id) == {}
+    assert await store.exchanges.rated() == []
 
 
 async def test_manage_messages_makes_a_moderator(bot, store):
@@ -44,7 +45,7 @@ async def test_manage_messages_makes_a_moderator(bot, store):
 
     await dpytest.add_reaction(bob, reply, THUMBS_DOWN)
 
-    assert await store.ratings(exchange.id) == {store.user_hash(bob.id): -1}
+    assert await store.exchanges.ratings(exchange.id) == {store.user_hash(bob.id): -1}
 
 
 async def test_switching_thumbs_keeps_the_latest_and_removing_the_old_one_keeps_it(bot, store):
@@ -55,7 +56,7 @@ async def test_switching_thumbs_keeps_the_latest_and_removing_the_old_one_keeps_
     await dpytest.add_reaction(mod, reply, THUMBS_UP)
     await dpytest.remove_reaction(mod, reply, THUMBS_DOWN)
 
-    assert await store.ratings(exchange.id) == {store.user_hash(mod.id): 1}
+    assert await store.exchanges.ratings(exchange.id) == {store.user_hash(mod.id): 1}
 
 
 async def test_ratings_work_for_replies_no_longer_in_the_message_cache(bot, store):
@@ -66,7 +67,7 @@ async def test_ratings_work_for_replies_no_longer_in_the_message_cache(bot, stor
 
     await dpytest.add_reaction(member("mod"), reply, THUMBS_UP)
 
-    assert await store.score(exchange.id) == 1
+    assert await score(store, exchange.id) == 1
 
 
 async def test_other_emoji_and_unknown_messages_are_ignored(bot, store):
@@ -76,5 +77,5 @@ async def test_other_emoji_and_unknown_messages_are_ignored(bot, store):
     question = await dpytest.message("not a bot reply", member=member("alice"))
     await dpytest.add_reaction(mod, question, THUMBS_UP)
 
-    assert await store.ratings(exchange.id) == {}
-    assert await store.rated_exchanges() == []
+    assert await store.exchanges.ratings(exchange.id) == {}
+    assert await store.exchanges.rated() == []

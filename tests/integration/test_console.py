@@ -11,6 +11,7 @@ import sys
 
 import pytest
 from paths import REPO
+from store_util import corrections, exchange_count
 from subprocess_env import settings_env
 
 from bot.console import CONSOLE_CHANNEL, CONSOLE_USER, HELP, Console, Quit
@@ -29,9 +30,9 @@ async def test_chat_rate_and_teach_leave_their_records(console, store):
     assert answer == f"bot [base]: {exchange.reply}"
 
     assert "rated the last reply up" in await console.handle_line("/rate up")
-    assert await store.ratings(exchange.id) == {store.user_hash(CONSOLE_USER): 1}
+    assert await store.exchanges.ratings(exchange.id) == {store.user_hash(CONSOLE_USER): 1}
     assert "stored" in await console.handle_line("/teach Yes, I am here. How can I help?")
-    [correction] = await store.corrections(exchange.id)
+    [correction] = await corrections(store, exchange.id)
     assert correction.text == "Yes, I am here. How can I help?"
 
     await console.handle_line("and a second message")
@@ -41,7 +42,7 @@ async def test_chat_rate_and_teach_leave_their_records(console, store):
 
 async def test_style_commands(console, store):
     assert "role markers" in await console.handle_line("/style set Obey <user> me")
-    assert await store.style_for(None, CONSOLE_CHANNEL) is None
+    assert await store.styles.in_force(None, CONSOLE_CHANNEL) is None
 
     assert "set" in await console.handle_line("/style set Answer as a pirate:")
     assert "Answer as a pirate:" in await console.handle_line("/style show")
@@ -49,14 +50,14 @@ async def test_style_commands(console, store):
     assert console.last.style == "Answer as a pirate:"
 
     assert "cleared" in await console.handle_line("/style clear")
-    assert await store.style_for(None, CONSOLE_CHANNEL) is None
+    assert await store.styles.in_force(None, CONSOLE_CHANNEL) is None
 
 
 async def test_admin_commands_and_bad_input(console, store):
     assert "Active adapter: base" in await console.handle_line("/adapter status")
     assert "Nothing rolled back" in await console.handle_line("/adapter rollback")
     assert "Training requested" in await console.handle_line("/train now")
-    assert (await store.take_training_request())["by"] == "console"
+    assert (await store.trainer.take_request())["by"] == "console"
     assert "nothing to rate yet" in await console.handle_line("/rate up")
 
     for bad in ("/bogus", "/style", "/rate sideways", "/teach", "/adapter"):
@@ -65,7 +66,7 @@ async def test_admin_commands_and_bad_input(console, store):
 
     await console.handle_line("remember this")
     assert "deleted 1 exchange" in await console.handle_line("/forget me")
-    assert await store.count_exchanges() == 0
+    assert await exchange_count(store) == 0
     with pytest.raises(Quit):
         await console.handle_line("/quit")
 
@@ -97,7 +98,7 @@ async def test_a_piped_session_leaves_the_expected_records(fast, store, tmp_path
         assert expected in out
     assert "Traceback" not in out + done.stderr
 
-    rated = sorted(await store.rated_exchanges(), key=lambda r: r.exchange.created_at)
+    rated = sorted(await store.exchanges.rated(), key=lambda r: r.exchange.created_at)
     assert [(r.exchange.user_message, r.score) for r in rated] == [
         ("hello there", 1), ("my parcel is late", -1)]
     assert [c.text for c in rated[0].corrections] == ["Hello! How can I help you today?"]
@@ -137,9 +138,9 @@ async def test_the_console_swaps_in_a_promoted_adapter_while_chatting(fast, stor
     feed.flush()
     await wait_for("bot [base]: ")
     await asyncio.sleep(0.2)  # the follower subscribed before the first line was read
-    record = await store.save_adapter(AdapterRecord(base_model=str(tiny_model_dir)),
+    record = await store.registry.save(AdapterRecord(base_model=str(tiny_model_dir)),
                                       make_adapter_bytes(tiny_model_dir, fast))
-    await store.activate(record.version)
+    await store.registry.activate(record.version)
     await wait_for(f"[adapter activated: now serving {record.version}]")
     feed.write("hello again\n")
     feed.close()
@@ -150,7 +151,7 @@ async def test_the_console_swaps_in_a_promoted_adapter_while_chatting(fast, stor
 
 
 def test_the_console_path_does_not_import_discord():
-    code = ("import sys, bot.console, bot.chat, bot.actions; "
+    code = ("import sys, bot.console, bot.conversation, bot.actions; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'discord'))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
@@ -162,7 +163,7 @@ async def test_adapter_status_shows_a_trainer_record_without_its_loss_curves(con
                                                                             tiny_model_dir):
     from bot.store import AdapterRecord
 
-    record = await store.save_adapter(AdapterRecord(
+    record = await store.registry.save(AdapterRecord(
         base_model=str(tiny_model_dir), parent="base",
         hyperparameters={"learning_rate": 0.005, "batch_size": 4,
                          "lora_targets": ["c_attn", "c_proj"]},

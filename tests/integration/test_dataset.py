@@ -17,10 +17,10 @@ def tokenizer(tiny_model_dir):
 
 async def rated_exchange(store, reply: str, votes: list[int], *, user_message="how are you",
                          style=None, context=()) -> Exchange:
-    exchange = await store.add_exchange(Exchange(user_message=user_message, reply=reply,
+    exchange = await store.exchanges.add(Exchange(user_message=user_message, reply=reply,
                                                  style=style, context=list(context)))
     for moderator, vote in enumerate(votes):
-        await store.rate(exchange.id, f"mod{moderator}", vote)
+        await store.exchanges.rate(exchange.id, f"mod{moderator}", vote)
     return exchange
 
 
@@ -38,7 +38,7 @@ async def test_mask_leaves_exactly_the_reply_and_eos(store, tokenizer):
     exchange = await rated_exchange(store, "The sky is blue today.", [1],
                                     user_message="what colour is the sky?",
                                     style="Answer as a polite support agent:", context=context)
-    data = build(await store.rated_exchanges(), tokenizer)
+    data = build(await store.exchanges.rated(), tokenizer)
     (example,) = data.train + data.validation
 
     masked = [i for i, label in enumerate(example.labels) if label == IGNORE_INDEX]
@@ -57,10 +57,10 @@ async def test_negative_and_tied_replies_are_never_targets(store, tokenizer):
     await rated_exchange(store, "disliked reply", [-1])
     await rated_exchange(store, "tied reply", [1, -1])
     corrected = await rated_exchange(store, "wrong reply", [-1, -1])
-    await store.add_correction(corrected.id, "mod7", "the corrected reply")
-    await store.add_correction(corrected.id, "mod8", "another better reply")
+    await store.exchanges.correct(corrected.id, "mod7", "the corrected reply")
+    await store.exchanges.correct(corrected.id, "mod8", "another better reply")
 
-    data = build(await store.rated_exchanges(), tokenizer)
+    data = build(await store.exchanges.rated(), tokenizer)
     texts = targets(data.train + data.validation, tokenizer)
     eos = tokenizer.eos_token
     assert sorted(texts) == sorted([f" liked reply{eos}", f" the corrected reply{eos}",
@@ -93,7 +93,7 @@ def test_small_data_still_gets_a_validation_example():
 async def test_cap_keeps_the_newest_examples(store, tokenizer):
     for n in range(6):
         await rated_exchange(store, f"reply number {n}", [1])
-    data = build(await store.rated_exchanges(), tokenizer, max_examples=4)
+    data = build(await store.exchanges.rated(), tokenizer, max_examples=4)
     kept = sorted(targets(data.train + data.validation, tokenizer))
     eos = tokenizer.eos_token
     assert kept == [f" reply number {n}{eos}" for n in (2, 3, 4, 5)]
@@ -104,7 +104,7 @@ async def test_long_dialogues_fit_the_token_budget(store, tokenizer):
     long_history = [TurnRecord(role="user" if n % 2 == 0 else "bot", text="word " * 40)
                     for n in range(10)]
     await rated_exchange(store, "short answer " * 30, [1], context=long_history)
-    data = build(await store.rated_exchanges(), tokenizer, max_tokens=64)
+    data = build(await store.exchanges.rated(), tokenizer, max_tokens=64)
     (example,) = data.train + data.validation
     assert len(example.input_ids) <= 64
     assert example.labels[-1] == tokenizer.eos_token_id

@@ -63,8 +63,8 @@ def _runs(text: str, size: int, words: bool) -> set:
 
 
 def test_the_demo_models_pretraining_text_holds_none_of_the_sample_answers():
-    from trainer.demo import sample_rows
-    from trainer.pretrain import pretrain_text
+    from trainer.demo.pretrain import pretrain_text
+    from trainer.demo.run import sample_rows
 
     text = pretrain_text()
     english, chinese = _runs(text, 5, words=True), _runs(text, 5, words=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 from paths import REPO
+from store_util import score
 
 from bot.local_redis import LocalRedis
 from bot.store import Exchange, Store
@@ -19,16 +20,16 @@ async def test_acknowledged_rating_survives_kill_9(tmp_path):
     server = LocalRedis(tmp_path, appendonly=True).start()
     try:
         store = _store(server)
-        exchange = await store.add_exchange(Exchange(user_message="hi", reply="hello"))
-        assert await store.rate(exchange.id, moderator_id=1, value=1) == 1
+        exchange = await store.exchanges.add(Exchange(user_message="hi", reply="hello"))
+        assert await store.exchanges.rate(exchange.id, moderator_id=1, value=1) == 1
         await store.r.aclose()
         server.kill()  # SIGKILL right after the acknowledgement
 
         server.start()  # same directory, same port
         store = _store(server)
-        assert await store.score(exchange.id) == 1
-        assert (await store.get_exchange(exchange.id)).reply == "hello"
-        assert await store.count_rating_events("0-0") == 1
+        assert await score(store, exchange.id) == 1
+        assert (await store.exchanges.get(exchange.id)).reply == "hello"
+        assert (await store.trainer.snapshot()).new_ratings == 1
         await store.close()
     finally:
         server.close()

@@ -28,7 +28,7 @@ async def engine(settings):
 
 
 async def publish(store, settings, blob: bytes) -> str:
-    record = await store.save_adapter(AdapterRecord(base_model=settings.model_name), blob)
+    record = await store.registry.save(AdapterRecord(base_model=settings.model_name), blob)
     return record.version
 
 
@@ -70,7 +70,7 @@ async def follower(store, engine):
 async def test_start_up_serves_the_active_version(store, engine, settings, blobs, follower):
     start, changes = follower
     v1 = await publish(store, settings, blobs["v1"])
-    await store.activate(v1)
+    await store.registry.activate(v1)
     await start()
     await eventually(lambda: engine.active_version == v1)
     assert (await engine.generate(HELLO)).adapter_version == v1
@@ -82,17 +82,17 @@ async def test_follows_activate_and_rollback(store, engine, settings, blobs, fol
     v1 = await publish(store, settings, blobs["v1"])
     v2 = await publish(store, settings, blobs["v2"])
     await start()
-    await store.activate(v1)
+    await store.registry.activate(v1)
     await eventually(lambda: engine.active_version == v1)
     reply_v1 = (await engine.generate(HELLO)).text
-    await store.activate(v2)
+    await store.registry.activate(v2)
     await eventually(lambda: engine.active_version == v2)
     result = await engine.generate(HELLO)
     assert result.adapter_version == v2 and result.text != reply_v1
-    await store.rollback()
+    await store.registry.rollback()
     await eventually(lambda: engine.active_version == v1)
     assert (await engine.generate(HELLO)).text == reply_v1
-    await store.activate("base")
+    await store.registry.activate("base")
     await eventually(lambda: engine.active_version == "base")
     await eventually(lambda: len(changes) == 4)
     assert changes == [("activated", v1, v1), ("activated", v2, v2), ("rollback", v1, v1),
@@ -108,16 +108,16 @@ async def test_unservable_versions_are_skipped(store, engine, settings, blobs, f
     foreign = await publish(store, settings, blobs["other_forged"])
     fine_later = await publish(store, settings, blobs["v2"])
     await start()
-    await store.activate(good)
+    await store.registry.activate(good)
     await eventually(lambda: engine.active_version == good)
     for bad, why in ((damaged, "sha256"), (foreign, "do not fit")):  # corrupt, other model
-        await store.activate(bad)
+        await store.registry.activate(bad)
         await eventually(lambda bad=bad, why=why: any(
             f"adapter {bad} cannot be served" in r.message and why in r.message
             for r in caplog.records))
         assert engine.active_version == good
         assert (await engine.generate(HELLO)).adapter_version == good
-    await store.activate(fine_later)  # the follower survived both
+    await store.registry.activate(fine_later)  # the follower survived both
     await eventually(lambda: engine.active_version == fine_later)
     await eventually(lambda: len(changes) == 2)
     assert [version for _, version, _ in changes] == [good, fine_later]
@@ -126,7 +126,7 @@ async def test_unservable_versions_are_skipped(store, engine, settings, blobs, f
 async def test_sync_active_once(store, engine, settings, blobs):
     assert await sync_active(store, engine) == "base"
     v1 = await publish(store, settings, blobs["v1"])
-    await store.activate(v1)
+    await store.registry.activate(v1)
     assert await sync_active(store, engine) == v1
     assert engine.active_version == v1
     assert (await engine.generate(HELLO)).adapter_version == v1
@@ -139,7 +139,7 @@ async def test_follower_resubscribes_after_redis_restarts(tmp_path, engine, sett
     try:
         v1 = await publish(store, settings, blobs["v1"])
         v2 = await publish(store, settings, blobs["v2"])
-        await store.activate(v1)
+        await store.registry.activate(v1)
         task = asyncio.create_task(follow_registry(store, engine))
         await eventually(lambda: engine.active_version == v1)
         server.stop()  # a clean shutdown: the AOF keeps the registry
@@ -147,7 +147,7 @@ async def test_follower_resubscribes_after_redis_restarts(tmp_path, engine, sett
         server.start()
         for _ in range(100):  # the store's own client reconnects on its next command
             try:
-                await store.activate(v2)  # made while the follower is still reconnecting
+                await store.registry.activate(v2)  # made while the follower is still reconnecting
                 break
             except (RedisConnectionError, OSError):
                 await asyncio.sleep(0.05)

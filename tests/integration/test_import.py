@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from store_util import exchange_count
 from subprocess_env import settings_env
 
 from bot.dialogue import Turn
@@ -27,7 +28,7 @@ async def test_good_rows_become_positively_rated_kept_exchanges(store):
     result = await import_pairs(store, GOOD)
     assert result.stored == 3 and result.duplicates == 0
 
-    rated = {r.exchange.user_message: r for r in await store.rated_exchanges()}
+    rated = {r.exchange.user_message: r for r in await store.exchanges.rated()}
     assert set(rated) == {"How do I reset my password?", "And then?", "thanks"}
     second = rated["And then?"]
     assert second.score == 1 and second.ratings == 1
@@ -42,7 +43,7 @@ async def test_good_rows_become_positively_rated_kept_exchanges(store):
     for exchange_id in result.ids:
         assert await store.r.ttl(store.k("ex", exchange_id)) == -1  # kept forever
     # Each imported pair is one new rating for MIN_NEW_RATINGS.
-    assert await store.count_rating_events("0-0") == 3
+    assert (await store.trainer.snapshot()).new_ratings == 3
 
 
 async def test_a_bad_row_rejects_the_whole_file_with_row_numbers(store):
@@ -62,8 +63,8 @@ async def test_a_bad_row_rejects_the_whole_file_with_row_numbers(store):
     assert '"input" must be a non-empty string' in errors[0]
     assert "unknown key(s) ouput" in errors[1] and '"output"' in errors[2]
     assert "context turn 1" in errors[5]
-    assert await store.count_exchanges() == 0
-    assert await store.count_rating_events("0-0") == 0
+    assert await exchange_count(store) == 0
+    assert (await store.trainer.snapshot()).new_ratings == 0
 
 
 async def test_duplicates_are_stored_once(store, tmp_path):
@@ -73,8 +74,8 @@ async def test_duplicates_are_stored_once(store, tmp_path):
     assert (first.stored, first.duplicates) == (2, 1)
     again = await import_file(store, path)  # an earlier import counts too
     assert (again.stored, again.duplicates) == (0, 3)
-    assert await store.count_exchanges() == 2
-    assert await store.count_rating_events("0-0") == 2
+    assert await exchange_count(store) == 2
+    assert (await store.trainer.snapshot()).new_ratings == 2
     # The same words with another style are another pair.
     restyled = await import_pairs(store, [{**GOOD[0], "style": "Be brief:"}])
     assert restyled.stored == 1
@@ -86,7 +87,7 @@ async def test_bad_json_lines_are_reported_by_line(store, tmp_path):
     with pytest.raises(ImportRejected) as caught:
         await import_file(store, path)
     assert caught.value.errors[0].startswith("row 2: not valid JSON")
-    assert await store.count_exchanges() == 0
+    assert await exchange_count(store) == 0
     (tmp_path / "empty.json").write_text("  \n")
     with pytest.raises(ImportRejected, match="no rows"):
         await import_file(store, tmp_path / "empty.json")
@@ -111,4 +112,4 @@ async def test_command_line_import(settings, store, tmp_path):
     assert failed.returncode == 1
     assert "nothing imported" in failed.stderr and "row 2:" in failed.stderr
     assert "Traceback" not in failed.stderr
-    assert await store.count_exchanges() == 3
+    assert await exchange_count(store) == 3

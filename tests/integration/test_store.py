@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import pytest
+from store_util import corrections, exchange_count, score
 
 from bot.store import (
     AdapterCorrupt,
@@ -29,111 +30,111 @@ def make_exchange(**fields) -> Exchange:
 
 
 async def test_exchange_round_trips_with_hashed_user(store: Store):
-    stored = await store.add_exchange(make_exchange(), user_id=4242)
-    loaded = await store.get_exchange(stored.id)
+    stored = await store.exchanges.add(make_exchange(), user_id=4242)
+    loaded = await store.exchanges.get(stored.id)
     assert loaded == stored
     assert loaded.user_hash == store.user_hash(4242) != "4242"
     assert "4242" not in (await store.r.get(store.k("ex", stored.id))).decode()
-    assert (await store.exchange_for_message(300)).id == stored.id
-    assert await store.exchange_for_message(999) is None
+    assert (await store.exchanges.for_message(300)).id == stored.id
+    assert await store.exchanges.for_message(999) is None
     assert [t.role for t in loaded.turns()] == ["user", "bot", "user"]
 
 
 async def test_unknown_exchange_gets_a_clear_error(store: Store):
     with pytest.raises(UnknownExchange, match="no exchange with id 'nope'"):
-        await store.get_exchange("nope")
+        await store.exchanges.get("nope")
     with pytest.raises(UnknownExchange):
-        await store.rate("nope", moderator_id=1, value=1)
+        await store.exchanges.rate("nope", moderator_id=1, value=1)
     with pytest.raises(UnknownExchange):
-        await store.add_correction("nope", moderator_id=1, text="better")
+        await store.exchanges.correct("nope", moderator_id=1, text="better")
     # A refused rating leaves no trace behind.
-    assert await store.ratings("nope") == {}
-    assert await store.last_rating_event() == "0-0"
+    assert await store.exchanges.ratings("nope") == {}
+    assert (await store.trainer.snapshot()).newest_event == "0-0"
 
 
 async def test_rating_twice_by_one_moderator_counts_once(store: Store):
-    ex = await store.add_exchange(make_exchange())
-    assert await store.rate(ex.id, moderator_id=7, value=1) == 1
-    assert await store.rate(ex.id, moderator_id=7, value=1) == 1
-    assert await store.rate(ex.id, moderator_id=8, value=1) == 2
+    ex = await store.exchanges.add(make_exchange())
+    assert await store.exchanges.rate(ex.id, moderator_id=7, value=1) == 1
+    assert await store.exchanges.rate(ex.id, moderator_id=7, value=1) == 1
+    assert await store.exchanges.rate(ex.id, moderator_id=8, value=1) == 2
     # Changing a rating replaces it; withdrawing removes it.
-    assert await store.rate(ex.id, moderator_id=7, value=-1) == 0
-    assert await store.withdraw_rating(ex.id, moderator_id=8) == -1
-    assert await store.score(ex.id) == -1
-    assert len(await store.ratings(ex.id)) == 1
+    assert await store.exchanges.rate(ex.id, moderator_id=7, value=-1) == 0
+    assert await store.exchanges.withdraw(ex.id, moderator_id=8) == -1
+    assert await score(store, ex.id) == -1
+    assert len(await store.exchanges.ratings(ex.id)) == 1
     with pytest.raises(StoreError, match=r"\+1 or -1"):
-        await store.rate(ex.id, moderator_id=7, value=2)
+        await store.exchanges.rate(ex.id, moderator_id=7, value=2)
 
 
 async def test_fifty_concurrent_moderators_all_count(store: Store):
-    ex = await store.add_exchange(make_exchange())
-    scores = await asyncio.gather(*(store.rate(ex.id, moderator_id=m, value=1)
+    ex = await store.exchanges.add(make_exchange())
+    scores = await asyncio.gather(*(store.exchanges.rate(ex.id, moderator_id=m, value=1)
                                     for m in range(50)))
     assert sorted(scores) == list(range(1, 51))
-    assert await store.score(ex.id) == 50
-    assert await store.count_rating_events("0-0") == 50
+    assert await score(store, ex.id) == 50
+    assert (await store.trainer.snapshot()).new_ratings == 50
 
 
 async def test_rating_keeps_an_exchange_from_expiring(store: Store):
-    ex = await store.add_exchange(make_exchange())
-    assert 0 < await store.r.ttl(store.k("ex", ex.id)) <= store.unrated_ttl_s
+    ex = await store.exchanges.add(make_exchange())
+    assert 0 < await store.r.ttl(store.k("ex", ex.id)) <= store.exchanges.unrated_ttl_s
     assert await store.r.ttl(store.k("ex", "msg", 300)) > 0
-    await store.rate(ex.id, moderator_id=1, value=-1)
+    await store.exchanges.rate(ex.id, moderator_id=1, value=-1)
     assert await store.r.ttl(store.k("ex", ex.id)) == -1  # no expiry
     assert await store.r.ttl(store.k("ex", "msg", 300)) == -1
-    unrated = await store.add_exchange(make_exchange(message_id=301))
+    unrated = await store.exchanges.add(make_exchange(message_id=301))
     await store.r.pexpire(store.k("ex", unrated.id), 1)
     await asyncio.sleep(0.05)
-    assert [r.exchange.id for r in await store.rated_exchanges()] == [ex.id]
-    assert [e.id for e in await store.get_exchanges([unrated.id, ex.id])] == [ex.id]
+    assert [r.exchange.id for r in await store.exchanges.rated()] == [ex.id]
+    assert not await store.exchanges.exists(unrated.id) and await store.exchanges.exists(ex.id)
 
 
 async def test_corrections_are_their_own_records(store: Store):
-    ex = await store.add_exchange(make_exchange())
-    await store.add_correction(ex.id, moderator_id=5, text="  I am well, thank you.  ")
-    await store.add_correction(ex.id, moderator_id=6, text="Great!")
-    await store.add_correction(ex.id, moderator_id=5, text="Very well, thanks.")  # replaces
-    texts = sorted(c.text for c in await store.corrections(ex.id))
+    ex = await store.exchanges.add(make_exchange())
+    await store.exchanges.correct(ex.id, moderator_id=5, text="  I am well, thank you.  ")
+    await store.exchanges.correct(ex.id, moderator_id=6, text="Great!")
+    await store.exchanges.correct(ex.id, moderator_id=5, text="Very well, thanks.")  # replaces
+    texts = sorted(c.text for c in await corrections(store, ex.id))
     assert texts == ["Great!", "Very well, thanks."]
-    assert await store.score(ex.id) == 0  # a correction is not a vote
-    rated = await store.rated_exchanges()
+    assert await score(store, ex.id) == 0  # a correction is not a vote
+    rated = await store.exchanges.rated()
     assert rated[0].exchange.id == ex.id and len(rated[0].corrections) == 2
     with pytest.raises(StoreError, match="text"):
-        await store.add_correction(ex.id, moderator_id=5, text="   ")
+        await store.exchanges.correct(ex.id, moderator_id=5, text="   ")
 
 
 async def test_rated_exchanges_derive_their_score(store: Store):
-    up = await store.add_exchange(make_exchange(message_id=1))
-    down = await store.add_exchange(make_exchange(message_id=2))
-    await store.add_exchange(make_exchange(message_id=3))  # never rated
+    up = await store.exchanges.add(make_exchange(message_id=1))
+    down = await store.exchanges.add(make_exchange(message_id=2))
+    await store.exchanges.add(make_exchange(message_id=3))  # never rated
     for moderator in (1, 2):
-        await store.rate(up.id, moderator, 1)
-    await store.rate(down.id, 1, -1)
-    found = {r.exchange.id: (r.score, r.ratings) for r in await store.rated_exchanges()}
+        await store.exchanges.rate(up.id, moderator, 1)
+    await store.exchanges.rate(down.id, 1, -1)
+    found = {r.exchange.id: (r.score, r.ratings) for r in await store.exchanges.rated()}
     assert found == {up.id: (2, 2), down.id: (-1, 1)}
 
 
 async def test_styles_channel_overrides_guild(store: Store):
-    assert await store.style_for(1, 2) is None
-    await store.set_style("guild", 1, "Answer as a polite support agent:", set_by=9)
-    assert (await store.style_for(1, 2)).prefix == "Answer as a polite support agent:"
-    await store.set_style("channel", 2, "Answer like a pirate:")
-    style = await store.style_for(1, 2)
+    assert await store.styles.in_force(1, 2) is None
+    await store.styles.set("guild", 1, "Answer as a polite support agent:", set_by=9)
+    assert (await store.styles.in_force(1, 2)).prefix == "Answer as a polite support agent:"
+    await store.styles.set("channel", 2, "Answer like a pirate:")
+    style = await store.styles.in_force(1, 2)
     assert (style.prefix, style.scope) == ("Answer like a pirate:", "channel")
-    assert (await store.style_for(1, 3)).scope == "guild"
-    assert await store.clear_style("channel", 2)
-    assert (await store.style_for(1, 2)).scope == "guild"
-    assert not await store.clear_style("channel", 2)
+    assert (await store.styles.in_force(1, 3)).scope == "guild"
+    assert await store.styles.clear("channel", 2)
+    assert (await store.styles.in_force(1, 2)).scope == "guild"
+    assert not await store.styles.clear("channel", 2)
     with pytest.raises(StoreError, match="scope"):
-        await store.set_style("planet", 1, "x")
+        await store.styles.set("planet", 1, "x")
 
 
 async def test_chat_channels(store: Store):
-    assert not await store.chat_channel_on(5)
-    await store.set_chat_channel(5, True)
-    assert await store.chat_channel_on(5)
-    await store.set_chat_channel(5, False)
-    assert not await store.chat_channel_on(5)
+    assert not await store.chat.is_on(5)
+    await store.chat.set(5, True)
+    assert await store.chat.is_on(5)
+    await store.chat.set(5, False)
+    assert not await store.chat.is_on(5)
 
 
 def adapter_record(**fields) -> AdapterRecord:
@@ -146,118 +147,118 @@ def adapter_record(**fields) -> AdapterRecord:
 
 async def test_adapter_registry_round_trip_and_sha256(store: Store):
     blob = b"\x00safetensors-bytes\xff" * 10
-    record = await store.save_adapter(adapter_record(), blob)
+    record = await store.registry.save(adapter_record(), blob)
     assert record.version == "v1" and record.size_bytes == len(blob)
-    assert await store.adapter_record("v1") == record
-    assert await store.adapter_bytes("v1") == blob
-    second = await store.save_adapter(adapter_record(parent="v1"), b"other")
+    assert await store.registry.record("v1") == record
+    assert await store.registry.blob("v1") == blob
+    second = await store.registry.save(adapter_record(parent="v1"), b"other")
     assert second.version == "v2"
-    assert [r.version for r in await store.list_adapters()] == ["v1", "v2"]
+    assert [r.version for r in await store.registry.records()] == ["v1", "v2"]
     # A corrupted blob is refused on read.
     await store.r.setrange(store.k("ad", "v1", "blob"), 3, b"X")
     with pytest.raises(AdapterCorrupt, match="sha256"):
-        await store.adapter_bytes("v1")
+        await store.registry.blob("v1")
     with pytest.raises(UnknownAdapter):
-        await store.adapter_bytes("v9")
+        await store.registry.blob("v9")
     with pytest.raises(StoreError):
-        await store.save_adapter(adapter_record(), b"")
+        await store.registry.save(adapter_record(), b"")
 
 
 async def test_active_pointer_swap_and_rollback(store: Store):
     for _ in range(2):
-        await store.save_adapter(adapter_record(), b"blob")
-    assert await store.active_version() == "base"
-    assert await store.activate("v1") == "base"
-    assert await store.activate("v2", expected="v1") == "v1"
+        await store.registry.save(adapter_record(), b"blob")
+    assert await store.registry.active() == "base"
+    assert await store.registry.activate("v1") == "base"
+    assert await store.registry.activate("v2", expected="v1") == "v1"
     with pytest.raises(StoreError, match="changed meanwhile"):
-        await store.activate("v1", expected="v1")
-    assert await store.active_version() == "v2"
+        await store.registry.activate("v1", expected="v1")
+    assert await store.registry.active() == "v2"
     with pytest.raises(UnknownAdapter):
-        await store.activate("v7")
-    assert await store.active_history() == ["v1", "base"]
-    assert await store.rollback() == "v1"
-    assert await store.rollback() == "base"
-    assert await store.active_version() == "base"
+        await store.registry.activate("v7")
+    assert await store.registry.history() == ["v1", "base"]
+    assert (await store.registry.rollback()).version == "v1"
+    assert (await store.registry.rollback()).version == "base"
+    assert await store.registry.active() == "base"
     with pytest.raises(StoreError, match="no earlier adapter"):
-        await store.rollback()
+        await store.registry.rollback()
 
 
 async def test_adapter_events_are_published(store: Store):
-    await store.save_adapter(adapter_record(), b"blob")
-    events = store.adapter_events()
+    await store.registry.save(adapter_record(), b"blob")
+    events = store.registry.events()
     first = asyncio.ensure_future(events.__anext__())
     await asyncio.sleep(0.2)  # let the subscription start before publishing
-    await store.activate("v1")
+    await store.registry.activate("v1")
     event = await asyncio.wait_for(first, 5)
     assert (event.kind, event.version, event.previous) == ("activated", "v1", "base")
-    await store.rollback()
+    await store.registry.rollback()
     event = await asyncio.wait_for(events.__anext__(), 5)
     assert (event.kind, event.version, event.previous) == ("rollback", "base", "v1")
     await events.aclose()
 
 
 async def test_reports_are_json_and_png_bytes(store: Store):
-    await store.save_report("v1", {"val_loss": 1.5}, b"\x89PNG...")
-    assert await store.report("v1") == ({"val_loss": 1.5}, b"\x89PNG...")
-    assert await store.report("v2") == (None, None)
+    await store.registry.save_report("v1", {"val_loss": 1.5}, b"\x89PNG...")
+    assert await store.registry.report("v1") == ({"val_loss": 1.5}, b"\x89PNG...")
+    assert await store.registry.report("v2") == (None, None)
 
 
 async def test_trainer_cursor_lock_and_requests(store: Store):
-    ex = await store.add_exchange(make_exchange())
-    assert await store.get_cursor() == "0-0"
-    await store.rate(ex.id, 1, 1)
-    first = await store.last_rating_event()
-    await store.rate(ex.id, 2, 1)
-    await store.add_import_event(ex.id)
-    assert await store.count_rating_events("0-0") == 3
-    assert await store.count_rating_events(first) == 2
-    await store.set_cursor(first)
-    assert await store.get_cursor() == first
+    ex = await store.exchanges.add(make_exchange())
+    assert (await store.trainer.snapshot()).cursor == "0-0"
+    await store.exchanges.rate(ex.id, 1, 1)
+    first = (await store.trainer.snapshot()).newest_event
+    await store.exchanges.rate(ex.id, 2, 1)
+    await store.exchanges.withdraw(ex.id, 2)
+    assert (await store.trainer.snapshot()).new_ratings == 3
+    await store.trainer.set_cursor(first)
+    snapshot = await store.trainer.snapshot()
+    assert snapshot.cursor == first and snapshot.new_ratings == 2
 
-    assert await store.acquire_lock("a", 5)
-    assert not await store.acquire_lock("b", 5)
-    assert not await store.renew_lock("b", 5)
-    assert await store.renew_lock("a", 5)
-    assert not await store.release_lock("b")
-    assert await store.release_lock("a")
-    assert await store.acquire_lock("b", 0.05)
+    assert await store.trainer.acquire_lock("a", 5)
+    assert not await store.trainer.acquire_lock("b", 5)
+    assert not await store.trainer.renew_lock("b", 5)
+    assert await store.trainer.renew_lock("a", 5)
+    assert not await store.trainer.release_lock("b")
+    assert await store.trainer.release_lock("a")
+    assert await store.trainer.acquire_lock("b", 0.05)
     await asyncio.sleep(0.1)
-    assert await store.acquire_lock("c", 5)  # the expired lock is free again
+    assert await store.trainer.acquire_lock("c", 5)  # the expired lock is free again
 
-    assert await store.take_training_request() is None
-    await store.request_training("admin")
-    assert (await store.take_training_request())["by"] == "admin"
-    assert await store.take_training_request() is None
+    assert await store.trainer.take_request() is None
+    await store.trainer.request_training("admin")
+    assert (await store.trainer.take_request())["by"] == "admin"
+    assert await store.trainer.take_request() is None
 
     for n in range(3):
-        await store.record_run({"outcome": "skipped", "n": n})
-    assert [r["n"] for r in await store.recent_runs(2)] == [2, 1]
+        await store.trainer.record_run({"outcome": "skipped", "n": n})
+    assert [r["n"] for r in await store.trainer.recent_runs(2)] == [2, 1]
 
 
 async def test_forget_user_removes_exactly_that_users_exchanges(store: Store):
-    mine = [await store.add_exchange(make_exchange(message_id=10 + n), user_id=1)
+    mine = [await store.exchanges.add(make_exchange(message_id=10 + n), user_id=1)
             for n in range(3)]
-    theirs = await store.add_exchange(make_exchange(message_id=20), user_id=2)
-    await store.rate(mine[0].id, 99, 1)
-    await store.add_correction(mine[1].id, 99, "better")
-    assert await store.forget_user(1) == 3
+    theirs = await store.exchanges.add(make_exchange(message_id=20), user_id=2)
+    await store.exchanges.rate(mine[0].id, 99, 1)
+    await store.exchanges.correct(mine[1].id, 99, "better")
+    assert await store.exchanges.forget_user(1) == 3
     for ex in mine:
-        assert not await store.exchange_exists(ex.id)
-        assert await store.ratings(ex.id) == {} and await store.corrections(ex.id) == []
-    assert await store.exchange_for_message(10) is None
-    assert await store.get_exchange(theirs.id) == theirs
-    assert [r.exchange.id for r in await store.rated_exchanges()] == []
-    assert await store.count_exchanges() == 1
-    assert await store.forget_user(1) == 0
+        assert not await store.exchanges.exists(ex.id)
+        assert await store.exchanges.ratings(ex.id) == {} and await corrections(store, ex.id) == []
+    assert await store.exchanges.for_message(10) is None
+    assert await store.exchanges.get(theirs.id) == theirs
+    assert [r.exchange.id for r in await store.exchanges.rated()] == []
+    assert await exchange_count(store) == 1
+    assert await store.exchanges.forget_user(1) == 0
 
 
 async def test_stats_per_adapter_version(store: Store):
-    a = await store.add_exchange(make_exchange(adapter_version="v1", message_id=1))
-    b = await store.add_exchange(make_exchange(adapter_version="v1", message_id=2))
-    await store.add_exchange(make_exchange(adapter_version="v2", message_id=3))
-    await store.rate(a.id, 1, 1)
-    await store.rate(b.id, 1, -1)
-    stats = await store.stats()
+    a = await store.exchanges.add(make_exchange(adapter_version="v1", message_id=1))
+    b = await store.exchanges.add(make_exchange(adapter_version="v1", message_id=2))
+    await store.exchanges.add(make_exchange(adapter_version="v2", message_id=3))
+    await store.exchanges.rate(a.id, 1, 1)
+    await store.exchanges.rate(b.id, 1, -1)
+    stats = await store.exchanges.stats()
     assert stats["per_version"]["v1"] == {"exchanges": 2, "rated": 2, "positive": 1,
                                           "positive_share": 0.5}
     assert stats["per_version"]["v2"]["positive_share"] is None
@@ -265,8 +266,8 @@ async def test_stats_per_adapter_version(store: Store):
 
 
 async def test_redis_holds_json_and_bytes_only(store: Store):
-    ex = await store.add_exchange(make_exchange(), user_id=3)
-    await store.rate(ex.id, 1, 1)
+    ex = await store.exchanges.add(make_exchange(), user_id=3)
+    await store.exchanges.rate(ex.id, 1, 1)
     raw = await store.r.get(store.k("ex", ex.id))
     assert json.loads(raw)["reply"] == "Fine, thanks!"
     assert not raw.startswith(b"\x80")  # no pickle protocol header
@@ -285,3 +286,33 @@ async def test_a_claim_goes_to_the_first_caller_until_it_expires(store: Store):
     assert await store.claim("cd", "reply", "u2", ttl_s=0.2)
     await asyncio.sleep(0.3)
     assert await store.claim("cd", "reply", "u1", ttl_s=0.2)
+
+
+async def test_user_index_is_pruned_and_expires_with_unrated_exchanges(store: Store):
+    """Unrated exchanges expire; their index entries and counts must not pile up forever."""
+    user_key = store.k("ex", "user", store.user_hash(7))
+    old = await store.exchanges.add(make_exchange(message_id=1), user_id=7)
+    assert 0 < await store.r.ttl(user_key) <= store.exchanges.unrated_ttl_s
+    # The old exchange expires (as Redis would after UNRATED_TTL_DAYS) ...
+    await store.r.delete(store.k("ex", old.id))
+    await store.r.zadd(user_key, {old.id: 1.0})  # ... its index entry's expiry is in the past
+    new = await store.exchanges.add(make_exchange(message_id=2), user_id=7)
+    assert [m.decode() for m in await store.r.zrange(user_key, 0, -1)] == [new.id]
+
+    # A rated exchange is kept, and so is the index that lets /forget me find it.
+    await store.exchanges.rate(new.id, 1, 1)
+    assert await store.r.ttl(user_key) == -1
+    assert await store.exchanges.forget_user(7) == 1
+    # No index of every exchange ever stored is kept; the count comes from counters.
+    assert not await store.r.exists(store.k("ex", "all"))
+    assert (await store.exchanges.stats())["total"]["exchanges"] == 1  # the expired one
+
+
+async def test_rollback_reports_the_versions_it_moved_between(store: Store):
+    for _ in range(3):
+        await store.registry.save(adapter_record(), b"blob")
+    for version in ("v1", "v2", "v3"):
+        await store.registry.activate(version)
+    events = await asyncio.gather(store.registry.rollback(), store.registry.rollback())
+    # Read inside the script: two concurrent rollbacks name two different steps back.
+    assert sorted((e.previous, e.version) for e in events) == [("v2", "v1"), ("v3", "v2")]

@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from bot.adapter_io import attach_adapter, parse_adapter
 from bot.store import BASE_VERSION, AdapterRecord, Exchange, Store
-from trainer.cycle import LOCK_HELD, TrainingLock, run_cycle
+from trainer.cycle import LOCK_HELD, TrainingLock, run_cycle, warm_start
 from trainer.publish import PublishRefused, gate, publish
 from trainer.schedule import TrainerService, build_scheduler
 
@@ -37,9 +37,9 @@ async def add_rated(store, count: int, vote: int = 1) -> list[Exchange]:
     added = []
     for n in range(count):
         question, answer = QA[n % len(QA)]
-        exchange = await store.add_exchange(Exchange(user_message=f"{question} ({n})",
+        exchange = await store.exchanges.add(Exchange(user_message=f"{question} ({n})",
                                                      reply=answer))
-        await store.rate(exchange.id, "moderator", vote)
+        await store.exchanges.rate(exchange.id, "moderator", vote)
         added.append(exchange)
     return added
 
@@ -48,7 +48,7 @@ async def test_full_cycle_promotes_then_gate_rejects_a_worse_candidate(settings,
     settings = train_settings(settings)
     await add_rated(store, 40)
     await add_rated(store, 5, vote=-1)
-    newest_event = await store.last_rating_event()
+    newest_event = (await store.trainer.snapshot()).newest_event
 
     outcome = await run_cycle(settings, store, progress=False)
 
@@ -57,10 +57,10 @@ async def test_full_cycle_promotes_then_gate_rejects_a_worse_candidate(settings,
     assert outcome.val_loss["candidate"] < outcome.val_loss["base"] - 0.05
     assert outcome.val_loss["active"] == outcome.val_loss["base"]  # the base was serving
     assert outcome.trials == 2 and outcome.batch_size in (4, 8, 16, 32)
-    assert await store.active_version() == "v1"
-    assert await store.get_cursor() == newest_event
+    assert await store.registry.active() == "v1"
+    assert (await store.trainer.snapshot()).cursor == newest_event
 
-    record = await store.adapter_record("v1")
+    record = await store.registry.record("v1")
     assert record.parent == BASE_VERSION and record.base_model == settings.model_name
     assert record.hyperparameters["learning_rate"] == outcome.learning_rate
     assert record.hyperparameters["batch_size"] == outcome.batch_size
@@ -71,18 +71,20 @@ async def test_full_cycle_promotes_then_gate_rejects_a_worse_candidate(settings,
     assert record.metrics["val_loss"] == outcome.val_loss
     assert len(record.metrics["train_loss_curve"]) >= 2
 
-    report, png = await store.report("v1")
+    report, png = await store.registry.report("v1")
     assert report["version"] == "v1" and report["val_loss"] == outcome.val_loss
     assert png.startswith(b"\x89PNG")
-    assert outcome.png_path == str(settings.reports_dir / "v1.png")
-    assert (settings.reports_dir / "v1.png").read_bytes() == png
-    assert json.loads((settings.reports_dir / "v1.json").read_text())["version"] == "v1"
-    (run,) = await store.recent_runs(1)
+    # Report files carry the key prefix: two bots sharing a reports folder keep theirs apart.
+    named = settings.reports_dir / f"{settings.key_prefix}-v1"
+    assert outcome.png_path == str(named.with_suffix(".png"))
+    assert named.with_suffix(".png").read_bytes() == png
+    assert json.loads(named.with_suffix(".json").read_text())["version"] == "v1"
+    (run,) = await store.trainer.recent_runs(1)
     assert run["outcome"] == "promoted" and run["version"] == "v1"
 
     # The stored bytes load into a fresh base model and give the recorded loss back.
     model = AutoModelForCausalLM.from_pretrained(settings.model_name)
-    model = attach_adapter(model, parse_adapter(await store.adapter_bytes("v1")), "v1")
+    model = attach_adapter(model, parse_adapter(await store.registry.blob("v1")), "v1")
     assert any(".lora_B.v1." in name and param.abs().sum() > 0
                for name, param in model.named_parameters())
 
@@ -95,9 +97,9 @@ async def test_full_cycle_promotes_then_gate_rejects_a_worse_candidate(settings,
     assert second.val_loss["active"] == pytest.approx(outcome.val_loss["candidate"], rel=1e-4)
     assert second.trial_details[0]["params"] == {"learning_rate": outcome.learning_rate,
                                                  "batch_size": outcome.batch_size}
-    assert await store.active_version() == "v1"
-    assert [r.version for r in await store.list_adapters()] == ["v1"]
-    assert (await store.recent_runs(1))[0]["outcome"] == "rejected"
+    assert await store.registry.active() == "v1"
+    assert [r.version for r in await store.registry.records()] == ["v1"]
+    assert (await store.trainer.recent_runs(1))[0]["outcome"] == "rejected"
     assert second.png_path and second.png_path.endswith(".png")
 
 
@@ -126,7 +128,7 @@ async def test_two_cycles_started_at_once_train_once(settings, store, redis_serv
     assert outcomes == ["promoted", "skipped"]
     skipped = first if first.outcome == "skipped" else second
     assert skipped.reason == LOCK_HELD
-    assert [r.version for r in await store.list_adapters()] == ["v1"]
+    assert [r.version for r in await store.registry.records()] == ["v1"]
     # The lock was released: the next cycle is free to run (and finds nothing new).
     third = await run_cycle(train_settings(settings, min_new_ratings=1), store, progress=False)
     assert third.outcome == "skipped" and third.reason.startswith("0 new rating")
@@ -139,14 +141,15 @@ async def test_skip_threshold_and_train_now_request(settings, store):
     skipped = await run_cycle(settings, store, progress=False)
     assert skipped.outcome == "skipped"
     assert skipped.reason.startswith("20 new rating(s)") and "MIN_NEW_RATINGS=25" in skipped.reason
-    assert await store.get_cursor() == "0-0"  # a skipped cycle leaves the ratings counted
-    assert await store.list_adapters() == []
+    # a skipped cycle leaves the ratings counted
+    assert (await store.trainer.snapshot()).cursor == "0-0"
+    assert await store.registry.records() == []
 
-    await store.request_training("admin")
+    await store.trainer.request_training("admin")
     requested = await run_cycle(settings, store, progress=False)
     assert requested.outcome != "skipped", requested.reason
-    assert await store.take_training_request() is None  # the request was used up
-    assert await store.get_cursor() == await store.last_rating_event()
+    assert await store.trainer.take_request() is None  # the request was used up
+    assert (await store.trainer.snapshot()).cursor == (await store.trainer.snapshot()).newest_event
 
     await add_rated(store, 5)  # five new, still below 25
     assert (await run_cycle(settings, store, progress=False)).reason.startswith("5 new")
@@ -156,8 +159,8 @@ async def test_no_usable_data_changes_nothing(settings, store):
     await add_rated(store, 10, vote=-1)
     outcome = await run_cycle(train_settings(settings), store, progress=False)
     assert outcome.outcome == "skipped" and outcome.reason.startswith("no usable data")
-    assert await store.active_version() == BASE_VERSION
-    assert await store.list_adapters() == []
+    assert await store.registry.active() == BASE_VERSION
+    assert await store.registry.records() == []
 
 
 async def test_nan_loss_fails_every_trial_and_publishes_nothing(settings, store, tmp_path):
@@ -177,8 +180,8 @@ async def test_nan_loss_fails_every_trial_and_publishes_nothing(settings, store,
     assert outcome.reason.startswith("every trial failed")
     assert "loss became nan" in outcome.reason
     assert [t["state"] for t in outcome.trial_details] == ["FAIL", "FAIL"]
-    assert await store.active_version() == BASE_VERSION
-    assert await store.list_adapters() == []
+    assert await store.registry.active() == BASE_VERSION
+    assert await store.registry.records() == []
 
 
 async def test_schedule_runs_a_requested_cycle_soon(settings, store):
@@ -194,11 +197,11 @@ async def test_schedule_runs_a_requested_cycle_soon(settings, store):
 
     await add_rated(store, 20)
     assert await service.poll_request() is None  # nothing asked: no cycle, no record
-    assert await store.recent_runs() == []
-    await store.request_training("admin")
+    assert await store.trainer.recent_runs() == []
+    await store.trainer.request_training("admin")
     outcome = await service.poll_request()
     assert outcome is not None and outcome.outcome == "promoted", outcome
-    assert not await store.training_requested()
+    assert not await store.trainer.training_requested()
 
 
 def test_loss_curve_png_is_a_picture():
@@ -214,14 +217,15 @@ def test_loss_curve_png_is_a_picture():
 
 async def test_publish_never_overwrites_a_change_made_meanwhile(store):
     # While a candidate trained from "base", an admin activated another version.
-    other = await store.save_adapter(AdapterRecord(base_model="m"), b"other adapter")
-    await store.activate(other.version)
+    other = await store.registry.save(AdapterRecord(base_model="m"), b"other adapter")
+    await store.registry.activate(other.version)
     with pytest.raises(PublishRefused) as refused:
         await publish(store, AdapterRecord(parent=BASE_VERSION, base_model="m"), b"candidate",
                       {"outcome": "promoted"}, None)
-    assert await store.active_version() == other.version
+    assert await store.registry.active() == other.version
     assert refused.value.version != other.version  # saved for the record, never activated
-    assert (await store.report(refused.value.version))[0]["version"] == refused.value.version
+    report, _ = await store.registry.report(refused.value.version)
+    assert report["version"] == refused.value.version
 
 
 async def test_a_lost_lock_is_noticed(store):
@@ -239,3 +243,26 @@ async def test_a_lost_lock_is_noticed(store):
 async def test_an_empty_store_is_skipped(settings, store):
     outcome = await run_cycle(train_settings(settings), store, force=True, progress=False)
     assert outcome.outcome == "skipped" and outcome.reason.startswith("no usable data")
+
+
+async def test_search_warm_starts_from_the_adapter_in_service(store):
+    """Not from the newest registry entry: a refused candidate or a rolled-back adapter is
+    neither what serves nor what was last promoted."""
+    assert await warm_start(store) is None  # nothing promoted yet: a fresh search
+    serving = await store.registry.save(
+        AdapterRecord(base_model="m", hyperparameters={"learning_rate": 1e-3, "batch_size": 8}),
+        b"serving")
+    await store.registry.activate(serving.version)
+    await store.registry.save(  # a candidate the gate (or a publish race) refused
+        AdapterRecord(base_model="m", hyperparameters={"learning_rate": 3e-3, "batch_size": 4}),
+        b"refused")
+    assert (await warm_start(store))["learning_rate"] == 1e-3
+
+    newer = await store.registry.save(
+        AdapterRecord(base_model="m", hyperparameters={"learning_rate": 2e-4, "batch_size": 16}),
+        b"newer")
+    await store.registry.activate(newer.version)
+    await store.registry.rollback()  # back to `serving`; `newer` is still the newest entry
+    assert (await warm_start(store))["learning_rate"] == 1e-3
+    await store.registry.activate(BASE_VERSION)  # the base serves: the last adapter before it
+    assert (await warm_start(store))["learning_rate"] == 1e-3

@@ -43,9 +43,9 @@ def wait_for_line(process: subprocess.Popen, marker: str, timeout_s: float) -> l
 
 async def test_killed_cycle_publishes_nothing_and_the_lock_expires(settings, store, tmp_path):
     for n in range(30):
-        exchange = await store.add_exchange(Exchange(user_message=f"say hello ({n})",
+        exchange = await store.exchanges.add(Exchange(user_message=f"say hello ({n})",
                                                      reply="hello there"))
-        await store.rate(exchange.id, "moderator", 1)
+        await store.exchanges.rate(exchange.id, "moderator", 1)
 
     # Many long trials, so the kill surely lands while it trains.
     slow = trainer_env(settings, SEARCH_TRIALS=6, MAX_EPOCHS=50, EARLY_STOP_PATIENCE=50)
@@ -53,7 +53,7 @@ async def test_killed_cycle_publishes_nothing_and_the_lock_expires(settings, sto
                                env=slow, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     try:
-        await asyncio.to_thread(wait_for_line, process, "trainer.cycle: training:", 120)
+        await asyncio.to_thread(wait_for_line, process, "trainer.candidate: training:", 120)
         process.send_signal(signal.SIGKILL)
         assert await asyncio.to_thread(process.wait, 30) == -signal.SIGKILL
     finally:
@@ -62,10 +62,10 @@ async def test_killed_cycle_publishes_nothing_and_the_lock_expires(settings, sto
         process.stderr.close()
         process.stdout.close()
 
-    assert await store.active_version() == BASE_VERSION
-    assert await store.list_adapters() == []
-    assert await store.get_cursor() == "0-0"
-    assert await store.recent_runs() == []
+    assert await store.registry.active() == BASE_VERSION
+    assert await store.registry.records() == []
+    assert (await store.trainer.snapshot()).cursor == "0-0"
+    assert await store.trainer.recent_runs() == []
     assert await store.r.exists(store.k("tr", "lock"))  # held by the dead process, for now
 
     # Once the TTL ran out the next trainer starts clean and finishes the job.
@@ -83,5 +83,5 @@ async def test_killed_cycle_publishes_nothing_and_the_lock_expires(settings, sto
     assert summary["outcome"] == "promoted", summary
     assert summary["version"] == "v1" and summary["trials"] == 1
     assert summary["val_loss"]["candidate"] < summary["val_loss"]["base"]
-    assert await store.active_version() == "v1"
-    assert await store.get_cursor() == await store.last_rating_event()
+    assert await store.registry.active() == "v1"
+    assert (await store.trainer.snapshot()).cursor == (await store.trainer.snapshot()).newest_event

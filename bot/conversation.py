@@ -12,8 +12,8 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.dialogue import BOT_MARK, USER_MARK, PromptTooLong, Turn, neutralise
-from bot.engine import EngineBusy, Generation, GenerationFailed
+from bot.dialogue import BOT_MARK, USER_MARK, Turn, neutralise
+from bot.generation import EngineBusy, Generation, GenerationFailed, Generator, PromptTooLong
 from bot.store import Exchange, Store, TurnRecord
 
 log = logging.getLogger(__name__)
@@ -67,13 +67,17 @@ class Failure:
 class Conversation:
     """Turns in, a stored reply out; the same for every front end."""
 
-    def __init__(self, settings, store: Store, engine):
+    def __init__(self, settings, store: Store, generator: Generator):
         self.settings = settings
         self.store = store
-        self.engine = engine
+        self.generator = generator
+
+    async def answers_every_message(self, channel_id: int) -> bool:
+        """Whether an admin turned `/chat on` in this channel (else: mentions and replies)."""
+        return await self.store.chat.is_on(channel_id)
 
     async def style_in_force(self, guild_id: int | None, channel_id: int | None) -> str | None:
-        style = await self.store.style_for(guild_id, channel_id)
+        style = await self.store.styles.in_force(guild_id, channel_id)
         return style.prefix if style else None
 
     async def draft(self, turns: list[Turn], *, guild_id: int | None,
@@ -81,12 +85,12 @@ class Conversation:
         """Generate a reply to `turns` (oldest first, ending with the user's message)."""
         style = await self.style_in_force(guild_id, channel_id)
         try:
-            generation = await self.engine.generate(turns, style=style)
+            generation = await self.generator.generate(turns, style=style)
         except EngineBusy:
             log.warning("engine queue full; asked the user to retry")
             return Failure("busy", BUSY_REPLY)
-        except (GenerationFailed, PromptTooLong, ValueError) as error:
-            # PromptTooLong/ValueError: a dialogue the engine cannot serve (e.g. a huge style).
+        except (GenerationFailed, PromptTooLong) as error:
+            # What the generator documents; anything else is a bug and reaches the error log.
             log.error("generation failed: %s", error)
             return Failure("failed", FAILED_REPLY)
         return Draft(turns=list(turns), style=style, generation=generation,
@@ -104,7 +108,7 @@ class Conversation:
             user_message=draft.turns[-1].text, style=draft.style, reply=generation.text,
             adapter_version=generation.adapter_version, latency_ms=generation.latency_ms,
             prompt_tokens=generation.prompt_tokens, reply_tokens=generation.reply_tokens)
-        return await self.store.add_exchange(exchange, user_id=user_id)
+        return await self.store.exchanges.add(exchange, user_id=user_id)
 
     async def chat(self, turns: list[Turn], *, source: Literal["discord", "console"],
                    user_id: int | str, guild_id: int | None = None,

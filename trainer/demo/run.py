@@ -23,12 +23,12 @@ from tqdm import tqdm
 
 from bot.config import SettingsError, load_settings
 from bot.console import Console
-from bot.engine import Engine
-from bot.follow import follow_registry
+from bot.generation import Generator
+from bot.runtime import Runtime
 from bot.store import BASE_VERSION, Store
 from trainer.cycle import CycleOutcome, run_cycle
 from trainer.dataset import validation_ids
-from trainer.demo_setup import MODEL_DIR, delete_prefix, demo_model, demo_prefix, demo_redis
+from trainer.demo.prepare import MODEL_DIR, delete_prefix, demo_model, demo_prefix, demo_redis
 from trainer.importer import import_pairs, read_rows, validate_rows
 
 STYLE = "Answer as a polite support agent:"
@@ -129,7 +129,7 @@ async def ask(console: Console, question: str) -> tuple[str, str]:
     return console.last.reply, console.last.adapter_version
 
 
-async def chat_while_training(console: Console, engine: Engine, done: asyncio.Event,
+async def chat_while_training(console: Console, engine: Generator, done: asyncio.Event,
                               swapped_to: list[str]) -> int:
     """Keep chatting during the cycle and until the new adapter serves; returns replies."""
     replies, n = 0, 0
@@ -154,22 +154,16 @@ async def run_demo(args) -> int:
         say(f"Keys of this run live under the prefix {settings.key_prefix!r} "
             "and are removed at the end.")
         store = Store.from_settings(settings)
-        await store.ping()
-        engine = Engine.from_settings(settings)
-        await engine.start()
-        follower = asyncio.create_task(follow_registry(store, engine))
         try:
-            return await _steps(settings, store, engine, args, started)
+            async with Runtime(settings, store=store) as runtime:
+                return await _steps(settings, store, runtime.generator, args, started)
         finally:
-            follower.cancel()
-            await asyncio.gather(follower, return_exceptions=True)
-            await engine.close()
             if not args.keep:
                 await delete_prefix(store)
             await store.close()
 
 
-async def _steps(settings, store: Store, engine: Engine, args, started: float) -> int:
+async def _steps(settings, store: Store, engine: Generator, args, started: float) -> int:
     rows = sample_rows()
     result = await import_pairs(store, rows)
     say(f"\n[1/5] Imported {result.stored} sample dialogues (English and Chinese) as rated "

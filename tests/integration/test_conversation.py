@@ -1,12 +1,13 @@
-"""The shared conversation path (bot.chat) with the real engine on the tiny model and real Redis."""
+"""The shared conversation path (bot.conversation): the real engine, the tiny model, Redis."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
+from store_util import exchange_count
 
-from bot.chat import (
+from bot.conversation import (
     BUSY_REPLY,
     FAILED_REPLY,
     Conversation,
@@ -21,14 +22,14 @@ from bot.engine import Engine
 
 async def test_chat_stores_the_exchange_with_style_and_adapter_version(fast, store, engine):
     conversation = Conversation(fast, store, engine)
-    await store.set_style("guild", 7, "Answer as a polite support agent:")
+    await store.styles.set("guild", 7, "Answer as a polite support agent:")
     turns = [Turn("user", "hi"), Turn("bot", "hello!"), Turn("user", "my order is late")]
 
     exchange = await conversation.chat(turns, source="console", user_id=918273645546372819,
                                        guild_id=7,
                                        channel_id=8)
 
-    stored = await store.get_exchange(exchange.id)
+    stored = await store.exchanges.get(exchange.id)
     assert stored.source == "console"
     assert stored.user_message == "my order is late"
     assert [(t.role, t.text) for t in stored.context] == [("user", "hi"), ("bot", "hello!")]
@@ -42,8 +43,8 @@ async def test_chat_stores_the_exchange_with_style_and_adapter_version(fast, sto
 
 async def test_channel_style_overrides_the_server_style_in_the_prompt(fast, store, engine):
     conversation = Conversation(fast, store, engine)
-    await store.set_style("guild", 1, "Server voice:")
-    await store.set_style("channel", 2, "Channel voice:")
+    await store.styles.set("guild", 1, "Server voice:")
+    await store.styles.set("channel", 2, "Channel voice:")
 
     draft = await conversation.draft([Turn("user", "hello")], guild_id=1, channel_id=2)
 
@@ -71,7 +72,7 @@ async def test_failed_generation_is_a_polite_failure_and_stores_nothing(fast, st
     result = await conversation.chat([Turn("user", "hello")], source="console", user_id=1)
 
     assert result == Failure("failed", FAILED_REPLY)
-    assert await store.count_exchanges() == 0
+    assert await exchange_count(store) == 0
 
 
 async def test_a_full_queue_answers_busy_and_stores_nothing_for_it(settings, store):
@@ -89,7 +90,7 @@ async def test_a_full_queue_answers_busy_and_stores_nothing_for_it(settings, sto
 
     busy = [r for r in results if isinstance(r, Failure)]
     assert busy and all(r == Failure("busy", BUSY_REPLY) for r in busy)
-    assert await store.count_exchanges() == len(results) - len(busy) >= 1
+    assert await exchange_count(store) == len(results) - len(busy) >= 1
 
 
 async def test_cooldown_is_per_user_and_expires(fast, store, engine):
@@ -111,3 +112,11 @@ def test_style_validation_refuses(prefix):
 
 def test_style_validation_keeps_a_good_prefix():
     assert validate_style("  Answer as a pirate:  ", max_chars=200) == "Answer as a pirate:"
+
+
+async def test_a_programming_error_is_not_turned_into_an_apology(fast, store, engine):
+    """Only what the generator documents becomes a polite failure; a bug reaches the log."""
+    conversation = Conversation(fast, store, engine)
+    with pytest.raises(ValueError, match="must end with the user's message"):
+        await conversation.draft([Turn("bot", "a dialogue ending with the bot")],
+                                 guild_id=None, channel_id=1)

@@ -82,7 +82,7 @@ def demo_model(name: str, cache_dir: Path, say, *, quick: bool = False) -> str:
     if model_loads(name):
         say(f"Model: {name}")
         return name
-    from trainer.pretrain import CORPUS, pretrain_text
+    from trainer.demo.pretrain import CORPUS, pretrain_text
 
     text = pretrain_text()
     steps = PRETRAIN_STEPS["quick" if quick else "full"]
@@ -127,8 +127,8 @@ def _parameters(target: Path) -> str:
 def _build_and_pretrain(target: Path, text: str, steps: int):
     from tqdm import tqdm
 
-    from trainer.pretrain import pretrain
-    from trainer.tiny_model import build_tiny_model
+    from trainer.demo.pretrain import pretrain
+    from trainer.demo.tiny_model import build_tiny_model
 
     (target / RECIPE_FILE).unlink(missing_ok=True)  # a run cut short leaves no valid recipe
     build_tiny_model(target, **DEMO_MODEL, corpus=text)

@@ -4,8 +4,9 @@ A random GPT-2 only babbles bytes, and LoRA on top of it cannot show that the lo
 demo therefore trains its tiny model for a fixed number of steps on text kept in the repo:
 trainer/data/pretrain_corpus.txt (everyday English and Chinese sentences, a made-up story of a
 small web shop and a little small talk, all written for the demo) plus the user side of the
-sample dialogues. It holds none of the sample answers; tests/test_demo.py checks that. The
-tokenizer is trained on the same text, so every token the model knows has been trained.
+sample dialogues. It holds none of the sample answers (tests/integration/test_demo.py checks
+that). The tokenizer is trained on the same text, so every token the model knows has been
+trained.
 Random windows of the tokenized text, AdamW with a warm-up and a cosine decay, seeded.
 """
 

@@ -1,0 +1,24 @@
+"""The Redis data layer: `Store` and the records it keeps (see connection.py for its parts and
+keys.py for the key layout)."""
+
+from bot.generation import BASE_VERSION
+from bot.store.connection import Store
+from bot.store.keys import SCHEMA_VERSION
+from bot.store.records import (
+    AdapterCorrupt,
+    AdapterEvent,
+    AdapterRecord,
+    Correction,
+    Exchange,
+    RatedExchange,
+    StoreError,
+    Style,
+    TurnRecord,
+    UnknownAdapter,
+    UnknownExchange,
+)
+from bot.store.trainer_state import TrainerSnapshot
+
+__all__ = ["BASE_VERSION", "SCHEMA_VERSION", "AdapterCorrupt", "AdapterEvent", "AdapterRecord",
+           "Correction", "Exchange", "RatedExchange", "Store", "StoreError", "Style",
+           "TrainerSnapshot", "TurnRecord", "UnknownAdapter", "UnknownExchange"]

@@ -1,0 +1,74 @@
+"""`Store`: one Redis connection, the schema check, user hashing, and the focused stores on it.
+
+    store.exchanges   exchanges, ratings, corrections, counters, forgetting (exchanges.py)
+    store.styles      style prefixes per channel and server (styles.py)
+    store.chat        channels where the bot answers every message (styles.py)
+    store.registry    adapter versions, the active pointer, reports, change events (registry.py)
+    store.trainer     the trainer's cursor, lock, "train now" and recent runs (trainer_state.py)
+
+Every key is named by bot/store/keys.py, which documents the layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import redis.asyncio as aioredis
+
+from bot.store.exchanges import Exchanges
+from bot.store.keys import SCHEMA_VERSION, Keys
+from bot.store.records import StoreError
+from bot.store.registry import Registry
+from bot.store.styles import ChatChannels, Styles
+from bot.store.trainer_state import TrainerState
+
+
+class Store:
+    """Async access to everything the bot and the trainer keep in Redis."""
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str, user_secret: str,
+                 unrated_ttl_days: int = 30):
+        self.r = client
+        self.prefix = prefix
+        self.keys = Keys(prefix)
+        self._secret = user_secret.encode()
+        self.exchanges = Exchanges(client, self.keys, self.user_hash,
+                                   int(unrated_ttl_days * 86400))
+        self.styles = Styles(client, self.keys, self.user_hash)
+        self.chat = ChatChannels(client, self.keys)
+        self.registry = Registry(client, self.keys)
+        self.trainer = TrainerState(client, self.keys)
+
+    @classmethod
+    def from_settings(cls, settings) -> Store:
+        client = aioredis.from_url(settings.redis_url, decode_responses=False)
+        return cls(client, prefix=settings.key_prefix,
+                   user_secret=settings.user_hash_secret.get_secret_value(),
+                   unrated_ttl_days=settings.unrated_ttl_days)
+
+    def k(self, *parts: object) -> str:
+        """The key P:parts (see bot/store/keys.py for the named ones)."""
+        return self.keys(*parts)
+
+    async def close(self) -> None:
+        await self.r.aclose()
+
+    async def ping(self) -> None:
+        """Check the connection and record (or verify) the schema version."""
+        await self.r.ping()
+        stored = await self.r.set(self.keys("schema"), SCHEMA_VERSION, nx=True, get=True)
+        if stored is not None and int(stored) != SCHEMA_VERSION:
+            raise StoreError(f"Redis holds schema version {int(stored)} under prefix "
+                             f"{self.prefix!r}; this code speaks version {SCHEMA_VERSION}")
+
+    def user_hash(self, user_id: int | str) -> str:
+        return hmac.new(self._secret, str(user_id).encode(), hashlib.sha256).hexdigest()
+
+    async def claim(self, *parts: object, ttl_s: float) -> bool:
+        """True for the first caller to claim key P:parts within `ttl_s` (SET NX with expiry).
+
+        One claim is shared by every bot process: per-user cooldowns, one mod-log post per change.
+        """
+        return bool(await self.r.set(self.keys(*parts), b"1", nx=True,
+                                     px=max(1, int(ttl_s * 1000))))

@@ -1,0 +1,25 @@
+"""Moderator and admin acts (bot.actions) against real Redis and the real engine."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.actions import Actions
+from bot.store import AdapterRecord
+
+
+async def test_concurrent_rollbacks_each_name_the_step_they_made(fast, store, engine, blobs,
+                                                                 tiny_model_dir):
+    for seed_blob in (blobs["v1"], blobs["v2"], blobs["v1"]):
+        record = await store.registry.save(AdapterRecord(base_model=str(tiny_model_dir)),
+                                           seed_blob)
+        await store.registry.activate(record.version)
+    actions = Actions(fast, store, engine)
+
+    answers = await asyncio.gather(actions.rollback(), actions.rollback())
+
+    steps = sorted((a.event.previous, a.event.version) for a in answers)
+    assert steps == [("v2", "v1"), ("v3", "v2")]
+    assert await store.registry.active() == "v1"
+    assert {a.text.split(":")[0] for a in answers} == {"Rolled back from v2",
+                                                       "Rolled back from v3"}
