@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 import redis.asyncio as aioredis
+from store_util import TENANT
 
 from bot.config import load_settings
 from bot.local_redis import LocalRedis
@@ -33,7 +34,7 @@ def settings(redis_server, key_prefix, tiny_model_dir, tmp_path):
     return load_settings(redis_url=redis_server.url, key_prefix=key_prefix,
                          model_name=str(tiny_model_dir), device="cpu",
                          user_hash_secret=TEST_SECRET, reports_dir=tmp_path / "reports",
-                         _env_file=None)
+                         home_guild_id=TENANT, _env_file=None)
 
 
 @pytest.fixture
@@ -56,10 +57,17 @@ async def engine(fast):
 @pytest.fixture
 async def store(redis_server, key_prefix):
     client = aioredis.from_url(redis_server.url)
-    store = Store(client, prefix=key_prefix, user_secret=TEST_SECRET, unrated_ttl_days=30)
+    store = Store(client, prefix=key_prefix, user_secret=TEST_SECRET, unrated_ttl_days=30,
+                  home_tenant=TENANT)
     await store.ping()
     yield store
     await store.close()
+
+
+@pytest.fixture
+def own(store):
+    """What the test server (TENANT) owns in the store."""
+    return store.tenant(TENANT)
 
 
 @pytest.fixture(scope="session")

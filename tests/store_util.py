@@ -1,12 +1,14 @@
-"""Short reads of the store that only tests need."""
+"""Short reads of the store that only tests need, and the server most tests act in."""
 
 from __future__ import annotations
 
 from bot.store import Correction, Store
 
+TENANT = 1  # HOME_GUILD_ID of the test settings: the console's server and that of DMs
 
-async def exchange_count(store: Store) -> int:
-    return (await store.exchanges.stats())["total"]["exchanges"]
+
+async def exchange_count(store: Store, tenant: int = TENANT) -> int:
+    return (await store.tenant(tenant).exchanges.stats())["total"]["exchanges"]
 
 
 async def score(store: Store, exchange_id: str) -> int:

@@ -2,7 +2,7 @@
 keys.py for the key layout)."""
 
 from bot.generation import BASE_VERSION
-from bot.store.connection import Store
+from bot.store.connection import Store, TenantStore
 from bot.store.keys import SCHEMA_VERSION
 from bot.store.records import (
     AdapterCorrupt,
@@ -10,6 +10,7 @@ from bot.store.records import (
     AdapterRecord,
     Correction,
     Exchange,
+    OtherTenant,
     RatedExchange,
     StoreError,
     Style,
@@ -20,5 +21,6 @@ from bot.store.records import (
 from bot.store.trainer_state import TrainerSnapshot
 
 __all__ = ["BASE_VERSION", "SCHEMA_VERSION", "AdapterCorrupt", "AdapterEvent", "AdapterRecord",
-           "Correction", "Exchange", "RatedExchange", "Store", "StoreError", "Style",
-           "TrainerSnapshot", "TurnRecord", "UnknownAdapter", "UnknownExchange"]
+           "Correction", "Exchange", "OtherTenant", "RatedExchange", "Store", "StoreError",
+           "Style", "TenantStore", "TrainerSnapshot", "TurnRecord", "UnknownAdapter",
+           "UnknownExchange"]

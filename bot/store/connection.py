@@ -1,10 +1,13 @@
 """`Store`: one Redis connection, the schema check, user hashing, and the focused stores on it.
 
-    store.exchanges   exchanges, ratings, corrections, counters, forgetting (exchanges.py)
+    store.exchanges   exchanges by id or message, forgetting a user (exchanges.py)
     store.styles      style prefixes per channel and server (styles.py)
     store.chat        channels where the bot answers every message (styles.py)
-    store.registry    adapter versions, the active pointer, reports, change events (registry.py)
-    store.trainer     the trainer's cursor, lock, "train now" and recent runs (trainer_state.py)
+    store.registry    adapter versions by name: bytes, records, reports; the default tenant;
+                      change events (registry.py)
+    store.tenant(id)  one server's own data: .exchanges (rating, teaching, its rated exchanges
+                      and counters), .registry (its active pointer, history, versions),
+                      .trainer (its cursor, lock, "train now", recent runs), .modlog channel
 
 Every key is named by bot/store/keys.py, which documents the layout.
 """
@@ -18,34 +21,66 @@ import redis.asyncio as aioredis
 
 from bot.store.exchanges import Exchanges
 from bot.store.keys import SCHEMA_VERSION, Keys
+from bot.store.migrate import migrate_from_1
 from bot.store.records import StoreError
 from bot.store.registry import Registry
 from bot.store.styles import ChatChannels, Styles
 from bot.store.trainer_state import TrainerState
 
 
+class TenantStore:
+    """What one tenant (server) owns; every act through it stays inside that tenant."""
+
+    def __init__(self, store: Store, tenant: int):
+        keys = store.keys.of(tenant)
+        self.tenant = tenant
+        self.exchanges = Exchanges(store.r, keys, store.user_hash, store.exchanges.unrated_ttl_s)
+        self.registry = Registry(store.r, keys)
+        self.trainer = TrainerState(store.r, keys)
+        self._r, self._keys = store.r, keys
+
+    async def modlog_channel(self) -> int | None:
+        """The channel where this server's adapter changes are posted (None: not set here)."""
+        raw = await self._r.get(self._keys.modlog)
+        return int(raw) if raw is not None else None
+
+    async def set_modlog_channel(self, channel_id: int | None) -> None:
+        if channel_id is None:
+            await self._r.delete(self._keys.modlog)
+        else:
+            await self._r.set(self._keys.modlog, channel_id)
+
+
 class Store:
     """Async access to everything the bot and the trainer keep in Redis."""
 
     def __init__(self, client: aioredis.Redis, *, prefix: str, user_secret: str,
-                 unrated_ttl_days: int = 30):
+                 unrated_ttl_days: int = 30, home_tenant: int | None = None):
         self.r = client
         self.prefix = prefix
         self.keys = Keys(prefix)
+        self.home_tenant = home_tenant  # HOME_GUILD_ID: where schema 1 data moves
         self._secret = user_secret.encode()
         self.exchanges = Exchanges(client, self.keys, self.user_hash,
                                    int(unrated_ttl_days * 86400))
         self.styles = Styles(client, self.keys, self.user_hash)
         self.chat = ChatChannels(client, self.keys)
         self.registry = Registry(client, self.keys)
-        self.trainer = TrainerState(client, self.keys)
 
     @classmethod
     def from_settings(cls, settings) -> Store:
         client = aioredis.from_url(settings.redis_url, decode_responses=False)
         return cls(client, prefix=settings.key_prefix,
                    user_secret=settings.user_hash_secret.get_secret_value(),
-                   unrated_ttl_days=settings.unrated_ttl_days)
+                   unrated_ttl_days=settings.unrated_ttl_days,
+                   home_tenant=settings.home_guild_id)
+
+    def tenant(self, tenant: int) -> TenantStore:
+        return TenantStore(self, tenant)
+
+    async def tenants(self) -> list[int]:
+        """Every tenant with exchanges or adapters, in id order."""
+        return sorted(int(t) for t in await self.r.smembers(self.keys.tenants))
 
     def k(self, *parts: object) -> str:
         """The key P:parts (see bot/store/keys.py for the named ones)."""
@@ -55,10 +90,13 @@ class Store:
         await self.r.aclose()
 
     async def ping(self) -> None:
-        """Check the connection and record (or verify) the schema version."""
+        """Check the connection and record (or verify) the schema version; data of schema 1
+        is moved to schema 2 once (see bot/store/migrate.py)."""
         await self.r.ping()
         stored = await self.r.set(self.keys("schema"), SCHEMA_VERSION, nx=True, get=True)
-        if stored is not None and int(stored) != SCHEMA_VERSION:
+        if stored is not None and int(stored) == 1:
+            await migrate_from_1(self)
+        elif stored is not None and int(stored) != SCHEMA_VERSION:
             raise StoreError(f"Redis holds schema version {int(stored)} under prefix "
                              f"{self.prefix!r}; this code speaks version {SCHEMA_VERSION}")
 

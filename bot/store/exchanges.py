@@ -4,6 +4,10 @@ An exchange is one user message and the bot's reply. It expires after UNRATED_TT
 a rating or a correction keeps it (training data is kept). Ratings are one per moderator (the
 newer replaces the older); the score of an exchange is their sum. Every write that touches more
 than one key runs as one Lua script (bot/store/scripts.py), so a failure leaves nothing half.
+
+An exchange belongs to its tenant (server): its rating index, counters and rating events are
+that tenant's keys. `Exchanges` scoped to a tenant (store.tenant(id).exchanges) refuses to rate
+or correct another tenant's exchange, so one server's moderators act on nothing else.
 """
 
 from __future__ import annotations
@@ -15,7 +19,14 @@ import redis.asyncio as aioredis
 
 from bot.store import scripts
 from bot.store.keys import Keys
-from bot.store.records import Correction, Exchange, RatedExchange, StoreError, UnknownExchange
+from bot.store.records import (
+    Correction,
+    Exchange,
+    OtherTenant,
+    RatedExchange,
+    StoreError,
+    UnknownExchange,
+)
 
 RATING_STREAM_MAXLEN = 100_000
 RATING_KINDS = {1: "up", -1: "down", 0: "withdraw"}
@@ -43,12 +54,16 @@ class Exchanges:
         """Store an exchange; `user_id` is hashed. Unrated ones expire unless `keep`."""
         if user_id is not None:
             exchange = exchange.model_copy(update={"user_hash": self.user_hash(user_id)})
+        if self.keys.tenant is not None and exchange.tenant != self.keys.tenant:
+            raise OtherTenant(f"an exchange of tenant {exchange.tenant} cannot be stored as "
+                              f"tenant {self.keys.tenant}'s")
         k = self.keys
+        own = k.of(exchange.tenant) if exchange.tenant is not None else None
         await self._add(
             keys=[k.exchange(exchange.id), k.message(exchange.message_id),
-                  k.user_exchanges(exchange.user_hash), k.stats],
+                  k.user_exchanges(exchange.user_hash), own.stats if own else "", k.tenants],
             args=[exchange.model_dump_json(), 0 if keep else self.unrated_ttl_s, exchange.id,
-                  time.time(), exchange.adapter_version])
+                  time.time(), exchange.adapter_version, exchange.tenant or ""])
         return exchange
 
     async def exists(self, exchange_id: str) -> bool:
@@ -80,19 +95,24 @@ class Exchanges:
 
     # --- ratings and corrections --------------------------------------------------------------
 
-    async def _indexes(self, exchange_id: str) -> tuple[Exchange, str, str]:
-        """The exchange and its message and user index keys: a script must name every key."""
+    async def _indexes(self, exchange_id: str) -> tuple[Exchange, Keys, str, str]:
+        """The exchange, its tenant's keys, its message and user index keys (a script must
+        name every key); refuses another tenant's exchange and one of no tenant."""
         exchange = await self.get(exchange_id)
-        return (exchange, self.keys.message(exchange.message_id),
+        if exchange.tenant is None:
+            raise StoreError("this reply was given outside any server and cannot be rated")
+        if self.keys.tenant is not None and exchange.tenant != self.keys.tenant:
+            raise OtherTenant("that reply belongs to another server")
+        return (exchange, self.keys.of(exchange.tenant), self.keys.message(exchange.message_id),
                 self.keys.user_exchanges(exchange.user_hash))
 
     async def _rating_call(self, exchange_id: str, moderator_id: int | str, value: int) -> int:
-        exchange, message_key, user_key = await self._indexes(exchange_id)
+        exchange, own, message_key, user_key = await self._indexes(exchange_id)
         k = self.keys
         try:
             return int(await self._rate(
-                keys=[k.exchange(exchange_id), k.ratings(exchange_id), k.rated, k.rating_events,
-                      message_key, user_key, k.stats],
+                keys=[k.exchange(exchange_id), k.ratings(exchange_id), own.rated,
+                      own.rating_events, message_key, user_key, own.stats],
                 args=[self.user_hash(moderator_id), str(value), time.time(), exchange_id,
                       RATING_KINDS[value], RATING_STREAM_MAXLEN, exchange.adapter_version]))
         except aioredis.ResponseError as error:
@@ -119,14 +139,14 @@ class Exchanges:
         text = text.strip()
         if not text:
             raise StoreError("a correction needs the text of the better reply")
-        _, message_key, user_key = await self._indexes(exchange_id)
+        _, own, message_key, user_key = await self._indexes(exchange_id)
         correction = Correction(exchange_id=exchange_id,
                                 moderator_hash=self.user_hash(moderator_id), text=text)
         k = self.keys
         try:
             await self._correct(
-                keys=[k.exchange(exchange_id), k.corrections(exchange_id), k.rated,
-                      k.rating_events, message_key, user_key, k.stats],
+                keys=[k.exchange(exchange_id), k.corrections(exchange_id), own.rated,
+                      own.rating_events, message_key, user_key, own.stats],
                 args=[correction.moderator_hash, correction.model_dump_json(),
                       correction.created_at, exchange_id, RATING_STREAM_MAXLEN])
         except aioredis.ResponseError as error:
@@ -134,7 +154,8 @@ class Exchanges:
         return correction
 
     async def rated(self, limit: int | None = None) -> list[RatedExchange]:
-        """Every exchange with a rating or a correction, newest first (up to `limit`)."""
+        """Every exchange of this tenant with a rating or a correction, newest first (up to
+        `limit`)."""
         end = -1 if limit is None else limit - 1
         ids = [i.decode() for i in await self.r.zrevrange(self.keys.rated, 0, end)]
         exchanges = await self._get_many(ids)
@@ -169,25 +190,28 @@ class Exchanges:
         async with self.r.pipeline(transaction=True) as pipe:
             for exchange, votes, corrections in zip(exchanges, replies[::2], replies[1::2],
                                                     strict=True):
-                version, score = exchange.adapter_version, sum(int(v) for v in votes)
-                pipe.hincrby(k.stats, "exchanges", -1)
-                pipe.hincrby(k.stats, f"{version}:exchanges", -1)
-                pipe.hincrby(k.stats, f"{version}:rated", -int(bool(votes)))
-                pipe.hincrby(k.stats, f"{version}:positive", -int(score > 0))
-                pipe.hincrby(k.stats, "corrections", -corrections)
                 if exchange.message_id is not None:
                     pipe.delete(k.message(exchange.message_id))
+                if exchange.tenant is None:
+                    continue
+                own = k.of(exchange.tenant)
+                version, score = exchange.adapter_version, sum(int(v) for v in votes)
+                pipe.hincrby(own.stats, "exchanges", -1)
+                pipe.hincrby(own.stats, f"{version}:exchanges", -1)
+                pipe.hincrby(own.stats, f"{version}:rated", -int(bool(votes)))
+                pipe.hincrby(own.stats, f"{version}:positive", -int(score > 0))
+                pipe.hincrby(own.stats, "corrections", -corrections)
+                pipe.zrem(own.rated, exchange.id)
             for exchange_id in ids:
                 pipe.delete(k.exchange(exchange_id), k.ratings(exchange_id),
                             k.corrections(exchange_id))
-                pipe.zrem(k.rated, exchange_id)
             pipe.delete(user_key)
             await pipe.execute()
         return len(exchanges)
 
     async def stats(self) -> dict:
-        """Exchanges, ratings and the positive share, overall and per adapter version, from the
-        counters (no exchange is read, however many there are)."""
+        """This tenant's exchanges, ratings and positive share, overall and per adapter version,
+        from the counters (no exchange is read, however many there are)."""
         raw = {key.decode(): int(value)
                for key, value in (await self.r.hgetall(self.keys.stats)).items()}
         per_version: dict[str, dict] = {}

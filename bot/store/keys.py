@@ -1,40 +1,52 @@
 """Every Redis key the project uses, in one place: the layout below is what `Keys` builds.
 
-Redis holds JSON strings and raw bytes only, never pickles. Schema version 1; every key starts
-with the `KEY_PREFIX` setting (`P` below):
+Redis holds JSON strings and raw bytes only, never pickles. Schema version 2 (bot/store/migrate.py
+moves schema 1 data here once). Every key starts with the `KEY_PREFIX` setting (`P` below). A
+tenant is a Discord server (its guild id; DMs belong to HOME_GUILD_ID, the console uses its
+server or 0); `T` is `P:g:{tenant}`, the keys of one tenant.
 
-    P:schema                     "1"
-    P:ex:{id}                    JSON Exchange; expires after UNRATED_TTL_DAYS until first rated
+Shared by every tenant (ids are unique across servers):
+
+    P:schema                     "2"
+    P:tenants                    set   tenants that have exchanges or adapters
+    P:ex:{id}                    JSON Exchange (with its tenant); expires after UNRATED_TTL_DAYS
+                                 until first rated
     P:ex:msg:{message_id}        id of the exchange whose reply is that Discord message (same TTL)
     P:ex:user:{user_hash}        zset  exchange id -> when it expires (+inf once kept); pruned
                                  as the user writes, and the key expires with the user's last
                                  unrated exchange (for forget_user)
     P:rt:{id}                    hash  moderator_hash -> "1" | "-1" (one rating per moderator)
     P:co:{id}                    hash  moderator_hash -> JSON Correction (one per moderator)
-    P:rated                      zset  exchange id -> time of its latest rating or correction
-    P:stats                      hash  counters kept with every write, so /stats reads no
-                                 exchange: "exchanges", "corrections", and per adapter version
-                                 "{version}:exchanges|rated|positive" (an expired unrated
-                                 exchange still counts as served; a forgotten one does not)
     P:style:guild:{guild_id}     JSON Style
     P:style:channel:{channel_id} JSON Style (overrides the guild's)
     P:chat:channels              set   channel ids where the bot answers every message
-    P:ad:seq                     counter for adapter versions v1, v2, ...
-    P:ad:{version}:meta          JSON AdapterRecord (with sha256 of the blob)
+    P:ad:seq                     counter for adapter versions v1, v2, ... (unique across tenants)
+    P:ad:{version}:meta          JSON AdapterRecord (with its tenant and the sha256 of the blob)
     P:ad:{version}:blob          safetensors bytes of the adapter
     P:ad:{version}:report        JSON training report
     P:ad:{version}:plot          PNG bytes of the loss curve
-    P:ad:all                     zset  version -> created_at
-    P:ad:active                  the version in service (absent: "base")
-    P:ad:history                 list  versions that were active before, newest first
-    P:ev:ratings                 stream of rating events (up, down, withdraw, correct)
+    P:ad:default                 the tenant whose adapter serves tenants without their own
+                                 (absent: HOME_GUILD_ID)
     P:ev:adapter                 pub/sub channel of adapter changes (JSON AdapterEvent)
-    P:tr:cursor                  id of the last rating event a finished training cycle used
-    P:tr:lock                    token of the trainer holding the training lock (with a TTL)
-    P:tr:request                 JSON "train now" request from the bot
-    P:tr:runs                    list  JSON outcomes of recent training cycles, newest first
     P:cd:{purpose}:{user_hash}   per-user cooldown of the bot ("reply", "notice"); expires
     P:modlog:{kind}:{ver}:{prev} an adapter change already posted to the mod log; expires
+
+One tenant's (`T` = P:g:{tenant}):
+
+    T:rated                      zset  exchange id -> time of its latest rating or correction
+    T:stats                      hash  counters kept with every write, so /stats reads no
+                                 exchange: "exchanges", "corrections", and per adapter version
+                                 "{version}:exchanges|rated|positive" (an expired unrated
+                                 exchange still counts as served; a forgotten one does not)
+    T:ev:ratings                 stream of rating events (up, down, withdraw, correct)
+    T:ad:all                     zset  versions trained for this tenant -> created_at
+    T:ad:active                  the version serving this tenant (absent: "base")
+    T:ad:history                 list  versions that were active before, newest first
+    T:tr:cursor                  id of the last rating event a finished training cycle used
+    T:tr:lock                    token of the trainer holding this tenant's lock (with a TTL)
+    T:tr:request                 JSON "train now" request from the bot
+    T:tr:runs                    list  JSON outcomes of recent training cycles, newest first
+    T:modlog                     channel id where this tenant's adapter changes are posted
 
 User ids are stored only as an HMAC-SHA256 under USER_HASH_SECRET. The score of an exchange
 is the sum of its ratings hash, never stored twice.
@@ -42,19 +54,33 @@ is the sum of its ratings hash, never stored twice.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Keys:
-    """The key names under one prefix."""
+    """The key names under one prefix; a tenant's own keys need `tenant` (see `of`)."""
 
-    def __init__(self, prefix: str):
+    def __init__(self, prefix: str, tenant: int | None = None):
         self.prefix = prefix
+        self.tenant = tenant
 
     def __call__(self, *parts: object) -> str:
         return ":".join([self.prefix, *map(str, parts)])
 
-    # --- exchanges, ratings, corrections, counters ----------------------------------------
+    def of(self, tenant: int) -> Keys:
+        """The same prefix, scoped to `tenant`."""
+        return Keys(self.prefix, tenant)
+
+    def _own(self, *parts: object) -> str:
+        if self.tenant is None:
+            raise ValueError(f"the key {':'.join(map(str, parts))} belongs to a tenant")
+        return self("g", self.tenant, *parts)
+
+    @property
+    def tenants(self) -> str:
+        return self("tenants")
+
+    # --- exchanges, ratings, corrections ----------------------------------------------------
     def exchange(self, exchange_id: str) -> str:
         return self("ex", exchange_id)
 
@@ -73,11 +99,15 @@ class Keys:
 
     @property
     def rated(self) -> str:
-        return self("rated")
+        return self._own("rated")
 
     @property
     def stats(self) -> str:
-        return self("stats")
+        return self._own("stats")
+
+    @property
+    def rating_events(self) -> str:
+        return self._own("ev", "ratings")
 
     # --- styles and chat channels -----------------------------------------------------------
     def style(self, scope: str, scope_id: int | str) -> str:
@@ -87,7 +117,7 @@ class Keys:
     def chat_channels(self) -> str:
         return self("chat", "channels")
 
-    # --- adapter registry ---------------------------------------------------------------------
+    # --- adapters -------------------------------------------------------------------------------
     @property
     def adapter_seq(self) -> str:
         return self("ad", "seq")
@@ -97,26 +127,30 @@ class Keys:
         return self("ad", version, part)
 
     @property
-    def adapters(self) -> str:
-        return self("ad", "all")
-
-    @property
-    def active(self) -> str:
-        return self("ad", "active")
-
-    @property
-    def history(self) -> str:
-        return self("ad", "history")
-
-    # --- events and trainer state ----------------------------------------------------------
-    @property
-    def rating_events(self) -> str:
-        return self("ev", "ratings")
+    def default_tenant(self) -> str:
+        return self("ad", "default")
 
     @property
     def adapter_events(self) -> str:
         return self("ev", "adapter")
 
+    @property
+    def adapters(self) -> str:
+        return self._own("ad", "all")
+
+    @property
+    def active(self) -> str:
+        return self._own("ad", "active")
+
+    @property
+    def history(self) -> str:
+        return self._own("ad", "history")
+
+    @property
+    def modlog(self) -> str:
+        return self._own("modlog")
+
+    # --- trainer state ------------------------------------------------------------------------
     def trainer(self, part: str) -> str:
         """`part` is cursor, lock, request or runs."""
-        return self("tr", part)
+        return self._own("tr", part)

@@ -23,6 +23,10 @@ class UnknownExchange(StoreError):
         self.exchange_id = exchange_id
 
 
+class OtherTenant(StoreError):
+    """The exchange or adapter belongs to another server than the one acting on it."""
+
+
 class UnknownAdapter(StoreError):
     def __init__(self, version: str):
         super().__init__(f"no adapter version {version!r} in the registry")
@@ -46,7 +50,10 @@ class Exchange(BaseModel):
 
     id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     source: Literal["discord", "console", "import"] = "discord"
-    guild_id: int | None = None
+    # The server whose data this is (its guild id; a DM's is HOME_GUILD_ID): its ratings, stats
+    # and adapters. None: no server (a DM without HOME_GUILD_ID), never rated nor trained on.
+    tenant: int | None = None
+    guild_id: int | None = None  # where it was said (None in a DM)
     channel_id: int | None = None
     message_id: int | None = None  # the bot's reply message
     user_message_id: int | None = None
@@ -95,6 +102,7 @@ class AdapterRecord(BaseModel):
     """What the registry knows of one adapter version."""
 
     version: str = ""
+    tenant: int | None = None  # the server it was trained for
     parent: str | None = None
     base_model: str
     hyperparameters: dict = {}
@@ -107,6 +115,7 @@ class AdapterRecord(BaseModel):
 
 
 class AdapterEvent(BaseModel):
-    kind: Literal["activated", "rollback"]
+    kind: Literal["activated", "rollback", "default"]  # default: another default tenant
+    tenant: int | None = None  # the server whose active adapter changed
     version: str
     previous: str

@@ -1,8 +1,10 @@
-"""The adapter registry: versions with their bytes, records and reports, and the active pointer.
+"""The adapter registry: versions with their bytes, records and reports, and active pointers.
 
 A version is saved first (bytes + record, checked by sha256 on every read) and activated
-separately, so nothing serves a version before it is complete. Moving the pointer (activate,
-rollback) is one Lua script that also publishes the change, so every bot process hears it.
+separately, so nothing serves a version before it is complete. Versions are unique across
+tenants; each tenant (server) has its own active pointer and history, moved only by a
+`Registry` scoped to it (store.tenant(id).registry). Moving a pointer (activate, rollback) is one
+Lua script that also publishes the change, so every bot process hears it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from bot.store.records import (
     AdapterCorrupt,
     AdapterEvent,
     AdapterRecord,
+    OtherTenant,
     StoreError,
     UnknownAdapter,
 )
@@ -35,19 +38,27 @@ class Registry:
     # --- versions -----------------------------------------------------------------------------
 
     async def save(self, record: AdapterRecord, blob: bytes) -> AdapterRecord:
-        """Store an adapter's bytes and record under a new version; does not activate it."""
+        """Store an adapter's bytes and record under a new version for this tenant; does not
+        activate it."""
         if not blob:
             raise StoreError("an adapter needs its safetensors bytes")
+        self._tenant()
         number = await self.r.incr(self.keys.adapter_seq)
-        record = record.model_copy(update={"version": f"v{number}",
+        record = record.model_copy(update={"version": f"v{number}", "tenant": self.keys.tenant,
                                            "sha256": hashlib.sha256(blob).hexdigest(),
                                            "size_bytes": len(blob)})
         async with self.r.pipeline(transaction=True) as pipe:
             pipe.set(self.keys.adapter(record.version, "blob"), blob)
             pipe.set(self.keys.adapter(record.version, "meta"), record.model_dump_json())
             pipe.zadd(self.keys.adapters, {record.version: record.created_at})
+            pipe.sadd(self.keys.tenants, self.keys.tenant)
             await pipe.execute()
         return record
+
+    def _tenant(self) -> int:
+        if self.keys.tenant is None:
+            raise StoreError("this registry act needs a server (store.tenant(id).registry)")
+        return self.keys.tenant
 
     async def record(self, version: str) -> AdapterRecord:
         raw = await self.r.get(self.keys.adapter(version, "meta"))
@@ -68,7 +79,7 @@ class Registry:
         return blob
 
     async def records(self) -> list[AdapterRecord]:
-        """Every version's record, oldest first."""
+        """Every version trained for this tenant, oldest first."""
         versions = [v.decode() for v in await self.r.zrange(self.keys.adapters, 0, -1)]
         if not versions:
             return []
@@ -78,6 +89,7 @@ class Registry:
     # --- the active pointer -----------------------------------------------------------------
 
     async def active(self) -> str:
+        """The version serving this tenant (BASE_VERSION: none of its own)."""
         raw = await self.r.get(self.keys.active)
         return raw.decode() if raw is not None else BASE_VERSION
 
@@ -90,9 +102,11 @@ class Registry:
 
         With `expected`, the pointer moves only if it still points there (else StoreError).
         """
-        if version != BASE_VERSION:
-            await self.record(version)  # unknown versions are refused
-        event = AdapterEvent(kind="activated", version=version, previous="__PREVIOUS__")
+        tenant = self._tenant()
+        if version != BASE_VERSION and (await self.record(version)).tenant != tenant:
+            raise OtherTenant(f"adapter {version} was trained for another server")
+        event = AdapterEvent(kind="activated", tenant=tenant, version=version,
+                             previous="__PREVIOUS__")
         keys = [self.keys.active, self.keys.history, self.keys.adapter_events]
         try:
             previous = await self._activate(keys=keys, args=[version, expected or "",
@@ -106,7 +120,9 @@ class Registry:
 
     async def rollback(self) -> AdapterEvent:
         """Return to the previously active version; the change made, as announced."""
-        event = AdapterEvent(kind="rollback", version="__VERSION__", previous="__PREVIOUS__")
+        tenant = self._tenant()
+        event = AdapterEvent(kind="rollback", tenant=tenant, version="__VERSION__",
+                             previous="__PREVIOUS__")
         keys = [self.keys.active, self.keys.history, self.keys.adapter_events]
         try:
             version, previous = await self._rollback(keys=keys, args=[event.model_dump_json()])
@@ -114,7 +130,7 @@ class Registry:
             if "NO_HISTORY" in str(error):
                 raise StoreError("there is no earlier adapter to roll back to") from None
             raise
-        return AdapterEvent(kind="rollback", version=version.decode(),
+        return AdapterEvent(kind="rollback", tenant=tenant, version=version.decode(),
                             previous=previous.decode())
 
     # --- reports ------------------------------------------------------------------------------
@@ -130,6 +146,21 @@ class Registry:
         raw, png = await self.r.mget([self.keys.adapter(version, "report"),
                                       self.keys.adapter(version, "plot")])
         return (json.loads(raw) if raw is not None else None), png
+
+    # --- the default adapter -----------------------------------------------------------------
+
+    async def default_tenant(self) -> int | None:
+        """The tenant whose active adapter serves tenants without one (None: not set here)."""
+        raw = await self.r.get(self.keys.default_tenant)
+        return int(raw) if raw is not None else None
+
+    async def set_default_tenant(self, tenant: int) -> None:
+        """Make `tenant`'s active adapter the default, and announce it to every bot."""
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.set(self.keys.default_tenant, tenant)
+            event = AdapterEvent(kind="default", tenant=tenant, version="", previous="")
+            pipe.publish(self.keys.adapter_events, event.model_dump_json())
+            await pipe.execute()
 
     # --- change events ------------------------------------------------------------------------
 

@@ -4,9 +4,9 @@ Keys are always passed in KEYS (an empty string stands for "no such key"); error
 side translates start with an upper-case code (UNKNOWN_EXCHANGE, ACTIVE_CHANGED, NO_HISTORY).
 """
 
-# Store an exchange, index it for its message and its user, and count it.
-# KEYS: exchange, message index | '', user index | '', stats
-# ARGV: exchange JSON, ttl seconds (0 = kept), exchange id, now, adapter version
+# Store an exchange, index it for its message and its user, and count it for its tenant.
+# KEYS: exchange, message index | '', user index | '', tenant stats | '', tenants
+# ARGV: exchange JSON, ttl seconds (0 = kept), exchange id, now, adapter version, tenant | ''
 ADD_EXCHANGE = """
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
@@ -24,8 +24,11 @@ if KEYS[3] ~= '' then
   if redis.call('ZCOUNT', KEYS[3], '+inf', '+inf') > 0 then redis.call('PERSIST', KEYS[3])
   else redis.call('EXPIRE', KEYS[3], ttl) end
 end
-redis.call('HINCRBY', KEYS[4], 'exchanges', 1)
-redis.call('HINCRBY', KEYS[4], ARGV[5] .. ':exchanges', 1)
+if KEYS[4] ~= '' then
+  redis.call('HINCRBY', KEYS[4], 'exchanges', 1)
+  redis.call('HINCRBY', KEYS[4], ARGV[5] .. ':exchanges', 1)
+  redis.call('SADD', KEYS[5], ARGV[6])
+end
 return 1
 """
 
