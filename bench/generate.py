@@ -22,7 +22,11 @@ bot's sampling settings, so tokens/s compare fairly.
   the rest of the batch in flight), the swap time when idle (the load itself), which version
   served how many requests, and failures.
 
-The last line reads `throughput_ratio=R p95_engine_ms=A p50_baseline_ms=B failed_during_swap=N`.
+- mixed adapters: the same requests on one adapter, then spread over --adapters adapters (one
+  batch mixes them through peft's adapter_names); mixed_ratio = mixed tokens/s / single.
+
+The last line reads `throughput_ratio=R p95_engine_ms=A p50_baseline_ms=B failed_during_swap=N
+mixed_ratio=M`.
 --quick: 8 requests of 8 new tokens, for a smoke test (< 60 s on 2 CPU cores).
 """
 
@@ -65,6 +69,8 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--adapters", type=int, default=4,
+                        help="how many adapters the mixed-adapter run spreads requests over")
     parser.add_argument("--quick", action="store_true", help="8 requests, 8 new tokens")
     args = parser.parse_args(argv)
     if args.quick:
@@ -180,28 +186,30 @@ def adapter_blob(engine, seed: int = 1) -> bytes:
 
 
 async def swap_under_load(engine, convos, sampling, blob: bytes) -> dict:
-    """Wave 1, a swap while its batch runs, wave 2 during the swap, a short wave 3 after it;
-    counts what failed and which version served each."""
-    async def send(convo):
+    """Wave 1 on the base model, a new adapter loaded while its batch runs, wave 2 sent during
+    the load (still on the base, as a server's table moves only once its new version is
+    loaded), a short wave 3 on the new version after it; counts what failed and which version
+    served each."""
+    async def send(convo, adapter):
         try:
-            return await engine.generate(convo, **sampling)
+            return await engine.generate(convo, adapter=adapter, **sampling)
         except Exception as error:  # counted and shown, never hidden
             return error
 
     idle_start = time.perf_counter()
-    await engine.swap("bench-idle", blob)
+    await engine.load("bench-idle", blob)
     idle_ms = (time.perf_counter() - idle_start) * 1000
-    await engine.swap("base", None)
 
-    wave1 = [asyncio.create_task(send(c)) for c in convos]
+    wave1 = [asyncio.create_task(send(c, "base")) for c in convos]
     await asyncio.sleep(0.2)  # the first batch is on the model thread now
     swap_start = time.perf_counter()
-    swap = asyncio.create_task(engine.swap("bench-v1", blob))
+    swap = asyncio.create_task(engine.load("bench-v1", blob))
     await asyncio.sleep(0)
-    wave2 = [asyncio.create_task(send(c)) for c in convos]
+    wave2 = [asyncio.create_task(send(c, "base")) for c in convos]
     await swap
     swap_ms = (time.perf_counter() - swap_start) * 1000
-    wave3 = [asyncio.create_task(send(c)) for c in convos[: max(1, len(convos) // 4)]]
+    wave3 = [asyncio.create_task(send(c, "bench-v1"))
+             for c in convos[: max(1, len(convos) // 4)]]
     outcomes = await asyncio.gather(*wave1, *wave2, *wave3)
     failed = [o for o in outcomes if isinstance(o, Exception)]
     served = {}
@@ -210,6 +218,27 @@ async def swap_under_load(engine, convos, sampling, blob: bytes) -> dict:
             served[o.adapter_version] = served.get(o.adapter_version, 0) + 1
     return {"swap_ms": swap_ms, "idle_ms": idle_ms, "failed": failed, "served": served,
             "requests": len(outcomes)}
+
+
+async def mixed_adapters(engine, convos, sampling, count: int) -> dict:
+    """Tokens/s of the same requests served by one adapter, then spread over `count` adapters
+    (round robin: one batch mixes them), in the same run."""
+    names = [f"bench-mix-{n}" for n in range(count)]
+    for seed, name in enumerate(names, start=10):
+        await engine.load(name, adapter_blob(engine, seed=seed))
+    figures = {}
+    for label, adapters in (("single", [names[0]] * len(convos)),
+                            ("mixed", [names[i % count] for i in range(len(convos))])):
+        calls = engine.model_calls
+        started = time.perf_counter()
+        results = await asyncio.gather(*(engine.generate(c, adapter=a, **sampling)
+                                         for c, a in zip(convos, adapters, strict=True)))
+        wall = time.perf_counter() - started
+        figures[label] = {"tokens_per_s": sum(r.reply_tokens for r in results) / wall,
+                          "calls": engine.model_calls - calls,
+                          "versions": len({r.adapter_version for r in results})}
+    figures["ratio"] = figures["mixed"]["tokens_per_s"] / figures["single"]["tokens_per_s"]
+    return figures
 
 
 async def main(argv=None) -> int:
@@ -279,9 +308,17 @@ async def main(argv=None) -> int:
           f"by {swap['served']}, failed {len(swap['failed'])}")
     for error in swap["failed"][:3]:
         print(f"  failed: {type(error).__name__}: {error}")
+    mixed = await mixed_adapters(engine, convos, sampling, args.adapters)
+    for label in ("single", "mixed"):
+        row = mixed[label]
+        print(f"{label:<6} adapter run: {row['tokens_per_s']:.1f} tokens/s in {row['calls']} "
+              f"model call(s), {row['versions']} version(s)")
+    print(f"mixed/single tokens/s over {args.adapters} adapters: {mixed['ratio']:.2f} "
+          "(goal >= 0.8)")
     await engine.close()
     print(f"throughput_ratio={ratio:.2f} p95_engine_ms={p95_engine:.0f} "
-          f"p50_baseline_ms={p50_base:.0f} failed_during_swap={len(swap['failed'])}")
+          f"p50_baseline_ms={p50_base:.0f} failed_during_swap={len(swap['failed'])} "
+          f"mixed_ratio={mixed['ratio']:.2f}")
     return 1 if swap["failed"] else 0
 
 

@@ -122,3 +122,21 @@ def attach_adapter(model, parsed: ParsedAdapter, adapter_name: str):
         raise AdapterLoadError(f"adapter weights do not fit this model: "
                                f"{str(error).splitlines()[0][:300]}") from None
     return model
+
+
+def wrap_for_adapters(model, target_modules: tuple[str, ...] | list[str]):
+    """`model` wrapped by peft with no adapter loaded (its LoRA layers then add nothing).
+
+    Wrapping once up front means every adapter is attached the same way, with `add_adapter`,
+    and a refused one is removed cleanly; wrapping a plain model is the step that cannot be
+    undone when the adapter then fails to load.
+    """
+    if isinstance(model, PeftModel):
+        return model
+    placeholder = "engine_placeholder"
+    # GPT-2's Conv1D layers need fan_in_fan_out; the real adapters bring their own shapes.
+    config = LoraConfig(target_modules=list(target_modules), fan_in_fan_out=True,
+                        task_type="CAUSAL_LM")
+    wrapped = get_peft_model(model, config, adapter_name=placeholder)
+    wrapped.delete_adapter(placeholder)
+    return wrapped

@@ -1,39 +1,48 @@
-"""GPT-2 (+ an optional LoRA adapter) behind a queue: batched generation and adapter hot-swap.
+"""GPT-2 with LoRA adapters behind a queue: batches that mix adapters, adapters loaded on demand.
 
 One thread owns the model. Everything that runs the model or changes it (a batch's `generate`,
-switching adapters) is a job on that thread, so jobs run one at a time in the order they were
-submitted, and a forward pass never overlaps a change to the module tree. The event loop only
-queues requests, forms batches and awaits the model thread.
+attaching or deleting an adapter) is a job on that thread, so jobs run one at a time in the
+order they were submitted, and a forward pass never overlaps a change to the module tree. The
+event loop only queues requests, forms batches and awaits the model thread.
 
-A swap reads and checks the adapter bytes in a worker thread while batches keep running; then
-one job on the model thread, between two batches, attaches the adapter under a fresh peft
-name, makes it the active one and deletes the old one. A batch reads the adapter in service
-when it starts on the model thread, so it runs and reports exactly that version, and the
-batch in flight during a swap finishes with the adapter it started with.
+Each request names the adapter version that serves it (its server's). A batch mixes versions:
+one `generate` call with peft's `adapter_names`, one per row. A version not loaded yet is loaded
+on demand, off the serving path: its requests wait aside while the bytes are fetched (from
+`adapter_source`) and checked in a worker thread and attached between batches; other requests
+keep running meanwhile. At most MAX_LOADED_ADAPTERS stay loaded: the least recently used one
+that no formed batch needs is deleted to make room (bot/adapter_cache.py). A request keeps the
+version it asked for, so a server's swap or rollback fails none.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
 
 from bot import dialogue
-from bot.adapter_io import AdapterLoadError, ParsedAdapter, attach_adapter, parse_adapter
+from bot.adapter_cache import BASE_NAME, AdapterCache
+from bot.adapter_io import (
+    AdapterLoadError,
+    ParsedAdapter,
+    attach_adapter,
+    parse_adapter,
+    wrap_for_adapters,
+)
 from bot.dialogue import Turn
 from bot.generation import (
     BASE_VERSION,
+    AdapterSource,
     EngineBusy,
     Generation,
     GenerationConfig,
     GenerationFailed,
+    WholeReplyStream,
 )
 
 log = logging.getLogger(__name__)
@@ -52,44 +61,24 @@ class Sampling:
     repetition_penalty: float
 
 
-@dataclass(frozen=True)
-class _Adapter:
-    version: str
-    peft_name: str | None  # None for the base model
-
-
 @dataclass
 class _Request:
     prompt: str
     prompt_ids: list[int]
     sampling: Sampling
+    adapter: str  # the version that serves it
     future: asyncio.Future
     started: float = field(default_factory=time.perf_counter)
-
-
-class _WholeReplyStream:
-    """A ReplyStream whose one piece is the whole reply."""
-
-    def __init__(self, engine: Engine, turns: list[Turn], style: str | None, overrides: dict):
-        self._engine, self._turns, self._style, self._overrides = engine, turns, style, overrides
-        self.generation: Generation | None = None
-
-    def __aiter__(self):
-        return self._pieces()
-
-    async def _pieces(self):
-        self.generation = await self._engine.generate(self._turns, self._style,
-                                                      **self._overrides)
-        yield self.generation.text
 
 
 class Engine:
     """Batched generation with a hot-swappable LoRA adapter; see the module docstring."""
 
-    def __init__(self, model, tokenizer, config: GenerationConfig):
+    def __init__(self, model, tokenizer, config: GenerationConfig,
+                 adapter_source: AdapterSource | None = None):
         """`model` is already on `config.device`; `config.model_name` is what adapters must
-        have been trained on."""
-        self.model = _as_peft_model(model, config.lora_target_modules).eval()
+        have been trained on; `adapter_source` fetches a version's bytes for on-demand loads."""
+        self.model = wrap_for_adapters(model, config.lora_target_modules).eval()
         self.tokenizer = tokenizer
         self.config = config
         self.model_name: str = config.model_name
@@ -106,17 +95,19 @@ class Engine:
             raise ValueError(f"MAX_NEW_TOKENS={config.max_new_tokens} leaves no room for a "
                              f"prompt in this model's {self.n_positions} positions")
         self.model_calls = 0
-        self._active = _Adapter(BASE_VERSION, None)  # changed only on the model thread
-        self._names = itertools.count(1)
+        self.adapter_source = adapter_source
+        self._adapters = AdapterCache(config.max_loaded_adapters)
+        self._loads: dict[str, asyncio.Future] = {}  # version -> its load in progress
+        self._aside: dict[str, list[_Request]] = {}  # requests waiting for their version
+        self._tasks: set[asyncio.Task] = set()
         self._queue: asyncio.Queue[_Request] = asyncio.Queue(maxsize=config.queue_max)
         self._held: list[_Request] = []  # taken from the queue but left for a later batch
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-model")
         self._worker: asyncio.Task | None = None
-        self._swap_lock = asyncio.Lock()
         self._closed = False
 
     @classmethod
-    def load(cls, config: GenerationConfig) -> Engine:
+    def load_model(cls, config: GenerationConfig) -> Engine:
         """Load `config.model_name` (hub name or local directory) on `config.device`."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -130,13 +121,14 @@ class Engine:
 
     @classmethod
     def from_settings(cls, settings) -> Engine:
-        return cls.load(GenerationConfig.from_settings(settings))
+        return cls.load_model(GenerationConfig.from_settings(settings))
 
     # --- what callers read ----------------------------------------------------------------------
 
     @property
-    def active_version(self) -> str:
-        return self._active.version
+    def loaded_versions(self) -> list[str]:
+        """The adapter versions loaded now, least recently used first."""
+        return self._adapters.versions
 
     @property
     def max_prompt_tokens(self) -> int:
@@ -157,8 +149,9 @@ class Engine:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-        leftover = self._held[:]
+        leftover = self._held[:] + [r for waiting in self._aside.values() for r in waiting]
         self._held.clear()
+        self._aside.clear()
         while not self._queue.empty():
             leftover.append(self._queue.get_nowait())
         for request in leftover:
@@ -188,12 +181,13 @@ class Engine:
             raise ValueError("repetition_penalty must be > 0")
         return sampling
 
-    async def generate(self, turns: list[Turn], style: str | None = None,
-                       **overrides) -> Generation:
-        """The bot's reply to `turns` (oldest first, ending with the user's message).
+    async def generate(self, turns: list[Turn], style: str | None = None, *,
+                       adapter: str = BASE_VERSION, **overrides) -> Generation:
+        """The reply to `turns` (oldest first, ending with the user's message) by `adapter`.
 
-        Raises EngineBusy when the queue is full, GenerationFailed when the model call fails,
-        and ValueError/PromptTooLong for a dialogue that cannot be served.
+        Raises EngineBusy when the queue is full, GenerationFailed when the model call fails or
+        the adapter cannot be loaded, and ValueError/PromptTooLong for a dialogue that cannot be
+        served.
         """
         started = time.perf_counter()
         await self.start()
@@ -204,18 +198,20 @@ class Engine:
         prompt, prompt_ids = await asyncio.to_thread(self._encode_prompt, turns, style, budget)
         self._refuse_if_full()
         future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Request(prompt, prompt_ids, sampling, future, started))
+        self._queue.put_nowait(_Request(prompt, prompt_ids, sampling, adapter, future, started))
         return await future
 
-    def stream(self, turns: list[Turn], style: str | None = None,
-               **overrides) -> _WholeReplyStream:
+    def stream(self, turns: list[Turn], style: str | None = None, *,
+               adapter: str = BASE_VERSION, **overrides) -> WholeReplyStream:
         """The reply of `generate`, as a stream (one piece: a static batch decodes a reply as
         a whole)."""
-        return _WholeReplyStream(self, turns, style, overrides)
+        return WholeReplyStream(lambda: self.generate(turns, style, adapter=adapter, **overrides))
 
     def _refuse_if_full(self) -> None:
-        # Requests held back for a later batch count too: the bound covers everything waiting.
-        if self._queue.qsize() + len(self._held) >= self._queue.maxsize:
+        # Requests held back for a later batch or waiting for their adapter count too: the
+        # bound covers everything waiting.
+        waiting = len(self._held) + sum(len(r) for r in self._aside.values())
+        if self._queue.qsize() + waiting >= self._queue.maxsize:
             raise EngineBusy(f"{self._queue.maxsize} requests are already waiting")
 
     def _encode_prompt(self, turns: list[Turn], style: str | None,
@@ -249,7 +245,15 @@ class Engine:
                 batch.append(request)
             else:
                 self._held.append(request)
-        return [r for r in batch if not r.future.done()]  # callers that gave up are skipped
+        ready = []
+        for request in batch:
+            if request.future.done():
+                continue  # the caller gave up
+            if request.adapter in self._adapters:
+                ready.append(request)
+            else:
+                self._wait_for_adapter(request)
+        return ready
 
     async def _run_batches(self) -> None:
         loop = asyncio.get_running_loop()
@@ -257,22 +261,21 @@ class Engine:
             batch = await self._next_batch()
             if not batch:
                 continue
+            versions = [r.adapter for r in batch]
+            names = [self._adapters.name_of(v) for v in versions]
+            self._adapters.use(versions)
             try:
-                outputs, version = await loop.run_in_executor(self._model_thread,
-                                                              self._generate_batch, batch)
+                outputs = await loop.run_in_executor(self._model_thread, self._generate_batch,
+                                                     batch, names)
             except asyncio.CancelledError:
-                for request in batch:
-                    if not request.future.done():
-                        request.future.set_exception(GenerationFailed("the engine is shutting "
-                                                                      "down"))
+                _fail(batch, "the engine is shutting down")
                 raise
             except Exception:
                 log.exception("generation failed for a batch of %d", len(batch))
-                for request in batch:
-                    if not request.future.done():
-                        request.future.set_exception(GenerationFailed(
-                            "the model failed to generate a reply"))
+                _fail(batch, "the model failed to generate a reply")
                 continue
+            finally:
+                self._adapters.release(versions)
             now = time.perf_counter()
             for request, (text, reply_tokens) in zip(batch, outputs, strict=True):
                 if request.future.done():
@@ -280,12 +283,12 @@ class Engine:
                 request.future.set_result(Generation(
                     text=text, prompt=request.prompt, prompt_tokens=len(request.prompt_ids),
                     reply_tokens=reply_tokens, latency_ms=(now - request.started) * 1000,
-                    adapter_version=version))
+                    adapter_version=request.adapter))
 
-    def _generate_batch(self, batch: list[_Request]) -> tuple[list[tuple[str, int]], str]:
-        """Runs on the model thread: one left-padded `generate` call for the whole batch;
-        returns (reply text, reply tokens) per request and the adapter version it ran with."""
-        adapter = self._active  # only model-thread jobs change it: it holds for the whole batch
+    def _generate_batch(self, batch: list[_Request],
+                        names: list[str]) -> list[tuple[str, int]]:
+        """Runs on the model thread: one left-padded `generate` call for the whole batch, each
+        row with its own adapter; returns (reply text, reply tokens) per request."""
         self.model_calls += 1
         width = max(len(r.prompt_ids) for r in batch)
         pad = self.eos_token_id
@@ -302,12 +305,16 @@ class Engine:
             kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        model = self.model
-        if adapter.peft_name is None:
-            # No adapter is loaded (the base is served by deleting them all), so the LoRA
-            # layers add nothing; peft's own generate would insist on an active adapter.
-            model = model.base_model.model
-        with torch.inference_mode():
+        if all(name == BASE_NAME for name in names):
+            # The base alone: its LoRA layers switched off, without peft's per-row hooks (the
+            # bare model would still apply the adapter peft calls active).
+            model = self.model.base_model.model
+            adapters_off = (self.model.disable_adapter() if self.model.peft_config
+                            else contextlib.nullcontext())
+        else:
+            model, adapters_off = self.model, contextlib.nullcontext()
+            kwargs["adapter_names"] = names
+        with adapters_off, torch.inference_mode():
             output = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         results = []
         for row in output[:, width:].tolist():
@@ -315,27 +322,58 @@ class Engine:
                 row = row[:row.index(pad)]
             text = self.tokenizer.decode(row, skip_special_tokens=False)
             results.append((dialogue.extract_reply(text, self.tokenizer.eos_token), len(row)))
-        return results, adapter.version
+        return results
 
     # --- adapters -------------------------------------------------------------------------------
 
-    async def swap(self, version: str, adapter_bytes: bytes | None) -> None:
-        """Serve `version` from the next batch on; "base" with None serves the bare model.
+    async def load(self, version: str, adapter_bytes: bytes) -> None:
+        """Check `version`'s bytes and attach them, so requests for it run without waiting (a
+        no-op when it is loaded). Raises AdapterLoadError when the bytes do not fit this model
+        (damaged, another base model, wrong shapes); the model is then as it was."""
+        if version in self._adapters:
+            return
+        if version not in self._loads:
+            self._loads[version] = asyncio.ensure_future(self._attach(version, adapter_bytes))
+        load = self._loads[version]
+        try:
+            await asyncio.shield(load)
+        finally:
+            if load.done() and self._loads.get(version) is load:
+                del self._loads[version]
 
-        Raises AdapterLoadError when the bytes do not load (damaged, another base model, wrong
-        shape); the adapter in service then stays as it was.
-        """
-        if (version == BASE_VERSION) != (adapter_bytes is None):
-            raise ValueError('version "base" goes with no bytes, any other version with bytes')
-        async with self._swap_lock:
-            started = time.perf_counter()
-            parsed = None
-            if adapter_bytes is not None:
-                parsed = await asyncio.to_thread(self._parse_for_this_model, adapter_bytes)
-            old = await asyncio.get_running_loop().run_in_executor(
-                self._model_thread, self._switch_to, version, parsed)
-            log.info("adapter %s -> %s in %.0f ms", old, version,
-                     (time.perf_counter() - started) * 1000)
+    async def _attach(self, version: str, adapter_bytes: bytes) -> None:
+        started = time.perf_counter()
+        parsed = await asyncio.to_thread(self._parse_for_this_model, adapter_bytes)
+        name, evicted = self._adapters.plan()
+        await asyncio.get_running_loop().run_in_executor(
+            self._model_thread, self._attach_on_model_thread, name, parsed, evicted)
+        self._adapters.add(version, name)
+        log.info("adapter %s loaded in %.0f ms%s", version, (time.perf_counter() - started) * 1000,
+                 " (evicted the least recently used)" if evicted else "")
+
+    def _wait_for_adapter(self, request: _Request) -> None:
+        """Set `request` aside until its version is loaded, starting that load once."""
+        waiting = self._aside.setdefault(request.adapter, [])
+        waiting.append(request)
+        if len(waiting) == 1:
+            task = asyncio.create_task(self._load_on_demand(request.adapter),
+                                       name=f"load-adapter-{request.adapter}")
+            self._tasks.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self._tasks.discard)
+
+    async def _load_on_demand(self, version: str) -> None:
+        try:
+            if self.adapter_source is None:
+                raise AdapterLoadError("the engine has no adapter source to load it from")
+            await self.load(version, await self.adapter_source(version))
+        except Exception as error:  # every kind of failure fails only these requests
+            log.error("adapter %s cannot be served: %s", version, error)
+            _fail(self._aside.pop(version, []), f"adapter {version} cannot be served")
+            return
+        self._held[:0] = self._aside.pop(version, [])  # first in line for the next batch
+        if self._held and self._queue.empty():
+            # The batch worker may be waiting on an empty queue: one of them wakes it.
+            self._queue.put_nowait(self._held.pop(0))
 
     def _parse_for_this_model(self, blob: bytes) -> ParsedAdapter:
         parsed = parse_adapter(blob)
@@ -346,38 +384,18 @@ class Engine:
                                    f"this engine serves {self.model_name!r}")
         return parsed
 
-    def _switch_to(self, version: str, parsed: ParsedAdapter | None) -> str:
-        """Runs on the model thread, between batches: attach, activate, delete the old adapter.
-
-        attach_adapter checks every tensor's name and shape and removes a half-added adapter,
-        so a refused one leaves the model as it was. Returns the version served before.
-        """
-        old = self._active
-        if parsed is None:
-            new = _Adapter(BASE_VERSION, None)
-        else:
-            new = _Adapter(version, f"adapter_{next(self._names)}")
-            self.model = attach_adapter(self.model, parsed, new.peft_name).eval()
-            self.model.set_adapter(new.peft_name, inference_mode=True)
-        self._active = new
-        if old.peft_name is not None:
-            self.model.delete_adapter(old.peft_name)
-        return old.version
+    def _attach_on_model_thread(self, name: str, parsed: ParsedAdapter,
+                                evicted: str | None) -> None:
+        """Between batches: delete the evicted adapter, attach the new one. attach_adapter
+        checks every tensor's name and shape and removes a half-added adapter."""
+        if evicted is not None:
+            self.model.delete_adapter(evicted)
+        self.model = attach_adapter(self.model, parsed, name).eval()
+        # Rows name their adapter, but peft's generate wants some active adapter loaded.
+        self.model.set_adapter(name, inference_mode=True)
 
 
-def _as_peft_model(model, target_modules: tuple[str, ...]):
-    """`model` wrapped by peft with no adapter loaded (its LoRA layers then add nothing).
-
-    Wrapping once up front means every adapter is attached the same way, with `add_adapter`,
-    and a refused one is removed cleanly; wrapping a plain model is the step that cannot be
-    undone when the adapter then fails to load.
-    """
-    if isinstance(model, PeftModel):
-        return model
-    placeholder = "engine_placeholder"
-    # GPT-2's Conv1D layers need fan_in_fan_out; the real adapters bring their own shapes.
-    config = LoraConfig(target_modules=list(target_modules), fan_in_fan_out=True,
-                        task_type="CAUSAL_LM")
-    wrapped = get_peft_model(model, config, adapter_name=placeholder)
-    wrapped.delete_adapter(placeholder)
-    return wrapped
+def _fail(requests: list[_Request], message: str) -> None:
+    for request in requests:
+        if not request.future.done():
+            request.future.set_exception(GenerationFailed(message))

@@ -8,7 +8,7 @@ discord.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -16,8 +16,11 @@ from bot.dialogue import PromptTooLong, Turn
 
 BASE_VERSION = "base"  # the one name for "no adapter": the base model serves
 
-__all__ = ["BASE_VERSION", "AdapterLoadError", "EngineBusy", "Generation", "GenerationConfig",
-           "GenerationFailed", "Generator", "PromptTooLong", "ReplyStream"]
+AdapterSource = Callable[[str], Awaitable[bytes]]  # version -> its checked safetensors bytes
+
+__all__ = ["BASE_VERSION", "AdapterLoadError", "AdapterSource", "EngineBusy", "Generation",
+           "GenerationConfig", "GenerationFailed", "Generator", "PromptTooLong", "ReplyStream",
+           "WholeReplyStream"]
 
 
 class AdapterLoadError(ValueError):
@@ -45,6 +48,7 @@ class GenerationConfig:
     batch_max_size: int = 16
     batch_max_wait_ms: int = 20
     queue_max: int = 64
+    max_loaded_adapters: int = 8
     lora_target_modules: tuple[str, ...] = ("c_attn", "c_proj")
 
     @classmethod
@@ -54,6 +58,7 @@ class GenerationConfig:
                    top_p=settings.top_p, repetition_penalty=settings.repetition_penalty,
                    batch_max_size=settings.batch_max_size,
                    batch_max_wait_ms=settings.batch_max_wait_ms, queue_max=settings.queue_max,
+                   max_loaded_adapters=settings.max_loaded_adapters,
                    lora_target_modules=tuple(settings.lora_target_modules))
 
 
@@ -83,13 +88,29 @@ class ReplyStream(Protocol):
     def __aiter__(self) -> AsyncIterator[str]: ...
 
 
+class WholeReplyStream:
+    """A ReplyStream whose one piece is the whole reply, for a generator that decodes a reply
+    as a whole: it calls `generate` when iterated."""
+
+    def __init__(self, generate: Callable[[], Awaitable[Generation]]):
+        self._generate = generate
+        self.generation: Generation | None = None
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._pieces()
+
+    async def _pieces(self) -> AsyncIterator[str]:
+        self.generation = await self._generate()
+        yield self.generation.text
+
+
 @runtime_checkable
 class Generator(Protocol):
     """A model server: replies to dialogues with the adapter in service, and adapter swaps."""
 
     @property
-    def active_version(self) -> str:
-        """The adapter version the next request is served with."""
+    def loaded_versions(self) -> list[str]:
+        """The adapter versions loaded now (others load on demand)."""
 
     @property
     def max_prompt_tokens(self) -> int:
@@ -99,20 +120,21 @@ class Generator(Protocol):
 
     async def close(self) -> None: ...
 
-    async def generate(self, turns: list[Turn], style: str | None = None,
-                       **overrides) -> Generation:
-        """The reply to `turns` (oldest first, ending with the user's message).
+    async def generate(self, turns: list[Turn], style: str | None = None, *,
+                       adapter: str = BASE_VERSION, **overrides) -> Generation:
+        """The reply to `turns` (oldest first, ending with the user's message) by the adapter
+        version `adapter`, loaded on demand.
 
-        Raises EngineBusy when the queue is full, GenerationFailed when the model fails and
-        PromptTooLong when the style leaves no room for the message.
+        Raises EngineBusy when the queue is full, GenerationFailed when the model fails or the
+        adapter cannot be loaded, and PromptTooLong when the style leaves no room for the
+        message.
         """
 
-    def stream(self, turns: list[Turn], style: str | None = None, **overrides) -> ReplyStream:
+    def stream(self, turns: list[Turn], style: str | None = None, *,
+               adapter: str = BASE_VERSION, **overrides) -> ReplyStream:
         """The same reply as `generate`, piece by piece."""
 
-    async def swap(self, version: str, adapter_bytes: bytes | None) -> None:
-        """Serve `version` from the next request on (BASE_VERSION with None: no adapter).
-
-        Raises AdapterLoadError when the bytes do not load; the adapter in
-        service then stays as it was. A request already running keeps its version.
-        """
+    async def load(self, version: str, adapter_bytes: bytes) -> None:
+        """Check and load `version` now, so its requests do not wait for it (a no-op when it is
+        loaded). Raises AdapterLoadError when the bytes do not fit the model; nothing changes
+        then. Loading never changes what a request already running is served with."""

@@ -9,7 +9,7 @@ import sys
 from paths import REPO as ROOT
 
 LAST_LINE = re.compile(r"throughput_ratio=(\d+\.\d+) p95_engine_ms=(\d+) p50_baseline_ms=(\d+) "
-                       r"failed_during_swap=(\d+)")
+                       r"failed_during_swap=(\d+) mixed_ratio=(\d+\.\d+)")
 
 
 def test_quick_benchmark_on_the_tiny_model(tiny_model_dir):
@@ -20,9 +20,13 @@ def test_quick_benchmark_on_the_tiny_model(tiny_model_dir):
     lines = done.stdout.strip().splitlines()
     match = LAST_LINE.fullmatch(lines[-1])
     assert match, lines[-1]
-    ratio, p95_engine, p50_baseline, failed = match.groups()
+    ratio, p95_engine, p50_baseline, failed, mixed = match.groups()
     assert failed == "0"
     assert float(ratio) > 0 and int(p95_engine) > 0 and int(p50_baseline) > 0
+    assert float(mixed) > 0
+    # The mixed run spread its requests over 4 adapters in one model call.
+    mixed_line = next(line for line in lines if line.startswith("mixed  adapter run"))
+    assert "in 1 model call(s), 4 version(s)" in mixed_line
     # The table shows both approaches, and the swap served requests with the new adapter.
     assert any(line.startswith("engine ") for line in lines)
     assert any(line.startswith("baseline ") for line in lines)

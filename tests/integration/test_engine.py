@@ -1,4 +1,5 @@
-"""The engine on the tiny GPT-2: batching, the queue bound, failures, hot-swap, loop lag."""
+"""The engine on the tiny GPT-2: batching, the queue bound, failures, adapters (mixed batches,
+loading, eviction), loop lag."""
 
 from __future__ import annotations
 
@@ -30,11 +31,13 @@ async def engine(settings):
 
 @pytest.fixture
 async def replies(engine, blobs):
-    """What each version answers to HELLO (greedy): the versions must be told apart."""
+    """What each version answers to HELLO (greedy), each served alone: the versions must be
+    told apart."""
     found = {}
     for version in ("v1", "v2", "base"):
-        await engine.swap(version, blobs.get(version))
-        found[version] = (await engine.generate(HELLO)).text
+        if version != "base":
+            await engine.load(version, blobs[version])
+        found[version] = (await engine.generate(HELLO, adapter=version)).text
     assert len(set(found.values())) == 3, found
     return found
 
@@ -57,7 +60,7 @@ async def test_generation_reports_what_it_did(engine):
     assert result.prompt_tokens == len(engine.tokenizer.encode(result.prompt))
     assert 1 <= result.reply_tokens <= 8
     assert result.text.strip() and "<bot>" not in result.text and "<user>" not in result.text
-    assert result.adapter_version == "base" == engine.active_version
+    assert result.adapter_version == "base" and engine.loaded_versions == []
     assert result.latency_ms > 0
     assert engine.max_prompt_tokens == 256 - 8
 
@@ -142,17 +145,13 @@ async def test_unknown_override_is_refused(engine):
         await engine.generate(HELLO, max_new_tokens=0)
 
 
-async def test_swap_to_adapter_base_and_back(engine, blobs, replies):
-    await engine.swap("v1", blobs["v1"])
-    assert (await engine.generate(HELLO)).text == replies["v1"]
-    await engine.swap("base", None)
-    result = await engine.generate(HELLO)
-    assert (result.text, result.adapter_version) == (replies["base"], "base")
-    await engine.swap("v1", blobs["v1"])
-    result = await engine.generate(HELLO)
-    assert (result.text, result.adapter_version) == (replies["v1"], "v1")
-    # Old adapters are deleted once replaced: one adapter is loaded at a time.
-    assert len(engine.model.peft_config) == 1
+async def test_each_request_is_served_by_the_adapter_it_names(engine, blobs, replies):
+    for version in ("v1", "base", "v2", "v1"):
+        result = await engine.generate(HELLO, adapter=version)
+        assert (result.text, result.adapter_version) == (replies[version], version)
+    assert sorted(engine.loaded_versions) == ["v1", "v2"]
+    await engine.load("v1", blobs["v1"])  # loading a loaded version changes nothing
+    assert len(engine.model.peft_config) == 2
 
 
 @pytest.mark.parametrize(("blob_name", "reason"), [
@@ -163,13 +162,12 @@ async def test_swap_to_adapter_base_and_back(engine, blobs, replies):
 ])
 async def test_unusable_adapter_is_refused_and_old_one_keeps_serving(engine, blobs, replies,
                                                                      blob_name, reason):
-    await engine.swap("v1", blobs["v1"])
     bad = {"garbage": b"\x00not an adapter at all" * 10,
            "truncated": blobs["v1"][: len(blobs["v1"]) // 2]}.get(blob_name) or blobs[blob_name]
     with pytest.raises(AdapterLoadError, match=reason):
-        await engine.swap("v9", bad)
-    assert engine.active_version == "v1"
-    result = await engine.generate(HELLO)
+        await engine.load("v9", bad)
+    assert "v9" not in engine.loaded_versions
+    result = await engine.generate(HELLO, adapter="v1")
     assert (result.text, result.adapter_version) == (replies["v1"], "v1")
 
 
@@ -178,39 +176,49 @@ async def test_refused_first_adapter_leaves_base_model_intact(settings, blobs):
     try:
         base_reply = (await engine.generate(HELLO)).text
         with pytest.raises(AdapterLoadError):
-            await engine.swap("v9", blobs["other_forged"])  # fails after peft wrapped the model
+            await engine.load("v9", blobs["other_forged"])  # fails after peft added it
         result = await engine.generate(HELLO)
         assert (result.text, result.adapter_version) == (base_reply, "base")
-        await engine.swap("v1", blobs["v1"])
-        assert (await engine.generate(HELLO)).adapter_version == "v1"
+        await engine.load("v1", blobs["v1"])
+        assert (await engine.generate(HELLO, adapter="v1")).adapter_version == "v1"
     finally:
         await engine.close()
 
 
-async def test_in_flight_batch_finishes_with_the_adapter_it_started_with(engine, blobs,
-                                                                        replies):
-    gate = ModelThreadGate(engine)
-    started = [asyncio.create_task(engine.generate(HELLO)) for _ in range(3)]
-    await asyncio.sleep(0.5)  # the worker has formed its batch (with base) behind the gate
-    swap = asyncio.create_task(engine.swap("v2", blobs["v2"]))
-    await asyncio.sleep(0.1)
-    gate.open()
-    await swap
-    for result in await asyncio.gather(*started):
-        assert (result.text, result.adapter_version) == (replies["base"], "base")
-    result = await engine.generate(HELLO)
-    assert (result.text, result.adapter_version) == (replies["v2"], "v2")
+async def test_a_load_waits_for_the_batch_in_flight_and_changes_none_of_it(settings, blobs):
+    engine = Engine.from_settings(engine_settings(settings))
+    await engine.start()
+    try:
+        base_reply = (await engine.generate(HELLO)).text
+        gate = ModelThreadGate(engine)
+        started = [asyncio.create_task(engine.generate(HELLO)) for _ in range(3)]
+        await asyncio.sleep(0.5)  # the worker has formed its batch (with base) behind the gate
+        load = asyncio.create_task(engine.load("v2", blobs["v2"]))
+        await asyncio.sleep(0.1)
+        assert not load.done()  # the attach waits its turn on the model thread
+        gate.open()
+        await load
+        for result in await asyncio.gather(*started):
+            assert (result.text, result.adapter_version) == (base_reply, "base")
+        assert (await engine.generate(HELLO, adapter="v2")).adapter_version == "v2"
+    finally:
+        await engine.close()
 
 
 async def test_swaps_during_a_stream_fail_nothing_and_versions_are_true(engine, blobs, replies):
+    """A server's table moves to a version once it is loaded; requests name what it says."""
+    serving = {"version": "base"}
+
     async def one_request(delay: float) -> Generation:
         await asyncio.sleep(delay)
-        return await engine.generate(HELLO)
+        return await engine.generate(HELLO, adapter=serving["version"])
 
     stream = [asyncio.create_task(one_request(i * 0.01)) for i in range(60)]
     for version in ("v1", "v2", "base", "v1", "v2"):
         await asyncio.sleep(0.04)
-        await engine.swap(version, blobs.get(version))
+        if version != "base":
+            await engine.load(version, blobs[version])
+        serving["version"] = version
     results = await asyncio.gather(*stream)  # any failure would raise here
     seen = set()
     for result in results:
@@ -263,3 +271,71 @@ async def test_closed_engine_refuses_work(settings):
     await engine.close()
     with pytest.raises(GenerationFailed):
         await engine.generate(HELLO)
+
+
+async def test_a_batch_of_four_adapters_is_one_call_with_the_texts_each_gives_alone(
+        settings, tiny_model_dir, blobs):
+    from adapters_util import make_adapter_bytes
+
+    engine = Engine.from_settings(engine_settings(settings, batch_max_wait_ms=200))
+    await engine.start()
+    try:
+        versions = {"v1": blobs["v1"], "v2": blobs["v2"],
+                    "v3": make_adapter_bytes(tiny_model_dir, settings, seed=3),
+                    "v4": make_adapter_bytes(tiny_model_dir, settings, seed=4)}
+        prompts = {v: [Turn("user", f"question number {n} for you")]
+                   for n, v in enumerate(versions)}
+        alone = {}
+        for version, blob in versions.items():
+            await engine.load(version, blob)
+            alone[version] = (await engine.generate(prompts[version], adapter=version)).text
+        assert len(set(alone.values())) == 4, alone
+
+        calls = engine.model_calls
+        mixed = await asyncio.gather(*(engine.generate(prompts[v], adapter=v)
+                                       for v in versions))
+        assert engine.model_calls == calls + 1  # one model call served all four
+        assert {r.adapter_version: r.text for r in mixed} == alone
+    finally:
+        await engine.close()
+
+
+async def test_adapters_load_on_demand_and_the_least_recently_used_is_evicted(settings, blobs,
+                                                                              tiny_model_dir):
+    from adapters_util import make_adapter_bytes
+
+    stored = {"v1": blobs["v1"], "v2": blobs["v2"],
+              "v3": make_adapter_bytes(tiny_model_dir, settings, seed=3)}
+    fetched = []
+
+    async def source(version: str) -> bytes:
+        fetched.append(version)
+        return stored[version]
+
+    engine = Engine.from_settings(engine_settings(settings, max_loaded_adapters=2))
+    engine.adapter_source = source
+    await engine.start()
+    try:
+        first = {v: (await engine.generate(HELLO, adapter=v)).text for v in stored}
+        assert fetched == ["v1", "v2", "v3"] and len(engine.loaded_versions) == 2
+        assert engine.loaded_versions == ["v2", "v3"]  # v1 was the least recently used
+        # v1 comes back on demand (evicting v2) and answers as before; nothing fails.
+        again = await asyncio.gather(*(engine.generate(HELLO, adapter=v)
+                                       for v in ("v1", "v3", "v1")))
+        assert [r.text for r in again] == [first["v1"], first["v3"], first["v1"]]
+        assert fetched == ["v1", "v2", "v3", "v1"] and sorted(engine.loaded_versions) == [
+            "v1", "v3"]
+    finally:
+        await engine.close()
+
+
+async def test_a_version_that_cannot_be_loaded_fails_only_its_own_requests(engine, blobs):
+    async def source(version: str) -> bytes:
+        return {"v1": blobs["v1"]}.get(version, b"damaged bytes")
+
+    engine.adapter_source = source
+    outcomes = await asyncio.gather(engine.generate(HELLO, adapter="v1"),
+                                    engine.generate(HELLO, adapter="v7"),
+                                    engine.generate(HELLO), return_exceptions=True)
+    assert outcomes[0].adapter_version == "v1" and outcomes[2].adapter_version == "base"
+    assert isinstance(outcomes[1], GenerationFailed) and "v7" in str(outcomes[1])
