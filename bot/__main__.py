@@ -1,5 +1,6 @@
 """`python -m bot run` serves Discord (needs DISCORD_TOKEN); `python -m bot console` chats in
-the terminal through the same path, without Discord."""
+the terminal through the same path, without Discord; `python -m bot servers` holds the
+operator's acts across servers."""
 
 from __future__ import annotations
 
@@ -11,13 +12,29 @@ import sys
 from bot.config import SettingsError, load_settings
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="serve Discord (needs DISCORD_TOKEN and USER_HASH_SECRET)")
-    sub.add_parser("console", help="chat in the terminal; reads standard input")
-    args = parser.parse_args(argv)
+    console = sub.add_parser("console", help="chat in the terminal; reads standard input")
+    console.add_argument("--guild", type=int, default=None,
+                         help="the server to act in (default: HOME_GUILD_ID, else 0)")
+    console.add_argument("--channel", type=int, default=0, help="the channel (default 0)")
+    console.add_argument("--user", default="console-user",
+                         help='who is talking (default "console-user")')
+    servers = sub.add_parser("servers", help="operator acts across servers")
+    acts = servers.add_subparsers(dest="act", required=True)
+    acts.add_parser("list", help="every server with data: adapter, default, numbers")
+    default = acts.add_parser("default", help="make a server's adapter the default one")
+    default.add_argument("guild", type=int)
+    wipe = acts.add_parser("wipe", help="delete everything of one server")
+    wipe.add_argument("guild", type=int)
+    wipe.add_argument("--yes", action="store_true", help="really delete")
+    return parser.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
         settings = load_settings()
         if args.command == "run":
@@ -36,12 +53,38 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             pass
         return 0
+    if args.command == "servers":
+        return asyncio.run(_servers(settings, args))
     from bot.console import run_console
 
     try:
-        return asyncio.run(run_console(settings))
+        return asyncio.run(run_console(settings, guild_id=args.guild, channel_id=args.channel,
+                                       user=args.user))
     except KeyboardInterrupt:
         return 0
+
+
+async def _servers(settings, args) -> int:
+    from bot import servers
+    from bot.store import Store
+
+    if args.act == "wipe" and not args.yes:
+        print(f"this deletes everything of server {args.guild}; add --yes to do it",
+              file=sys.stderr)
+        return 2
+    store = Store.from_settings(settings)
+    try:
+        await store.ping()
+        if args.act == "list":
+            lines = await servers.list_servers(store, settings.home_guild_id)
+        elif args.act == "default":
+            lines = [await servers.make_default(store, args.guild)]
+        else:
+            lines = [await servers.wipe(store, args.guild)]
+    finally:
+        await store.close()
+    print("\n".join(lines))
+    return 0
 
 
 if __name__ == "__main__":

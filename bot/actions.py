@@ -2,8 +2,9 @@
 
 Discord (cogs) and the console only translate their input into these calls and show the
 answer, so rating, teaching, `/style`, `/chat`, `/adapter`, `/train`, `/forget` and `/stats`
-behave the same everywhere. Who may call what is decided by the front end before it calls in.
-Nothing here imports discord.
+behave the same everywhere. Who may call what is decided by the front end before it calls in;
+every act on data, adapters or training names the tenant (server) it acts in and touches
+nothing of another server. Nothing here imports discord.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bot.conversation import StyleRejected, validate_style
-from bot.follow import sync_active
+from bot.follow import Serving
 from bot.generation import BASE_VERSION, AdapterLoadError, Generator
 from bot.store import AdapterEvent, Exchange, Store, StoreError, UnknownAdapter
 
@@ -59,10 +60,12 @@ def _share(value: float | None) -> str:
 
 
 class Actions:
-    def __init__(self, settings, store: Store, generator: Generator):
+    def __init__(self, settings, store: Store, generator: Generator,
+                 serving: Serving | None = None):
         self.settings = settings
         self.store = store
         self.generator = generator
+        self.serving = serving or Serving(store, generator, settings.home_guild_id)
 
     # --- moderators: ratings and corrections --------------------------------------------------
 
@@ -70,17 +73,19 @@ class Actions:
         """The exchange whose reply is this message (None: not a reply the bot remembers)."""
         return await self.store.exchanges.for_message(message_id)
 
-    async def rate(self, exchange_id: str, moderator_id: int | str, value: int, *,
+    async def rate(self, tenant: int, exchange_id: str, moderator_id: int | str, value: int, *,
                    subject: str = "the reply") -> Answer:
-        """+1 or -1 from this moderator; `subject` names the reply in the answer."""
+        """+1 or -1 from this moderator of `tenant`; `subject` names the reply in the answer."""
         try:
-            score = await self.store.exchanges.rate(exchange_id, moderator_id, value)
+            score = await self.store.tenant(tenant).exchanges.rate(exchange_id, moderator_id,
+                                                                   value)
         except StoreError as error:
             return Answer(f"rating not stored: {error}", ok=False)
         log.info("moderator rated exchange %s %+d (score %d)", exchange_id, value, score)
         return Answer(f"rated {subject} {'up' if value > 0 else 'down'} (score now {score})")
 
-    async def withdraw(self, exchange_id: str, moderator_id: int | str, value: int) -> Answer:
+    async def withdraw(self, tenant: int, exchange_id: str, moderator_id: int | str,
+                       value: int) -> Answer:
         """Withdraw this moderator's rating if it is `value` (removing 👎 after switching to 👍
         keeps the 👍)."""
         current = (await self.store.exchanges.ratings(exchange_id)).get(
@@ -88,21 +93,22 @@ class Actions:
         if current != value:
             return Answer("no such rating of yours to withdraw", ok=False)
         try:
-            score = await self.store.exchanges.withdraw(exchange_id, moderator_id)
+            score = await self.store.tenant(tenant).exchanges.withdraw(exchange_id, moderator_id)
         except StoreError as error:
             return Answer(f"withdrawal not stored: {error}", ok=False)
         return Answer(f"rating withdrawn (score now {score})")
 
-    async def teach(self, exchange_id: str, moderator_id: int | str, text: str) -> Answer:
+    async def teach(self, tenant: int, exchange_id: str, moderator_id: int | str,
+                    text: str) -> Answer:
         try:
-            await self.store.exchanges.correct(exchange_id, moderator_id, text)
+            await self.store.tenant(tenant).exchanges.correct(exchange_id, moderator_id, text)
         except StoreError as error:
             return Answer(f"Not stored: {error}.", ok=False)
         return Answer("Thanks - your better reply is stored and will be used in the next "
                       "training.")
 
-    async def stats(self) -> Answer:
-        numbers = await self.store.exchanges.stats()
+    async def stats(self, tenant: int) -> Answer:
+        numbers = await self.store.tenant(tenant).exchanges.stats()
         total = numbers["total"]
         lines = [f"Exchanges {total['exchanges']}, rated {total['rated']}, positive share "
                  f"{_share(total['positive_share'])}, corrections {total['corrections']}"]
@@ -148,14 +154,17 @@ class Actions:
 
     # --- admins: adapters and training --------------------------------------------------------
 
-    async def adapter_status(self) -> Answer:
-        version = await self.store.registry.active()
+    async def adapter_status(self, tenant: int) -> Answer:
+        own = self.store.tenant(tenant)
+        version = await own.registry.active()
         lines = [f"Active adapter: {version}"]
-        if self.generator.active_version != version:
-            lines.append(f"(this process still serves {self.generator.active_version}; "
-                         "it swaps shortly)")
+        serving = self.serving.version_for(tenant)
+        if self.serving.own_version(tenant) != version:
+            lines.append(f"(this process still serves {serving}; it swaps shortly)")
         if version == BASE_VERSION:
-            lines.append("The base model answers without an adapter.")
+            lines.append(f"This server has no adapter of its own; {serving} answers"
+                         + (" (the base model)." if serving == BASE_VERSION
+                            else " (the default adapter)."))
         else:
             try:
                 record = await self.store.registry.record(version)
@@ -167,36 +176,45 @@ class Actions:
                           f"Metrics: {_pairs(record.metrics)}",
                           f"Data: {_pairs(record.data)}",
                           f"Hyperparameters: {_pairs(record.hyperparameters)}"]
-        lines += await self._last_cycle()
+        lines += await self._last_cycle(tenant)
         return Answer("\n".join(lines))
 
-    async def _last_cycle(self) -> list[str]:
-        runs = await self.store.trainer.recent_runs(1)
+    async def _last_cycle(self, tenant: int) -> list[str]:
+        runs = await self.store.tenant(tenant).trainer.recent_runs(1)
         if not runs:
             return ["Last training cycle: none yet."]
         run = runs[0]
         when = f" at {_when(run['at'])}" if "at" in run else ""
         return [f"Last training cycle{when}: {run.get('outcome')} ({run.get('reason', '')})"]
 
-    async def rollback(self) -> Answer:
-        """Move the registry back one version and swap it in here at once (other processes
-        follow the registry event)."""
+    async def rollback(self, tenant: int) -> Answer:
+        """Move this server's registry pointer back one version and serve it here at once
+        (other processes follow the registry event)."""
         try:
-            event = await self.store.registry.rollback()
+            event = await self.store.tenant(tenant).registry.rollback()
         except StoreError as error:
             return Answer(f"Nothing rolled back: {error}.", ok=False)
         try:
-            serving = await sync_active(self.store, self.generator)
+            serving = await self.serving.refresh(tenant)
         except (StoreError, AdapterLoadError) as error:
             log.error("rolled back to %s but could not load it here: %s", event.version, error)
             return Answer(f"Rolled back to {event.version} in the registry, but this process "
                           f"could not load it ({error}); it keeps serving "
-                          f"{self.generator.active_version}.", event=event)
+                          f"{self.serving.version_for(tenant)}.", event=event)
         return Answer(f"Rolled back from {event.previous}: now serving {serving}.", event=event)
 
-    async def train_now(self, requested_by: str) -> Answer:
-        await self.store.trainer.request_training(requested_by)
-        return Answer("Training requested: the trainer starts a cycle at its next check.")
+    async def train_now(self, tenant: int, requested_by: str) -> Answer:
+        await self.store.tenant(tenant).trainer.request_training(requested_by)
+        return Answer("Training requested: the trainer starts a cycle for this server at its "
+                      "next check.")
+
+    async def set_modlog(self, tenant: int, channel_id: int | None) -> Answer:
+        """Where this server's adapter changes are posted (None: MODLOG_CHANNEL_ID for the home
+        server, nowhere for the others)."""
+        await self.store.tenant(tenant).set_modlog_channel(channel_id)
+        if channel_id is None:
+            return Answer("Adapter changes of this server are no longer posted here.")
+        return Answer(f"Adapter changes of this server are posted in <#{channel_id}>.")
 
     # --- everyone ------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from discord.ext import commands
 from bot.actions import Actions
 from bot.cogs.chat import MESSAGE_LIMIT
 from bot.conversation import Conversation
+from bot.follow import Serving
 from bot.generation import Generator
 from bot.runtime import Runtime
 from bot.store import Store
@@ -83,13 +84,14 @@ class _BotCore:
     """
 
     def __init__(self, *args, settings, store: Store, generator: Generator,
-                 sync_commands: bool = True, **kwargs):
+                 serving: Serving | None = None, sync_commands: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.settings = settings
         self.store = store
         self.generator = generator
-        self.conversation = Conversation(settings, store, generator)
-        self.actions = Actions(settings, store, generator)
+        self.serving = serving or Serving(store, generator, settings.home_guild_id)
+        self.conversation = Conversation(settings, store, generator, self.serving)
+        self.actions = Actions(settings, store, generator, self.serving)
         self._sync_commands = sync_commands
         self.tree.on_error = on_app_command_error
 
@@ -102,9 +104,40 @@ class _BotCore:
     async def on_message(self, message: discord.Message) -> None:
         """No prefix commands: the chat cog's listener handles messages."""
 
+    def allowed(self, guild: discord.Guild) -> bool:
+        allowed = self.settings.allowed_guilds
+        return not allowed or guild.id in allowed
+
+    async def on_ready(self) -> None:
+        for guild in list(self.guilds):
+            await self._leave_unless_allowed(guild)
+
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        await self._leave_unless_allowed(guild)
+
+    async def _leave_unless_allowed(self, guild: discord.Guild) -> None:
+        if self.allowed(guild):
+            return
+        log.warning("leaving server %s (%s): it is not in ALLOWED_GUILD_IDS", guild.id,
+                    guild.name)
+        try:
+            await guild.leave()
+        except discord.HTTPException as error:
+            log.error("could not leave server %s: %s", guild.id, error)
+
+    async def modlog_channel_id(self, tenant: int | None) -> int | None:
+        """Where a server's adapter changes go: its own setting, else MODLOG_CHANNEL_ID for
+        the home server."""
+        if tenant is None:
+            return None
+        channel_id = await self.store.tenant(tenant).modlog_channel()
+        if channel_id is None and tenant == self.settings.home_guild_id:
+            channel_id = self.settings.modlog_channel_id
+        return channel_id
+
     async def announce_change(self, event, record) -> None:
-        """Post an adapter change with its report and loss curve to MODLOG_CHANNEL_ID."""
-        channel_id = self.settings.modlog_channel_id
+        """Post an adapter change with its report and loss curve to that server's mod log."""
+        channel_id = await self.modlog_channel_id(event.tenant)
         if channel_id is None:
             return
         # Every bot process follows the registry: the first to claim the change posts it.
@@ -129,12 +162,13 @@ class ShardedLearningBot(_BotCore, commands.AutoShardedBot):
     pass
 
 
-def build_bot(settings, store: Store, generator: Generator, *,
+def build_bot(settings, store: Store, generator: Generator, *, serving: Serving | None = None,
               sync_commands: bool = True) -> commands.Bot:
-    """The bot client; it answers through `generator` and keeps everything in `store`."""
+    """The bot client; it answers through `generator` (with the adapter `serving` names for
+    each server) and keeps everything in `store`."""
     options = dict(command_prefix=commands.when_mentioned, intents=intents(),
                    allowed_mentions=discord.AllowedMentions.none(), help_command=None,
-                   settings=settings, store=store, generator=generator,
+                   settings=settings, store=store, generator=generator, serving=serving,
                    sync_commands=sync_commands)
     if settings.shard_count:
         return ShardedLearningBot(shard_count=settings.shard_count, **options)
@@ -144,7 +178,7 @@ def build_bot(settings, store: Store, generator: Generator, *,
 async def run_bot(settings) -> None:
     """Open the runtime (Redis, model, active adapter, registry follower), then serve Discord."""
     async with Runtime(settings) as runtime:
-        bot = build_bot(settings, runtime.store, runtime.generator)
+        bot = build_bot(settings, runtime.store, runtime.generator, serving=runtime.serving)
         runtime.on_change(bot.announce_change)
         async with bot:
             await bot.start(settings.discord_token.get_secret_value())

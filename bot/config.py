@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(16, ge=1, le=256)
     batch_max_wait_ms: int = Field(20, ge=0, le=5000)
     queue_max: int = Field(64, ge=1)
+    max_loaded_adapters: int = Field(8, ge=1, le=256)
+
+    # --- servers (tenants) -----------------------------------------------------------------
+    home_guild_id: int | None = None
+    allowed_guild_ids: str = ""
 
     # --- Discord behaviour -----------------------------------------------------------------
     moderator_role: str = "Moderator"
@@ -112,7 +117,15 @@ class Settings(BaseSettings):
         # mapping it to the placeholder makes require_discord refuse it.
         return DEV_USER_HASH_SECRET if value == "" else value
 
-    @field_validator("modlog_channel_id", "shard_count", mode="before")
+    @field_validator("allowed_guild_ids")
+    @classmethod
+    def _guild_ids(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        if not all(n.isdigit() for n in names):
+            raise ValueError("must be a comma-separated list of server (guild) ids")
+        return ",".join(names)
+
+    @field_validator("modlog_channel_id", "shard_count", "home_guild_id", mode="before")
     @classmethod
     def _empty_number_is_unset(cls, value):
         return None if value == "" else value
@@ -128,6 +141,11 @@ class Settings(BaseSettings):
         """REDIS_URL without its credentials, for messages and logs."""
         scheme, _, rest = self.redis_url.partition("://")
         return f"{scheme}://{rest.rpartition('@')[2]}"
+
+    @property
+    def allowed_guilds(self) -> set[int]:
+        """ALLOWED_GUILD_IDS as ids (empty: every server may use the bot)."""
+        return {int(n) for n in self.allowed_guild_ids.split(",") if n}
 
     @property
     def lora_target_modules(self) -> list[str]:

@@ -2,8 +2,10 @@
 
 `Console(settings, store, generator).handle_line(line)` answers one line (a chat message or a
 command) and is what the demo drives; `run_console` wraps it for `python -m bot console`,
-reading standard input (piped or typed) while following the adapter registry. The console user
-is an admin and moderator of the one channel "console".
+reading standard input (piped or typed) while following the adapter registry. The console
+speaks in one server and channel as one user (`--guild`, `--channel`, `--user`; by default the
+home server, or 0 when HOME_GUILD_ID is unset, channel 0 and "console-user"), and that user
+is an admin and moderator there.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TextIO
 from bot.actions import Actions
 from bot.conversation import Conversation, Failure
 from bot.dialogue import Turn
+from bot.follow import Serving
 from bot.generation import Generator
 from bot.runtime import Runtime
 from bot.store import Exchange, Store
@@ -23,12 +26,12 @@ from bot.store import Exchange, Store
 log = logging.getLogger(__name__)
 
 CONSOLE_USER = "console-user"  # hashed by the store like any user id
-CONSOLE_GUILD: int | None = None
+CONSOLE_GUILD = 0  # the console's server when HOME_GUILD_ID is unset
 CONSOLE_CHANNEL = 0
 
-HELP = ("commands: /style set <prefix> | /style show | /style clear | /rate up|down | "
-        "/teach <better reply> | /adapter status|rollback | /train now | /stats | "
-        "/forget me | /quit")
+HELP = ("commands: /new | /style set [server] <prefix> | /style show | /style clear [server] | "
+        "/rate up|down | /teach <better reply> | /adapter status|rollback | /train now | "
+        "/stats | /forget me | /quit")
 
 
 class Quit(Exception):
@@ -36,10 +39,15 @@ class Quit(Exception):
 
 
 class Console:
-    def __init__(self, settings, store: Store, generator: Generator):
+    def __init__(self, settings, store: Store, generator: Generator,
+                 serving: Serving | None = None, *, guild_id: int | None = None,
+                 channel_id: int = CONSOLE_CHANNEL, user: str = CONSOLE_USER):
         self.settings = settings
-        self.conversation = Conversation(settings, store, generator)
-        self.actions = Actions(settings, store, generator)
+        self.conversation = Conversation(settings, store, generator, serving)
+        self.actions = Actions(settings, store, generator, self.conversation.serving)
+        self.guild_id = guild_id if guild_id is not None else (
+            settings.home_guild_id if settings.home_guild_id is not None else CONSOLE_GUILD)
+        self.channel_id, self.user = channel_id, user
         self.turns: list[Turn] = []  # this session's dialogue, oldest first
         self.last: Exchange | None = None
 
@@ -55,8 +63,8 @@ class Console:
     async def say(self, text: str) -> str:
         keep = self.settings.context_messages
         turns = [*(self.turns[-keep:] if keep else []), Turn("user", text)]
-        result = await self.conversation.chat(turns, source="console", user_id=CONSOLE_USER,
-                                              guild_id=CONSOLE_GUILD, channel_id=CONSOLE_CHANNEL)
+        result = await self.conversation.chat(turns, source="console", user_id=self.user,
+                                              guild_id=self.guild_id, channel_id=self.channel_id)
         if isinstance(result, Failure):
             return f"bot: {result.text}"
         self.last = result
@@ -70,50 +78,63 @@ class Console:
         match name.lower(), sub.lower():
             case ("quit" | "exit"), _:
                 raise Quit()
+            case "new", _:
+                self.turns, self.last = [], None
+                return "started a new conversation: earlier lines are no longer its context"
             case "style", "set" if arg:
                 return await self._style_set(arg)
             case "style", "show":
-                return (await self.actions.show_style(CONSOLE_GUILD, CONSOLE_CHANNEL)).text
+                return (await self.actions.show_style(self.guild_id, self.channel_id)).text
             case "style", "clear":
-                return (await self.actions.clear_style("channel", CONSOLE_CHANNEL)).text
+                return await self._style_clear(arg)
             case "rate", ("up" | "down"):
                 return await self._rate(1 if sub.lower() == "up" else -1)
             case "teach", _ if rest.strip():
                 return await self._teach(rest.strip())
             case "adapter", "status":
-                return (await self.actions.adapter_status()).text
+                return (await self.actions.adapter_status(self.guild_id)).text
             case "adapter", "rollback":
-                return (await self.actions.rollback()).text
+                return (await self.actions.rollback(self.guild_id)).text
             case "train", "now":
-                return (await self.actions.train_now("console")).text
+                return (await self.actions.train_now(self.guild_id, "console")).text
             case "stats", _:
-                return (await self.actions.stats()).text
+                return (await self.actions.stats(self.guild_id)).text
             case "forget", "me":
                 self.turns, self.last = [], None
-                return (await self.actions.forget(CONSOLE_USER)).text
+                return (await self.actions.forget(self.user)).text
             case "help", _:
                 return HELP
         return f"unknown or incomplete command {line.split()[0]!r}; {HELP}"
 
+    def _scope(self, text: str) -> tuple[tuple[str, int], str]:
+        """(scope, its id) and the rest of `text`: a first word `server` or `channel` names the
+        scope (default: this channel)."""
+        first, _, rest = text.strip().partition(" ")
+        if first.lower() == "server":
+            return ("guild", self.guild_id), rest.strip()
+        if first.lower() == "channel":
+            return ("channel", self.channel_id), rest.strip()
+        return ("channel", self.channel_id), text.strip()
+
     async def _style_set(self, text: str) -> str:
-        # The console has one channel and no server: `server` scope is the channel's too.
-        scope, _, prefix = text.partition(" ")
-        if scope.lower() in ("channel", "server") and prefix.strip():
-            text = prefix
-        answer = await self.actions.set_style("channel", CONSOLE_CHANNEL, text, CONSOLE_USER)
-        return answer.text
+        where, prefix = self._scope(text)
+        return (await self.actions.set_style(*where, prefix, self.user)).text
+
+    async def _style_clear(self, text: str) -> str:
+        where, _ = self._scope(text)
+        return (await self.actions.clear_style(*where)).text
 
     async def _rate(self, value: int) -> str:
         if self.last is None:
             return "nothing to rate yet: chat first, then /rate up or /rate down"
-        answer = await self.actions.rate(self.last.id, CONSOLE_USER, value,
+        answer = await self.actions.rate(self.guild_id, self.last.id, self.user, value,
                                          subject="the last reply")
         return answer.text
 
     async def _teach(self, text: str) -> str:
         if self.last is None:
             return "nothing to teach yet: chat first, then /teach <the better reply>"
-        answer = await self.actions.teach(self.last.id, CONSOLE_USER, text)
+        answer = await self.actions.teach(self.guild_id, self.last.id, self.user, text)
         return "stored your better reply for the last message" if answer.ok else answer.text
 
 
@@ -127,18 +148,24 @@ async def _lines(stream: TextIO):
         yield line
 
 
-async def run_console(settings, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
+async def run_console(settings, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout, *,
+                      guild_id: int | None = None, channel_id: int = CONSOLE_CHANNEL,
+                      user: str = CONSOLE_USER) -> int:
     """The interactive (or piped) console; returns the exit status."""
     async with Runtime(settings) as runtime:
+        console = Console(settings, runtime.store, runtime.generator, runtime.serving,
+                          guild_id=guild_id, channel_id=channel_id, user=user)
 
         async def announce(event, record) -> None:
-            print(f"[adapter {event.kind}: now serving {event.version}]", file=stdout, flush=True)
+            if event.tenant == console.guild_id:
+                print(f"[adapter {event.kind}: now serving {event.version}]", file=stdout,
+                      flush=True)
 
         runtime.on_change(announce)
-        console = Console(settings, runtime.store, runtime.generator)
         if stdin.isatty():
-            print(f"chatting as the console user (adapter {runtime.generator.active_version}); "
-                  f"{HELP}", file=stdout, flush=True)
+            version = runtime.serving.version_for(console.guild_id)
+            print(f"chatting as {user} in server {console.guild_id}, channel {channel_id} "
+                  f"(adapter {version}); {HELP}", file=stdout, flush=True)
         async for line in _lines(stdin):
             try:
                 answer = await console.handle_line(line)

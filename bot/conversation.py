@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bot.dialogue import BOT_MARK, USER_MARK, Turn, neutralise
+from bot.follow import Serving
 from bot.generation import EngineBusy, Generation, GenerationFailed, Generator, PromptTooLong
 from bot.store import Exchange, Store, TurnRecord
 
@@ -48,6 +49,7 @@ class Draft:
     turns: list[Turn]
     style: str | None
     generation: Generation
+    tenant: int | None  # the server whose data the exchange is
     guild_id: int | None
     channel_id: int | None
 
@@ -67,10 +69,18 @@ class Failure:
 class Conversation:
     """Turns in, a stored reply out; the same for every front end."""
 
-    def __init__(self, settings, store: Store, generator: Generator):
+    def __init__(self, settings, store: Store, generator: Generator,
+                 serving: Serving | None = None):
+        """`serving` says which adapter answers in each server (without one: the base model
+        everywhere)."""
         self.settings = settings
         self.store = store
         self.generator = generator
+        self.serving = serving or Serving(store, generator, settings.home_guild_id)
+
+    def tenant_of(self, guild_id: int | None) -> int | None:
+        """The server whose data an exchange is: where it was said, a DM's is the home one."""
+        return guild_id if guild_id is not None else self.settings.home_guild_id
 
     async def answers_every_message(self, channel_id: int) -> bool:
         """Whether an admin turned `/chat on` in this channel (else: mentions and replies)."""
@@ -82,10 +92,13 @@ class Conversation:
 
     async def draft(self, turns: list[Turn], *, guild_id: int | None,
                     channel_id: int | None) -> Draft | Failure:
-        """Generate a reply to `turns` (oldest first, ending with the user's message)."""
+        """Generate a reply to `turns` (oldest first, ending with the user's message) with the
+        adapter serving that server."""
         style = await self.style_in_force(guild_id, channel_id)
+        tenant = self.tenant_of(guild_id)
         try:
-            generation = await self.generator.generate(turns, style=style)
+            generation = await self.generator.generate(
+                turns, style=style, adapter=self.serving.version_for(tenant))
         except EngineBusy:
             log.warning("engine queue full; asked the user to retry")
             return Failure("busy", BUSY_REPLY)
@@ -93,7 +106,7 @@ class Conversation:
             # What the generator documents; anything else is a bug and reaches the error log.
             log.error("generation failed: %s", error)
             return Failure("failed", FAILED_REPLY)
-        return Draft(turns=list(turns), style=style, generation=generation,
+        return Draft(turns=list(turns), style=style, generation=generation, tenant=tenant,
                      guild_id=guild_id, channel_id=channel_id)
 
     async def keep(self, draft: Draft, *, source: Literal["discord", "console"],
@@ -102,7 +115,8 @@ class Conversation:
         """Store the exchange of a sent reply; the user id is hashed by the store."""
         generation = draft.generation
         exchange = Exchange(
-            source=source, guild_id=draft.guild_id, channel_id=draft.channel_id,
+            source=source, tenant=draft.tenant, guild_id=draft.guild_id,
+            channel_id=draft.channel_id,
             message_id=message_id, user_message_id=user_message_id,
             context=[TurnRecord(role=t.role, text=t.text) for t in draft.turns[:-1]],
             user_message=draft.turns[-1].text, style=draft.style, reply=generation.text,

@@ -1,4 +1,17 @@
-"""Keep the engine serving the registry's active adapter: at start-up and on every change."""
+"""Which adapter version serves each server, kept current from the registry.
+
+A server (tenant) is served by its own active adapter, else by the default adapter (the active
+one of the default tenant: the operator's choice, else HOME_GUILD_ID), else the base model.
+`Serving` holds that table for one process; `follow()` keeps it current:
+
+- at start-up it reads every tenant's active version and loads it into the generator; a version
+  that cannot be served (damaged bytes, another base model) is skipped for the newest readable
+  one in that tenant's history, or the base model, with one log line;
+- on every registry event it loads the tenant's new version first and only then serves it, so
+  a swap or rollback fails no request, and a version that cannot be served never replaces one
+  that can;
+- a lost Redis connection is retried with backoff, and the table is read again.
+"""
 
 from __future__ import annotations
 
@@ -16,90 +29,132 @@ from bot.store import AdapterCorrupt, AdapterEvent, AdapterRecord, Store, Unknow
 log = logging.getLogger(__name__)
 
 OnChange = Callable[[AdapterEvent, AdapterRecord | None], Awaitable[None]]
-# A version that cannot be served: logged and skipped, the engine keeps what it has.
+# A version that cannot be served: logged and skipped.
 _UNSERVABLE = (AdapterCorrupt, AdapterLoadError, UnknownAdapter)
 _CONNECTION_LOST = (RedisConnectionError, RedisTimeoutError, OSError)
 _RECONNECT_MAX_S = 30.0
 
 
-async def sync_active(store: Store, engine: Generator) -> str:
-    """Swap the engine to the registry's active version now (if it is not serving it already);
-    returns that version. Raises what loading it raised (AdapterCorrupt, AdapterLoadError, ...)."""
-    version = await store.registry.active()
-    await _swap_to(store, engine, version)
-    return version
+class Serving:
+    """The version serving each tenant in this process; see the module docstring."""
 
+    def __init__(self, store: Store, generator: Generator, home_tenant: int | None = None):
+        self.store, self.generator = store, generator
+        self.home_tenant = home_tenant
+        self.default_tenant = home_tenant
+        self._own: dict[int, str] = {}  # tenant -> its own version, as loaded here
+        self.ready = asyncio.Event()  # set once start_up has served every tenant
 
-async def _swap_to(store: Store, engine: Generator, version: str) -> None:
-    if engine.active_version != version:
-        blob = None if version == BASE_VERSION else await store.registry.blob(version)
-        await engine.swap(version, blob)
+    def version_for(self, tenant: int | None) -> str:
+        """The version that answers in `tenant` now (None, no server: the base model)."""
+        if tenant is None:
+            return BASE_VERSION
+        own = self._own.get(tenant, BASE_VERSION)
+        if own != BASE_VERSION or self.default_tenant in (None, tenant):
+            return own
+        return self._own.get(self.default_tenant, BASE_VERSION)
 
+    def own_version(self, tenant: int) -> str:
+        """The tenant's own adapter as served here (BASE_VERSION: none)."""
+        return self._own.get(tenant, BASE_VERSION)
 
-async def _swap_or_skip(store: Store, engine: Generator, version: str) -> bool:
-    """Serve `version`, or log why it cannot be served; True when the engine moved to it."""
-    before = engine.active_version
-    try:
-        await _swap_to(store, engine, version)
-    except _UNSERVABLE as error:
-        log.error("adapter %s cannot be served, still serving %s: %s", version, before, error)
-        return False
-    except _CONNECTION_LOST:
-        raise
-    except Exception:  # an unforeseen loader failure must not stop the follower
-        log.exception("swapping to adapter %s failed, still serving %s", version, before)
-        return False
-    return engine.active_version != before
+    async def refresh(self, tenant: int) -> str:
+        """Serve `tenant`'s active version if it loads, else keep what serves it now; returns
+        the tenant's own version now served. Raises what loading raised (AdapterCorrupt,
+        AdapterLoadError, ...) when the active version cannot be served."""
+        version = await self.store.tenant(tenant).registry.active()
+        await self._load(version)
+        self._own[tenant] = version
+        return version
 
+    async def _load(self, version: str) -> None:
+        if version != BASE_VERSION:
+            await self.generator.load(version, await self.store.registry.blob(version))
 
-async def follow_registry(store: Store, engine: Generator,
-                          on_change: OnChange | None = None) -> None:
-    """Run until cancelled: serve the active version, and follow every adapter event.
+    async def start_up(self) -> None:
+        """Read the default tenant and every tenant's version (see the module docstring)."""
+        self.default_tenant = await self.store.registry.default_tenant() or self.home_tenant
+        for tenant in await self.store.tenants():
+            registry = self.store.tenant(tenant).registry
+            active = await registry.active()
+            for version in [active, *await registry.history(), BASE_VERSION]:
+                try:
+                    await self._load(version)
+                except _UNSERVABLE as error:
+                    log.error("adapter %s of server %s cannot be served (%s); trying the one "
+                              "before it", version, tenant, error)
+                    continue
+                self._own[tenant] = version
+                if version != active:
+                    log.error("server %s is served by %s instead of its active adapter %s",
+                              tenant, version, active)
+                break
+        self.ready.set()
 
-    The subscription is in place before the active version is read, so a change made during
-    start-up is not missed. An event whose version is no longer the active one is skipped (the
-    newer change has its own event), so a burst of changes loads only the newest.
-    `on_change(event, record or None)` is awaited after each successful swap an event caused.
-    A lost Redis connection is retried with backoff, and the active version is read again.
-    """
-    delay = 1.0
-    while True:
-        subscribed = asyncio.Event()
-        try:
-            await _follow_once(store, engine, on_change, subscribed)
-        except _CONNECTION_LOST as error:
-            if subscribed.is_set():  # it had worked: start the backoff afresh
-                delay = 1.0
-            log.warning("lost the adapter event subscription (%s); retrying in %.0f s",
-                        error, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _RECONNECT_MAX_S)
+    async def follow(self, on_change: OnChange | None = None) -> None:
+        """Run until cancelled: start up, then apply every adapter event (module docstring).
 
-
-async def _follow_once(store: Store, engine: Generator, on_change: OnChange | None,
-                       subscribed: asyncio.Event) -> None:
-    events = store.registry.events(subscribed=subscribed)
-    pending = asyncio.ensure_future(anext(events))  # runs the subscription up to its 1st event
-    try:
-        waiter = asyncio.ensure_future(subscribed.wait())
-        await asyncio.wait({pending, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        if pending.done() and pending.exception() is not None:
-            raise pending.exception()  # subscribing failed
-        await _swap_or_skip(store, engine, await store.registry.active())
+        `on_change(event, record or None)` is awaited after each change this process served.
+        """
+        delay = 1.0
         while True:
-            event = await pending
-            pending = asyncio.ensure_future(anext(events))
-            log.info("adapter event: %s %s (was %s)", event.kind, event.version, event.previous)
-            if event.version != await store.registry.active():
-                continue  # already superseded: the newer change has its own event
-            if await _swap_or_skip(store, engine, event.version):
-                await _notify(store, on_change, event)
-    finally:
-        pending.cancel()
-        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
-            await pending
-        await events.aclose()
+            subscribed = asyncio.Event()
+            try:
+                await self._follow_once(on_change, subscribed)
+            except _CONNECTION_LOST as error:
+                if subscribed.is_set():  # it had worked: start the backoff afresh
+                    delay = 1.0
+                log.warning("lost the adapter event subscription (%s); retrying in %.0f s",
+                            error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RECONNECT_MAX_S)
+
+    async def _follow_once(self, on_change: OnChange | None,
+                           subscribed: asyncio.Event) -> None:
+        events = self.store.registry.events(subscribed=subscribed)
+        pending = asyncio.ensure_future(anext(events))  # runs the subscription to its 1st event
+        try:
+            waiter = asyncio.ensure_future(subscribed.wait())
+            await asyncio.wait({pending, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if pending.done() and pending.exception() is not None:
+                raise pending.exception()  # subscribing failed
+            await self.start_up()  # after subscribing: no change made meanwhile is missed
+            while True:
+                event = await pending
+                pending = asyncio.ensure_future(anext(events))
+                log.info("adapter event: %s %s for server %s (was %s)", event.kind,
+                         event.version, event.tenant, event.previous)
+                if await self._apply(event):
+                    await _notify(self.store, on_change, event)
+        finally:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
+                await pending
+            await events.aclose()
+
+    async def _apply(self, event: AdapterEvent) -> bool:
+        """Serve what the event changed; True when this process now serves its version."""
+        if event.kind == "default":
+            self.default_tenant = event.tenant
+            return False
+        if event.tenant is None:
+            return False
+        before = self.own_version(event.tenant)
+        try:
+            now = await self.refresh(event.tenant)
+        except _CONNECTION_LOST:
+            raise
+        except _UNSERVABLE as error:
+            log.error("adapter %s cannot be served, server %s keeps %s: %s", event.version,
+                      event.tenant, before, error)
+            return False
+        except Exception:  # an unforeseen loader failure must not stop the follower
+            log.exception("loading adapter %s failed, server %s keeps %s", event.version,
+                          event.tenant, before)
+            return False
+        # An event superseded by a newer change is not announced: the newer one has its own.
+        return now == event.version and now != before
 
 
 async def _notify(store: Store, on_change: OnChange | None, event: AdapterEvent) -> None:

@@ -1,12 +1,13 @@
 """One runtime for every process that serves: store, generator and the registry follower.
 
     async with Runtime(settings) as runtime:
-        runtime.store, runtime.generator, runtime.conversation, runtime.actions
+        runtime.store, runtime.generator, runtime.serving, runtime.conversation, runtime.actions
         runtime.on_change(callback)    # called after each adapter change this process swapped in
 
-Entering connects to Redis (checking the schema), loads the model off the event loop, starts
-the generator, swaps in the active adapter and starts following the registry; leaving stops
-them in reverse order. The Discord bot, the console and the demo all run inside one.
+Entering connects to Redis (checking the schema, moving old data once), loads the model off the
+event loop, starts the generator (it fetches adapters it has not loaded from the registry),
+loads every server's adapter and starts following the registry; leaving stops them in reverse
+order. The Discord bot, the console and the demo all run inside one.
 """
 
 from __future__ import annotations
@@ -17,18 +18,21 @@ import logging
 
 from bot.actions import Actions
 from bot.conversation import Conversation
-from bot.follow import OnChange, follow_registry, sync_active
-from bot.generation import Generator
+from bot.follow import OnChange, Serving
+from bot.generation import AdapterSource, Generator
 from bot.store import Store
 
 log = logging.getLogger(__name__)
 
 
-def load_engine(settings) -> Generator:
+def load_engine(settings, adapter_source: AdapterSource) -> Generator:
     """The local engine for MODEL_NAME (imports torch, so only when a process generates)."""
     from bot.engine import Engine
+    from bot.generation import GenerationConfig
 
-    return Engine.from_settings(settings)
+    engine = Engine.load_model(GenerationConfig.from_settings(settings))
+    engine.adapter_source = adapter_source
+    return engine
 
 
 class Runtime:
@@ -44,6 +48,7 @@ class Runtime:
         self._follower: asyncio.Task | None = None
         self.store: Store | None = None
         self.generator: Generator | None = None
+        self.serving: Serving | None = None
         self.conversation: Conversation | None = None
         self.actions: Actions | None = None
 
@@ -54,16 +59,21 @@ class Runtime:
         try:
             self.store = self._given_store or Store.from_settings(self.settings)
             await self.store.ping()
-            self.generator = (self._given_generator
-                              or await asyncio.to_thread(load_engine, self.settings))
+            self.generator = self._given_generator or await asyncio.to_thread(
+                load_engine, self.settings, self.store.registry.blob)
+            if getattr(self.generator, "adapter_source", False) is None:
+                self.generator.adapter_source = self.store.registry.blob
             await self.generator.start()
-            self.conversation = Conversation(self.settings, self.store, self.generator)
-            self.actions = Actions(self.settings, self.store, self.generator)
-            log.info("serving adapter %s", await sync_active(self.store, self.generator))
+            self.serving = Serving(self.store, self.generator, self.settings.home_guild_id)
+            self.conversation = Conversation(self.settings, self.store, self.generator,
+                                             self.serving)
+            self.actions = Actions(self.settings, self.store, self.generator, self.serving)
             if self._follow:
-                self._follower = asyncio.create_task(
-                    follow_registry(self.store, self.generator, on_change=self._announce),
-                    name="adapter-follower")
+                self._follower = asyncio.create_task(self.serving.follow(self._announce),
+                                                     name="adapter-follower")
+                await self._started_up()
+            else:
+                await self.serving.start_up()
         except BaseException:
             await self._close()
             raise
@@ -71,6 +81,14 @@ class Runtime:
 
     async def __aexit__(self, *exc) -> None:
         await self._close()
+
+    async def _started_up(self) -> None:
+        """Wait until the follower served every server's adapter once (or failed trying)."""
+        ready = asyncio.ensure_future(self.serving.ready.wait())
+        await asyncio.wait({ready, self._follower}, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if self._follower.done():
+            self._follower.result()  # raises what stopped it
 
     async def _announce(self, event, record) -> None:
         for listener in self._listeners:

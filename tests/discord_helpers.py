@@ -25,8 +25,10 @@ from discord.webhook.async_ import AsyncWebhookAdapter, async_context
 from bot.app import build_bot
 
 
-async def make_bot(settings, store, engine):
-    bot = build_bot(settings, store, engine, sync_commands=False)
+async def make_bot(settings, store, engine, *, guilds: int = 1, serving=None):
+    """The real bot in dpytest: `guilds` servers, each with a text channel and the members
+    alice, bob, mod and admin (distinct users per server)."""
+    bot = build_bot(settings, store, engine, serving=serving, sync_commands=False)
     # An exception in an event handler is only logged by discord.py: keep it for the tests.
     bot.event_errors = []
 
@@ -43,7 +45,7 @@ async def make_bot(settings, store, engine):
     bot._connection._intents.members = True
     bot._connection.member_cache_flags = discord.MemberCacheFlags.all()
     allowed_mentions = bot.allowed_mentions
-    dpytest.configure(bot, members=["alice", "bob", "mod", "admin"])
+    dpytest.configure(bot, guilds=guilds, members=["alice", "bob", "mod", "admin"])
     # dpytest's new connection state drops the client's options; carry over the one we set.
     bot._connection.allowed_mentions = allowed_mentions
     # dpytest swaps in its own connection state (without the loop a login would set); point
@@ -66,6 +68,13 @@ async def make_bot(settings, store, engine):
 
     callbacks.set_callback(record_typing, "send_typing")
     _record_sends(bot)
+    # dpytest does not emulate leaving a server; record it where discord.py calls Discord.
+    bot.left_guilds = []
+
+    async def leave_guild(guild_id):
+        bot.left_guilds.append(int(guild_id))
+
+    bot.http.leave_guild = leave_guild
     return bot
 
 
@@ -108,8 +117,11 @@ def _add_reaction_type(state) -> None:
         setattr(state, name, with_type)
 
 
-def member(name: str) -> discord.Member:
-    return next(m for m in dpytest.get_config().members if m.name == name)
+def member(name: str, guild: discord.Guild | None = None) -> discord.Member:
+    """The member `name` (of `guild`, default the first server)."""
+    guild = guild or dpytest.get_config().guilds[0]
+    return next(m for m in dpytest.get_config().members
+                if m.name == name and m.guild.id == guild.id)
 
 
 def reply_message(content: str, author: discord.Member, channel,
@@ -205,6 +217,17 @@ def message_menu_data(name: str, target: discord.Message) -> dict:
     resolved = {**raw, "id": str(raw["id"]), "channel_id": str(raw["channel_id"])}
     return {"id": "2", "name": name, "type": 3, "target_id": str(target.id),
             "resolved": {"messages": {str(target.id): resolved}}}
+
+
+async def slash_as(bot, who: discord.Member, channel, *names: str, **options) -> dict:
+    """Run `/names... options` as `who` in `channel`; returns the last answer it gave (with
+    every recorded call under "calls")."""
+    recorder = RecordingAdapter()
+    await invoke(bot, interaction_payload(bot, who, channel, slash_data(*names, **options)),
+                 recorder)
+    answers = recorder.answers()
+    assert answers, recorder.calls
+    return answers[-1] | {"calls": recorder.calls}
 
 
 async def invoke(bot, payload: dict, recorder: RecordingAdapter, timeout: float = 10.0) -> None:

@@ -26,5 +26,7 @@ def settings_env(settings, **extra) -> dict[str, str]:
                MODEL_NAME=settings.model_name, DEVICE=settings.device,
                USER_HASH_SECRET=settings.user_hash_secret.get_secret_value(),
                REPORTS_DIR=str(settings.reports_dir))
+    if settings.home_guild_id is not None:
+        env["HOME_GUILD_ID"] = str(settings.home_guild_id)
     env.update({name: str(value) for name, value in extra.items()})
     return env

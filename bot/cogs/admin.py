@@ -1,6 +1,8 @@
-"""Slash commands: /style, /adapter, /train, /chat (admins), /stats (moderators), /forget me.
+"""Slash commands: /style, /adapter, /train, /chat, /modlog (admins), /stats (moderators),
+/forget me.
 
-Every answer is ephemeral. The work itself lives in bot.actions, shared with the console.
+Every answer is ephemeral. The work itself lives in bot.actions, shared with the console; each
+act on data, adapters or training is this server's only (the interaction's guild).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class Admin(commands.Cog):
                                guild_only=True)
     chat = app_commands.Group(name="chat", description="Answer every message in this channel",
                               guild_only=True)
+    modlog = app_commands.Group(name="modlog", guild_only=True,
+                                description="Where this server's adapter changes are posted")
     forget = app_commands.Group(name="forget", description="Delete what the bot stored of you")
 
     def __init__(self, bot):
@@ -68,14 +72,14 @@ class Admin(commands.Cog):
     @adapter.command(name="status", description="The adapter in service, its metrics and data")
     @admin_only()
     async def adapter_status(self, interaction: discord.Interaction) -> None:
-        await _answer(interaction, await self.actions.adapter_status())
+        await _answer(interaction, await self.actions.adapter_status(interaction.guild_id))
 
     @adapter.command(name="rollback", description="Go back to the previous adapter at once")
     @admin_only()
     async def adapter_rollback(self, interaction: discord.Interaction) -> None:
         # Loading an adapter can outlast Discord's 3-second answer window: acknowledge first.
         await interaction.response.defer(ephemeral=True, thinking=True)
-        answer = await self.actions.rollback()
+        answer = await self.actions.rollback(interaction.guild_id)
         await interaction.edit_original_response(content=answer.text)
         if answer.event is not None:
             # This process swapped already, so its follower sees no change to announce.
@@ -85,7 +89,8 @@ class Admin(commands.Cog):
     @admin_only()
     async def train_now(self, interaction: discord.Interaction) -> None:
         requested_by = f"discord:{self.bot.store.user_hash(interaction.user.id)[:16]}"
-        await _answer(interaction, await self.actions.train_now(requested_by))
+        await _answer(interaction, await self.actions.train_now(interaction.guild_id,
+                                                                requested_by))
 
     # --- /chat --------------------------------------------------------------------------------
 
@@ -99,6 +104,19 @@ class Admin(commands.Cog):
     async def chat_off(self, interaction: discord.Interaction) -> None:
         await _answer(interaction, await self.actions.chat(interaction.channel_id, False))
 
+    # --- /modlog ------------------------------------------------------------------------------
+
+    @modlog.command(name="here", description="Post this server's adapter changes in this channel")
+    @admin_only()
+    async def modlog_here(self, interaction: discord.Interaction) -> None:
+        await _answer(interaction, await self.actions.set_modlog(interaction.guild_id,
+                                                                 interaction.channel_id))
+
+    @modlog.command(name="off", description="Stop posting this server's adapter changes")
+    @admin_only()
+    async def modlog_off(self, interaction: discord.Interaction) -> None:
+        await _answer(interaction, await self.actions.set_modlog(interaction.guild_id, None))
+
     # --- everyone / moderators ----------------------------------------------------------------
 
     @forget.command(name="me", description="Delete your messages and the replies to them")
@@ -109,7 +127,7 @@ class Admin(commands.Cog):
     @app_commands.guild_only()
     @moderator_only()
     async def stats(self, interaction: discord.Interaction) -> None:
-        await _answer(interaction, await self.actions.stats())
+        await _answer(interaction, await self.actions.stats(interaction.guild_id))
 
 
 async def setup(bot) -> None:

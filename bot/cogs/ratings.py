@@ -36,8 +36,8 @@ class TeachModal(discord.ui.Modal, title="Teach a better reply"):
         self.exchange = exchange
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        answer = await self.actions.teach(self.exchange.id, interaction.user.id,
-                                          self.reply.value)
+        answer = await self.actions.teach(interaction.guild_id, self.exchange.id,
+                                          interaction.user.id, self.reply.value)
         await interaction.response.send_message(answer.text, ephemeral=True)
 
     async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
@@ -94,7 +94,7 @@ class Ratings(commands.Cog):
         exchange = await self.actions.exchange_of_message(payload.message_id)
         if exchange is None:
             return
-        answer = await self.actions.rate(exchange.id, moderator.id, value)
+        answer = await self.actions.rate(payload.guild_id, exchange.id, moderator.id, value)
         if not answer.ok:
             log.warning("rating of exchange %s: %s", exchange.id, answer.text)
 
@@ -107,9 +107,10 @@ class Ratings(commands.Cog):
         if value is None or self._mine(payload):
             return
         exchange = await self.actions.exchange_of_message(payload.message_id)
-        if exchange is None:
+        if exchange is None or payload.guild_id is None:
             return
-        answer = await self.actions.withdraw(exchange.id, payload.user_id, value)
+        answer = await self.actions.withdraw(payload.guild_id, exchange.id, payload.user_id,
+                                             value)
         log.info("reaction removed on exchange %s: %s", exchange.id, answer.text)
 
     # --- teach --------------------------------------------------------------------------------

@@ -31,3 +31,9 @@ async def bot(fast, store, engine):
 @pytest.fixture
 def channel():
     return dpytest.get_config().channels[0]
+
+
+@pytest.fixture
+def own(bot, store):
+    """What the dpytest server owns in the store (its guild id is the tenant)."""
+    return store.tenant(dpytest.get_config().guilds[0].id)

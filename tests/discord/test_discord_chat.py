@@ -39,7 +39,7 @@ async def test_a_mention_is_answered_and_stored_with_its_adapter_version(bot, st
     assert exchange is not None
     assert exchange.reply == reply.content
     assert exchange.user_message == "where is my parcel?"  # the mention is stripped
-    assert exchange.adapter_version == engine.active_version == "base"
+    assert exchange.adapter_version == "base" and exchange.tenant == asked.guild.id
     assert exchange.source == "discord"
     assert (exchange.user_message_id, exchange.channel_id, exchange.guild_id) == (
         asked.id, asked.channel.id, asked.guild.id)
@@ -54,7 +54,7 @@ async def test_plain_messages_bots_and_itself_are_not_answered(bot, store):
     await dpytest.message(f"{mention(bot)} hello fellow bot", member=other)
 
     assert await sent_messages() == []
-    assert await exchange_count(store) == 0
+    assert await exchange_count(store, dpytest.get_config().guilds[0].id) == 0
 
 
 async def test_a_reply_to_the_bot_is_answered_with_the_chain_as_context(bot, store):
@@ -193,7 +193,7 @@ async def test_cooldown_answers_politely_and_generates_nothing(fast, store, engi
         assert second.content == COOLDOWN_REPLY.format(seconds=30)
         assert await store.exchanges.for_message(second.id) is None
         assert await store.exchanges.for_message(third.id) is not None
-        assert await exchange_count(store) == 2
+        assert await exchange_count(store, dpytest.get_config().guilds[0].id) == 2
         assert engine.model_calls == 2
     finally:
         await cleanup(bot)
@@ -207,7 +207,7 @@ async def test_a_failed_generation_is_an_apology_and_nothing_is_stored(bot, stor
     [reply] = await sent_messages()
     assert reply.content == FAILED_REPLY
     assert reactions_on(bot, reply) == []
-    assert await exchange_count(store) == 0
+    assert await exchange_count(store, dpytest.get_config().guilds[0].id) == 0
 
 
 async def test_a_channel_turned_on_answers_every_message(bot, store):

@@ -21,7 +21,7 @@ from discord_helpers import (
     member,
     message_menu_data,
     sent_messages,
-    slash_data,
+    slash_as,
 )
 from store_util import corrections
 
@@ -34,14 +34,8 @@ REFUSED_MOD = "Only moderators can do that."
 
 
 async def slash(bot, who: str, *names: str, **options) -> dict:
-    """Run `/names... options` as member `who`; returns the one answer it gave."""
-    recorder = RecordingAdapter()
-    channel = dpytest.get_config().channels[0]
-    await invoke(bot, interaction_payload(bot, member(who), channel,
-                                          slash_data(*names, **options)), recorder)
-    answers = recorder.answers()
-    assert answers, recorder.calls
-    return answers[-1] | {"calls": recorder.calls}
+    """Run `/names... options` as member `who` in the first channel."""
+    return await slash_as(bot, member(who), dpytest.get_config().channels[0], *names, **options)
 
 
 async def test_style_set_by_an_admin_applies_and_a_member_is_refused(bot, store, channel):
@@ -105,25 +99,25 @@ async def test_chat_on_makes_the_bot_answer_every_message(bot, store, channel):
     assert await sent_messages() == []
 
 
-async def test_train_now_records_a_request_for_the_trainer(bot, store):
+async def test_train_now_records_a_request_for_the_trainer(bot, store, own):
     assert (await slash(bot, "mod", "train", "now"))["content"] == REFUSED_ADMIN
-    assert await store.trainer.take_request() is None
+    assert await own.trainer.take_request() is None
 
     done = await slash(bot, "admin", "train", "now")
 
     assert done["ephemeral"] and "Training requested" in done["content"]
-    request = await store.trainer.take_request()
+    request = await own.trainer.take_request()
     assert request["by"] == f"discord:{store.user_hash(member('admin').id)[:16]}"
 
 
 async def test_adapter_status_and_rollback_swap_at_once(bot, store, engine, fast,
-                                                        tiny_model_dir):
+                                                        tiny_model_dir, own):
     blob = make_adapter_bytes(tiny_model_dir, fast)
     for _ in range(2):
-        record = await store.registry.save(AdapterRecord(
+        record = await own.registry.save(AdapterRecord(
             base_model=str(tiny_model_dir), metrics={"val_loss": 1.25},
             data={"train": 40, "validation": 10}, hyperparameters={"lr": 3e-4}), blob)
-        await store.registry.activate(record.version)
+        await own.registry.activate(record.version)
     assert (await slash(bot, "alice", "adapter", "status"))["content"] == REFUSED_ADMIN
 
     status = await slash(bot, "admin", "adapter", "status")
@@ -131,18 +125,18 @@ async def test_adapter_status_and_rollback_swap_at_once(bot, store, engine, fast
     assert "val_loss 1.25" in status["content"] and "train 40" in status["content"]
 
     assert (await slash(bot, "alice", "adapter", "rollback"))["content"] == REFUSED_ADMIN
-    assert await store.registry.active() == "v2"
+    assert await own.registry.active() == "v2"
     rolled = await slash(bot, "admin", "adapter", "rollback")
     deferred = rolled["calls"][0][2]
     assert deferred["type"] == 5 and deferred["data"]["flags"] & 64  # ephemeral "thinking"
     assert rolled["content"] == "Rolled back from v2: now serving v1."
-    assert await store.registry.active() == "v1" and engine.active_version == "v1"
+    assert await own.registry.active() == "v1" and bot.serving.version_for(own.tenant) == "v1"
 
 
-async def test_rollback_without_history_says_so(bot, store, engine):
+async def test_rollback_without_history_says_so(bot, store, engine, own):
     rolled = await slash(bot, "admin", "adapter", "rollback")
     assert rolled["content"].startswith("Nothing rolled back: there is no earlier adapter")
-    assert engine.active_version == "base"
+    assert bot.serving.version_for(own.tenant) == "base"
 
 
 async def test_forget_me_deletes_only_the_callers_exchanges(bot, store):
@@ -229,19 +223,20 @@ async def test_a_promotion_is_swapped_in_and_posted_to_the_modlog(fast, store, e
                                                                    tiny_model_dir, tmp_path,
                                                                    monkeypatch):
     """The runtime's registry follower swaps a newly activated adapter and the bot posts the
-    report to the modlog."""
+    report to that server's modlog channel."""
     monkeypatch.chdir(tmp_path)  # dpytest writes sent attachments to the working directory
     bot = await make_bot(fast, store, engine)
+    own = store.tenant(dpytest.get_config().guilds[0].id)
     async with Runtime(fast, store=store, generator=engine) as runtime:
         runtime.on_change(bot.announce_change)
         modlog = dpytest.get_config().channels[0]
-        bot.settings = bot.settings.model_copy(update={"modlog_channel_id": modlog.id})
-        record = await store.registry.save(AdapterRecord(base_model=str(tiny_model_dir)),
+        await own.set_modlog_channel(modlog.id)
+        record = await own.registry.save(AdapterRecord(base_model=str(tiny_model_dir)),
                                           make_adapter_bytes(tiny_model_dir, fast))
         await store.registry.save_report(record.version, {"best_lr": 0.0003, "val_loss": 1.5},
                                 png=b"\x89PNG\r\n\x1a\n-not-really-a-plot")
         await asyncio.sleep(0.2)  # the follower subscribes at start-up
-        await store.registry.activate(record.version)
+        await own.registry.activate(record.version)
 
         async with asyncio.timeout(20):
             while not bot.sent_payloads:
@@ -249,7 +244,7 @@ async def test_a_promotion_is_swapped_in_and_posted_to_the_modlog(fast, store, e
         [post] = await sent_messages()
         # dpytest drops the text of a send with files; the HTTP payload holds it.
         [payload] = bot.sent_payloads
-        assert engine.active_version == record.version
+        assert runtime.serving.version_for(own.tenant) == record.version
         assert post.channel.id == modlog.id
         assert payload["content"].startswith(f"Adapter change: now serving **{record.version}**")
         assert "val_loss: 1.5" in payload["content"] and "best_lr: 0.0003" in payload["content"]

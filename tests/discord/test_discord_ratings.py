@@ -15,26 +15,26 @@ async def bot_reply(bot, store):
     return reply, await store.exchanges.for_message(reply.id)
 
 
-async def test_a_moderators_thumbs_up_counts_and_removal_withdraws(bot, store):
+async def test_a_moderators_thumbs_up_counts_and_removal_withdraws(bot, store, own):
     reply, exchange = await bot_reply(bot, store)
     mod = member("mod")
 
     await dpytest.add_reaction(mod, reply, THUMBS_UP)
     assert await store.exchanges.ratings(exchange.id) == {store.user_hash(mod.id): 1}
-    assert [r.exchange.id for r in await store.exchanges.rated()] == [exchange.id]
+    assert [r.exchange.id for r in await own.exchanges.rated()] == [exchange.id]
 
     await dpytest.remove_reaction(mod, reply, THUMBS_UP)
     assert await store.exchanges.ratings(exchange.id) == {}
 
 
-async def test_a_members_reaction_is_not_counted(bot, store):
+async def test_a_members_reaction_is_not_counted(bot, store, own):
     reply, exchange = await bot_reply(bot, store)
 
     await dpytest.add_reaction(member("alice"), reply, THUMBS_UP)
     await dpytest.add_reaction(member("bob"), reply, THUMBS_DOWN)
 
     assert await store.exchanges.ratings(exchange.id) == {}
-    assert await store.exchanges.rated() == []
+    assert await own.exchanges.rated() == []
 
 
 async def test_manage_messages_makes_a_moderator(bot, store):
@@ -70,7 +70,7 @@ async def test_ratings_work_for_replies_no_longer_in_the_message_cache(bot, stor
     assert await score(store, exchange.id) == 1
 
 
-async def test_other_emoji_and_unknown_messages_are_ignored(bot, store):
+async def test_other_emoji_and_unknown_messages_are_ignored(bot, store, own):
     reply, exchange = await bot_reply(bot, store)
     mod = member("mod")
     await dpytest.add_reaction(mod, reply, "\N{HEAVY BLACK HEART}")
@@ -78,4 +78,4 @@ async def test_other_emoji_and_unknown_messages_are_ignored(bot, store):
     await dpytest.add_reaction(mod, question, THUMBS_UP)
 
     assert await store.exchanges.ratings(exchange.id) == {}
-    assert await store.exchanges.rated() == []
+    assert await own.exchanges.rated() == []

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import asyncio
 
+from store_util import TENANT
+
 from bot.actions import Actions
 from bot.store import AdapterRecord
 
 
 async def test_concurrent_rollbacks_each_name_the_step_they_made(fast, store, engine, blobs,
-                                                                 tiny_model_dir):
+                                                                 tiny_model_dir, own):
     for seed_blob in (blobs["v1"], blobs["v2"], blobs["v1"]):
-        record = await store.registry.save(AdapterRecord(base_model=str(tiny_model_dir)),
+        record = await own.registry.save(AdapterRecord(base_model=str(tiny_model_dir)),
                                            seed_blob)
-        await store.registry.activate(record.version)
+        await own.registry.activate(record.version)
     actions = Actions(fast, store, engine)
 
-    answers = await asyncio.gather(actions.rollback(), actions.rollback())
+    answers = await asyncio.gather(actions.rollback(TENANT), actions.rollback(TENANT))
 
     steps = sorted((a.event.previous, a.event.version) for a in answers)
     assert steps == [("v2", "v1"), ("v3", "v2")]
-    assert await store.registry.active() == "v1"
+    assert await own.registry.active() == "v1"
     assert {a.text.split(":")[0] for a in answers} == {"Rolled back from v2",
                                                        "Rolled back from v3"}

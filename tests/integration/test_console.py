@@ -11,7 +11,7 @@ import sys
 
 import pytest
 from paths import REPO
-from store_util import corrections, exchange_count
+from store_util import TENANT, corrections, exchange_count
 from subprocess_env import settings_env
 
 from bot.console import CONSOLE_CHANNEL, CONSOLE_USER, HELP, Console, Quit
@@ -53,11 +53,11 @@ async def test_style_commands(console, store):
     assert await store.styles.in_force(None, CONSOLE_CHANNEL) is None
 
 
-async def test_admin_commands_and_bad_input(console, store):
+async def test_admin_commands_and_bad_input(console, store, own):
     assert "Active adapter: base" in await console.handle_line("/adapter status")
     assert "Nothing rolled back" in await console.handle_line("/adapter rollback")
     assert "Training requested" in await console.handle_line("/train now")
-    assert (await store.trainer.take_request())["by"] == "console"
+    assert (await own.trainer.take_request())["by"] == "console"
     assert "nothing to rate yet" in await console.handle_line("/rate up")
 
     for bad in ("/bogus", "/style", "/rate sideways", "/teach", "/adapter"):
@@ -71,7 +71,7 @@ async def test_admin_commands_and_bad_input(console, store):
         await console.handle_line("/quit")
 
 
-async def test_a_piped_session_leaves_the_expected_records(fast, store, tmp_path):
+async def test_a_piped_session_leaves_the_expected_records(fast, store, tmp_path, own):
     script = "\n".join([
         "hello there",
         "/rate up",
@@ -98,7 +98,7 @@ async def test_a_piped_session_leaves_the_expected_records(fast, store, tmp_path
         assert expected in out
     assert "Traceback" not in out + done.stderr
 
-    rated = sorted(await store.exchanges.rated(), key=lambda r: r.exchange.created_at)
+    rated = sorted(await own.exchanges.rated(), key=lambda r: r.exchange.created_at)
     assert [(r.exchange.user_message, r.score) for r in rated] == [
         ("hello there", 1), ("my parcel is late", -1)]
     assert [c.text for c in rated[0].corrections] == ["Hello! How can I help you today?"]
@@ -106,6 +106,27 @@ async def test_a_piped_session_leaves_the_expected_records(fast, store, tmp_path
     assert rated[1].exchange.style == "Answer as a polite support agent:"
     assert [(t.role, t.text) for t in rated[1].exchange.context][:1] == [("user", "hello there")]
     assert all(r.exchange.source == "console" for r in rated)
+
+
+async def test_the_console_acts_in_the_server_channel_and_as_the_user_it_is_given(fast, store,
+                                                                                  tmp_path):
+    script = "first question\n/rate up\n/new\nsecond question\n/rate down\n/stats\n"
+    env = settings_env(fast, MAX_NEW_TOKENS=8, PYTHONPATH=REPO)
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "bot", "console", "--guild", "55", "--channel",
+                         "9", "--user", "bob"], input=script, text=True, capture_output=True,
+        env=env, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("bot [base]: ") == 2
+    assert "started a new conversation" in done.stdout
+    assert "Exchanges 2, rated 2" in done.stdout  # server 55's own numbers
+
+    rated = sorted(await store.tenant(55).exchanges.rated(),
+                   key=lambda r: r.exchange.created_at)
+    assert [(r.exchange.tenant, r.exchange.channel_id) for r in rated] == [(55, 9), (55, 9)]
+    assert {r.exchange.user_hash for r in rated} == {store.user_hash("bob")}
+    assert rated[1].exchange.context == []  # /new: the first question is not its context
+    assert await store.tenant(TENANT).exchanges.rated() == []  # nothing in the home server
 
 
 def test_run_without_a_token_explains_and_exits_2(tmp_path):
@@ -117,7 +138,7 @@ def test_run_without_a_token_explains_and_exits_2(tmp_path):
 
 
 async def test_the_console_swaps_in_a_promoted_adapter_while_chatting(fast, store, tmp_path,
-                                                                      tiny_model_dir):
+                                                                      tiny_model_dir, own):
     """run_console follows the registry: a trainer's promotion changes the next reply's adapter."""
     from adapters_util import make_adapter_bytes
 
@@ -138,9 +159,9 @@ async def test_the_console_swaps_in_a_promoted_adapter_while_chatting(fast, stor
     feed.flush()
     await wait_for("bot [base]: ")
     await asyncio.sleep(0.2)  # the follower subscribed before the first line was read
-    record = await store.registry.save(AdapterRecord(base_model=str(tiny_model_dir)),
+    record = await own.registry.save(AdapterRecord(base_model=str(tiny_model_dir)),
                                       make_adapter_bytes(tiny_model_dir, fast))
-    await store.registry.activate(record.version)
+    await own.registry.activate(record.version)
     await wait_for(f"[adapter activated: now serving {record.version}]")
     feed.write("hello again\n")
     feed.close()
@@ -160,10 +181,10 @@ def test_the_console_path_does_not_import_discord():
 
 
 async def test_adapter_status_shows_a_trainer_record_without_its_loss_curves(console, store,
-                                                                            tiny_model_dir):
+                                                                            tiny_model_dir, own):
     from bot.store import AdapterRecord
 
-    record = await store.registry.save(AdapterRecord(
+    record = await own.registry.save(AdapterRecord(
         base_model=str(tiny_model_dir), parent="base",
         hyperparameters={"learning_rate": 0.005, "batch_size": 4,
                          "lora_targets": ["c_attn", "c_proj"]},
@@ -171,7 +192,8 @@ async def test_adapter_status_shows_a_trainer_record_without_its_loss_curves(con
                  "train_loss_curve": [5.0 - i / 100 for i in range(100)],
                  "val_loss_curve": [4.9, 4.6, 4.5, 4.45, 4.4, 4.39]},
         data={"train": 31, "validation": 8}), b"blob")
-    await store.r.set(store.k("ad", "active"), record.version)  # pointer only: no swap needed
+    # pointer only: no swap needed
+    await store.r.set(store.k("g", TENANT, "ad", "active"), record.version)
     status = await console.handle_line("/adapter status")
     assert f"Active adapter: {record.version}" in status
     assert "val_loss (base 6.066, active 6.066, candidate 4.392)" in status

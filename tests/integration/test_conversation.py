@@ -34,7 +34,7 @@ async def test_chat_stores_the_exchange_with_style_and_adapter_version(fast, sto
     assert stored.user_message == "my order is late"
     assert [(t.role, t.text) for t in stored.context] == [("user", "hi"), ("bot", "hello!")]
     assert stored.style == "Answer as a polite support agent:"
-    assert stored.adapter_version == engine.active_version == "base"
+    assert stored.adapter_version == "base" and stored.tenant == stored.guild_id == 7
     assert stored.reply and stored.reply_tokens >= 1 and stored.prompt_tokens > 0
     assert stored.user_hash == store.user_hash(918273645546372819)
     assert "918273645546372819" not in stored.model_dump_json()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from store_util import TENANT
 from transformers import AutoTokenizer
 
 from bot.dialogue import build_prompt
@@ -17,8 +18,9 @@ def tokenizer(tiny_model_dir):
 
 async def rated_exchange(store, reply: str, votes: list[int], *, user_message="how are you",
                          style=None, context=()) -> Exchange:
-    exchange = await store.exchanges.add(Exchange(user_message=user_message, reply=reply,
-                                                 style=style, context=list(context)))
+    exchange = await store.exchanges.add(Exchange(tenant=TENANT, user_message=user_message,
+                                                  reply=reply, style=style,
+                                                  context=list(context)))
     for moderator, vote in enumerate(votes):
         await store.exchanges.rate(exchange.id, f"mod{moderator}", vote)
     return exchange
@@ -33,12 +35,12 @@ def build(rated, tokenizer, **overrides):
     return build_dataset(rated, tokenizer, **options)
 
 
-async def test_mask_leaves_exactly_the_reply_and_eos(store, tokenizer):
+async def test_mask_leaves_exactly_the_reply_and_eos(store, tokenizer, own):
     context = [TurnRecord(role="user", text="hello"), TurnRecord(role="bot", text="hi there")]
     exchange = await rated_exchange(store, "The sky is blue today.", [1],
                                     user_message="what colour is the sky?",
                                     style="Answer as a polite support agent:", context=context)
-    data = build(await store.exchanges.rated(), tokenizer)
+    data = build(await own.exchanges.rated(), tokenizer)
     (example,) = data.train + data.validation
 
     masked = [i for i, label in enumerate(example.labels) if label == IGNORE_INDEX]
@@ -52,7 +54,7 @@ async def test_mask_leaves_exactly_the_reply_and_eos(store, tokenizer):
     assert prompt.startswith("Answer as a polite support agent:\n<user> hello\n<bot> hi there")
 
 
-async def test_negative_and_tied_replies_are_never_targets(store, tokenizer):
+async def test_negative_and_tied_replies_are_never_targets(store, tokenizer, own):
     await rated_exchange(store, "liked reply", [1, 1, -1])
     await rated_exchange(store, "disliked reply", [-1])
     await rated_exchange(store, "tied reply", [1, -1])
@@ -60,7 +62,7 @@ async def test_negative_and_tied_replies_are_never_targets(store, tokenizer):
     await store.exchanges.correct(corrected.id, "mod7", "the corrected reply")
     await store.exchanges.correct(corrected.id, "mod8", "another better reply")
 
-    data = build(await store.exchanges.rated(), tokenizer)
+    data = build(await own.exchanges.rated(), tokenizer)
     texts = targets(data.train + data.validation, tokenizer)
     eos = tokenizer.eos_token
     assert sorted(texts) == sorted([f" liked reply{eos}", f" the corrected reply{eos}",
@@ -90,21 +92,21 @@ def test_small_data_still_gets_a_validation_example():
     assert validation_ids(ids[:2], 0.2) == set()
 
 
-async def test_cap_keeps_the_newest_examples(store, tokenizer):
+async def test_cap_keeps_the_newest_examples(store, tokenizer, own):
     for n in range(6):
         await rated_exchange(store, f"reply number {n}", [1])
-    data = build(await store.exchanges.rated(), tokenizer, max_examples=4)
+    data = build(await own.exchanges.rated(), tokenizer, max_examples=4)
     kept = sorted(targets(data.train + data.validation, tokenizer))
     eos = tokenizer.eos_token
     assert kept == [f" reply number {n}{eos}" for n in (2, 3, 4, 5)]
     assert data.counts["capped"] == 2
 
 
-async def test_long_dialogues_fit_the_token_budget(store, tokenizer):
+async def test_long_dialogues_fit_the_token_budget(store, tokenizer, own):
     long_history = [TurnRecord(role="user" if n % 2 == 0 else "bot", text="word " * 40)
                     for n in range(10)]
     await rated_exchange(store, "short answer " * 30, [1], context=long_history)
-    data = build(await store.exchanges.rated(), tokenizer, max_tokens=64)
+    data = build(await own.exchanges.rated(), tokenizer, max_tokens=64)
     (example,) = data.train + data.validation
     assert len(example.input_ids) <= 64
     assert example.labels[-1] == tokenizer.eos_token_id

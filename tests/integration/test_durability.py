@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 from paths import REPO
-from store_util import score
+from store_util import TENANT, score
 
 from bot.local_redis import LocalRedis
 from bot.store import Exchange, Store
@@ -20,7 +20,8 @@ async def test_acknowledged_rating_survives_kill_9(tmp_path):
     server = LocalRedis(tmp_path, appendonly=True).start()
     try:
         store = _store(server)
-        exchange = await store.exchanges.add(Exchange(user_message="hi", reply="hello"))
+        exchange = await store.exchanges.add(Exchange(tenant=TENANT, user_message="hi",
+                                                      reply="hello"))
         assert await store.exchanges.rate(exchange.id, moderator_id=1, value=1) == 1
         await store.r.aclose()
         server.kill()  # SIGKILL right after the acknowledgement
@@ -29,7 +30,7 @@ async def test_acknowledged_rating_survives_kill_9(tmp_path):
         store = _store(server)
         assert await score(store, exchange.id) == 1
         assert (await store.exchanges.get(exchange.id)).reply == "hello"
-        assert (await store.trainer.snapshot()).new_ratings == 1
+        assert (await store.tenant(TENANT).trainer.snapshot()).new_ratings == 1
         await store.close()
     finally:
         server.close()

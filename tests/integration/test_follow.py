@@ -1,4 +1,5 @@
-"""The bot follows the adapter registry in a real Redis: start-up, activate, rollback, refusals."""
+"""Each server's adapter is followed from the registry in a real Redis: start-up, activate,
+rollback, the default adapter, refusals, fallbacks, reconnects."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bot.dialogue import Turn
 from bot.engine import Engine
-from bot.follow import follow_registry, sync_active
+from bot.follow import Serving
 from bot.local_redis import LocalRedis
 from bot.store import AdapterRecord, Store
 
 HELLO = [Turn("user", "hello, how are you?")]
+ONE, TWO = 101, 202  # two servers
 
 
 @pytest.fixture
@@ -27,8 +29,9 @@ async def engine(settings):
     await engine.close()
 
 
-async def publish(store, settings, blob: bytes) -> str:
-    record = await store.registry.save(AdapterRecord(base_model=settings.model_name), blob)
+async def publish(store, settings, blob: bytes, tenant: int = ONE) -> str:
+    record = await store.tenant(tenant).registry.save(
+        AdapterRecord(base_model=settings.model_name), blob)
     return record.version
 
 
@@ -43,116 +46,156 @@ async def eventually(predicate, timeout: float = 10.0) -> None:
 @pytest.fixture
 async def follower(store, engine):
     changes: list = []
+    serving = Serving(store, engine, home_tenant=ONE)
 
     async def on_change(event, record):
-        changes.append((event.kind, event.version, record.version if record else None))
+        changes.append((event.tenant, event.kind, event.version,
+                        record.version if record else None))
 
     async def start():
-        """Start following and wait until the follower listens for events."""
-        task = asyncio.create_task(follow_registry(store, engine, on_change))
+        """Start following and wait until it served every server once."""
+        task = asyncio.create_task(serving.follow(on_change))
         tasks.append(task)
-        channel = store.k("ev", "adapter")
-        for _ in range(500):
-            [(_, listeners)] = await store.r.pubsub_numsub(channel)
-            if listeners:
-                return task
-            await asyncio.sleep(0.01)
-        raise AssertionError("the follower never subscribed")
+        await asyncio.wait_for(serving.ready.wait(), 20)
+        return task
 
     tasks: list[asyncio.Task] = []
-    yield start, changes
+    yield serving, start, changes
     for task in tasks:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
 
-async def test_start_up_serves_the_active_version(store, engine, settings, blobs, follower):
-    start, changes = follower
-    v1 = await publish(store, settings, blobs["v1"])
-    await store.registry.activate(v1)
+async def test_start_up_serves_each_servers_version_and_the_default(store, engine, settings,
+                                                                  blobs, follower):
+    serving, start, changes = follower
+    await store.tenant(ONE).registry.activate(await publish(store, settings, blobs["v1"]))
+    v2 = await publish(store, settings, blobs["v2"], tenant=TWO)
+    await store.tenant(TWO).registry.activate(v2)
     await start()
-    await eventually(lambda: engine.active_version == v1)
-    assert (await engine.generate(HELLO)).adapter_version == v1
+    assert (serving.version_for(ONE), serving.version_for(TWO)) == ("v1", v2)
+    # A server without an adapter of its own gets the default (the home server's) adapter;
+    # no server at all (a DM without HOME_GUILD_ID): the base model.
+    assert serving.version_for(999) == "v1" and serving.version_for(None) == "base"
+    assert sorted(engine.loaded_versions) == sorted(["v1", v2])
     assert changes == []  # start-up is not an event
 
 
-async def test_follows_activate_and_rollback(store, engine, settings, blobs, follower):
-    start, changes = follower
+async def test_follows_activate_and_rollback_per_server(store, engine, settings, blobs,
+                                                        follower):
+    serving, start, changes = follower
     v1 = await publish(store, settings, blobs["v1"])
     v2 = await publish(store, settings, blobs["v2"])
+    other = await publish(store, settings, blobs["v2"], tenant=TWO)
     await start()
-    await store.registry.activate(v1)
-    await eventually(lambda: engine.active_version == v1)
-    reply_v1 = (await engine.generate(HELLO)).text
-    await store.registry.activate(v2)
-    await eventually(lambda: engine.active_version == v2)
-    result = await engine.generate(HELLO)
-    assert result.adapter_version == v2 and result.text != reply_v1
-    await store.registry.rollback()
-    await eventually(lambda: engine.active_version == v1)
-    assert (await engine.generate(HELLO)).text == reply_v1
-    await store.registry.activate("base")
-    await eventually(lambda: engine.active_version == "base")
-    await eventually(lambda: len(changes) == 4)
-    assert changes == [("activated", v1, v1), ("activated", v2, v2), ("rollback", v1, v1),
-                       ("activated", "base", None)]
+    one = store.tenant(ONE).registry
+    await one.activate(v1)
+    await eventually(lambda: serving.version_for(ONE) == v1)
+    await one.activate(v2)
+    await eventually(lambda: serving.version_for(ONE) == v2)
+    await store.tenant(TWO).registry.activate(other)
+    await eventually(lambda: serving.version_for(TWO) == other)
+    await one.rollback()
+    await eventually(lambda: serving.version_for(ONE) == v1)
+    assert serving.version_for(TWO) == other  # server two is left alone
+    await one.activate("base")
+    await eventually(lambda: serving.own_version(ONE) == "base")
+    await eventually(lambda: len(changes) == 5)
+    assert changes == [(ONE, "activated", v1, v1), (ONE, "activated", v2, v2),
+                       (TWO, "activated", other, other), (ONE, "rollback", v1, v1),
+                       (ONE, "activated", "base", None)]
+
+
+async def test_the_operator_can_make_another_servers_adapter_the_default(store, settings,
+                                                                         blobs, follower):
+    serving, start, _ = follower
+    v1 = await publish(store, settings, blobs["v1"])
+    await store.tenant(ONE).registry.activate(v1)
+    v2 = await publish(store, settings, blobs["v2"], tenant=TWO)
+    await store.tenant(TWO).registry.activate(v2)
+    await start()
+    assert serving.version_for(999) == v1
+    await store.registry.set_default_tenant(TWO)
+    await eventually(lambda: serving.version_for(999) == v2)
+    assert serving.version_for(ONE) == v1  # a server with its own adapter keeps it
 
 
 async def test_unservable_versions_are_skipped(store, engine, settings, blobs, follower,
                                               caplog):
-    start, changes = follower
+    serving, start, changes = follower
     good = await publish(store, settings, blobs["v1"])
     damaged = await publish(store, settings, blobs["v2"])
     await store.r.set(store.k("ad", damaged, "blob"), blobs["v2"][:-10] + b"0123456789")
     foreign = await publish(store, settings, blobs["other_forged"])
     fine_later = await publish(store, settings, blobs["v2"])
     await start()
-    await store.registry.activate(good)
-    await eventually(lambda: engine.active_version == good)
+    registry = store.tenant(ONE).registry
+    await registry.activate(good)
+    await eventually(lambda: serving.version_for(ONE) == good)
     for bad, why in ((damaged, "sha256"), (foreign, "do not fit")):  # corrupt, other model
-        await store.registry.activate(bad)
+        await registry.activate(bad)
         await eventually(lambda bad=bad, why=why: any(
             f"adapter {bad} cannot be served" in r.message and why in r.message
             for r in caplog.records))
-        assert engine.active_version == good
-        assert (await engine.generate(HELLO)).adapter_version == good
-    await store.registry.activate(fine_later)  # the follower survived both
-    await eventually(lambda: engine.active_version == fine_later)
+        assert serving.version_for(ONE) == good
+        assert (await engine.generate(HELLO, adapter=serving.version_for(ONE))
+                ).adapter_version == good
+    await registry.activate(fine_later)  # the follower survived both
+    await eventually(lambda: serving.version_for(ONE) == fine_later)
     await eventually(lambda: len(changes) == 2)
-    assert [version for _, version, _ in changes] == [good, fine_later]
+    assert [version for _, _, version, _ in changes] == [good, fine_later]
 
 
-async def test_sync_active_once(store, engine, settings, blobs):
-    assert await sync_active(store, engine) == "base"
+async def test_a_damaged_active_adapter_at_start_up_serves_the_newest_readable_one(
+        store, settings, blobs, follower, caplog):
+    serving, start, _ = follower
+    registry = store.tenant(ONE).registry
+    older = await publish(store, settings, blobs["v1"])
+    newer = await publish(store, settings, blobs["v2"])
+    await registry.activate(older)
+    await registry.activate(newer)
+    await store.r.set(store.k("ad", newer, "blob"), b"damaged while the bot was down")
+    await start()
+    assert serving.version_for(ONE) == older
+    assert f"server {ONE} is served by {older} instead of its active adapter {newer}" \
+        in caplog.text
+
+
+async def test_refresh_once(store, engine, settings, blobs):
+    serving = Serving(store, engine)
+    assert await serving.refresh(ONE) == "base"
     v1 = await publish(store, settings, blobs["v1"])
-    await store.registry.activate(v1)
-    assert await sync_active(store, engine) == v1
-    assert engine.active_version == v1
-    assert (await engine.generate(HELLO)).adapter_version == v1
+    await store.tenant(ONE).registry.activate(v1)
+    assert await serving.refresh(ONE) == v1
+    assert "v1" in engine.loaded_versions
+    assert (await engine.generate(HELLO, adapter=serving.version_for(ONE))
+            ).adapter_version == v1
 
 
 async def test_follower_resubscribes_after_redis_restarts(tmp_path, engine, settings, blobs):
     server = LocalRedis(tmp_path, appendonly=True).start()
     store = Store(aioredis.from_url(server.url), prefix="restart", user_secret="s")
+    serving = Serving(store, engine)
     task = None
     try:
         v1 = await publish(store, settings, blobs["v1"])
         v2 = await publish(store, settings, blobs["v2"])
-        await store.registry.activate(v1)
-        task = asyncio.create_task(follow_registry(store, engine))
-        await eventually(lambda: engine.active_version == v1)
+        await store.tenant(ONE).registry.activate(v1)
+        task = asyncio.create_task(serving.follow())
+        await eventually(lambda: serving.version_for(ONE) == v1)
         server.stop()  # a clean shutdown: the AOF keeps the registry
         await asyncio.sleep(0.3)
         server.start()
         for _ in range(100):  # the store's own client reconnects on its next command
             try:
-                await store.registry.activate(v2)  # made while the follower is still reconnecting
+                # made while the follower is still reconnecting
+                await store.tenant(ONE).registry.activate(v2)
                 break
             except (RedisConnectionError, OSError):
                 await asyncio.sleep(0.05)
         # It missed the event, but it reads the active version again once it is back.
-        await eventually(lambda: engine.active_version == v2, timeout=20)
+        await eventually(lambda: serving.version_for(ONE) == v2, timeout=20)
         assert not task.done()
     finally:
         if task is not None:

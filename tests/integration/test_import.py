@@ -24,11 +24,11 @@ GOOD = [
 ]
 
 
-async def test_good_rows_become_positively_rated_kept_exchanges(store):
-    result = await import_pairs(store, GOOD)
+async def test_good_rows_become_positively_rated_kept_exchanges(store, own):
+    result = await import_pairs(own, GOOD)
     assert result.stored == 3 and result.duplicates == 0
 
-    rated = {r.exchange.user_message: r for r in await store.exchanges.rated()}
+    rated = {r.exchange.user_message: r for r in await own.exchanges.rated()}
     assert set(rated) == {"How do I reset my password?", "And then?", "thanks"}
     second = rated["And then?"]
     assert second.score == 1 and second.ratings == 1
@@ -43,10 +43,10 @@ async def test_good_rows_become_positively_rated_kept_exchanges(store):
     for exchange_id in result.ids:
         assert await store.r.ttl(store.k("ex", exchange_id)) == -1  # kept forever
     # Each imported pair is one new rating for MIN_NEW_RATINGS.
-    assert (await store.trainer.snapshot()).new_ratings == 3
+    assert (await own.trainer.snapshot()).new_ratings == 3
 
 
-async def test_a_bad_row_rejects_the_whole_file_with_row_numbers(store):
+async def test_a_bad_row_rejects_the_whole_file_with_row_numbers(store, own):
     rows = [GOOD[0],
             {"input": "", "output": "x"},
             {"input": "q", "ouput": "typo"},
@@ -56,7 +56,7 @@ async def test_a_bad_row_rejects_the_whole_file_with_row_numbers(store):
             {"input": "q", "output": "a", "style": 5},
             GOOD[1]]
     with pytest.raises(ImportRejected) as caught:
-        await import_pairs(store, rows)
+        await import_pairs(own, rows)
     errors = caught.value.errors
     assert [e.split(":")[0] for e in errors] == [
         "row 2", "row 3", "row 3", "row 4", "row 5", "row 6", "row 7"]
@@ -64,33 +64,33 @@ async def test_a_bad_row_rejects_the_whole_file_with_row_numbers(store):
     assert "unknown key(s) ouput" in errors[1] and '"output"' in errors[2]
     assert "context turn 1" in errors[5]
     assert await exchange_count(store) == 0
-    assert (await store.trainer.snapshot()).new_ratings == 0
+    assert (await own.trainer.snapshot()).new_ratings == 0
 
 
-async def test_duplicates_are_stored_once(store, tmp_path):
+async def test_duplicates_are_stored_once(store, tmp_path, own):
     path = tmp_path / "pairs.jsonl"
     path.write_text("\n".join(json.dumps(row) for row in [GOOD[0], GOOD[1], GOOD[0]]) + "\n\n")
-    first = await import_file(store, path)
+    first = await import_file(own, path)
     assert (first.stored, first.duplicates) == (2, 1)
-    again = await import_file(store, path)  # an earlier import counts too
+    again = await import_file(own, path)  # an earlier import counts too
     assert (again.stored, again.duplicates) == (0, 3)
     assert await exchange_count(store) == 2
-    assert (await store.trainer.snapshot()).new_ratings == 2
+    assert (await own.trainer.snapshot()).new_ratings == 2
     # The same words with another style are another pair.
-    restyled = await import_pairs(store, [{**GOOD[0], "style": "Be brief:"}])
+    restyled = await import_pairs(own, [{**GOOD[0], "style": "Be brief:"}])
     assert restyled.stored == 1
 
 
-async def test_bad_json_lines_are_reported_by_line(store, tmp_path):
+async def test_bad_json_lines_are_reported_by_line(store, tmp_path, own):
     path = tmp_path / "pairs.jsonl"
     path.write_text(json.dumps(GOOD[0]) + "\n{not json\n\n" + json.dumps({"input": "x"}) + "\n")
     with pytest.raises(ImportRejected) as caught:
-        await import_file(store, path)
+        await import_file(own, path)
     assert caught.value.errors[0].startswith("row 2: not valid JSON")
     assert await exchange_count(store) == 0
     (tmp_path / "empty.json").write_text("  \n")
     with pytest.raises(ImportRejected, match="no rows"):
-        await import_file(store, tmp_path / "empty.json")
+        await import_file(own, tmp_path / "empty.json")
 
 
 def run_import(settings, path, cwd):

@@ -10,6 +10,7 @@ import math
 import pytest
 import redis.asyncio as aioredis
 import torch
+from store_util import TENANT
 from transformers import AutoModelForCausalLM
 
 from bot.adapter_io import attach_adapter, parse_adapter
@@ -37,28 +38,29 @@ async def add_rated(store, count: int, vote: int = 1) -> list[Exchange]:
     added = []
     for n in range(count):
         question, answer = QA[n % len(QA)]
-        exchange = await store.exchanges.add(Exchange(user_message=f"{question} ({n})",
-                                                     reply=answer))
+        exchange = await store.exchanges.add(Exchange(tenant=TENANT,
+                                                      user_message=f"{question} ({n})",
+                                                      reply=answer))
         await store.exchanges.rate(exchange.id, "moderator", vote)
         added.append(exchange)
     return added
 
 
-async def test_full_cycle_promotes_then_gate_rejects_a_worse_candidate(settings, store):
+async def test_full_cycle_promotes_then_gate_rejects_a_worse_candidate(settings, store, own):
     settings = train_settings(settings)
     await add_rated(store, 40)
     await add_rated(store, 5, vote=-1)
-    newest_event = (await store.trainer.snapshot()).newest_event
+    newest_event = (await own.trainer.snapshot()).newest_event
 
-    outcome = await run_cycle(settings, store, progress=False)
+    outcome = await run_cycle(settings, store, TENANT, progress=False)
 
     assert outcome.outcome == "promoted", outcome.reason
     assert outcome.version == "v1"
     assert outcome.val_loss["candidate"] < outcome.val_loss["base"] - 0.05
     assert outcome.val_loss["active"] == outcome.val_loss["base"]  # the base was serving
     assert outcome.trials == 2 and outcome.batch_size in (4, 8, 16, 32)
-    assert await store.registry.active() == "v1"
-    assert (await store.trainer.snapshot()).cursor == newest_event
+    assert await own.registry.active() == "v1"
+    assert (await own.trainer.snapshot()).cursor == newest_event
 
     record = await store.registry.record("v1")
     assert record.parent == BASE_VERSION and record.base_model == settings.model_name
@@ -79,7 +81,7 @@ async def test_full_cycle_promotes_then_gate_rejects_a_worse_candidate(settings,
     assert outcome.png_path == str(named.with_suffix(".png"))
     assert named.with_suffix(".png").read_bytes() == png
     assert json.loads(named.with_suffix(".json").read_text())["version"] == "v1"
-    (run,) = await store.trainer.recent_runs(1)
+    (run,) = await own.trainer.recent_runs(1)
     assert run["outcome"] == "promoted" and run["version"] == "v1"
 
     # The stored bytes load into a fresh base model and give the recorded loss back.
@@ -91,15 +93,15 @@ async def test_full_cycle_promotes_then_gate_rejects_a_worse_candidate(settings,
     # A second cycle on the same data cannot beat v1 by a margin of 5 nats: rejected, and
     # nothing in service changes. Its first trial repeats v1's hyperparameters.
     strict = train_settings(settings, gate_margin=5.0)
-    second = await run_cycle(strict, store, force=True, progress=False)
+    second = await run_cycle(strict, store, TENANT, force=True, progress=False)
     assert second.outcome == "rejected"
     assert "margin 5" in second.reason
     assert second.val_loss["active"] == pytest.approx(outcome.val_loss["candidate"], rel=1e-4)
     assert second.trial_details[0]["params"] == {"learning_rate": outcome.learning_rate,
                                                  "batch_size": outcome.batch_size}
-    assert await store.registry.active() == "v1"
-    assert [r.version for r in await store.registry.records()] == ["v1"]
-    assert (await store.trainer.recent_runs(1))[0]["outcome"] == "rejected"
+    assert await own.registry.active() == "v1"
+    assert [r.version for r in await own.registry.records()] == ["v1"]
+    assert (await own.trainer.recent_runs(1))[0]["outcome"] == "rejected"
     assert second.png_path and second.png_path.endswith(".png")
 
 
@@ -114,56 +116,58 @@ def test_gate_needs_the_margin_and_a_win_over_the_base():
     assert not gate(candidate=math.nan, active=2.5, base=3.0, margin=0.0).promote
 
 
-async def test_two_cycles_started_at_once_train_once(settings, store, redis_server):
+async def test_two_cycles_started_at_once_train_once(settings, store, redis_server, own):
     settings = train_settings(settings, search_trials=1, max_epochs=1)
     await add_rated(store, 20)
     other = Store(aioredis.from_url(redis_server.url), prefix=settings.key_prefix,
                   user_secret=settings.user_hash_secret.get_secret_value())
     try:
-        first, second = await asyncio.gather(run_cycle(settings, store, progress=False),
-                                             run_cycle(settings, other, progress=False))
+        first, second = await asyncio.gather(
+            run_cycle(settings, store, TENANT, progress=False),
+            run_cycle(settings, other, TENANT, progress=False))
     finally:
         await other.close()
     outcomes = sorted([first.outcome, second.outcome])
     assert outcomes == ["promoted", "skipped"]
     skipped = first if first.outcome == "skipped" else second
     assert skipped.reason == LOCK_HELD
-    assert [r.version for r in await store.registry.records()] == ["v1"]
+    assert [r.version for r in await own.registry.records()] == ["v1"]
     # The lock was released: the next cycle is free to run (and finds nothing new).
-    third = await run_cycle(train_settings(settings, min_new_ratings=1), store, progress=False)
+    third = await run_cycle(train_settings(settings, min_new_ratings=1), store, TENANT,
+                            progress=False)
     assert third.outcome == "skipped" and third.reason.startswith("0 new rating")
 
 
-async def test_skip_threshold_and_train_now_request(settings, store):
+async def test_skip_threshold_and_train_now_request(settings, store, own):
     settings = train_settings(settings, min_new_ratings=25, search_trials=1, max_epochs=1)
     await add_rated(store, 20)
 
-    skipped = await run_cycle(settings, store, progress=False)
+    skipped = await run_cycle(settings, store, TENANT, progress=False)
     assert skipped.outcome == "skipped"
     assert skipped.reason.startswith("20 new rating(s)") and "MIN_NEW_RATINGS=25" in skipped.reason
     # a skipped cycle leaves the ratings counted
-    assert (await store.trainer.snapshot()).cursor == "0-0"
-    assert await store.registry.records() == []
+    assert (await own.trainer.snapshot()).cursor == "0-0"
+    assert await own.registry.records() == []
 
-    await store.trainer.request_training("admin")
-    requested = await run_cycle(settings, store, progress=False)
+    await own.trainer.request_training("admin")
+    requested = await run_cycle(settings, store, TENANT, progress=False)
     assert requested.outcome != "skipped", requested.reason
-    assert await store.trainer.take_request() is None  # the request was used up
-    assert (await store.trainer.snapshot()).cursor == (await store.trainer.snapshot()).newest_event
+    assert await own.trainer.take_request() is None  # the request was used up
+    assert (await own.trainer.snapshot()).cursor == (await own.trainer.snapshot()).newest_event
 
     await add_rated(store, 5)  # five new, still below 25
-    assert (await run_cycle(settings, store, progress=False)).reason.startswith("5 new")
+    assert (await run_cycle(settings, store, TENANT, progress=False)).reason.startswith("5 new")
 
 
-async def test_no_usable_data_changes_nothing(settings, store):
+async def test_no_usable_data_changes_nothing(settings, store, own):
     await add_rated(store, 10, vote=-1)
-    outcome = await run_cycle(train_settings(settings), store, progress=False)
+    outcome = await run_cycle(train_settings(settings), store, TENANT, progress=False)
     assert outcome.outcome == "skipped" and outcome.reason.startswith("no usable data")
-    assert await store.registry.active() == BASE_VERSION
-    assert await store.registry.records() == []
+    assert await own.registry.active() == BASE_VERSION
+    assert await own.registry.records() == []
 
 
-async def test_nan_loss_fails_every_trial_and_publishes_nothing(settings, store, tmp_path):
+async def test_nan_loss_fails_every_trial_and_publishes_nothing(settings, store, tmp_path, own):
     broken = tmp_path / "nan-gpt2"
     model = AutoModelForCausalLM.from_pretrained(settings.model_name)
     with torch.no_grad():
@@ -174,17 +178,17 @@ async def test_nan_loss_fails_every_trial_and_publishes_nothing(settings, store,
         (broken / name).write_bytes(open(source, "rb").read())
     await add_rated(store, 20)
 
-    outcome = await run_cycle(train_settings(settings, model_name=str(broken)), store,
+    outcome = await run_cycle(train_settings(settings, model_name=str(broken)), store, TENANT,
                               progress=False)
     assert outcome.outcome == "rejected"
     assert outcome.reason.startswith("every trial failed")
     assert "loss became nan" in outcome.reason
     assert [t["state"] for t in outcome.trial_details] == ["FAIL", "FAIL"]
-    assert await store.registry.active() == BASE_VERSION
-    assert await store.registry.records() == []
+    assert await own.registry.active() == BASE_VERSION
+    assert await own.registry.records() == []
 
 
-async def test_schedule_runs_a_requested_cycle_soon(settings, store):
+async def test_schedule_runs_a_requested_cycle_soon(settings, store, own):
     settings = train_settings(settings, search_trials=1, max_epochs=1, min_new_ratings=1000)
     service = TrainerService(settings, store)
     scheduler = build_scheduler(service, settings)
@@ -196,12 +200,12 @@ async def test_schedule_runs_a_requested_cycle_soon(settings, store):
         settings.train_interval_minutes * 60
 
     await add_rated(store, 20)
-    assert await service.poll_request() is None  # nothing asked: no cycle, no record
-    assert await store.trainer.recent_runs() == []
-    await store.trainer.request_training("admin")
-    outcome = await service.poll_request()
-    assert outcome is not None and outcome.outcome == "promoted", outcome
-    assert not await store.trainer.training_requested()
+    assert await service.poll_request() == []  # nothing asked: no cycle, no record
+    assert await own.trainer.recent_runs() == []
+    await own.trainer.request_training("admin")
+    [outcome] = await service.poll_request()
+    assert outcome.outcome == "promoted" and outcome.guild == TENANT, outcome
+    assert not await own.trainer.training_requested()
 
 
 def test_loss_curve_png_is_a_picture():
@@ -215,54 +219,76 @@ def test_loss_curve_png_is_a_picture():
     assert image.format == "PNG" and image.size == (700, 400)
 
 
-async def test_publish_never_overwrites_a_change_made_meanwhile(store):
+async def test_publish_never_overwrites_a_change_made_meanwhile(store, own):
     # While a candidate trained from "base", an admin activated another version.
-    other = await store.registry.save(AdapterRecord(base_model="m"), b"other adapter")
-    await store.registry.activate(other.version)
+    other = await own.registry.save(AdapterRecord(base_model="m"), b"other adapter")
+    await own.registry.activate(other.version)
     with pytest.raises(PublishRefused) as refused:
-        await publish(store, AdapterRecord(parent=BASE_VERSION, base_model="m"), b"candidate",
-                      {"outcome": "promoted"}, None)
-    assert await store.registry.active() == other.version
+        await publish(own.registry, AdapterRecord(parent=BASE_VERSION, base_model="m"),
+                      b"candidate", {"outcome": "promoted"}, None)
+    assert await own.registry.active() == other.version
     assert refused.value.version != other.version  # saved for the record, never activated
     report, _ = await store.registry.report(refused.value.version)
     assert report["version"] == refused.value.version
 
 
-async def test_a_lost_lock_is_noticed(store):
-    lock = TrainingLock(store, ttl=5)
+async def test_a_lost_lock_is_noticed(store, own):
+    lock = TrainingLock(own, ttl=5)
     assert await lock.acquire()
     assert await lock.still_held()
-    assert not await TrainingLock(store, ttl=5).acquire()  # a second trainer is kept out
-    await store.r.delete(store.k("tr", "lock"))  # it expired meanwhile...
-    assert await TrainingLock(store, ttl=5).acquire()  # ...and another trainer took it
+    assert not await TrainingLock(own, ttl=5).acquire()  # a second trainer is kept out
+    await store.r.delete(store.k("g", TENANT, "tr", "lock"))  # it expired meanwhile...
+    assert await TrainingLock(own, ttl=5).acquire()  # ...and another trainer took it
     assert not await lock.still_held() and lock.lost
     await lock.release()  # releasing does not free the other trainer's lock
-    assert await store.r.exists(store.k("tr", "lock"))
+    assert await store.r.exists(store.k("g", TENANT, "tr", "lock"))
 
 
 async def test_an_empty_store_is_skipped(settings, store):
-    outcome = await run_cycle(train_settings(settings), store, force=True, progress=False)
+    outcome = await run_cycle(train_settings(settings), store, TENANT, force=True,
+                              progress=False)
     assert outcome.outcome == "skipped" and outcome.reason.startswith("no usable data")
 
 
-async def test_search_warm_starts_from_the_adapter_in_service(store):
+async def test_search_warm_starts_from_the_adapter_in_service(store, own):
     """Not from the newest registry entry: a refused candidate or a rolled-back adapter is
     neither what serves nor what was last promoted."""
-    assert await warm_start(store) is None  # nothing promoted yet: a fresh search
-    serving = await store.registry.save(
+    assert await warm_start(own.registry) is None  # nothing promoted yet: a fresh search
+    serving = await own.registry.save(
         AdapterRecord(base_model="m", hyperparameters={"learning_rate": 1e-3, "batch_size": 8}),
         b"serving")
-    await store.registry.activate(serving.version)
-    await store.registry.save(  # a candidate the gate (or a publish race) refused
+    await own.registry.activate(serving.version)
+    await own.registry.save(  # a candidate the gate (or a publish race) refused
         AdapterRecord(base_model="m", hyperparameters={"learning_rate": 3e-3, "batch_size": 4}),
         b"refused")
-    assert (await warm_start(store))["learning_rate"] == 1e-3
+    assert (await warm_start(own.registry))["learning_rate"] == 1e-3
 
-    newer = await store.registry.save(
+    newer = await own.registry.save(
         AdapterRecord(base_model="m", hyperparameters={"learning_rate": 2e-4, "batch_size": 16}),
         b"newer")
-    await store.registry.activate(newer.version)
-    await store.registry.rollback()  # back to `serving`; `newer` is still the newest entry
-    assert (await warm_start(store))["learning_rate"] == 1e-3
-    await store.registry.activate(BASE_VERSION)  # the base serves: the last adapter before it
-    assert (await warm_start(store))["learning_rate"] == 1e-3
+    await own.registry.activate(newer.version)
+    await own.registry.rollback()  # back to `serving`; `newer` is still the newest entry
+    assert (await warm_start(own.registry))["learning_rate"] == 1e-3
+    await own.registry.activate(BASE_VERSION)  # the base serves: the last adapter before it
+    assert (await warm_start(own.registry))["learning_rate"] == 1e-3
+
+
+async def test_the_schedule_trains_each_due_server_and_only_those(settings, store):
+    """Server 1 has enough new ratings, server 2 asked for training, server 3 neither."""
+    settings = train_settings(settings, search_trials=1, max_epochs=1, min_new_ratings=15)
+    await add_rated(store, 20)  # server TENANT
+    for tenant, count in ((2, 10), (3, 10)):
+        for n in range(count):
+            question, answer = QA[n % len(QA)]
+            exchange = await store.exchanges.add(Exchange(tenant=tenant,
+                                                          user_message=f"{question} {n}",
+                                                          reply=answer))
+            await store.exchanges.rate(exchange.id, "moderator", 1)
+    await store.tenant(2).trainer.request_training("admin")
+
+    outcomes = await TrainerService(settings, store).scheduled_cycle()
+
+    assert sorted(o.guild for o in outcomes) == [TENANT, 2]
+    assert all(o.outcome == "promoted" for o in outcomes), [o.reason for o in outcomes]
+    assert await store.tenant(3).registry.active() == BASE_VERSION
+    assert await store.tenant(3).trainer.recent_runs() == []

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+from store_util import TENANT
 from subprocess_env import settings_env
 
 from bot.store import BASE_VERSION, Exchange
@@ -41,10 +42,11 @@ def wait_for_line(process: subprocess.Popen, marker: str, timeout_s: float) -> l
     raise AssertionError(f"no {marker!r} line; stderr so far:\n{''.join(seen)}")
 
 
-async def test_killed_cycle_publishes_nothing_and_the_lock_expires(settings, store, tmp_path):
+async def test_killed_cycle_publishes_nothing_and_the_lock_expires(settings, store, tmp_path, own):
     for n in range(30):
-        exchange = await store.exchanges.add(Exchange(user_message=f"say hello ({n})",
-                                                     reply="hello there"))
+        exchange = await store.exchanges.add(Exchange(tenant=TENANT,
+                                                      user_message=f"say hello ({n})",
+                                                      reply="hello there"))
         await store.exchanges.rate(exchange.id, "moderator", 1)
 
     # Many long trials, so the kill surely lands while it trains.
@@ -62,15 +64,16 @@ async def test_killed_cycle_publishes_nothing_and_the_lock_expires(settings, sto
         process.stderr.close()
         process.stdout.close()
 
-    assert await store.registry.active() == BASE_VERSION
-    assert await store.registry.records() == []
-    assert (await store.trainer.snapshot()).cursor == "0-0"
-    assert await store.trainer.recent_runs() == []
-    assert await store.r.exists(store.k("tr", "lock"))  # held by the dead process, for now
+    assert await own.registry.active() == BASE_VERSION
+    assert await own.registry.records() == []
+    assert (await own.trainer.snapshot()).cursor == "0-0"
+    assert await own.trainer.recent_runs() == []
+    # held by the dead process, for now
+    assert await store.r.exists(store.k("g", TENANT, "tr", "lock"))
 
     # Once the TTL ran out the next trainer starts clean and finishes the job.
     deadline = time.monotonic() + LOCK_TTL + 5
-    while await store.r.exists(store.k("tr", "lock")) and time.monotonic() < deadline:
+    while await store.r.exists(store.k("g", TENANT, "tr", "lock")) and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
     quick = trainer_env(settings, SEARCH_TRIALS=1, MAX_EPOCHS=2)
     done = await asyncio.to_thread(
@@ -78,10 +81,11 @@ async def test_killed_cycle_publishes_nothing_and_the_lock_expires(settings, sto
         env=quick, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert set(summary) == {"outcome", "reason", "version", "val_loss", "learning_rate",
-                            "batch_size", "trials"}
+    assert set(summary) == {"outcome", "reason", "guild", "version", "val_loss",
+                            "learning_rate", "batch_size", "trials"}
+    assert summary["guild"] == TENANT  # HOME_GUILD_ID: no --guild needed
     assert summary["outcome"] == "promoted", summary
     assert summary["version"] == "v1" and summary["trials"] == 1
     assert summary["val_loss"]["candidate"] < summary["val_loss"]["base"]
-    assert await store.registry.active() == "v1"
-    assert (await store.trainer.snapshot()).cursor == (await store.trainer.snapshot()).newest_event
+    assert await own.registry.active() == "v1"
+    assert (await own.trainer.snapshot()).cursor == (await own.trainer.snapshot()).newest_event
