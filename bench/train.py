@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SECRET = "bench-secret"
+BENCH_GUILD = 1  # the one server whose ratings the benchmark trains on
 PREFIX = "bench"
 
 
@@ -66,7 +67,7 @@ async def fill(args) -> int:
     store = Store.from_settings(bench_settings(args))
     try:
         await store.ping()
-        return (await import_pairs(store, rows)).stored
+        return (await import_pairs(store.tenant(BENCH_GUILD), rows)).stored
     finally:
         await store.close()
 
@@ -78,7 +79,7 @@ async def load_data(settings):
 
     store = Store.from_settings(settings)
     try:
-        rated = await store.exchanges.rated()
+        rated = await store.tenant(BENCH_GUILD).exchanges.rated()
     finally:
         await store.close()
     tokenizer = load_tokenizer(settings.model_name)
@@ -97,7 +98,7 @@ async def part_cycle(args) -> dict:
     baseline = peak_rss_mb()
     started = time.perf_counter()
     try:
-        outcome = await run_cycle(settings, store, force=True, progress=False)
+        outcome = await run_cycle(settings, store, BENCH_GUILD, force=True, progress=False)
     finally:
         await store.close()
     wall = time.perf_counter() - started

@@ -16,13 +16,19 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("directory")
     commands.add_parser("run", help="train on a schedule (TRAIN_INTERVAL_MINUTES) until stopped")
     once = commands.add_parser("once", help="run one training cycle now and print its outcome")
+    which = once.add_mutually_exclusive_group()
+    which.add_argument("--guild", type=int, default=None,
+                       help="the server to train (default: HOME_GUILD_ID)")
+    which.add_argument("--all", action="store_true", help="each server that is due")
     once.add_argument("--json", action="store_true",
-                      help="end with the outcome as one JSON line")
+                      help="end with each outcome as one JSON line")
     once.add_argument("--force", action="store_true",
                       help="train even when fewer than MIN_NEW_RATINGS new ratings arrived")
     importing = commands.add_parser("import", help="store prompt/reply pairs from a JSON or "
                                                    "JSON lines FILE as positively rated")
     importing.add_argument("file")
+    importing.add_argument("--guild", type=int, default=None,
+                           help="the server whose data they become (default: HOME_GUILD_ID)")
     args = parser.parse_args(argv)
 
     if args.command == "init-tiny-model":
@@ -63,18 +69,40 @@ async def _serve(settings, args) -> int:
     return 0
 
 
+def _guild(settings, args) -> int | None:
+    """The server a command acts on: --guild, else HOME_GUILD_ID (None: say so and stop)."""
+    guild = args.guild if args.guild is not None else settings.home_guild_id
+    if guild is None:
+        print(f"{args.command}: name the server with --guild ID (or set HOME_GUILD_ID)",
+              file=sys.stderr)
+    return guild
+
+
 async def _once(settings, args) -> int:
     from bot.store import Store
-    from trainer.cycle import run_cycle
+    from trainer.cycle import due_tenants, run_cycle
 
+    guild = None if args.all else _guild(settings, args)
+    if guild is None and not args.all:
+        return 2
     store = Store.from_settings(settings)
     try:
         await store.ping()
-        outcome = await run_cycle(settings, store, force=args.force, progress=not args.json)
+        guilds = await due_tenants(settings, store) if args.all else [guild]
+        outcomes = [await run_cycle(settings, store, g, force=args.force,
+                                    progress=not args.json) for g in guilds]
     finally:
         await store.close()
+    if not outcomes:
+        print("no server is due for training")
+    for outcome in outcomes:
+        _print_outcome(outcome, args.json)
+    return 0
+
+
+def _print_outcome(outcome, as_json: bool) -> None:
     losses = ", ".join(f"{k} {v:.4f}" for k, v in outcome.val_loss.items() if v is not None)
-    print(f"{outcome.outcome}: {outcome.reason}")
+    print(f"server {outcome.guild}: {outcome.outcome}: {outcome.reason}")
     if outcome.version:
         print(f"version: {outcome.version}")
     if losses:
@@ -84,25 +112,27 @@ async def _once(settings, args) -> int:
               f"{outcome.trials} trial(s)")
     if outcome.png_path:
         print(f"report: {outcome.report_path} (loss curve {outcome.png_path})")
-    if args.json:
+    if as_json:
         print(json.dumps(outcome.summary()))
-    return 0
 
 
 async def _import(settings, args) -> int:
     from bot.store import Store
     from trainer.importer import ImportRejected, import_file
 
+    guild = _guild(settings, args)
+    if guild is None:
+        return 2
     store = Store.from_settings(settings)
     try:
         await store.ping()
-        result = await import_file(store, args.file)
+        result = await import_file(store.tenant(guild), args.file)
     except ImportRejected as rejected:
         print(rejected, file=sys.stderr)
         return 1
     finally:
         await store.close()
-    print(f"imported {result.stored} pair(s) from {args.file}; "
+    print(f"imported {result.stored} pair(s) from {args.file} into server {guild}; "
           f"{result.duplicates} duplicate(s) skipped")
     return 0
 

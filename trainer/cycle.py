@@ -1,4 +1,6 @@
-"""One training cycle: lock, new-rating check, data set, search, gate, publish -> an outcome.
+"""One training cycle of one server (tenant): lock, new-rating check, data set, search, gate,
+publish -> an outcome. Every read and write goes through that tenant's part of the store, so
+a cycle trains on its server's ratings only and moves only its server's adapter.
 
     acquire the Redis lock (else: skipped) -> keep renewing it in the background
     snapshot where training stands (newest rating event, cursor, new ratings, "train now")
@@ -21,7 +23,8 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from bot.store import BASE_VERSION, AdapterRecord, Store, StoreError, UnknownAdapter
+from bot.store import BASE_VERSION, AdapterRecord, Store, StoreError, TenantStore, UnknownAdapter
+from bot.store.registry import Registry
 from trainer.candidate import Candidate, train_candidate
 from trainer.publish import PublishRefused, gate, publish
 from trainer.report import write_report_files
@@ -37,6 +40,7 @@ class CycleOutcome:
 
     outcome: Literal["promoted", "rejected", "skipped"]
     reason: str
+    guild: int | None = None  # the server (tenant) trained
     version: str | None = None  # the promoted adapter (or the one saved but refused)
     parent: str | None = None  # the version active when the cycle started
     new_ratings: int | None = None
@@ -57,14 +61,16 @@ class CycleOutcome:
 
     def summary(self) -> dict:
         """The one-line JSON of `python -m trainer once --json`."""
-        return {"outcome": self.outcome, "reason": self.reason, "version": self.version,
-                "val_loss": dict(self.val_loss), "learning_rate": self.learning_rate,
-                "batch_size": self.batch_size, "trials": self.trials}
+        return {"outcome": self.outcome, "reason": self.reason, "guild": self.guild,
+                "version": self.version, "val_loss": dict(self.val_loss),
+                "learning_rate": self.learning_rate, "batch_size": self.batch_size,
+                "trials": self.trials}
 
     def report(self) -> dict:
         """The training report saved with the adapter and written to the reports folder."""
-        return {"outcome": self.outcome, "reason": self.reason, "version": self.version,
-                "parent": self.parent, "val_loss": self.val_loss, "data": self.data,
+        return {"outcome": self.outcome, "reason": self.reason, "guild": self.guild,
+                "version": self.version, "parent": self.parent, "val_loss": self.val_loss,
+                "data": self.data,
                 "hyperparameters": self.hyperparameters, "metrics": self.metrics,
                 "trials": self.trial_details, "notes": self.notes}
 
@@ -76,7 +82,7 @@ class CycleOutcome:
 class TrainingLock:
     """The Redis training lock, renewed every third of its TTL while the cycle works."""
 
-    def __init__(self, store: Store, ttl: float):
+    def __init__(self, store: TenantStore, ttl: float):
         self.store, self.ttl, self.token = store, ttl, uuid.uuid4().hex
         self.lost = False
         self._keeper: asyncio.Task | None = None
@@ -111,20 +117,21 @@ class TrainingLock:
         await self.store.trainer.release_lock(self.token)
 
 
-async def warm_start(store: Store) -> dict | None:
-    """Hyperparameters to try first: those of the adapter in service, or, while the base model
-    serves, of the newest adapter that served before it (never a refused candidate's)."""
-    for version in [await store.registry.active(), *await store.registry.history()]:
+async def warm_start(registry: Registry) -> dict | None:
+    """Hyperparameters to try first: those of the server's adapter in service, or, while the
+    base model serves, of the newest adapter that served before it (never a refused
+    candidate's)."""
+    for version in [await registry.active(), *await registry.history()]:
         if version == BASE_VERSION:
             continue
         try:
-            return (await store.registry.record(version)).hyperparameters
+            return (await registry.record(version)).hyperparameters
         except UnknownAdapter:
             continue
     return None
 
 
-async def _active_adapter(store: Store) -> tuple[str, bytes | None]:
+async def _active_adapter(store: TenantStore) -> tuple[str, bytes | None]:
     """The version in service and its bytes (None for the base or unreadable bytes)."""
     parent = await store.registry.active()
     if parent == BASE_VERSION:
@@ -137,25 +144,40 @@ async def _active_adapter(store: Store) -> tuple[str, bytes | None]:
         return parent, None
 
 
-async def run_cycle(settings, store: Store, *, force: bool = False,
+async def due_tenants(settings, store: Store, *, requested_only: bool = False) -> list[int]:
+    """The servers a scheduled cycle should train now: those that asked (`/train now`) and,
+    unless `requested_only`, those with at least MIN_NEW_RATINGS new ratings."""
+    due = []
+    for tenant in await store.tenants():
+        snapshot = await store.tenant(tenant).trainer.snapshot()
+        if snapshot.request or (not requested_only
+                                and snapshot.new_ratings >= settings.min_new_ratings):
+            due.append(tenant)
+    return due
+
+
+async def run_cycle(settings, store: Store, guild: int, *, force: bool = False,
                     progress: bool = True) -> CycleOutcome:
-    """Run one training cycle now; see the module docstring. Records its outcome in the store."""
+    """Run one training cycle of server `guild` now; see the module docstring. Records its
+    outcome in that server's state."""
     started = time.perf_counter()
+    store = store.tenant(guild)
     lock = TrainingLock(store, float(settings.train_lock_ttl_seconds))
     if not await lock.acquire():
-        outcome = CycleOutcome("skipped", LOCK_HELD)
+        outcome = CycleOutcome("skipped", LOCK_HELD, guild=guild)
         await store.trainer.record_run(outcome.as_record())
-        log.info("cycle skipped: %s", LOCK_HELD)
+        log.info("cycle of server %s skipped: %s", guild, LOCK_HELD)
         return outcome
     try:
         snapshot = await store.trainer.snapshot()
         outcome = await _locked_cycle(settings, store, lock, snapshot, force=force,
                                       progress=progress)
+        outcome.guild = guild
         if outcome.ratings_used:
             await store.trainer.set_cursor(snapshot.newest_event)
         outcome.seconds = round(time.perf_counter() - started, 3)
         await store.trainer.record_run(outcome.as_record())
-        log.info("cycle %s: %s", outcome.outcome, outcome.reason)
+        log.info("cycle of server %s %s: %s", guild, outcome.outcome, outcome.reason)
         return outcome
     except Exception as error:
         # Recorded so admins see it; nothing was published (publishing is the last step).
@@ -166,8 +188,8 @@ async def run_cycle(settings, store: Store, *, force: bool = False,
         await lock.release()
 
 
-async def _locked_cycle(settings, store: Store, lock: TrainingLock, snapshot, *, force: bool,
-                        progress: bool) -> CycleOutcome:
+async def _locked_cycle(settings, store: TenantStore, lock: TrainingLock, snapshot, *,
+                        force: bool, progress: bool) -> CycleOutcome:
     if not (force or snapshot.request) and snapshot.new_ratings < settings.min_new_ratings:
         return CycleOutcome("skipped", f"{snapshot.new_ratings} new rating(s) since the last "
                                        f"cycle, fewer than MIN_NEW_RATINGS="
@@ -178,7 +200,7 @@ async def _locked_cycle(settings, store: Store, lock: TrainingLock, snapshot, *,
         log.info("training requested by %s", request.get("by"))
 
     parent, active_blob = await _active_adapter(store)
-    first_trial = await warm_start(store)
+    first_trial = await warm_start(store.registry)
     rated = await store.exchanges.rated()
     candidate = await asyncio.to_thread(train_candidate, settings, rated, parent, active_blob,
                                         first_trial, progress)
@@ -202,8 +224,8 @@ async def _locked_cycle(settings, store: Store, lock: TrainingLock, snapshot, *,
                     base=outcome.val_loss["base"], margin=settings.gate_margin)
     outcome.reason = decision.reason
     if not decision.promote:
-        _keep_files(outcome, settings, f"rejected-{time.strftime('%Y%m%d-%H%M%S')}",
-                    candidate.png)
+        _keep_files(outcome, settings,
+                    f"g{store.tenant}-rejected-{time.strftime('%Y%m%d-%H%M%S')}", candidate.png)
         return outcome
     if not await lock.still_held():
         outcome.reason = "lost the training lock before publishing; nothing was published"
@@ -214,7 +236,7 @@ async def _locked_cycle(settings, store: Store, lock: TrainingLock, snapshot, *,
                            hyperparameters=outcome.hyperparameters, trials=search.trials,
                            metrics=outcome.metrics, data=outcome.data)
     try:
-        saved = await publish(store, record, search.best.adapter, outcome.report(),
+        saved = await publish(store.registry, record, search.best.adapter, outcome.report(),
                               candidate.png)
     except PublishRefused as refused:
         outcome.reason, outcome.version = str(refused), refused.version

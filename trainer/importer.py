@@ -11,10 +11,11 @@ A row is an object:
 alternate user/bot and end with the bot's turn (the one just before `input`), or a list of
 {"role": "user"|"bot", "text": ...} objects. Every row is checked before anything is stored:
 one bad row rejects the whole file, each problem reported with its row number (the list index
-from 1, or the line number of a JSON lines file). A pair's id is a hash of its content, so the
-same pair (in one file or across imports) is stored once. Each stored pair is an exchange with
-source "import", kept forever, with a positive rating from the moderator "import": it is a
-training target and counts as a new rating for MIN_NEW_RATINGS.
+from 1, or the line number of a JSON lines file). A pair's id is a hash of its content and
+server, so the same pair (in one file or across imports) is stored once per server. Each stored
+pair is an exchange of that server with source "import", kept forever, with a positive rating
+from the moderator "import": it is a training target and counts as a new rating for
+MIN_NEW_RATINGS.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.store import Exchange, Store, TurnRecord
+from bot.store import Exchange, TenantStore, TurnRecord
 
 IMPORT_MODERATOR = "import"
 ALLOWED_KEYS = {"input", "output", "style", "context"}
@@ -45,11 +46,11 @@ class Pair:
     style: str | None
     context: tuple[TurnRecord, ...]
 
-    @property
-    def exchange_id(self) -> str:
+    def exchange_id_in(self, tenant: int) -> str:
+        """The pair's id in a server: a hash of its content, so it is stored once there."""
         content = json.dumps({"input": self.input, "output": self.output, "style": self.style,
-                              "context": [[t.role, t.text] for t in self.context]},
-                             sort_keys=True, ensure_ascii=False)
+                              "context": [[t.role, t.text] for t in self.context],
+                              "tenant": tenant}, sort_keys=True, ensure_ascii=False)
         return "imp-" + hashlib.sha256(content.encode()).hexdigest()[:32]
 
 
@@ -145,12 +146,12 @@ def validate_rows(rows: list[tuple[int, object]]) -> list[Pair]:
     return pairs
 
 
-async def import_pairs(store: Store, rows: list) -> ImportResult:
+async def import_pairs(store: TenantStore, rows: list) -> ImportResult:
     """Validate parsed rows (numbered from 1) and store the new pairs."""
     return await store_pairs(store, validate_rows(list(enumerate(rows, start=1))))
 
 
-async def import_file(store: Store, path: str | Path) -> ImportResult:
+async def import_file(store: TenantStore, path: str | Path) -> ImportResult:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
@@ -158,18 +159,20 @@ async def import_file(store: Store, path: str | Path) -> ImportResult:
     return await store_pairs(store, validate_rows(read_rows(text)))
 
 
-async def store_pairs(store: Store, pairs: list[Pair]) -> ImportResult:
-    """Store each pair not stored yet, with its positive rating from "import"."""
+async def store_pairs(store: TenantStore, pairs: list[Pair]) -> ImportResult:
+    """Store each pair not stored yet in this server, with its positive rating from
+    "import"."""
     if not pairs:
         raise ImportRejected(["the file holds no rows"])
     result, seen = ImportResult(), set()
     for pair in pairs:
-        exchange_id = pair.exchange_id
+        exchange_id = pair.exchange_id_in(store.tenant)
         if exchange_id in seen or await store.exchanges.exists(exchange_id):
             result.duplicates += 1
             continue
         seen.add(exchange_id)
-        exchange = Exchange(id=exchange_id, source="import", context=list(pair.context),
+        exchange = Exchange(id=exchange_id, source="import", tenant=store.tenant,
+                            context=list(pair.context),
                             user_message=pair.input, style=pair.style, reply=pair.output,
                             adapter_version="import")
         await store.exchanges.add(exchange, keep=True)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from bot.store import AdapterRecord, Store, StoreError
+from bot.store import AdapterRecord, StoreError
+from bot.store.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +47,19 @@ class PublishRefused(StoreError):
         self.version = version
 
 
-async def publish(store: Store, record: AdapterRecord, blob: bytes, report: dict,
+async def publish(registry: Registry, record: AdapterRecord, blob: bytes, report: dict,
                   png: bytes | None) -> AdapterRecord:
-    """Save the candidate and its report, then make it active if `record.parent` still serves.
+    """Save the candidate and its report in one server's `registry`, then make it that
+    server's active adapter if `record.parent` still serves it.
 
     Raises PublishRefused (the adapter stays in the registry, inactive) when the active version
     moved away from the parent meanwhile.
     """
-    saved = await store.registry.save(record, blob)
+    saved = await registry.save(record, blob)
     # The report lands before activation, so the bot can post it as soon as it hears the event.
-    await store.registry.save_report(saved.version, {**report, "version": saved.version}, png)
+    await registry.save_report(saved.version, {**report, "version": saved.version}, png)
     try:
-        await store.registry.activate(saved.version, expected=record.parent)
+        await registry.activate(saved.version, expected=record.parent)
     except StoreError as error:
         raise PublishRefused(f"saved as {saved.version} but not activated: {error}",
                              saved.version) from None

@@ -1,9 +1,10 @@
 """`python -m trainer run`: a training cycle every TRAIN_INTERVAL_MINUTES, and `/train now`.
 
 APScheduler 3.x with its memory job store (its Redis job store would keep pickles): the jobs are
-defined here at start-up. One job runs the cycle on the interval (max_instances 1, coalesce, so
-a slow cycle never overlaps or piles up); another polls the store for a "train now" request.
-Both go through one in-process guard, and the Redis lock keeps other trainer processes out.
+defined here at start-up. One job runs, on the interval, a cycle for each server that is due
+(max_instances 1, coalesce, so a slow round never overlaps or piles up); another polls the store
+for servers that asked `/train now`. Both go through one in-process guard, one server at a time;
+each server's Redis lock keeps other trainer processes off that server.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.store import Store
-from trainer.cycle import CycleOutcome, run_cycle
+from trainer.cycle import CycleOutcome, due_tenants, run_cycle
 
 log = logging.getLogger(__name__)
 
@@ -25,28 +26,35 @@ REQUEST_POLL_SECONDS = 15
 
 
 class TrainerService:
-    """The cycles of one trainer process, never two at a time."""
+    """The cycles of one trainer process: one server at a time, never two runs at once.
+
+    Each server has its own Redis lock, so several trainer processes share the servers: one
+    that finds a server's lock held skips it and goes on to the next.
+    """
 
     def __init__(self, settings, store: Store):
         self.settings = settings
         self.store = store
         self._running = asyncio.Lock()
 
-    async def scheduled_cycle(self) -> CycleOutcome | None:
+    async def scheduled_cycle(self, *, requested_only: bool = False) -> list[CycleOutcome]:
+        """A cycle for each server that is due (see trainer.cycle.due_tenants)."""
         if self._running.locked():
-            return None
+            return []
+        outcomes = []
         async with self._running:
-            try:
-                return await run_cycle(self.settings, self.store, progress=False)
-            except Exception:  # keep the schedule alive; the next cycle starts clean
-                log.exception("training cycle failed")
-                return None
+            for tenant in await due_tenants(self.settings, self.store,
+                                            requested_only=requested_only):
+                try:
+                    outcomes.append(await run_cycle(self.settings, self.store, tenant,
+                                                    progress=False))
+                except Exception:  # keep the schedule alive; the next cycle starts clean
+                    log.exception("training cycle of server %s failed", tenant)
+        return outcomes
 
-    async def poll_request(self) -> CycleOutcome | None:
-        """Run a cycle now when the bot asked for one (the cycle takes the request)."""
-        if self._running.locked() or not await self.store.trainer.training_requested():
-            return None
-        return await self.scheduled_cycle()
+    async def poll_request(self) -> list[CycleOutcome]:
+        """Run a cycle now for each server that asked for one (`/train now`)."""
+        return await self.scheduled_cycle(requested_only=True)
 
 
 def build_scheduler(service: TrainerService, settings) -> AsyncIOScheduler:

@@ -16,6 +16,7 @@ import sys
 import time
 import unicodedata
 import warnings
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -23,7 +24,6 @@ from tqdm import tqdm
 
 from bot.config import SettingsError, load_settings
 from bot.console import Console
-from bot.generation import Generator
 from bot.runtime import Runtime
 from bot.store import BASE_VERSION, Store
 from trainer.cycle import CycleOutcome, run_cycle
@@ -32,6 +32,7 @@ from trainer.demo.prepare import MODEL_DIR, delete_prefix, demo_model, demo_pref
 from trainer.importer import import_pairs, read_rows, validate_rows
 
 STYLE = "Answer as a polite support agent:"
+DEMO_GUILD = 1  # the demo's one server (its keys live under a prefix of their own)
 # (message typed in the console, what the moderator does with the bot's reply)
 # Small talk the base model picked up in pretraining gets a thumbs up; support questions it
 # cannot answer yet get a thumbs down or a taught reply.
@@ -66,8 +67,8 @@ def sample_rows() -> list:
 def held_out_questions(val_fraction: float) -> set[str]:
     """The sample questions whose dialogue the trainer keeps for validation, not training."""
     pairs = validate_rows(list(enumerate(sample_rows(), start=1)))
-    held = validation_ids([p.exchange_id for p in pairs], val_fraction)
-    return {p.input for p in pairs if p.exchange_id in held}
+    held = validation_ids([p.exchange_id_in(DEMO_GUILD) for p in pairs], val_fraction)
+    return {p.input for p in pairs if p.exchange_id_in(DEMO_GUILD) in held}
 
 
 def _width(text: str) -> int:
@@ -129,11 +130,11 @@ async def ask(console: Console, question: str) -> tuple[str, str]:
     return console.last.reply, console.last.adapter_version
 
 
-async def chat_while_training(console: Console, engine: Generator, done: asyncio.Event,
+async def chat_while_training(console: Console, serving: Callable[[], str], done: asyncio.Event,
                               swapped_to: list[str]) -> int:
     """Keep chatting during the cycle and until the new adapter serves; returns replies."""
     replies, n = 0, 0
-    while not done.is_set() or (swapped_to and engine.active_version != swapped_to[0]):
+    while not done.is_set() or (swapped_to and serving() != swapped_to[0]):
         question = CHAT_DURING_TRAINING[n % len(CHAT_DURING_TRAINING)]
         reply, version = await ask(console, question)
         say(f"  (chat during training) [{version}] {question} -> {_clip(reply, 40).strip()}")
@@ -156,21 +157,26 @@ async def run_demo(args) -> int:
         store = Store.from_settings(settings)
         try:
             async with Runtime(settings, store=store) as runtime:
-                return await _steps(settings, store, runtime.generator, args, started)
+                return await _steps(settings, runtime, args, started)
         finally:
             if not args.keep:
                 await delete_prefix(store)
             await store.close()
 
 
-async def _steps(settings, store: Store, engine: Generator, args, started: float) -> int:
+async def _steps(settings, runtime: Runtime, args, started: float) -> int:
+    store = runtime.store
     rows = sample_rows()
-    result = await import_pairs(store, rows)
+    result = await import_pairs(store.tenant(DEMO_GUILD), rows)
     say(f"\n[1/5] Imported {result.stored} sample dialogues (English and Chinese) as rated "
         f"examples in the style {STYLE!r}; {result.duplicates} duplicate(s) skipped.")
 
-    console = Console(settings, store, engine)
-    say(f"\n[2/5] Chatting through the console twin (adapter {engine.active_version}); "
+    console = Console(settings, store, runtime.generator, runtime.serving, guild_id=DEMO_GUILD)
+
+    def serving() -> str:
+        return runtime.serving.version_for(DEMO_GUILD)
+
+    say(f"\n[2/5] Chatting through the console twin (adapter {serving()}); "
         "a moderator rates and teaches:")
     await chat(console, f"/style set {STYLE}")
     for message, action in SESSION[: 3 if args.quick else None]:
@@ -179,15 +185,15 @@ async def _steps(settings, store: Store, engine: Generator, args, started: float
 
     questions = QUESTIONS[: 3 if args.quick else None]
     before = [await ask(console, q) for q in questions]
-    old_version = engine.active_version
+    old_version = serving()
 
     say("\n[3/5] One training cycle: search learning rate x batch size, gate, publish. "
         "The chat goes on meanwhile:")
     done = asyncio.Event()
     swapped_to: list[str] = []
-    chatter = asyncio.create_task(chat_while_training(console, engine, done, swapped_to))
+    chatter = asyncio.create_task(chat_while_training(console, serving, done, swapped_to))
     try:
-        outcome = await run_cycle(settings, store, force=True, progress=True)
+        outcome = await run_cycle(settings, store, DEMO_GUILD, force=True, progress=True)
     finally:
         if "outcome" in locals() and outcome.outcome == "promoted":
             swapped_to.append(outcome.version)
@@ -198,15 +204,15 @@ async def _steps(settings, store: Store, engine: Generator, args, started: float
         say("  the new adapter did not reach the engine within 120 s")
         return 1
     say(f"  cycle: {outcome.outcome} ({outcome.reason}); engine now serves "
-        f"{engine.active_version}")
+        f"{serving()}")
 
     say(f"\n[4/5] The same questions, before ({old_version}) and after "
-        f"({engine.active_version}):")
+        f"({serving()}):")
     after = [await ask(console, q) for q in questions]
     held_out = held_out_questions(settings.val_fraction)
     rows = [[HELD_OUT + q if q in held_out else q, b[0], a[0]]
             for q, b, a in zip(questions, before, after, strict=True)]
-    say(table(["question", f"before [{old_version}]", f"after [{engine.active_version}]"],
+    say(table(["question", f"before [{old_version}]", f"after [{serving()}]"],
               rows, [24, 38, 38]))
     if any(q in held_out for q in questions):
         say(f"{HELD_OUT} held out for validation: the adapter never trained on this answer.")
@@ -221,7 +227,7 @@ async def _steps(settings, store: Store, engine: Generator, args, started: float
     say(f"\nDone in {time.perf_counter() - started:.0f} s once the model was ready.")
     if args.json:
         print(json.dumps({**outcome.summary(), "before": before, "after": after,
-                          "serving": engine.active_version, "png": outcome.png_path}))
+                          "serving": serving(), "png": outcome.png_path}))
     return 0 if outcome.outcome in ("promoted", "rejected") else 1
 
 
