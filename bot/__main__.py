@@ -4,11 +4,12 @@ the terminal through the same path, without Discord."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 
 from bot.config import SettingsError, load_settings
+from bot.fatal import run_main
+from bot.redact import hide_secrets_in_logs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,21 +28,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    hide_secrets_in_logs(settings)
 
     if args.command == "run":
         from bot.app import run_bot  # imports discord only when serving Discord
 
-        try:
-            asyncio.run(run_bot(settings))
-        except KeyboardInterrupt:
-            pass
-        return 0
+        return run_main(run_bot(settings), settings, "bot run", interrupted=0)
     from bot.console import run_console
 
-    try:
-        return asyncio.run(run_console(settings))
-    except KeyboardInterrupt:
-        return 0
+    if settings.uses_dev_secret:
+        print("note: USER_HASH_SECRET is not set, so the console hashes user ids with the "
+              "development value (fine for trying it out; `bot run` refuses it)",
+              file=sys.stderr)
+    return run_main(run_console(settings), settings, "bot console", interrupted=0)
 
 
 if __name__ == "__main__":
