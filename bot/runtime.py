@@ -5,8 +5,9 @@
         runtime.on_change(callback)    # called after each adapter change this process swapped in
 
 Entering connects to Redis (checking the schema), loads the model off the event loop, starts
-the generator, swaps in the active adapter and starts following the registry; leaving stops
-them in reverse order. The Discord bot, the console and the demo all run inside one.
+the generator, swaps in the active adapter (or, when it cannot be loaded, the newest earlier
+one that can) and starts following the registry; leaving stops them in reverse order. The
+Discord bot, the console and the demo all run inside one.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 
 from bot.actions import Actions
 from bot.conversation import Conversation
-from bot.follow import OnChange, follow_registry, sync_active
+from bot.follow import OnChange, follow_registry, serve_best
 from bot.generation import Generator
 from bot.store import Store
 
@@ -59,10 +60,13 @@ class Runtime:
             await self.generator.start()
             self.conversation = Conversation(self.settings, self.store, self.generator)
             self.actions = Actions(self.settings, self.store, self.generator)
-            log.info("serving adapter %s", await sync_active(self.store, self.generator))
+            # A damaged active adapter does not stop the process: an older one serves instead.
+            unservable: set[str] = set()
+            await serve_best(self.store, self.generator, unservable)
             if self._follow:
                 self._follower = asyncio.create_task(
-                    follow_registry(self.store, self.generator, on_change=self._announce),
+                    follow_registry(self.store, self.generator, on_change=self._announce,
+                                    unservable=unservable),
                     name="adapter-follower")
         except BaseException:
             await self._close()

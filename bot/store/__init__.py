@@ -2,9 +2,10 @@
 keys.py for the key layout)."""
 
 from bot.generation import BASE_VERSION
-from bot.store.connection import Store
+from bot.store.connection import Store, StoreUnavailable
 from bot.store.keys import SCHEMA_VERSION
 from bot.store.records import (
+    ActiveChanged,
     AdapterCorrupt,
     AdapterEvent,
     AdapterRecord,
@@ -19,6 +20,7 @@ from bot.store.records import (
 )
 from bot.store.trainer_state import TrainerSnapshot
 
-__all__ = ["BASE_VERSION", "SCHEMA_VERSION", "AdapterCorrupt", "AdapterEvent", "AdapterRecord",
-           "Correction", "Exchange", "RatedExchange", "Store", "StoreError", "Style",
-           "TrainerSnapshot", "TurnRecord", "UnknownAdapter", "UnknownExchange"]
+__all__ = ["BASE_VERSION", "SCHEMA_VERSION", "ActiveChanged", "AdapterCorrupt", "AdapterEvent",
+           "AdapterRecord", "Correction", "Exchange", "RatedExchange", "Store", "StoreError",
+           "StoreUnavailable", "Style", "TrainerSnapshot", "TurnRecord", "UnknownAdapter",
+           "UnknownExchange"]

@@ -4,10 +4,12 @@ Keys are always passed in KEYS (an empty string stands for "no such key"); error
 side translates start with an upper-case code (UNKNOWN_EXCHANGE, ACTIVE_CHANGED, NO_HISTORY).
 """
 
-# Store an exchange, index it for its message and its user, and count it.
+# Store an exchange, index it for its message and its user, and count it. An exchange already
+# stored is left as it is (returns 0), so a write retried after a lost reply counts once.
 # KEYS: exchange, message index | '', user index | '', stats
 # ARGV: exchange JSON, ttl seconds (0 = kept), exchange id, now, adapter version
 ADD_EXCHANGE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
 else redis.call('SET', KEYS[1], ARGV[1]) end
@@ -106,13 +108,20 @@ return current
 """
 
 # Go back to the previously active version and announce it; returns {now active, was active}
-# as read inside the script, so the event and the answer name the same versions.
+# as read inside the script, so the event and the answer name the same versions. With the
+# expected versions given, it moves only if the history still starts with that target and the
+# pointer still holds that current version (the caller checked that exact target loads).
 # KEYS: active, history, adapter events channel
-# ARGV: event JSON with __VERSION__ and __PREVIOUS__ to fill in
+# ARGV: event JSON with __VERSION__ and __PREVIOUS__ to fill in, expected target | '',
+#       expected current | ''
 ROLLBACK = """
-local previous = redis.call('LPOP', KEYS[2])
+local previous = redis.call('LINDEX', KEYS[2], 0)
 if not previous then return redis.error_reply('NO_HISTORY') end
 local current = redis.call('GET', KEYS[1]) or 'base'
+if (ARGV[2] ~= '' and ARGV[2] ~= previous) or (ARGV[3] ~= '' and ARGV[3] ~= current) then
+  return redis.error_reply('ACTIVE_CHANGED ' .. current)
+end
+redis.call('LPOP', KEYS[2])
 redis.call('SET', KEYS[1], previous)
 redis.call('PUBLISH', KEYS[3],
            (ARGV[1]:gsub('__VERSION__', previous):gsub('__PREVIOUS__', current)))
