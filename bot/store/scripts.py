@@ -76,6 +76,45 @@ if positive ~= 0 then redis.call('HINCRBY', KEYS[7], ARGV[7] .. ':positive', pos
 return total
 """
 
+# Imported pairs: each exchange (kept forever) with one moderator's +1, all in one script, so
+# a failure stores nothing and no exchange is ever left without its rating. An exchange that
+# holds that moderator's rating already is a duplicate (0); one stored without it (by an older
+# import cut short) gets its rating now. Returns 1 (stored) or 0 (duplicate) per row.
+# KEYS: rated, rating events, stats, then per row: exchange, ratings
+# ARGV: moderator hash, now, stream maxlen, then per row: exchange id, exchange JSON, version
+IMPORT_RATED = """
+local result = {}
+for i = 1, (#KEYS - 3) / 2 do
+  local exchange, ratings = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
+  local id, json, version = ARGV[1 + 3 * i], ARGV[2 + 3 * i], ARGV[3 + 3 * i]
+  local exists = redis.call('EXISTS', exchange) == 1
+  if exists and redis.call('HEXISTS', ratings, ARGV[1]) == 1 then
+    result[i] = 0
+  else
+    if exists then
+      redis.call('PERSIST', exchange)
+    else
+      redis.call('SET', exchange, json)
+      redis.call('HINCRBY', KEYS[3], 'exchanges', 1)
+      redis.call('HINCRBY', KEYS[3], version .. ':exchanges', 1)
+    end
+    local before = 0
+    for _, v in ipairs(redis.call('HVALS', ratings)) do before = before + tonumber(v) end
+    local was_rated = redis.call('HLEN', ratings) > 0
+    redis.call('HSET', ratings, ARGV[1], '1')
+    if not was_rated then redis.call('HINCRBY', KEYS[3], version .. ':rated', 1) end
+    if before <= 0 and before + 1 > 0 then
+      redis.call('HINCRBY', KEYS[3], version .. ':positive', 1)
+    end
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'exchange', id, 'kind', 'up',
+               'moderator', ARGV[1])
+    result[i] = 1
+  end
+end
+return result
+"""
+
 # A moderator's better reply (one per moderator, the newer replaces the older).
 # KEYS: exchange, corrections, rated, rating events, message index | '', user index | '', stats
 # ARGV: moderator hash, correction JSON, now, exchange id, stream maxlen
