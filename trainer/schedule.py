@@ -43,8 +43,12 @@ class TrainerService:
                 return None
 
     async def poll_request(self) -> CycleOutcome | None:
-        """Run a cycle now when the bot asked for one (the cycle takes the request)."""
+        """Run a cycle now when the bot asked for one (the cycle settles the request when it
+        ends). While another trainer's cycle holds the lock the request waits for it, rather
+        than recording a skipped run every poll."""
         if self._running.locked() or not await self.store.trainer.training_requested():
+            return None
+        if await self.store.trainer.lock_held():
             return None
         return await self.scheduled_cycle()
 

@@ -31,7 +31,8 @@ with the `KEY_PREFIX` setting (`P` below):
     P:ev:adapter                 pub/sub channel of adapter changes (JSON AdapterEvent)
     P:tr:cursor                  id of the last rating event a finished training cycle used
     P:tr:lock                    token of the trainer holding the training lock (with a TTL)
-    P:tr:request                 JSON "train now" request from the bot
+    P:tr:request                 JSON "train now" request from the bot; kept until a cycle
+                                 that saw it ends (a failed one counts an attempt)
     P:tr:runs                    list  JSON outcomes of recent training cycles, newest first
     P:cd:{purpose}:{user_hash}   per-user cooldown of the bot ("reply", "notice"); expires
     P:modlog:{kind}:{ver}:{prev} an adapter change already posted to the mod log; expires

@@ -192,3 +192,14 @@ if newest_id ~= '0-0' then
 end
 return {newest_id, cursor, count, redis.call('GET', KEYS[3]) or ''}
 """
+
+# Settle a "train now" request once a cycle that saw it ends: delete it (ARGV[2] == '') or
+# rewrite it (a failed cycle counts an attempt), only if it is still the request the cycle saw,
+# so one made meanwhile is kept for the next cycle.
+# KEYS: request; ARGV: the request JSON the cycle saw, the new JSON | ''
+SETTLE_REQUEST = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then return redis.call('DEL', KEYS[1]) end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
