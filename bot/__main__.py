@@ -5,11 +5,12 @@ operator's acts across servers."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 
 from bot.config import SettingsError, load_settings
+from bot.fatal import run_main
+from bot.redact import hide_secrets_in_logs
 
 
 def parse_args(argv: list[str] | None):
@@ -44,24 +45,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    hide_secrets_in_logs(settings)
 
     if args.command == "run":
         from bot.app import run_bot  # imports discord only when serving Discord
 
-        try:
-            asyncio.run(run_bot(settings))
-        except KeyboardInterrupt:
-            pass
-        return 0
+        return run_main(run_bot(settings), settings, "bot run", interrupted=0)
     if args.command == "servers":
-        return asyncio.run(_servers(settings, args))
+        return run_main(_servers(settings, args), settings, "bot servers")
     from bot.console import run_console
 
-    try:
-        return asyncio.run(run_console(settings, guild_id=args.guild, channel_id=args.channel,
-                                       user=args.user))
-    except KeyboardInterrupt:
-        return 0
+    if settings.uses_dev_secret:
+        print("note: USER_HASH_SECRET is not set, so the console hashes user ids with the "
+              "development value (fine for trying it out; `bot run` refuses it)",
+              file=sys.stderr)
+    return run_main(run_console(settings, guild_id=args.guild, channel_id=args.channel,
+                                user=args.user), settings, "bot console", interrupted=0)
 
 
 async def _servers(settings, args) -> int:

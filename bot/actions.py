@@ -9,20 +9,34 @@ nothing of another server. Nothing here imports discord.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.conversation import StyleRejected, validate_style
+from bot.conversation import StyleRejected, validate_style, with_retries
 from bot.follow import Serving
 from bot.generation import BASE_VERSION, AdapterLoadError, Generator
-from bot.store import AdapterEvent, Exchange, Store, StoreError, UnknownAdapter
+from bot.store import (
+    ActiveChanged,
+    AdapterEvent,
+    Exchange,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    UnknownAdapter,
+)
+from bot.text import clean_text
 
 log = logging.getLogger(__name__)
 
 Scope = Literal["channel", "guild"]
 LIST_SHOWN = 4  # longer lists (loss curves, trials) stay in the report, out of a status line
+UNAVAILABLE = "the store is unavailable right now; nothing was changed - please try again soon"
+RATING_UNAVAILABLE = ("Rating not stored: the store is unavailable right now - please rate "
+                      "again in a moment")
+ROLLBACK_ATTEMPTS = 5  # other rollbacks or a promotion may move the pointer meanwhile
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,18 @@ def _share(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0%}"
 
 
+def _store_guard(act):
+    """An act whose store is unavailable answers so (logged in one line) instead of raising."""
+    @functools.wraps(act)
+    async def guarded(self, *args, **kwargs) -> Answer:
+        try:
+            return await act(self, *args, **kwargs)
+        except StoreUnavailable as error:
+            log.warning("%s not done: the store is unavailable (%s)", act.__name__, error)
+            return Answer(f"Sorry, {UNAVAILABLE}.", ok=False)
+    return guarded
+
+
 class Actions:
     def __init__(self, settings, store: Store, generator: Generator,
                  serving: Serving | None = None):
@@ -75,38 +101,90 @@ class Actions:
 
     async def rate(self, tenant: int, exchange_id: str, moderator_id: int | str, value: int, *,
                    subject: str = "the reply") -> Answer:
-        """+1 or -1 from this moderator of `tenant`; `subject` names the reply in the answer."""
+        """+1 or -1 from this moderator of `tenant`; `subject` names the reply in the answer.
+        Tried again while the store is unavailable (a rating is idempotent), then answered not
+        ok."""
+        exchanges = self.store.tenant(tenant).exchanges
         try:
-            score = await self.store.tenant(tenant).exchanges.rate(exchange_id, moderator_id,
-                                                                   value)
+            score = await with_retries(
+                lambda: exchanges.rate(exchange_id, moderator_id, value),
+                f"rating exchange {exchange_id}")
         except StoreError as error:
             return Answer(f"rating not stored: {error}", ok=False)
+        except StoreUnavailable as error:
+            log.warning("rating of exchange %s not stored: the store is unavailable (%s)",
+                        exchange_id, error)
+            return Answer(RATING_UNAVAILABLE, ok=False)
         log.info("moderator rated exchange %s %+d (score %d)", exchange_id, value, score)
         return Answer(f"rated {subject} {'up' if value > 0 else 'down'} (score now {score})")
 
+    @_store_guard
     async def withdraw(self, tenant: int, exchange_id: str, moderator_id: int | str,
                        value: int) -> Answer:
         """Withdraw this moderator's rating if it is `value` (removing 👎 after switching to 👍
         keeps the 👍)."""
-        current = (await self.store.exchanges.ratings(exchange_id)).get(
+        current = (await with_retries(lambda: self.store.exchanges.ratings(exchange_id),
+                                      f"reading the ratings of {exchange_id}")).get(
             self.store.user_hash(moderator_id))
         if current != value:
             return Answer("no such rating of yours to withdraw", ok=False)
         try:
-            score = await self.store.tenant(tenant).exchanges.withdraw(exchange_id, moderator_id)
+            score = await with_retries(
+                lambda: self.store.tenant(tenant).exchanges.withdraw(exchange_id, moderator_id),
+                f"withdrawing a rating of {exchange_id}")
         except StoreError as error:
             return Answer(f"withdrawal not stored: {error}", ok=False)
         return Answer(f"rating withdrawn (score now {score})")
 
+    async def rate_reply(self, tenant: int, message_id: int, moderator_id: int | str,
+                         value: int) -> Answer | None:
+        """Rate the exchange whose reply is this message; None when it is not a reply the bot
+        remembers. Never raises for an unavailable store: the answer says the rating was not
+        stored, so the front end can tell the moderator."""
+        try:
+            exchange = await with_retries(lambda: self.exchange_of_message(message_id),
+                                          f"finding the exchange of message {message_id}")
+        except StoreUnavailable as error:
+            log.warning("rating of message %s not stored: the store is unavailable (%s)",
+                        message_id, error)
+            return Answer(RATING_UNAVAILABLE, ok=False)
+        if exchange is None:
+            return None
+        return await self.rate(tenant, exchange.id, moderator_id, value)
+
+    async def withdraw_reply(self, tenant: int, message_id: int, moderator_id: int | str,
+                             value: int) -> Answer | None:
+        """`withdraw` for the exchange whose reply is this message (None: not one)."""
+        try:
+            exchange = await with_retries(lambda: self.exchange_of_message(message_id),
+                                          f"finding the exchange of message {message_id}")
+        except StoreUnavailable as error:
+            log.warning("withdrawal on message %s not stored: the store is unavailable (%s)",
+                        message_id, error)
+            return Answer(f"Withdrawal not stored: {UNAVAILABLE}", ok=False)
+        if exchange is None:
+            return None
+        return await self.withdraw(tenant, exchange.id, moderator_id, value)
+
+    @_store_guard
     async def teach(self, tenant: int, exchange_id: str, moderator_id: int | str,
                     text: str) -> Answer:
+        text = clean_text(text).strip()
+        limit = self.settings.max_message_chars
+        if len(text) > limit:
+            return Answer(f"Not stored: a better reply is at most {limit} characters (this one "
+                          f"has {len(text)}).", ok=False)
         try:
-            await self.store.tenant(tenant).exchanges.correct(exchange_id, moderator_id, text)
+            await with_retries(
+                lambda: self.store.tenant(tenant).exchanges.correct(exchange_id, moderator_id,
+                                                                    text),
+                f"storing a correction of {exchange_id}")
         except StoreError as error:
             return Answer(f"Not stored: {error}.", ok=False)
         return Answer("Thanks - your better reply is stored and will be used in the next "
                       "training.")
 
+    @_store_guard
     async def stats(self, tenant: int) -> Answer:
         numbers = await self.store.tenant(tenant).exchanges.stats()
         total = numbers["total"]
@@ -119,6 +197,7 @@ class Actions:
 
     # --- admins: style and chat channels ------------------------------------------------------
 
+    @_store_guard
     async def set_style(self, scope: Scope, scope_id: int, prefix: str,
                         set_by: int | str) -> Answer:
         try:
@@ -128,11 +207,13 @@ class Actions:
         await self.store.styles.set(scope, scope_id, prefix, set_by=set_by)
         return Answer(f"Style for {_where(scope)} set; the next reply uses it:\n> {prefix}")
 
+    @_store_guard
     async def clear_style(self, scope: Scope, scope_id: int) -> Answer:
         if await self.store.styles.clear(scope, scope_id):
             return Answer(f"Style for {_where(scope)} cleared.")
         return Answer(f"There was no style set for {_where(scope)}.", ok=False)
 
+    @_store_guard
     async def show_style(self, guild_id: int | None, channel_id: int | None) -> Answer:
         channel = (await self.store.styles.get("channel", channel_id)
                    if channel_id is not None else None)
@@ -146,6 +227,7 @@ class Actions:
         return Answer("\n".join(lines) if lines
                       else "No style is set; replies use the plain model voice.")
 
+    @_store_guard
     async def chat(self, channel_id: int, on: bool) -> Answer:
         await self.store.chat.set(channel_id, on)
         if on:
@@ -154,13 +236,19 @@ class Actions:
 
     # --- admins: adapters and training --------------------------------------------------------
 
+    @_store_guard
     async def adapter_status(self, tenant: int) -> Answer:
         own = self.store.tenant(tenant)
         version = await own.registry.active()
         lines = [f"Active adapter: {version}"]
         serving = self.serving.version_for(tenant)
         if self.serving.own_version(tenant) != version:
-            lines.append(f"(this process still serves {serving}; it swaps shortly)")
+            problem = await self._unreadable(version)
+            if problem:
+                lines.append(f"(it cannot be loaded: {problem}; this process keeps serving "
+                             f"{serving})")
+            else:
+                lines.append(f"(this process still serves {serving}; it swaps shortly)")
         if version == BASE_VERSION:
             lines.append(f"This server has no adapter of its own; {serving} answers"
                          + (" (the base model)." if serving == BASE_VERSION
@@ -179,6 +267,16 @@ class Actions:
         lines += await self._last_cycle(tenant)
         return Answer("\n".join(lines))
 
+    async def _unreadable(self, version: str) -> str | None:
+        """Why the stored bytes of `version` cannot be loaded (damaged, missing), else None."""
+        if version == BASE_VERSION:
+            return None
+        try:
+            await self.store.registry.blob(version)
+        except StoreError as error:
+            return str(error)
+        return None
+
     async def _last_cycle(self, tenant: int) -> list[str]:
         runs = await self.store.tenant(tenant).trainer.recent_runs(1)
         if not runs:
@@ -187,27 +285,43 @@ class Actions:
         when = f" at {_when(run['at'])}" if "at" in run else ""
         return [f"Last training cycle{when}: {run.get('outcome')} ({run.get('reason', '')})"]
 
+    @_store_guard
     async def rollback(self, tenant: int) -> Answer:
-        """Move this server's registry pointer back one version and serve it here at once
-        (other processes follow the registry event)."""
-        try:
-            event = await self.store.tenant(tenant).registry.rollback()
-        except StoreError as error:
-            return Answer(f"Nothing rolled back: {error}.", ok=False)
-        try:
-            serving = await self.serving.refresh(tenant)
-        except (StoreError, AdapterLoadError) as error:
-            log.error("rolled back to %s but could not load it here: %s", event.version, error)
-            return Answer(f"Rolled back to {event.version} in the registry, but this process "
-                          f"could not load it ({error}); it keeps serving "
-                          f"{self.serving.version_for(tenant)}.", event=event)
-        return Answer(f"Rolled back from {event.previous}: now serving {serving}.", event=event)
+        """Move this server's registry pointer back one version, once that version loaded
+        here: it is loaded first (a damaged or foreign adapter is refused and nothing moves),
+        then the pointer moves if nobody moved it meanwhile, and this process serves it at
+        once; other processes follow the registry event."""
+        registry = self.store.tenant(tenant).registry
+        for _ in range(ROLLBACK_ATTEMPTS):
+            history = await registry.history()
+            if not history:
+                return Answer("Nothing rolled back: there is no earlier adapter to roll back "
+                              "to.", ok=False)
+            target, current = history[0], await registry.active()
+            try:
+                if target != BASE_VERSION:
+                    await self.generator.load(target, await self.store.registry.blob(target))
+            except (StoreError, AdapterLoadError) as error:
+                log.error("rollback to %s refused: it cannot be loaded (%s)", target, error)
+                return Answer(f"Nothing rolled back: {target} cannot be loaded ({error}); "
+                              f"{current} stays active.", ok=False)
+            try:
+                event = await registry.rollback(expected=(target, current))
+            except ActiveChanged:
+                continue  # another act moved the pointer first: look again
+            await self.serving.refresh(tenant)  # loaded above: this cannot fail to load
+            return Answer(f"Rolled back from {event.previous}: now serving {event.version}.",
+                          event=event)
+        return Answer("Nothing rolled back: the adapters kept changing meanwhile; try again.",
+                      ok=False)
 
+    @_store_guard
     async def train_now(self, tenant: int, requested_by: str) -> Answer:
         await self.store.tenant(tenant).trainer.request_training(requested_by)
         return Answer("Training requested: the trainer starts a cycle for this server at its "
                       "next check.")
 
+    @_store_guard
     async def set_modlog(self, tenant: int, channel_id: int | None) -> Answer:
         """Where this server's adapter changes are posted (None: MODLOG_CHANNEL_ID for the home
         server, nowhere for the others)."""
@@ -218,6 +332,7 @@ class Actions:
 
     # --- everyone ------------------------------------------------------------------------------
 
+    @_store_guard
     async def forget(self, user_id: int | str) -> Answer:
         count = await self.store.exchanges.forget_user(user_id)
         noun = "exchange" if count == 1 else "exchanges"

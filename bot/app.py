@@ -16,15 +16,17 @@ from discord.ext import commands
 from bot.actions import Actions
 from bot.cogs.chat import MESSAGE_LIMIT
 from bot.conversation import Conversation
+from bot.fatal import Fatal
 from bot.follow import Serving
 from bot.generation import Generator
 from bot.runtime import Runtime
-from bot.store import Store
+from bot.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 COGS = ("bot.cogs.chat", "bot.cogs.ratings", "bot.cogs.admin")
 APOLOGY = "Sorry, something went wrong on my side. Please try again later."
+STORE_APOLOGY = "Sorry, I can't reach my memory right now; nothing was changed. Please try again."
 MODLOG_NUMBERS = 30  # report entries shown in a modlog post
 MODLOG_VALUE_CHARS = 200
 MODLOG_CLAIM_S = 600  # how long one adapter change counts as announced
@@ -46,9 +48,13 @@ async def on_app_command_error(interaction: discord.Interaction,
             text = "That command works in a server channel, not in DMs."
     else:
         original = getattr(error, "original", error)
-        log.error("app command %s failed", getattr(interaction.command, "qualified_name", "?"),
-                  exc_info=original)
-        text = APOLOGY
+        name = getattr(interaction.command, "qualified_name", "?")
+        if isinstance(original, StoreUnavailable):
+            log.warning("app command %s failed: the store is unavailable (%s)", name, original)
+            text = STORE_APOLOGY
+        else:
+            log.error("app command %s failed", name, exc_info=original)
+            text = APOLOGY
     try:
         if interaction.response.is_done():
             await interaction.followup.send(text, ephemeral=True)
@@ -141,10 +147,15 @@ class _BotCore:
         if channel_id is None:
             return
         # Every bot process follows the registry: the first to claim the change posts it.
-        if not await self.store.claim("modlog", event.kind, event.version, event.previous,
-                                      ttl_s=MODLOG_CLAIM_S):
+        try:
+            if not await self.store.claim("modlog", event.kind, event.version, event.previous,
+                                          ttl_s=MODLOG_CLAIM_S):
+                return
+            report, png = await self.store.registry.report(event.version)
+        except StoreUnavailable as error:
+            log.warning("adapter change to %s not posted to the modlog: the store is "
+                        "unavailable (%s)", event.version, error)
             return
-        report, png = await self.store.registry.report(event.version)
         files = [discord.File(io.BytesIO(png), filename=f"loss-{event.version}.png")] if png \
             else []
         try:
@@ -181,4 +192,11 @@ async def run_bot(settings) -> None:
         bot = build_bot(settings, runtime.store, runtime.generator, serving=runtime.serving)
         runtime.on_change(bot.announce_change)
         async with bot:
-            await bot.start(settings.discord_token.get_secret_value())
+            try:
+                await bot.start(settings.discord_token.get_secret_value())
+            except discord.LoginFailure:
+                raise Fatal("Discord refused DISCORD_TOKEN: copy the bot token again from the "
+                            "developer portal") from None
+            except discord.PrivilegedIntentsRequired:
+                raise Fatal("Discord refused the Message Content intent: enable it for the bot "
+                            "in the developer portal (docs/discord-setup.md)") from None

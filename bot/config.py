@@ -9,12 +9,22 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# The placeholder a dev setup may run with; `python -m bot run` refuses it (see require_discord).
+# The placeholder a dev setup may run with; `python -m bot run` refuses it (see require_discord),
+# the console and the demo say so when they use it.
 DEV_USER_HASH_SECRET = "dev-only-not-secret"
+MIN_SECRET_CHARS = 16
+MIN_SECRET_DISTINCT = 6
+# Query arguments of a Redis URL that redis-py parses as numbers or flags: shown in messages.
+# Any other argument (password=, username=, ssl_password=, ...) is shown as "***".
+PLAIN_URL_ARGUMENTS = {
+    "db", "socket_timeout", "socket_connect_timeout", "socket_read_size", "socket_keepalive",
+    "retry_on_timeout", "max_connections", "health_check_interval", "ssl_check_hostname",
+    "ssl_min_version", "timeout", "protocol", "legacy_responses", "ssl_cert_reqs"}
 
 
 class SettingsError(ValueError):
@@ -26,6 +36,8 @@ class Settings(BaseSettings):
 
     # --- connections -----------------------------------------------------------------------
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_max_connections: int = Field(32, ge=2, le=10_000)
+    redis_pool_timeout_seconds: float = Field(10.0, gt=0.0)
     key_prefix: str = Field("lbot", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     discord_token: SecretStr | None = None
     shard_count: int | None = Field(None, ge=1)
@@ -54,6 +66,7 @@ class Settings(BaseSettings):
     context_messages: int = Field(8, ge=0, le=50)
     cooldown_seconds: float = Field(3.0, ge=0.0)
     style_max_chars: int = Field(200, ge=1, le=1000)
+    max_message_chars: int = Field(4000, ge=100, le=1_000_000)
 
     # --- privacy ---------------------------------------------------------------------------
     user_hash_secret: SecretStr = SecretStr(DEV_USER_HASH_SECRET)
@@ -87,6 +100,14 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str) -> str:
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        from redis.connection import parse_url  # what the client will read from it
+
+        try:
+            parse_url(value)
+        except ValueError:
+            # redis-py's own message may quote a part of the URL, which can be the password.
+            raise ValueError("is not a Redis URL redis-py can read (check the port, the "
+                             "database number and the query arguments)") from None
         return value
 
     @field_validator("device")
@@ -138,9 +159,14 @@ class Settings(BaseSettings):
 
     @property
     def redis_address(self) -> str:
-        """REDIS_URL without its credentials, for messages and logs."""
-        scheme, _, rest = self.redis_url.partition("://")
-        return f"{scheme}://{rest.rpartition('@')[2]}"
+        """REDIS_URL without its credentials, for messages and logs: no user or password
+        before the host, and every query argument that may hold one shown as ***."""
+        return redis_address(self.redis_url)
+
+    @property
+    def uses_dev_secret(self) -> bool:
+        """USER_HASH_SECRET is unset: the development placeholder hashes user ids."""
+        return self.user_hash_secret.get_secret_value() == DEV_USER_HASH_SECRET
 
     @property
     def allowed_guilds(self) -> set[int]:
@@ -164,16 +190,51 @@ class Settings(BaseSettings):
         if self.discord_token is None:
             raise SettingsError("DISCORD_TOKEN is not set: create a bot in the Discord developer "
                                 "portal and put its token in the environment or .env")
-        if self.user_hash_secret.get_secret_value() == DEV_USER_HASH_SECRET:
-            raise SettingsError("USER_HASH_SECRET is the development placeholder: set a long "
-                                "random value (e.g. `openssl rand -hex 32`) before serving users")
+        if self.uses_dev_secret:
+            raise SettingsError("USER_HASH_SECRET is not set: set a long random value (e.g. "
+                                "`openssl rand -hex 32`) before serving users")
+        weakness = secret_weakness(self.user_hash_secret.get_secret_value())
+        if weakness:
+            raise SettingsError(f"USER_HASH_SECRET is too weak ({weakness}): set a long random "
+                                "value (e.g. `openssl rand -hex 32`) before serving users")
+
+
+def secret_weakness(secret: str) -> str | None:
+    """Why `secret` is too weak to key the user-id HMAC, or None when it will do."""
+    stripped = secret.strip()
+    if len(stripped) < MIN_SECRET_CHARS:
+        return f"{len(stripped)} characters besides spaces, fewer than {MIN_SECRET_CHARS}"
+    if len(set(stripped)) < MIN_SECRET_DISTINCT:
+        return f"only {len(set(stripped))} different characters"
+    return None
+
+
+def redis_address(url: str) -> str:
+    """A Redis URL as messages may show it: see Settings.redis_address."""
+    scheme, _, rest = url.partition("://")
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return f"{scheme}://***"
+    tail = rest[len(parts.netloc):]
+    if "@" in tail or parts.fragment:
+        # A password holding "/", "?" or "#" runs past where the host seems to start: show
+        # nothing rather than guess which part is the password.
+        return f"{scheme}://***"
+    host = parts.netloc.rpartition("@")[2]
+    shown = "&".join(f"{name}={value if name in PLAIN_URL_ARGUMENTS else '***'}"
+                     for name, value in parse_qsl(parts.query, keep_blank_values=True))
+    return f"{scheme}://{host}{parts.path}" + (f"?{shown}" if shown else "")
 
 
 def _describe(error: ValidationError) -> str:
+    """One line per bad setting (never its value: it may be a secret)."""
     lines = []
     for item in error.errors():
         name = "_".join(str(part) for part in item["loc"]).upper() or "settings"
-        lines.append(f"{name}: {item['msg']}")
+        lines.append(f"{name}: {item['msg'].removeprefix('Value error, ')}")
+    if len(lines) == 1:
+        return f"invalid setting {lines[0]}"
     return "invalid settings:\n  " + "\n  ".join(lines)
 
 

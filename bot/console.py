@@ -22,6 +22,7 @@ from bot.follow import Serving
 from bot.generation import Generator
 from bot.runtime import Runtime
 from bot.store import Exchange, Store
+from bot.text import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class Console:
 
     async def handle_line(self, line: str) -> str:
         """The answer to one input line; raises Quit on /quit."""
-        line = line.strip()
+        line = clean_text(line).strip()
         if not line:
             return ""
         if line.startswith("/"):
@@ -68,7 +69,7 @@ class Console:
         if isinstance(result, Failure):
             return f"bot: {result.text}"
         self.last = result
-        self.turns = [*turns, Turn("bot", result.reply)]
+        self.turns = [*result.turns(), Turn("bot", result.reply)]  # as stored: clipped, clean
         return f"bot [{result.adapter_version}]: {result.reply}"
 
     async def command(self, line: str) -> str:
@@ -118,6 +119,8 @@ class Console:
 
     async def _style_set(self, text: str) -> str:
         where, prefix = self._scope(text)
+        if not prefix.strip():  # "/style set channel" names a scope, not a style
+            return "usage: /style set [channel|server] <prefix>"
         return (await self.actions.set_style(*where, prefix, self.user)).text
 
     async def _style_clear(self, text: str) -> str:
@@ -139,10 +142,19 @@ class Console:
 
 
 async def _lines(stream: TextIO):
-    """Lines of `stream`, read in a thread so the adapter follower keeps running meanwhile."""
+    """Lines of `stream`, read in a thread so the adapter follower keeps running meanwhile.
+
+    A terminal or pipe may carry bytes that are not UTF-8: the raw bytes are read (where the
+    stream has them) and what does not decode becomes U+FFFD, so no line fails to read.
+    """
     loop = asyncio.get_running_loop()
+    raw = getattr(stream, "buffer", None)
     while True:
-        line = await loop.run_in_executor(None, stream.readline)
+        if raw is not None:
+            data = await loop.run_in_executor(None, raw.readline)
+            line = data.decode("utf-8", errors="replace")
+        else:
+            line = clean_text(await loop.run_in_executor(None, stream.readline))
         if not line:
             return
         yield line
@@ -171,9 +183,10 @@ async def run_console(settings, stdin: TextIO = sys.stdin, stdout: TextIO = sys.
                 answer = await console.handle_line(line)
             except Quit:
                 break
-            except Exception as error:  # one line for the user, the details in the log
-                log.exception("console command failed")
-                answer = f"sorry, that failed: {error}"
+            except Exception as error:  # one line for the user and the log, no traceback
+                log.error("console line failed: %s: %s", type(error).__name__, error)
+                log.debug("console line failed", exc_info=True)
+                answer = "sorry, that failed; the log says why"
             if answer:
                 print(answer, file=stdout, flush=True)
     return 0

@@ -8,6 +8,7 @@ Nothing here imports discord.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Literal
@@ -15,12 +16,30 @@ from typing import Literal
 from bot.dialogue import BOT_MARK, USER_MARK, Turn, neutralise
 from bot.follow import Serving
 from bot.generation import EngineBusy, Generation, GenerationFailed, Generator, PromptTooLong
-from bot.store import Exchange, Store, TurnRecord
+from bot.store import Exchange, Store, StoreUnavailable, TurnRecord
+from bot.text import clean_text, clip, invisible_characters
 
 log = logging.getLogger(__name__)
 
 BUSY_REPLY = "I'm answering a lot of people right now - please try again in a moment."
 FAILED_REPLY = "Sorry, I couldn't come up with a reply just now. Please try again."
+STORE_REPLY = "Sorry, I can't reach my memory right now - please try again in a moment."
+SCOPE_WORDS = ("channel", "server", "guild")
+# A write the store could not take is tried again after these pauses (seconds) before it fails.
+RETRY_DELAYS_S = (0.2, 1.0)
+
+
+async def with_retries(write, what: str):
+    """`await write()`, tried again after RETRY_DELAYS_S while the store is unavailable; the
+    last StoreUnavailable is raised. Only for writes that are safe to repeat."""
+    for delay in RETRY_DELAYS_S:
+        try:
+            return await write()
+        except StoreUnavailable as error:
+            log.info("%s: the store is unavailable (%s); trying again in %.1f s", what, error,
+                     delay)
+            await asyncio.sleep(delay)
+    return await write()
 
 
 class StyleRejected(ValueError):
@@ -28,10 +47,18 @@ class StyleRejected(ValueError):
 
 
 def validate_style(prefix: str, max_chars: int, eos_token: str | None = None) -> str:
-    """The cleaned prefix, or StyleRejected when it is empty, too long or holds role markers."""
-    prefix = prefix.strip()
+    """The cleaned prefix, or StyleRejected when it is empty, a bare scope word, too long, or
+    holds role markers or invisible format characters."""
+    prefix = clean_text(prefix).strip()
     if not prefix:
         raise StyleRejected("a style prefix needs some text")
+    if prefix.lower() in SCOPE_WORDS:
+        raise StyleRejected(f"{prefix!r} is a scope, not a style: give the prefix text, e.g. "
+                            "'Answer as a polite support agent:'")
+    hidden = invisible_characters(prefix)
+    if hidden:
+        raise StyleRejected("a style prefix may not contain invisible format or control "
+                            f"characters ({', '.join(hidden[:5])})")
     if len(prefix) > max_chars:
         raise StyleRejected(f"a style prefix is at most {max_chars} characters "
                             f"(this one has {len(prefix)})")
@@ -62,7 +89,7 @@ class Draft:
 class Failure:
     """No reply could be made; `text` is the short apology to show instead."""
 
-    reason: Literal["busy", "failed"]
+    reason: Literal["busy", "failed", "unavailable"]
     text: str
 
 
@@ -90,17 +117,28 @@ class Conversation:
         style = await self.store.styles.in_force(guild_id, channel_id)
         return style.prefix if style else None
 
+    def clean_turns(self, turns: list[Turn]) -> list[Turn]:
+        """Each turn as valid text of at most MAX_MESSAGE_CHARS (before anything tokenises or
+        stores it: a long message would otherwise be copied into every later context)."""
+        limit = self.settings.max_message_chars
+        return [Turn(t.role, clip(clean_text(t.text), limit)) for t in turns]
+
     async def draft(self, turns: list[Turn], *, guild_id: int | None,
                     channel_id: int | None) -> Draft | Failure:
         """Generate a reply to `turns` (oldest first, ending with the user's message) with the
         adapter serving that server."""
-        style = await self.style_in_force(guild_id, channel_id)
+        turns = self.clean_turns(turns)
         tenant = self.tenant_of(guild_id)
+        try:
+            style = await self.style_in_force(guild_id, channel_id)
+        except StoreUnavailable as error:
+            log.warning("no reply: the store is unavailable (%s)", error)
+            return Failure("unavailable", STORE_REPLY)
         try:
             generation = await self.generator.generate(
                 turns, style=style, adapter=self.serving.version_for(tenant))
         except EngineBusy:
-            log.warning("engine queue full; asked the user to retry")
+            # Counted and summarised once per burst by the engine, not logged per refusal.
             return Failure("busy", BUSY_REPLY)
         except (GenerationFailed, PromptTooLong) as error:
             # What the generator documents; anything else is a bug and reaches the error log.
@@ -112,7 +150,9 @@ class Conversation:
     async def keep(self, draft: Draft, *, source: Literal["discord", "console"],
                    user_id: int | str, message_id: int | None = None,
                    user_message_id: int | None = None) -> Exchange:
-        """Store the exchange of a sent reply; the user id is hashed by the store."""
+        """Store the exchange of a sent reply; the user id is hashed by the store. Tried again
+        while the store is unavailable (storing an exchange twice changes nothing), then
+        StoreUnavailable is raised."""
         generation = draft.generation
         exchange = Exchange(
             source=source, tenant=draft.tenant, guild_id=draft.guild_id,
@@ -122,7 +162,8 @@ class Conversation:
             user_message=draft.turns[-1].text, style=draft.style, reply=generation.text,
             adapter_version=generation.adapter_version, latency_ms=generation.latency_ms,
             prompt_tokens=generation.prompt_tokens, reply_tokens=generation.reply_tokens)
-        return await self.store.exchanges.add(exchange, user_id=user_id)
+        return await with_retries(lambda: self.store.exchanges.add(exchange, user_id=user_id),
+                                  f"storing exchange {exchange.id}")
 
     async def chat(self, turns: list[Turn], *, source: Literal["discord", "console"],
                    user_id: int | str, guild_id: int | None = None,
@@ -131,7 +172,11 @@ class Conversation:
         draft = await self.draft(turns, guild_id=guild_id, channel_id=channel_id)
         if isinstance(draft, Failure):
             return draft
-        return await self.keep(draft, source=source, user_id=user_id)
+        try:
+            return await self.keep(draft, source=source, user_id=user_id)
+        except StoreUnavailable as error:
+            log.warning("reply not kept: the store is unavailable (%s)", error)
+            return Failure("unavailable", STORE_REPLY)
 
     async def claim_cooldown(self, user_id: int | str, purpose: str = "reply") -> bool:
         """True when this user may be answered now (and starts their cooldown).

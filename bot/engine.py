@@ -48,6 +48,8 @@ from bot.generation import (
 log = logging.getLogger(__name__)
 
 _OVERRIDABLE = ("max_new_tokens", "min_new_tokens", "temperature", "top_p", "repetition_penalty")
+# Refusals less than this far apart belong to one burst, logged as one summary line.
+BUSY_QUIET_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,9 @@ class Engine:
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-model")
         self._worker: asyncio.Task | None = None
         self._closed = False
+        self.refused = 0  # requests turned away with EngineBusy since start
+        self._burst: list[float] = []  # [first refusal, last refusal, count] of this burst
+        self._burst_timer: asyncio.TimerHandle | None = None
 
     @classmethod
     def load_model(cls, config: GenerationConfig) -> Engine:
@@ -145,6 +150,9 @@ class Engine:
     async def close(self) -> None:
         """Stop the worker, fail what is still queued, and release the model thread."""
         self._closed = True
+        if self._burst_timer is not None:
+            self._burst_timer.cancel()
+        self._end_burst(closing=True)
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -212,7 +220,31 @@ class Engine:
         # bound covers everything waiting.
         waiting = len(self._held) + sum(len(r) for r in self._aside.values())
         if self._queue.qsize() + waiting >= self._queue.maxsize:
+            self._count_refusal()
             raise EngineBusy(f"{self._queue.maxsize} requests are already waiting")
+
+    def _count_refusal(self) -> None:
+        """Count a refusal; a burst of them is logged once, BUSY_QUIET_S after its last."""
+        self.refused += 1
+        now = time.monotonic()
+        if self._burst:
+            self._burst[1], self._burst[2] = now, self._burst[2] + 1
+            return
+        self._burst = [now, now, 1]
+        self._burst_timer = asyncio.get_running_loop().call_later(BUSY_QUIET_S,
+                                                                  self._end_burst)
+
+    def _end_burst(self, *, closing: bool = False) -> None:
+        if not self._burst:
+            return
+        first, last, count = self._burst
+        wait = last + BUSY_QUIET_S - time.monotonic()
+        if wait > 0 and not closing:  # still refusing: look again once it has been quiet
+            self._burst_timer = asyncio.get_running_loop().call_later(wait, self._end_burst)
+            return
+        self._burst, self._burst_timer = [], None
+        log.warning("generation queue full (%d waiting): turned away %d request(s) over %.1f s",
+                    self._queue.maxsize, count, last - first)
 
     def _encode_prompt(self, turns: list[Turn], style: str | None,
                        budget: int) -> tuple[str, list[int]]:

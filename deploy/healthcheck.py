@@ -13,6 +13,7 @@ import sys
 from redis.exceptions import RedisError
 
 from bot.config import SettingsError, load_settings
+from bot.redact import redact, secrets_of
 from bot.store import Store, StoreError
 
 TIMEOUT_S = 5.0
@@ -38,8 +39,9 @@ def main() -> int:
         print(f"unhealthy: Redis did not answer within {TIMEOUT_S:.0f} s")
         return 1
     except (RedisError, StoreError, OSError) as error:
-        # redis-py's messages name host and port, never the password in REDIS_URL.
-        print(f"unhealthy: Redis: {type(error).__name__}: {error}")
+        # Whatever the message quotes, the credentials in REDIS_URL are hidden.
+        print(redact(f"unhealthy: Redis: {type(error).__name__}: {error}",
+                     secrets_of(settings)))
         return 1
     print("healthy: settings valid, store answers")
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -37,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         path = build_tiny_model(args.directory)
         print(f"tiny GPT-2 written to {path} (load it with MODEL_NAME={path})")
         return 0
-    from redis.exceptions import ConnectionError as RedisConnectionError
-
     from bot.config import SettingsError, get_settings
+    from bot.fatal import run_main
+    from bot.redact import hide_secrets_in_logs
 
     try:
         settings = get_settings()
@@ -48,18 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    hide_secrets_in_logs(settings)
     commands_run = {"run": _serve, "once": _once, "import": _import}
-    try:
-        return asyncio.run(commands_run[args.command](settings, args))
-    except KeyboardInterrupt:
-        return 130
-    except RedisConnectionError as error:
-        print(f"cannot reach Redis at {settings.redis_address}: {error}", file=sys.stderr)
-        return 1
-    except Exception as error:  # an operator sees the cause, the trace only at DEBUG
-        logging.getLogger("trainer").debug("failure", exc_info=True)
-        print(f"{args.command} failed: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
+    # One clear line and exit status 1 on failure (no secret; the traceback only at DEBUG).
+    return run_main(commands_run[args.command](settings, args), settings, args.command)
 
 
 async def _serve(settings, args) -> int:
@@ -126,7 +117,7 @@ async def _import(settings, args) -> int:
     store = Store.from_settings(settings)
     try:
         await store.ping()
-        result = await import_file(store.tenant(guild), args.file)
+        result = await import_file(store.tenant(guild), args.file, settings)
     except ImportRejected as rejected:
         print(rejected, file=sys.stderr)
         return 1

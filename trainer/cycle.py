@@ -5,6 +5,7 @@ a cycle trains on its server's ratings only and moves only its server's adapter.
     acquire the Redis lock (else: skipped) -> keep renewing it in the background
     snapshot where training stands (newest rating event, cursor, new ratings, "train now")
     enough new ratings since the cursor, a "train now" request or `force`? (else: skipped)
+        (the request stays in the store until the cycle ends; a failed cycle keeps it)
     data set from every rated exchange -> search (in a worker thread) -> candidate
     validation loss of base, active and candidate on the same validation set -> gate
     publish (last step: save, report, compare-and-set of the active pointer) or reject
@@ -32,6 +33,7 @@ from trainer.report import write_report_files
 log = logging.getLogger(__name__)
 
 LOCK_HELD = "another trainer holds the lock"
+REQUEST_ATTEMPTS = 3  # failed cycles a "train now" request survives
 
 
 @dataclass
@@ -149,7 +151,10 @@ async def due_tenants(settings, store: Store, *, requested_only: bool = False) -
     unless `requested_only`, those with at least MIN_NEW_RATINGS new ratings."""
     due = []
     for tenant in await store.tenants():
-        snapshot = await store.tenant(tenant).trainer.snapshot()
+        trainer = store.tenant(tenant).trainer
+        snapshot = await trainer.snapshot()
+        if requested_only and snapshot.request and await trainer.lock_held():
+            continue  # another trainer's cycle of that server will settle the request
         if snapshot.request or (not requested_only
                                 and snapshot.new_ratings >= settings.min_new_ratings):
             due.append(tenant)
@@ -168,6 +173,7 @@ async def run_cycle(settings, store: Store, guild: int, *, force: bool = False,
         await store.trainer.record_run(outcome.as_record())
         log.info("cycle of server %s skipped: %s", guild, LOCK_HELD)
         return outcome
+    snapshot = None
     try:
         snapshot = await store.trainer.snapshot()
         outcome = await _locked_cycle(settings, store, lock, snapshot, force=force,
@@ -175,6 +181,9 @@ async def run_cycle(settings, store: Store, guild: int, *, force: bool = False,
         outcome.guild = guild
         if outcome.ratings_used:
             await store.trainer.set_cursor(snapshot.newest_event)
+        # A "train now" request stays until here, so a trainer killed mid-cycle leaves it
+        # for the next one; only the request this cycle saw is removed.
+        await store.trainer.settle_request(snapshot.request_raw)
         outcome.seconds = round(time.perf_counter() - started, 3)
         await store.trainer.record_run(outcome.as_record())
         log.info("cycle of server %s %s: %s", guild, outcome.outcome, outcome.reason)
@@ -183,9 +192,27 @@ async def run_cycle(settings, store: Store, guild: int, *, force: bool = False,
         # Recorded so admins see it; nothing was published (publishing is the last step).
         await store.trainer.record_run({"outcome": "failed", "at": time.time(),
                                         "reason": f"{type(error).__name__}: {error}"})
+        if snapshot is not None and snapshot.request_raw:
+            await _keep_request(store, snapshot)
         raise
     finally:
         await lock.release()
+
+
+async def _keep_request(store: TenantStore, snapshot) -> None:
+    """A failed cycle leaves the "train now" request for the next one, a few times at most."""
+    try:
+        settled = await store.trainer.settle_request(snapshot.request_raw, failed=True,
+                                                     max_attempts=REQUEST_ATTEMPTS)
+    except Exception as error:  # the cycle's own failure is what the caller must see
+        log.warning("could not keep the training request for the next cycle: %s", error)
+        return
+    by = snapshot.request.get("by")
+    if settled == "kept":
+        log.info("the training request by %s stays for the next cycle", by)
+    elif settled == "dropped":
+        log.error("the training request by %s was dropped after %d failed cycles", by,
+                  REQUEST_ATTEMPTS)
 
 
 async def _locked_cycle(settings, store: TenantStore, lock: TrainingLock, snapshot, *,
@@ -195,9 +222,8 @@ async def _locked_cycle(settings, store: TenantStore, lock: TrainingLock, snapsh
                                        f"cycle, fewer than MIN_NEW_RATINGS="
                                        f"{settings.min_new_ratings}",
                             new_ratings=snapshot.new_ratings)
-    request = await store.trainer.take_request()
-    if request:
-        log.info("training requested by %s", request.get("by"))
+    if snapshot.request:
+        log.info("training requested by %s", snapshot.request.get("by"))
 
     parent, active_blob = await _active_adapter(store)
     first_trial = await warm_start(store.registry)

@@ -53,7 +53,9 @@ class TrainerService:
         return outcomes
 
     async def poll_request(self) -> list[CycleOutcome]:
-        """Run a cycle now for each server that asked for one (`/train now`)."""
+        """Run a cycle now for each server that asked for one (`/train now`; the cycle settles
+        the request when it ends). A server whose lock another trainer holds waits for it,
+        rather than recording a skipped run every poll."""
         return await self.scheduled_cycle(requested_only=True)
 
 

@@ -9,8 +9,9 @@ from contextlib import asynccontextmanager
 import discord
 from discord.ext import commands
 
-from bot.conversation import Conversation, Failure
+from bot.conversation import STORE_REPLY, Conversation, Failure
 from bot.dialogue import Turn
+from bot.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -140,15 +141,25 @@ class Chat(commands.Cog):
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
-        if not await self.should_answer(message):
+        try:
+            if not await self.should_answer(message):
+                return
+        except StoreUnavailable as error:  # cannot tell whether /chat is on here: stay quiet
+            log.warning("message %s in channel %s not answered: the store is unavailable (%s)",
+                        message.id, message.channel.id, error)
             return
-        if not await self.conversation.claim_cooldown(message.author.id):
-            # Say "wait" once per cooldown window, so a burst of messages is not echoed back.
-            if await self.conversation.claim_cooldown(message.author.id, "notice"):
-                await self._send_quietly(message, COOLDOWN_REPLY.format(
-                    seconds=self.settings.cooldown_seconds))
-            return
-        await self.answer(message)
+        try:
+            if not await self.conversation.claim_cooldown(message.author.id):
+                # Say "wait" once per cooldown window, so a burst of messages is not echoed.
+                if await self.conversation.claim_cooldown(message.author.id, "notice"):
+                    await self._send_quietly(message, COOLDOWN_REPLY.format(
+                        seconds=self.settings.cooldown_seconds))
+                return
+            await self.answer(message)
+        except StoreUnavailable as error:
+            log.warning("message %s in channel %s not answered: the store is unavailable (%s)",
+                        message.id, message.channel.id, error)
+            await self._send_quietly(message, STORE_REPLY)
 
     async def _send_quietly(self, message: discord.Message, text: str) -> None:
         try:
@@ -170,9 +181,15 @@ class Chat(commands.Cog):
         except discord.HTTPException as error:
             log.error("could not send a reply in channel %s: %s", message.channel.id, error)
             return
-        exchange = await self.conversation.keep(
-            draft, source="discord", user_id=message.author.id, message_id=sent[0].id,
-            user_message_id=message.id)
+        try:
+            exchange = await self.conversation.keep(
+                draft, source="discord", user_id=message.author.id, message_id=sent[0].id,
+                user_message_id=message.id)
+        except StoreUnavailable as error:
+            # The reply is out but cannot be rated: no rating buttons invite a lost rating.
+            log.error("reply %s in channel %s was sent but not stored: the store is "
+                      "unavailable (%s)", sent[0].id, message.channel.id, error)
+            return
         log.info("answered with adapter %s in %.0f ms (exchange %s)",
                  exchange.adapter_version, exchange.latency_ms, exchange.id)
         try:

@@ -91,12 +91,31 @@ class Ratings(commands.Cog):
         moderator = self._moderator(payload)
         if moderator is None:
             return  # others' reactions stay on the message but are not counted
-        exchange = await self.actions.exchange_of_message(payload.message_id)
-        if exchange is None:
-            return
-        answer = await self.actions.rate(payload.guild_id, exchange.id, moderator.id, value)
-        if not answer.ok:
-            log.warning("rating of exchange %s: %s", exchange.id, answer.text)
+        # Retried while the store is unavailable; a rating that still fails is reported.
+        answer = await self.actions.rate_reply(payload.guild_id, payload.message_id,
+                                               moderator.id, value)
+        if answer is not None and not answer.ok:
+            log.warning("rating on message %s not stored: %s", payload.message_id, answer.text)
+            await self._report_lost_rating(payload, moderator, answer.text)
+
+    async def _report_lost_rating(self, payload: discord.RawReactionActionEvent,
+                                  moderator: discord.Member, why: str) -> None:
+        """A rating that was not stored must not look counted: the moderator's reaction is
+        taken off (where the bot may) and the moderator is told why in a direct message."""
+        link = (f"https://discord.com/channels/{payload.guild_id}/{payload.channel_id}/"
+                f"{payload.message_id}")
+        channel = self.bot.get_channel(payload.channel_id)
+        try:
+            if channel is not None:
+                message = await channel.fetch_message(payload.message_id)
+                await message.remove_reaction(payload.emoji, moderator)
+        except discord.HTTPException as error:
+            log.info("could not take off the uncounted reaction: %s", error)
+        try:
+            await moderator.send(f"Your {payload.emoji} on {link} was not counted. {why}.")
+        except discord.HTTPException as error:
+            log.warning("could not tell moderator %s that their rating was not stored: %s",
+                        moderator.id, error)
 
     @commands.Cog.listener()
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
@@ -106,12 +125,12 @@ class Ratings(commands.Cog):
         value = RATING_OF.get(str(payload.emoji))
         if value is None or self._mine(payload):
             return
-        exchange = await self.actions.exchange_of_message(payload.message_id)
-        if exchange is None or payload.guild_id is None:
+        if payload.guild_id is None:
             return
-        answer = await self.actions.withdraw(payload.guild_id, exchange.id, payload.user_id,
-                                             value)
-        log.info("reaction removed on exchange %s: %s", exchange.id, answer.text)
+        answer = await self.actions.withdraw_reply(payload.guild_id, payload.message_id,
+                                                   payload.user_id, value)
+        if answer is not None:
+            log.info("reaction removed on message %s: %s", payload.message_id, answer.text)
 
     # --- teach --------------------------------------------------------------------------------
 

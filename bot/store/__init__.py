@@ -2,9 +2,10 @@
 keys.py for the key layout)."""
 
 from bot.generation import BASE_VERSION
-from bot.store.connection import Store, TenantStore
+from bot.store.connection import Store, StoreUnavailable, TenantStore
 from bot.store.keys import SCHEMA_VERSION
 from bot.store.records import (
+    ActiveChanged,
     AdapterCorrupt,
     AdapterEvent,
     AdapterRecord,
@@ -20,7 +21,8 @@ from bot.store.records import (
 )
 from bot.store.trainer_state import TrainerSnapshot
 
-__all__ = ["BASE_VERSION", "SCHEMA_VERSION", "AdapterCorrupt", "AdapterEvent", "AdapterRecord",
-           "Correction", "Exchange", "OtherTenant", "RatedExchange", "Store", "StoreError",
-           "Style", "TenantStore", "TrainerSnapshot", "TurnRecord", "UnknownAdapter",
+__all__ = ["BASE_VERSION", "SCHEMA_VERSION", "ActiveChanged", "AdapterCorrupt", "AdapterEvent",
+           "AdapterRecord", "Correction", "Exchange", "OtherTenant", "RatedExchange", "Store",
+           "StoreError", "StoreUnavailable", "Style", "TenantStore", "TrainerSnapshot",
+           "TurnRecord", "UnknownAdapter",
            "UnknownExchange"]

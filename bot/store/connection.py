@@ -18,6 +18,7 @@ import hashlib
 import hmac
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from bot.store.exchanges import Exchanges
 from bot.store.keys import SCHEMA_VERSION, Keys
@@ -26,6 +27,11 @@ from bot.store.records import StoreError
 from bot.store.registry import Registry
 from bot.store.styles import ChatChannels, Styles
 from bot.store.trainer_state import TrainerState
+
+# What a store call raises when Redis cannot be reached or refuses the command (down, wrong
+# password, no free connection within REDIS_POOL_TIMEOUT_SECONDS, out of memory, ...): every
+# front end catches it and answers with a short apology instead of a traceback.
+StoreUnavailable = RedisError
 
 
 class TenantStore:
@@ -69,7 +75,16 @@ class Store:
 
     @classmethod
     def from_settings(cls, settings) -> Store:
-        client = aioredis.from_url(settings.redis_url, decode_responses=False)
+        """A store on REDIS_URL through a bounded pool that waits for a free connection.
+
+        redis-py's default pool refuses a command outright (MaxConnectionsError) once 100 are
+        in flight; this one holds at most REDIS_MAX_CONNECTIONS and makes a command wait up to
+        REDIS_POOL_TIMEOUT_SECONDS for one (then redis ConnectionError, which callers handle).
+        """
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=settings.redis_max_connections,
+            timeout=settings.redis_pool_timeout_seconds, decode_responses=False)
+        client = aioredis.Redis.from_pool(pool)  # closing the client closes its pool
         return cls(client, prefix=settings.key_prefix,
                    user_secret=settings.user_hash_secret.get_secret_value(),
                    unrated_ttl_days=settings.unrated_ttl_days,

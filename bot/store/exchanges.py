@@ -46,6 +46,7 @@ class Exchanges:
         self._add = client.register_script(scripts.ADD_EXCHANGE)
         self._rate = client.register_script(scripts.RATE)
         self._correct = client.register_script(scripts.CORRECT)
+        self._import = client.register_script(scripts.IMPORT_RATED)
 
     # --- exchanges ----------------------------------------------------------------------------
 
@@ -65,6 +66,26 @@ class Exchanges:
             args=[exchange.model_dump_json(), 0 if keep else self.unrated_ttl_s, exchange.id,
                   time.time(), exchange.adapter_version, exchange.tenant or ""])
         return exchange
+
+    async def import_rated(self, exchanges: list[Exchange],
+                           moderator_id: int | str) -> list[bool]:
+        """Store exchanges kept forever, each rated +1 by `moderator_id`, in one atomic script
+        (nothing is stored when it fails); True per exchange stored, False per duplicate (one
+        already rated by that moderator). An exchange stored earlier without its rating gets
+        the rating now."""
+        if not exchanges:
+            return []
+        k = self.keys
+        if any(exchange.tenant != k.tenant or k.tenant is None for exchange in exchanges):
+            raise OtherTenant("imported exchanges are stored through their own server's store")
+        keys, args = [k.rated, k.rating_events, k.stats], [self.user_hash(moderator_id),
+                                                           time.time(), RATING_STREAM_MAXLEN]
+        for exchange in exchanges:
+            keys += [k.exchange(exchange.id), k.ratings(exchange.id)]
+            args += [exchange.id, exchange.model_dump_json(), exchange.adapter_version]
+        stored = [bool(flag) for flag in await self._import(keys=keys, args=args)]
+        await self.r.sadd(k.tenants, k.tenant)
+        return stored
 
     async def exists(self, exchange_id: str) -> bool:
         return bool(await self.r.exists(self.keys.exchange(exchange_id)))

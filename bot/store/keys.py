@@ -44,7 +44,8 @@ One tenant's (`T` = P:g:{tenant}):
     T:ad:history                 list  versions that were active before, newest first
     T:tr:cursor                  id of the last rating event a finished training cycle used
     T:tr:lock                    token of the trainer holding this tenant's lock (with a TTL)
-    T:tr:request                 JSON "train now" request from the bot
+    T:tr:request                 JSON "train now" request from the bot; kept until a cycle
+                                 that saw it ends (a failed one counts an attempt)
     T:tr:runs                    list  JSON outcomes of recent training cycles, newest first
     T:modlog                     channel id where this tenant's adapter changes are posted
 

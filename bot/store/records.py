@@ -37,6 +37,10 @@ class AdapterCorrupt(StoreError):
     """The stored adapter bytes do not match their recorded sha256."""
 
 
+class ActiveChanged(StoreError):
+    """The active pointer was not where a compare-and-set expected it; nothing moved."""
+
+
 class TurnRecord(BaseModel):
     role: Literal["user", "bot"]
     text: str

@@ -20,6 +20,7 @@ from bot.generation import BASE_VERSION
 from bot.store import scripts
 from bot.store.keys import Keys
 from bot.store.records import (
+    ActiveChanged,
     AdapterCorrupt,
     AdapterEvent,
     AdapterRecord,
@@ -113,22 +114,31 @@ class Registry:
                                                              event.model_dump_json()])
         except aioredis.ResponseError as error:
             if "ACTIVE_CHANGED" in str(error):
-                raise StoreError(f"the active adapter changed meanwhile ({error}); "
-                                 "nothing was swapped") from None
+                raise ActiveChanged(f"the active adapter changed meanwhile ({error}); "
+                                    "nothing was swapped") from None
             raise
         return previous.decode()
 
-    async def rollback(self) -> AdapterEvent:
-        """Return to the previously active version; the change made, as announced."""
+    async def rollback(self, *, expected: tuple[str, str] | None = None) -> AdapterEvent:
+        """Return to the previously active version; the change made, as announced.
+
+        With `expected` = (target, current), the pointer moves only if the previous version is
+        still `target` and the active one still `current` (else ActiveChanged).
+        """
         tenant = self._tenant()
         event = AdapterEvent(kind="rollback", tenant=tenant, version="__VERSION__",
                              previous="__PREVIOUS__")
         keys = [self.keys.active, self.keys.history, self.keys.adapter_events]
+        target, current = expected or ("", "")
         try:
-            version, previous = await self._rollback(keys=keys, args=[event.model_dump_json()])
+            version, previous = await self._rollback(
+                keys=keys, args=[event.model_dump_json(), target, current])
         except aioredis.ResponseError as error:
             if "NO_HISTORY" in str(error):
                 raise StoreError("there is no earlier adapter to roll back to") from None
+            if "ACTIVE_CHANGED" in str(error):
+                raise ActiveChanged(f"the adapters changed meanwhile ({error}); nothing was "
+                                    "rolled back") from None
             raise
         return AdapterEvent(kind="rollback", tenant=tenant, version=version.decode(),
                             previous=previous.decode())

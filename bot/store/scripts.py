@@ -4,10 +4,13 @@ Keys are always passed in KEYS (an empty string stands for "no such key"); error
 side translates start with an upper-case code (UNKNOWN_EXCHANGE, ACTIVE_CHANGED, NO_HISTORY).
 """
 
-# Store an exchange, index it for its message and its user, and count it for its tenant.
+# Store an exchange, index it for its message and its user, and count it for its tenant. An
+# exchange already stored is left as it is (returns 0), so a write retried after a lost reply
+# counts once.
 # KEYS: exchange, message index | '', user index | '', tenant stats | '', tenants
 # ARGV: exchange JSON, ttl seconds (0 = kept), exchange id, now, adapter version, tenant | ''
 ADD_EXCHANGE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
 else redis.call('SET', KEYS[1], ARGV[1]) end
@@ -77,6 +80,45 @@ if positive ~= 0 then redis.call('HINCRBY', KEYS[7], ARGV[7] .. ':positive', pos
 return total
 """
 
+# Imported pairs: each exchange (kept forever) with one moderator's +1, all in one script, so
+# a failure stores nothing and no exchange is ever left without its rating. An exchange that
+# holds that moderator's rating already is a duplicate (0); one stored without it (by an older
+# import cut short) gets its rating now. Returns 1 (stored) or 0 (duplicate) per row.
+# KEYS: rated, rating events, stats, then per row: exchange, ratings
+# ARGV: moderator hash, now, stream maxlen, then per row: exchange id, exchange JSON, version
+IMPORT_RATED = """
+local result = {}
+for i = 1, (#KEYS - 3) / 2 do
+  local exchange, ratings = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
+  local id, json, version = ARGV[1 + 3 * i], ARGV[2 + 3 * i], ARGV[3 + 3 * i]
+  local exists = redis.call('EXISTS', exchange) == 1
+  if exists and redis.call('HEXISTS', ratings, ARGV[1]) == 1 then
+    result[i] = 0
+  else
+    if exists then
+      redis.call('PERSIST', exchange)
+    else
+      redis.call('SET', exchange, json)
+      redis.call('HINCRBY', KEYS[3], 'exchanges', 1)
+      redis.call('HINCRBY', KEYS[3], version .. ':exchanges', 1)
+    end
+    local before = 0
+    for _, v in ipairs(redis.call('HVALS', ratings)) do before = before + tonumber(v) end
+    local was_rated = redis.call('HLEN', ratings) > 0
+    redis.call('HSET', ratings, ARGV[1], '1')
+    if not was_rated then redis.call('HINCRBY', KEYS[3], version .. ':rated', 1) end
+    if before <= 0 and before + 1 > 0 then
+      redis.call('HINCRBY', KEYS[3], version .. ':positive', 1)
+    end
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'exchange', id, 'kind', 'up',
+               'moderator', ARGV[1])
+    result[i] = 1
+  end
+end
+return result
+"""
+
 # A moderator's better reply (one per moderator, the newer replaces the older).
 # KEYS: exchange, corrections, rated, rating events, message index | '', user index | '', stats
 # ARGV: moderator hash, correction JSON, now, exchange id, stream maxlen
@@ -109,13 +151,20 @@ return current
 """
 
 # Go back to the previously active version and announce it; returns {now active, was active}
-# as read inside the script, so the event and the answer name the same versions.
+# as read inside the script, so the event and the answer name the same versions. With the
+# expected versions given, it moves only if the history still starts with that target and the
+# pointer still holds that current version (the caller checked that exact target loads).
 # KEYS: active, history, adapter events channel
-# ARGV: event JSON with __VERSION__ and __PREVIOUS__ to fill in
+# ARGV: event JSON with __VERSION__ and __PREVIOUS__ to fill in, expected target | '',
+#       expected current | ''
 ROLLBACK = """
-local previous = redis.call('LPOP', KEYS[2])
+local previous = redis.call('LINDEX', KEYS[2], 0)
 if not previous then return redis.error_reply('NO_HISTORY') end
 local current = redis.call('GET', KEYS[1]) or 'base'
+if (ARGV[2] ~= '' and ARGV[2] ~= previous) or (ARGV[3] ~= '' and ARGV[3] ~= current) then
+  return redis.error_reply('ACTIVE_CHANGED ' .. current)
+end
+redis.call('LPOP', KEYS[2])
 redis.call('SET', KEYS[1], previous)
 redis.call('PUBLISH', KEYS[3],
            (ARGV[1]:gsub('__VERSION__', previous):gsub('__PREVIOUS__', current)))
@@ -146,4 +195,15 @@ if newest_id ~= '0-0' then
   count = #redis.call('XRANGE', KEYS[1], '(' .. cursor, newest_id)
 end
 return {newest_id, cursor, count, redis.call('GET', KEYS[3]) or ''}
+"""
+
+# Settle a "train now" request once a cycle that saw it ends: delete it (ARGV[2] == '') or
+# rewrite it (a failed cycle counts an attempt), only if it is still the request the cycle saw,
+# so one made meanwhile is kept for the next cycle.
+# KEYS: request; ARGV: the request JSON the cycle saw, the new JSON | ''
+SETTLE_REQUEST = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then return redis.call('DEL', KEYS[1]) end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
 """

@@ -23,7 +23,8 @@ class TrainerSnapshot:
     newest_event: str  # the newest rating event now: the cursor moves here after a cycle
     cursor: str  # the newest rating event the last finished cycle used
     new_ratings: int  # rating events after the cursor, up to newest_event
-    request: dict | None  # a waiting "train now" request (not taken)
+    request: dict | None  # a waiting "train now" request (kept until a cycle settles it)
+    request_raw: str = ""  # that request as stored, to settle exactly that one
 
 
 class TrainerState:
@@ -32,6 +33,7 @@ class TrainerState:
         self._snapshot = client.register_script(scripts.SNAPSHOT)
         self._renew = client.register_script(scripts.RENEW_LOCK)
         self._release = client.register_script(scripts.RELEASE_LOCK)
+        self._settle = client.register_script(scripts.SETTLE_REQUEST)
 
     async def snapshot(self) -> TrainerSnapshot:
         newest, cursor, count, request = await self._snapshot(
@@ -39,7 +41,8 @@ class TrainerState:
                   self.keys.trainer("request")])
         return TrainerSnapshot(newest_event=newest.decode(), cursor=cursor.decode(),
                                new_ratings=int(count),
-                               request=json.loads(request) if request else None)
+                               request=json.loads(request) if request else None,
+                               request_raw=request.decode() if request else "")
 
     async def set_cursor(self, event_id: str) -> None:
         await self.r.set(self.keys.trainer("cursor"), event_id)
@@ -60,8 +63,11 @@ class TrainerState:
     # --- "train now" ---------------------------------------------------------------------------
 
     async def request_training(self, requested_by: str) -> None:
-        await self.r.set(self.keys.trainer("request"),
-                         json.dumps({"by": requested_by, "at": time.time()}))
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.set(self.keys.trainer("request"),
+                     json.dumps({"by": requested_by, "at": time.time()}))
+            pipe.sadd(self.keys.tenants, self.keys.tenant)  # the scheduler looks here
+            await pipe.execute()
 
     async def training_requested(self) -> bool:
         """Whether a "train now" request waits (without taking it)."""
@@ -70,6 +76,30 @@ class TrainerState:
     async def take_request(self) -> dict | None:
         raw = await self.r.getdel(self.keys.trainer("request"))
         return json.loads(raw) if raw is not None else None
+
+    async def settle_request(self, seen_raw: str, failed: bool = False,
+                             max_attempts: int = 3) -> str:
+        """After a cycle that saw the request `seen_raw` (as in its snapshot): delete it when
+        the cycle ended, or count a failed attempt and keep it for the next cycle, dropping it
+        after `max_attempts` failures. A request made meanwhile is left alone. Returns what
+        happened: "done", "kept", "dropped" or "newer" (another request replaced it)."""
+        if not seen_raw:
+            return "done"
+        new_raw, outcome = "", "done"
+        if failed:
+            request = json.loads(seen_raw)
+            attempts = int(request.get("failed_attempts", 0)) + 1
+            if attempts < max_attempts:
+                new_raw, outcome = json.dumps({**request, "failed_attempts": attempts}), "kept"
+            else:
+                outcome = "dropped"
+        settled = await self._settle(keys=[self.keys.trainer("request")],
+                                     args=[seen_raw, new_raw])
+        return outcome if settled else "newer"
+
+    async def lock_held(self) -> bool:
+        """Whether some trainer holds the training lock now."""
+        return bool(await self.r.exists(self.keys.trainer("lock")))
 
     # --- outcomes of recent cycles -------------------------------------------------------------
 

@@ -204,10 +204,31 @@ async def test_teach_on_a_message_that_is_not_a_reply(bot, channel):
     assert "not one of my replies" in recorder.answers()[-1]["content"]
 
 
-async def test_an_unexpected_error_is_logged_and_answered_with_an_apology(fast, engine, caplog):
-    """Redis is down: the moderator gets a short apology, not a stack trace."""
+async def test_redis_down_is_answered_with_a_short_apology(fast, engine, caplog):
+    """Redis is down: the moderator gets a short apology, not a stack trace; one log line."""
     dead = Store.from_settings(fast.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
     bot = await make_bot(fast, dead, engine)
+    try:
+        await dpytest.add_role(member("mod"), make_role(dpytest.get_config().guilds[0],
+                                                        fast.moderator_role))
+        shown = await slash(bot, "mod", "stats")
+        assert shown["content"].startswith("Sorry, the store is unavailable right now")
+        assert shown["ephemeral"]
+        assert "stats not done: the store is unavailable" in caplog.text
+        assert "Traceback" not in caplog.text
+    finally:
+        await cleanup(bot)
+        await dead.close()
+
+
+async def test_an_unexpected_error_is_logged_and_answered_with_an_apology(fast, store, engine,
+                                                                         caplog, monkeypatch):
+    bot = await make_bot(fast, store, engine)
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(bot.actions, "stats", broken)
     try:
         await dpytest.add_role(member("mod"), make_role(dpytest.get_config().guilds[0],
                                                         fast.moderator_role))
@@ -216,7 +237,6 @@ async def test_an_unexpected_error_is_logged_and_answered_with_an_apology(fast, 
         assert "app command stats failed" in caplog.text
     finally:
         await cleanup(bot)
-        await dead.close()
 
 
 async def test_a_promotion_is_swapped_in_and_posted_to_the_modlog(fast, store, engine,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.config import DEV_USER_HASH_SECRET, SettingsError, load_settings
+from bot.config import DEV_USER_HASH_SECRET, SettingsError, load_settings, redis_address
 
 
 def test_defaults_and_environment(monkeypatch):
@@ -40,20 +40,59 @@ def test_bad_values_name_the_variable(monkeypatch, name, value, fragment):
         load_settings(_env_file=None)
 
 
+STRONG = "3f9c1a7e5b2d8046c1e9a7b3d5f20817"
+
+
 def test_discord_needs_a_token_and_a_real_secret(monkeypatch):
+    monkeypatch.delenv("USER_HASH_SECRET", raising=False)
     settings = load_settings(_env_file=None, discord_token="")
     with pytest.raises(SettingsError, match="DISCORD_TOKEN"):
         settings.require_discord()
     settings = load_settings(_env_file=None, discord_token="abc")
     assert settings.user_hash_secret.get_secret_value() == DEV_USER_HASH_SECRET
-    with pytest.raises(SettingsError, match="USER_HASH_SECRET"):
+    assert settings.uses_dev_secret
+    with pytest.raises(SettingsError, match="USER_HASH_SECRET is not set"):
         settings.require_discord()
-    settings = load_settings(_env_file=None, discord_token="abc", user_hash_secret="x" * 32)
+    settings = load_settings(_env_file=None, discord_token="abc", user_hash_secret=STRONG)
     settings.require_discord()
     assert "abc" not in repr(settings)  # secrets stay out of logs
+
+
+@pytest.mark.parametrize("weak", ["x", " " * 40, "short-secret", "x" * 32, "abababababababab",
+                                  "  padded  12345  "])
+def test_discord_refuses_a_weak_secret_naming_the_variable(weak):
+    settings = load_settings(_env_file=None, discord_token="abc", user_hash_secret=weak)
+    with pytest.raises(SettingsError, match="USER_HASH_SECRET is too weak"):
+        settings.require_discord()
 
 
 def test_redis_address_hides_the_password():
     settings = load_settings(_env_file=None, redis_url="redis://:s3cret@redis:6379/0")
     assert settings.redis_address == "redis://redis:6379/0"
     assert load_settings(_env_file=None).redis_address == "redis://127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("redis://user:s3cret-pw@redis:6379/0", "redis://redis:6379/0"),
+    ("redis://redis:6379/0?password=s3cret-pw", "redis://redis:6379/0?password=***"),
+    ("redis://redis:6379/0?username=bob&password=s3cret-pw&db=2&socket_timeout=5",
+     "redis://redis:6379/0?username=***&password=***&db=2&socket_timeout=5"),
+    ("rediss://redis:6380/0?ssl_password=s3cret-pw", "rediss://redis:6380/0?ssl_password=***"),
+    ("unix://:s3cret-pw@/run/redis.sock?db=1", "unix:///run/redis.sock?db=1"),
+    ("unix:///run/redis.sock?db=1&password=s3cret-pw", "unix:///run/redis.sock?db=1&password=***"),
+    ("redis://:s3cret%40pw@redis:6379/0", "redis://redis:6379/0"),
+    # A password with "/" or "?" runs past the host: nothing of it may show.
+    ("redis://:s3cret/pw@redis:6379/0", "redis://***"),
+    ("redis://:s3cret?pw@redis:6379/0", "redis://***"),
+])
+def test_redis_address_hides_every_credential_form(url, shown):
+    assert redis_address(url) == shown  # (the last two are refused as settings, see below)
+
+
+def test_a_bad_redis_url_is_refused_without_quoting_it():
+    # urllib would say "Port could not be cast to integer value as 's3cret-pw'".
+    with pytest.raises(SettingsError, match="REDIS_URL") as caught:
+        load_settings(_env_file=None, redis_url="redis://:s3cret-pw")
+    assert "s3cret" not in str(caught.value)
+    with pytest.raises(SettingsError, match="REDIS_URL"):
+        load_settings(_env_file=None, redis_url="redis://redis:6379/0?db=zero")

@@ -24,6 +24,8 @@ from tqdm import tqdm
 
 from bot.config import SettingsError, load_settings
 from bot.console import Console
+from bot.fatal import run_main
+from bot.redact import hide_secrets_in_logs
 from bot.runtime import Runtime
 from bot.store import BASE_VERSION, Store
 from trainer.cycle import CycleOutcome, run_cycle
@@ -143,11 +145,13 @@ async def chat_while_training(console: Console, serving: Callable[[], str], done
     return replies
 
 
-async def run_demo(args) -> int:
+async def run_demo(args, env) -> int:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    env = load_settings()
     say("== The learning Discord bot, offline: import, chat, rate, train, hot-swap ==")
+    if env.uses_dev_secret:
+        say("User ids: USER_HASH_SECRET is not set, so the demo hashes them with the "
+            "development value (fine here; `python -m bot run` refuses it).")
     model_name = demo_model(env.model_name, workdir, say, quick=args.quick)
     started = time.perf_counter()
     async with demo_redis(env, say) as redis_url:
@@ -167,7 +171,7 @@ async def run_demo(args) -> int:
 async def _steps(settings, runtime: Runtime, args, started: float) -> int:
     store = runtime.store
     rows = sample_rows()
-    result = await import_pairs(store.tenant(DEMO_GUILD), rows)
+    result = await import_pairs(store.tenant(DEMO_GUILD), rows, settings)
     say(f"\n[1/5] Imported {result.stored} sample dialogues (English and Chinese) as rated "
         f"examples in the style {STYLE!r}; {result.duplicates} duplicate(s) skipped.")
 
@@ -274,12 +278,12 @@ def main(argv: list[str] | None = None) -> int:
                             category=FutureWarning)
     transformers.logging.disable_progress_bar()
     try:
-        return asyncio.run(run_demo(args))
+        env = load_settings()
     except SettingsError as error:
         print(error, file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    hide_secrets_in_logs(env)
+    return run_main(run_demo(args, env), env, "demo")
 
 
 if __name__ == "__main__":

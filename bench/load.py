@@ -1,0 +1,244 @@
+"""Benchmark: many chats and moderator ratings at once, through the real path, and nothing lost.
+
+    .venv/bin/python bench/load.py [--chats 200] [--ratings 500] [--model DIR_OR_NAME]
+                                   [--pool bounded|default] [--max-new-tokens 16]
+
+A private redis-server (a free port, a temp dir) and, without --model, the tiny offline GPT-2.
+The store comes from `Store.from_settings` (the bounded pool: REDIS_MAX_CONNECTIONS,
+REDIS_POOL_TIMEOUT_SECONDS); the engine, `Conversation` and `Actions` are the bot's own, at
+the settings' defaults (QUEUE_MAX, BATCH_MAX_SIZE, ...) except the reply length.
+
+- Seeds --exchanges replies of the bot (exchanges with a Discord message id), as a moderator
+  would find them in a channel.
+- Then, all at once: --chats chats through `Conversation.chat` (style lookup, the engine's
+  queue, the stored exchange), each from its own user, and --ratings moderator ratings through
+  `Actions.rate_reply` (the Discord reaction path: message id -> exchange -> rating), each a
+  different (reply, moderator) pair, so each acknowledged rating can be checked afterwards.
+- Then checks every acknowledged write in Redis: a chat answered with a reply must be stored
+  with that reply, an acknowledged rating must be there with its value, and the counters must
+  agree. lost = acknowledged writes missing afterwards (must be 0).
+
+The engine may answer "busy" when its queue is full (QUEUE_MAX): counted, not lost; it logs one
+summary line per burst. `--pool default` uses redis-py's default pool instead (100 connections,
+then MaxConnectionsError), to show what the bounded pool fixes.
+
+The last line reads `chats_ok=A/N ratings_ok=B/M busy=C lost=D`; the exit status is 1 when
+anything acknowledged was lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+GUILD = 1  # the one server the chats and ratings are in (also the home server)
+SECRET = "bench-load-secret-0123456789abcdef"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--chats", type=int, default=200)
+    parser.add_argument("--ratings", type=int, default=500)
+    parser.add_argument("--exchanges", type=int, default=50,
+                        help="bot replies seeded for the moderators to rate (default 50)")
+    parser.add_argument("--model", help="hub name or local directory (default: the tiny "
+                                        "offline GPT-2, built here)")
+    parser.add_argument("--pool", choices=("bounded", "default"), default="bounded",
+                        help="the store's bounded pool (default) or redis-py's default one")
+    parser.add_argument("--max-new-tokens", type=int, default=16)
+    args = parser.parse_args(argv)
+    if args.ratings and not args.exchanges:
+        parser.error("--ratings needs --exchanges > 0")
+    return args
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu})"
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def percentile(values: list[float], share: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+def make_store(settings, pool: str):
+    import redis.asyncio as aioredis
+
+    from bot.store import Store
+
+    if pool == "bounded":
+        return Store.from_settings(settings)
+    return Store(aioredis.from_url(settings.redis_url), prefix=settings.key_prefix,
+                 user_secret=settings.user_hash_secret.get_secret_value())
+
+
+async def timed(coroutine):
+    started = time.perf_counter()
+    try:
+        return await coroutine, time.perf_counter() - started
+    except Exception as error:  # a lost request is what this benchmark counts
+        return error, time.perf_counter() - started
+
+
+async def run(args, redis_url: str, model_name: str) -> int:
+    from bot.actions import Actions
+    from bot.config import load_settings
+    from bot.conversation import Conversation, Failure
+    from bot.dialogue import Turn
+    from bot.engine import BUSY_QUIET_S, Engine
+    from bot.store import Exchange
+
+    settings = load_settings(_env_file=None, redis_url=redis_url, key_prefix="load",
+                             model_name=model_name, device="cpu", user_hash_secret=SECRET,
+                             max_new_tokens=args.max_new_tokens, cooldown_seconds=0,
+                             home_guild_id=GUILD)
+    pool_text = (f"bounded, {settings.redis_max_connections} connections, waits up to "
+                 f"{settings.redis_pool_timeout_seconds:g} s" if args.pool == "bounded"
+                 else "redis-py's default (100 connections, then MaxConnectionsError)")
+    print(f"pool: {pool_text}")
+    print(f"engine: QUEUE_MAX={settings.queue_max} BATCH_MAX_SIZE={settings.batch_max_size} "
+          f"BATCH_MAX_WAIT_MS={settings.batch_max_wait_ms} MAX_NEW_TOKENS="
+          f"{settings.max_new_tokens}")
+    store = make_store(settings, args.pool)
+    engine = Engine.from_settings(settings)
+    await engine.start()
+    try:
+        await store.ping()
+        conversation = Conversation(settings, store, engine)
+        actions = Actions(settings, store, engine)
+        seeded = []
+        for n in range(args.exchanges):
+            seeded.append(await store.exchanges.add(
+                Exchange(tenant=GUILD, user_message=f"earlier question {n}",
+                         reply=f"earlier reply {n}", message_id=10_000 + n, channel_id=1,
+                         guild_id=GUILD), user_id=f"seed{n}"))
+        await conversation.chat([Turn("user", "warm up")], source="console", user_id="warm")
+        counted_before = (await store.tenant(GUILD).exchanges.stats())["total"]["exchanges"]
+        ratings_wanted = []
+        for i in range(args.ratings):
+            exchange = seeded[i % len(seeded)]
+            moderator = f"mod{i // len(seeded)}"
+            ratings_wanted.append((exchange, moderator, 1 if i % 3 else -1))
+        print(f"seeded {len(seeded)} bot replies; now {args.chats} chats and "
+              f"{len(ratings_wanted)} ratings at once (load average {load_average()})")
+
+        started = time.perf_counter()
+        chat_jobs = [timed(conversation.chat([Turn("user", f"question number {i}, please")],
+                                             source="console", user_id=f"user{i}"))
+                     for i in range(args.chats)]
+        rating_jobs = [timed(actions.rate_reply(GUILD, exchange.message_id, moderator, value))
+                       for exchange, moderator, value in ratings_wanted]
+        results = await asyncio.gather(*chat_jobs, *rating_jobs)
+        wall = time.perf_counter() - started
+        await asyncio.sleep(BUSY_QUIET_S + 0.2)  # the engine's burst summary, logged before ours
+        chat_results, rating_results = results[:args.chats], results[args.chats:]
+
+        chats_ok, busy, chat_failures, chat_latency = [], 0, [], []
+        for result, seconds in chat_results:
+            if isinstance(result, Exchange):
+                chats_ok.append(result)
+                chat_latency.append(seconds)
+            elif isinstance(result, Failure) and result.reason == "busy":
+                busy += 1
+            else:
+                chat_failures.append(result)
+        ratings_ok, rating_failures, rating_latency = [], [], []
+        for (result, seconds), wanted in zip(rating_results, ratings_wanted, strict=True):
+            if not isinstance(result, Exception) and result is not None and result.ok:
+                ratings_ok.append(wanted)
+                rating_latency.append(seconds)
+            else:
+                rating_failures.append(result)
+
+        lost = 0
+        for exchange in chats_ok:
+            stored = await store.r.get(store.k("ex", exchange.id))
+            if stored is None or Exchange.model_validate_json(stored).reply != exchange.reply:
+                lost += 1
+        for exchange, moderator, value in ratings_ok:
+            votes = await store.exchanges.ratings(exchange.id)
+            if votes.get(store.user_hash(moderator)) != value:
+                lost += 1
+        counted = ((await store.tenant(GUILD).exchanges.stats())["total"]["exchanges"]
+                   - counted_before)
+        print(f"done in {wall:.1f} s (load average {load_average()})")
+        print(f"chats: {len(chats_ok)} answered and stored, {busy} answered busy (queue full), "
+              f"{len(chat_failures)} failed; p50 {percentile(chat_latency, 0.5):.2f} s, "
+              f"p95 {percentile(chat_latency, 0.95):.2f} s; the engine turned away "
+              f"{engine.refused} request(s)")
+        print(f"ratings: {len(ratings_ok)} stored, {len(rating_failures)} failed; "
+              f"p50 {percentile(rating_latency, 0.5) * 1000:.0f} ms, "
+              f"p95 {percentile(rating_latency, 0.95) * 1000:.0f} ms")
+        for label, failures in (("chat", chat_failures), ("rating", rating_failures)):
+            if failures:
+                first = failures[0]
+                text = first.text if hasattr(first, "text") else f"{type(first).__name__}: " \
+                                                                 f"{first}"
+                print(f"first {label} failure: {text}")
+        print(f"checked in Redis: {len(chats_ok)} exchanges and {len(ratings_ok)} ratings; "
+              f"exchange counter +{counted} (stored chats {len(chats_ok)})")
+        if counted != len(chats_ok):
+            lost += abs(counted - len(chats_ok))
+        print(f"chats_ok={len(chats_ok)}/{args.chats} ratings_ok={len(ratings_ok)}/"
+              f"{args.ratings} busy={busy} lost={lost}")
+        return 1 if lost else 0
+    finally:
+        await engine.close()
+        await store.close()
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import transformers
+
+    # peft asks transformers a deprecated question on every load; nothing to act on here.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated",
+                            category=FutureWarning)
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    from bot.local_redis import LocalRedis
+    from trainer.demo.tiny_model import build_tiny_model
+
+    print(f"machine: {machine()}; load average {load_average()}")
+    with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
+        model_name = args.model or str(build_tiny_model(Path(tmp) / "tiny-gpt2"))
+        print(f"model: {model_name if args.model else 'the tiny offline GPT-2'}")
+        with LocalRedis() as server:  # its own temp dir, a free port
+            print(f"redis: a private redis-server on port {server.port}")
+            return asyncio.run(run(args, server.url, model_name))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

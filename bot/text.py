@@ -1,0 +1,47 @@
+"""Text as it comes in from a person or a file, made safe for the rest of the system.
+
+`clean_text` turns what cannot be encoded as UTF-8 (lone surrogates, undecodable bytes a
+terminal passed through) into U+FFFD, so the tokenizer, pydantic and Redis only ever see valid
+text. `clip` bounds one message (MAX_MESSAGE_CHARS) before anything tokenises or stores it.
+`invisible_characters` finds format and control characters that change how text looks
+without being seen (U+202E RIGHT-TO-LEFT OVERRIDE, zero-width spaces, ...).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+REPLACEMENT = "\ufffd"
+CLIPPED = "…"
+# Joiners that scripts (Persian, Indic) and emoji sequences need: invisible but not deceptive.
+_ALLOWED_FORMAT = {"\u200c", "\u200d"}
+
+
+def clean_text(text: str) -> str:
+    """`text` with every lone surrogate replaced by U+FFFD (valid text is returned as it is)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join(REPLACEMENT if "\ud800" <= ch <= "\udfff" else ch for ch in text)
+    return text
+
+
+def clip(text: str, max_chars: int) -> str:
+    """At most `max_chars` characters: a longer text keeps its end (where a message usually
+    asks its question, as the prompt does), marked with a leading "…"."""
+    if len(text) <= max_chars:
+        return text
+    return CLIPPED + text[len(text) - max_chars + 1:]
+
+
+def invisible_characters(text: str) -> list[str]:
+    """The distinct format (Cf) and control (Cc) characters in `text`, as U+XXXX names."""
+    found = []
+    for ch in text:
+        if ch in _ALLOWED_FORMAT:
+            continue
+        if unicodedata.category(ch) in ("Cf", "Cc"):
+            name = f"U+{ord(ch):04X}"
+            if name not in found:
+                found.append(name)
+    return found

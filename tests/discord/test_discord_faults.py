@@ -1,0 +1,81 @@
+"""When Redis goes away under a running bot: a mention gets a short apology, a moderator's
+rating is tried again and, when it still cannot be stored, reported to the moderator (never a
+counted-looking 👍 that was dropped). No event handler raises."""
+
+from __future__ import annotations
+
+import discord
+import discord.ext.test as dpytest
+import pytest
+import redis.asyncio as aioredis
+from discord.ext.test import callbacks
+from discord_helpers import cleanup, make_bot, make_role, member, sent_messages
+
+from bot import conversation as conversation_module
+from bot.cogs.chat import THUMBS_UP
+from bot.conversation import STORE_REPLY
+from bot.local_redis import LocalRedis
+from bot.store import Store
+
+
+@pytest.fixture
+async def own_redis(tmp_path):
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = LocalRedis(directory, appendonly=True).start()  # keeps its data over a restart
+    yield server
+    server.close()
+
+
+@pytest.fixture
+async def fragile_bot(fast, own_redis, engine, monkeypatch):
+    """The bot on a Redis of its own, which a test may stop."""
+    monkeypatch.setattr(conversation_module, "RETRY_DELAYS_S", (0.01, 0.01))
+    store = Store(aioredis.from_url(own_redis.url), prefix=fast.key_prefix,
+                  user_secret="test-secret-for-hmac")
+    await store.ping()
+    bot = await make_bot(fast, store, engine)
+    guild = dpytest.get_config().guilds[0]
+    await dpytest.add_role(member("mod"), make_role(guild, fast.moderator_role))
+    yield bot, store
+    await cleanup(bot)
+    await store.close()
+
+
+async def test_a_mention_while_redis_is_down_gets_an_apology(fragile_bot, own_redis):
+    bot, _ = fragile_bot
+    own_redis.stop()
+    await dpytest.message(f"<@{bot.user.id}> are you there?", member=member("alice"))
+    [answer] = await sent_messages()
+    assert answer.content == STORE_REPLY
+    assert bot.event_errors == []
+
+
+async def test_a_rating_that_cannot_be_stored_is_reported_to_the_moderator(fragile_bot,
+                                                                         own_redis):
+    bot, store = fragile_bot
+    await dpytest.message(f"<@{bot.user.id}> rate me", member=member("alice"))
+    [reply] = await sent_messages()
+    mod = member("mod")
+    removed = []
+
+    async def record_removal(message, emoji, who):
+        removed.append((message.id, str(emoji), who.id))
+
+    callbacks.set_callback(record_removal, "remove_reaction")
+    own_redis.stop()
+
+    await dpytest.add_reaction(mod, reply, THUMBS_UP)
+
+    [note] = [m for m in await sent_messages() if isinstance(m.channel, discord.DMChannel)]
+    assert note.channel.id == mod.dm_channel.id  # a direct message to the moderator
+    assert note.content.startswith(f"Your {THUMBS_UP} on https://discord.com/channels/")
+    assert "was not counted" in note.content and "rate again" in note.content
+    # The moderator's reaction was taken off, so it no longer looks counted.
+    assert removed == [(reply.id, THUMBS_UP, mod.id)]
+    assert bot.event_errors == []
+
+    own_redis.start()  # back: the same reaction counts again
+    await dpytest.add_reaction(mod, reply, THUMBS_UP)
+    exchange = await store.exchanges.for_message(reply.id)
+    assert await store.exchanges.ratings(exchange.id) == {store.user_hash(mod.id): 1}
