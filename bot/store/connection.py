@@ -1,6 +1,6 @@
 """`Store`: one Redis connection, the schema check, user hashing, and the focused stores on it.
 
-    store.exchanges   exchanges by id or message, forgetting a user (exchanges.py)
+    store.exchanges   exchanges by id or message, forgetting them (exchanges.py)
     store.styles      style prefixes per channel and server (styles.py)
     store.chat        channels where the bot answers every message (styles.py)
     store.registry    adapter versions by name: bytes, records, reports; the default tenant;
@@ -9,13 +9,15 @@
                       and counters), .registry (its active pointer, history, versions),
                       .trainer (its cursor, lock, "train now", recent runs), .modlog channel
 
-Every key is named by bot/store/keys.py, which documents the layout.
+`store.forget_user` and `store.forget_messages` remove a person's data and deleted Discord
+messages (privacy.py). Every key is named by bot/store/keys.py, which documents the layout.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -23,6 +25,7 @@ from redis.exceptions import RedisError
 from bot.store.exchanges import Exchanges
 from bot.store.keys import SCHEMA_VERSION, Keys
 from bot.store.migrate import migrate_from_1
+from bot.store.privacy import Deleted, Forgotten, forget_messages, forget_user
 from bot.store.records import StoreError
 from bot.store.registry import Registry
 from bot.store.styles import ChatChannels, Styles
@@ -114,6 +117,24 @@ class Store:
         elif stored is not None and int(stored) != SCHEMA_VERSION:
             raise StoreError(f"Redis holds schema version {int(stored)} under prefix "
                              f"{self.prefix!r}; this code speaks version {SCHEMA_VERSION}")
+
+    async def forget_user(self, user_id: int | str) -> Forgotten:
+        """Delete everything of this person, in every server (see bot/store/privacy.py)."""
+        return await forget_user(self, user_id)
+
+    async def forget_messages(self, message_ids) -> Deleted:
+        """Apply deleted Discord messages (see bot/store/privacy.py)."""
+        return await forget_messages(self, message_ids)
+
+    async def write_heartbeat(self, host: str, beat: dict, ttl_s: float) -> None:
+        """The bot process on `host` says how its Discord connection is (JSON, expires)."""
+        await self.r.set(self.keys.heartbeat(host), json.dumps(beat),
+                         px=max(1, int(ttl_s * 1000)))
+
+    async def heartbeat(self, host: str) -> dict | None:
+        """The last heartbeat of the bot process on `host` (None: none, or it expired)."""
+        raw = await self.r.get(self.keys.heartbeat(host))
+        return json.loads(raw) if raw is not None else None
 
     def user_hash(self, user_id: int | str) -> str:
         return hmac.new(self._secret, str(user_id).encode(), hashlib.sha256).hexdigest()

@@ -29,6 +29,7 @@ from bot.store.records import (
 )
 
 RATING_STREAM_MAXLEN = 100_000
+REWRITE_ATTEMPTS = 5  # compare-and-set rewrites of an exchange that others change meanwhile
 RATING_KINDS = {1: "up", -1: "down", 0: "withdraw"}
 
 
@@ -47,6 +48,26 @@ class Exchanges:
         self._rate = client.register_script(scripts.RATE)
         self._correct = client.register_script(scripts.CORRECT)
         self._import = client.register_script(scripts.IMPORT_RATED)
+        self._forget = client.register_script(scripts.FORGET_EXCHANGE)
+        self._forget_moderator = client.register_script(scripts.FORGET_MODERATOR)
+        self._replace = client.register_script(scripts.REPLACE_IF_SAME)
+
+    def lifetime_keys(self, exchange: Exchange) -> tuple[list[str], list[str]]:
+        """What finds an exchange and lives as long as it: the index key of each message of
+        its reply, and the zset indexes it is in (its user's, the text of each user message it
+        holds, the context of each other author in it)."""
+        k = self.keys
+        messages = [k.message(m) for m in exchange.message_ids]
+        zsets = [k.user_exchanges(exchange.user_hash)] if exchange.user_hash else []
+        said = {t.message_id for t in exchange.context
+                if t.role == "user" and t.message_id is not None}
+        if exchange.user_message_id is not None:
+            said.add(exchange.user_message_id)
+        zsets += [k.text_exchanges(m) for m in sorted(said)]
+        authors = {t.author_hash for t in exchange.context
+                   if t.author_hash and t.author_hash != exchange.user_hash}
+        zsets += [k.context_exchanges(h) for h in sorted(authors)]
+        return messages, zsets
 
     # --- exchanges ----------------------------------------------------------------------------
 
@@ -60,11 +81,12 @@ class Exchanges:
                               f"tenant {self.keys.tenant}'s")
         k = self.keys
         own = k.of(exchange.tenant) if exchange.tenant is not None else None
+        messages, zsets = self.lifetime_keys(exchange)
         await self._add(
-            keys=[k.exchange(exchange.id), k.message(exchange.message_id),
-                  k.user_exchanges(exchange.user_hash), own.stats if own else "", k.tenants],
+            keys=[k.exchange(exchange.id), own.stats if own else "", k.tenants, *messages,
+                  *zsets],
             args=[exchange.model_dump_json(), 0 if keep else self.unrated_ttl_s, exchange.id,
-                  time.time(), exchange.adapter_version, exchange.tenant or ""])
+                  time.time(), exchange.adapter_version, exchange.tenant or "", len(messages)])
         return exchange
 
     async def import_rated(self, exchanges: list[Exchange],
@@ -106,7 +128,7 @@ class Exchanges:
         except UnknownExchange:
             return None
 
-    async def _get_many(self, ids: Iterable[str]) -> list[Exchange]:
+    async def get_many(self, ids: Iterable[str]) -> list[Exchange]:
         """The exchanges of these ids that still exist, in the same order."""
         ids = list(ids)
         if not ids:
@@ -116,26 +138,28 @@ class Exchanges:
 
     # --- ratings and corrections --------------------------------------------------------------
 
-    async def _indexes(self, exchange_id: str) -> tuple[Exchange, Keys, str, str]:
-        """The exchange, its tenant's keys, its message and user index keys (a script must
-        name every key); refuses another tenant's exchange and one of no tenant."""
+    async def _indexes(self, exchange_id: str) -> tuple[Exchange, Keys, list[str], int]:
+        """The exchange, its tenant's keys, its lifetime keys (message index keys first) and
+        how many of those are message keys (a script must name every key); refuses another
+        tenant's exchange and one of no tenant."""
         exchange = await self.get(exchange_id)
         if exchange.tenant is None:
             raise StoreError("this reply was given outside any server and cannot be rated")
         if self.keys.tenant is not None and exchange.tenant != self.keys.tenant:
             raise OtherTenant("that reply belongs to another server")
-        return (exchange, self.keys.of(exchange.tenant), self.keys.message(exchange.message_id),
-                self.keys.user_exchanges(exchange.user_hash))
+        messages, zsets = self.lifetime_keys(exchange)
+        return exchange, self.keys.of(exchange.tenant), [*messages, *zsets], len(messages)
 
     async def _rating_call(self, exchange_id: str, moderator_id: int | str, value: int) -> int:
-        exchange, own, message_key, user_key = await self._indexes(exchange_id)
-        k = self.keys
+        exchange, own, lifetime, messages = await self._indexes(exchange_id)
+        k, moderator = self.keys, self.user_hash(moderator_id)
         try:
             return int(await self._rate(
                 keys=[k.exchange(exchange_id), k.ratings(exchange_id), own.rated,
-                      own.rating_events, message_key, user_key, own.stats],
-                args=[self.user_hash(moderator_id), str(value), time.time(), exchange_id,
-                      RATING_KINDS[value], RATING_STREAM_MAXLEN, exchange.adapter_version]))
+                      own.rating_events, own.stats, k.moderator_exchanges(moderator),
+                      *lifetime],
+                args=[moderator, str(value), time.time(), exchange_id, RATING_KINDS[value],
+                      RATING_STREAM_MAXLEN, exchange.adapter_version, messages]))
         except aioredis.ResponseError as error:
             raise _unknown_exchange(error, exchange_id) from None
 
@@ -160,16 +184,17 @@ class Exchanges:
         text = text.strip()
         if not text:
             raise StoreError("a correction needs the text of the better reply")
-        _, own, message_key, user_key = await self._indexes(exchange_id)
+        _, own, lifetime, messages = await self._indexes(exchange_id)
         correction = Correction(exchange_id=exchange_id,
                                 moderator_hash=self.user_hash(moderator_id), text=text)
         k = self.keys
         try:
             await self._correct(
                 keys=[k.exchange(exchange_id), k.corrections(exchange_id), own.rated,
-                      own.rating_events, message_key, user_key, own.stats],
+                      own.rating_events, own.stats,
+                      k.moderator_exchanges(correction.moderator_hash), *lifetime],
                 args=[correction.moderator_hash, correction.model_dump_json(),
-                      correction.created_at, exchange_id, RATING_STREAM_MAXLEN])
+                      correction.created_at, exchange_id, RATING_STREAM_MAXLEN, messages])
         except aioredis.ResponseError as error:
             raise _unknown_exchange(error, exchange_id) from None
         return correction
@@ -179,7 +204,7 @@ class Exchanges:
         `limit`)."""
         end = -1 if limit is None else limit - 1
         ids = [i.decode() for i in await self.r.zrevrange(self.keys.rated, 0, end)]
-        exchanges = await self._get_many(ids)
+        exchanges = await self.get_many(ids)
         async with self.r.pipeline(transaction=False) as pipe:  # one round trip for all
             for exchange in exchanges:
                 pipe.hvals(self.keys.ratings(exchange.id))
@@ -201,34 +226,113 @@ class Exchanges:
         share of the counters); returns how many."""
         user_key = self.keys.user_exchanges(self.user_hash(user_id))
         ids = [i.decode() for i in await self.r.zrange(user_key, 0, -1)]
-        exchanges = await self._get_many(ids)
+        count = await self.forget(await self.get_many(ids))
+        await self.r.delete(user_key)
+        return count
+
+    async def forget(self, exchanges: Iterable[Exchange]) -> int:
+        """Delete these exchanges wholly: ratings, corrections, their share of the counters,
+        every index entry that finds them. Returns how many still existed."""
+        exchanges = list(exchanges)
+        if not exchanges:
+            return 0
+        k = self.keys
         async with self.r.pipeline(transaction=False) as pipe:
             for exchange in exchanges:
-                pipe.hvals(self.keys.ratings(exchange.id))
-                pipe.hlen(self.keys.corrections(exchange.id))
+                pipe.hkeys(k.ratings(exchange.id))
+                pipe.hkeys(k.corrections(exchange.id))
             replies = await pipe.execute()
+        count = 0
+        for exchange, raters, teachers in zip(exchanges, replies[::2], replies[1::2],
+                                              strict=True):
+            own = k.of(exchange.tenant) if exchange.tenant is not None else None
+            messages, zsets = self.lifetime_keys(exchange)
+            moderators = [k.moderator_exchanges(h.decode()) for h in {*raters, *teachers}]
+            count += int(await self._forget(
+                keys=[k.exchange(exchange.id), k.ratings(exchange.id),
+                      k.corrections(exchange.id), own.rated if own else "",
+                      own.stats if own else "", *messages, *zsets, *moderators],
+                args=[exchange.id, exchange.adapter_version, len(messages), len(zsets)]))
+        return count
+
+    async def replace(self, before: Exchange, raw: bytes, after: Exchange) -> bool:
+        """Store `after` in place of `before` (read as `raw`), keeping its expiry; False when
+        the stored exchange changed meanwhile (read it again) or is gone."""
+        return bool(await self._replace(keys=[self.keys.exchange(before.id)],
+                                        args=[raw, after.model_dump_json()]))
+
+    async def drop_context(self, exchange_id: str, drop) -> int:
+        """Remove the context turns for which `drop(turn)` is true from an exchange (and the
+        index entries that pointed here for them); returns how many went."""
+        for _ in range(REWRITE_ATTEMPTS):
+            raw = await self.r.get(self.keys.exchange(exchange_id))
+            if raw is None:
+                return 0
+            exchange = Exchange.model_validate_json(raw)
+            kept = [turn for turn in exchange.context if not drop(turn)]
+            if len(kept) == len(exchange.context):
+                return 0
+            after = exchange.model_copy(update={"context": kept})
+            if await self.replace(exchange, raw, after):
+                break
+        else:
+            raise StoreError(f"exchange {exchange_id} kept changing; its context was not "
+                             "cleaned")
+        _, before_zsets = self.lifetime_keys(exchange)
+        _, after_zsets = self.lifetime_keys(after)
+        gone = set(before_zsets) - set(after_zsets)
+        if gone:
+            async with self.r.pipeline(transaction=False) as pipe:
+                for key in gone:
+                    pipe.zrem(key, exchange_id)
+                await pipe.execute()
+        return len(exchange.context) - len(kept)
+
+    async def reply_deleted(self, exchange: Exchange) -> bool:
+        """The bot's reply of `exchange` was deleted in Discord: it leaves the training data
+        (its tenant's rated index) and can no longer be rated through its messages; the record
+        says so. False when it was gone already."""
         k = self.keys
+        for _ in range(REWRITE_ATTEMPTS):
+            raw = await self.r.get(k.exchange(exchange.id))
+            if raw is None:
+                return False
+            current = Exchange.model_validate_json(raw)
+            if current.reply_deleted:
+                break
+            if await self.replace(current, raw, current.model_copy(
+                    update={"reply_deleted": True})):
+                break
+        else:
+            raise StoreError(f"exchange {exchange.id} kept changing; its deleted reply was "
+                             "not recorded")
+        messages, _ = self.lifetime_keys(current)
         async with self.r.pipeline(transaction=True) as pipe:
-            for exchange, votes, corrections in zip(exchanges, replies[::2], replies[1::2],
-                                                    strict=True):
-                if exchange.message_id is not None:
-                    pipe.delete(k.message(exchange.message_id))
-                if exchange.tenant is None:
-                    continue
-                own = k.of(exchange.tenant)
-                version, score = exchange.adapter_version, sum(int(v) for v in votes)
-                pipe.hincrby(own.stats, "exchanges", -1)
-                pipe.hincrby(own.stats, f"{version}:exchanges", -1)
-                pipe.hincrby(own.stats, f"{version}:rated", -int(bool(votes)))
-                pipe.hincrby(own.stats, f"{version}:positive", -int(score > 0))
-                pipe.hincrby(own.stats, "corrections", -corrections)
-                pipe.zrem(own.rated, exchange.id)
-            for exchange_id in ids:
-                pipe.delete(k.exchange(exchange_id), k.ratings(exchange_id),
-                            k.corrections(exchange_id))
-            pipe.delete(user_key)
+            if current.tenant is not None:
+                pipe.zrem(k.of(current.tenant).rated, current.id)
+            if messages:
+                pipe.delete(*messages)
             await pipe.execute()
-        return len(exchanges)
+        return True
+
+    async def forget_moderator(self, moderator_hash: str) -> tuple[int, int]:
+        """Take every rating and correction of this moderator (by hash) off their exchanges,
+        keeping the counters right; returns (ratings, corrections) removed."""
+        k = self.keys
+        key = k.moderator_exchanges(moderator_hash)
+        ids = [i.decode() for i in await self.r.smembers(key)]
+        by_id = {e.id: e for e in await self.get_many(ids)}
+        ratings = corrections = 0
+        for exchange_id in ids:
+            exchange = by_id.get(exchange_id)
+            own = k.of(exchange.tenant) if exchange and exchange.tenant is not None else None
+            removed = await self._forget_moderator(
+                keys=[k.ratings(exchange_id), k.corrections(exchange_id),
+                      own.stats if own else ""],
+                args=[moderator_hash, exchange.adapter_version if exchange else ""])
+            ratings, corrections = ratings + int(removed[0]), corrections + int(removed[1])
+        await self.r.delete(key)
+        return ratings, corrections
 
     async def stats(self) -> dict:
         """This tenant's exchanges, ratings and positive share, overall and per adapter version,

@@ -11,12 +11,20 @@ Shared by every tenant (ids are unique across servers):
     P:tenants                    set   tenants that have exchanges or adapters
     P:ex:{id}                    JSON Exchange (with its tenant); expires after UNRATED_TTL_DAYS
                                  until first rated
-    P:ex:msg:{message_id}        id of the exchange whose reply is that Discord message (same TTL)
+    P:ex:msg:{message_id}        id of the exchange whose reply is that Discord message (same
+                                 TTL); one key per piece of a reply split over messages
     P:ex:user:{user_hash}        zset  exchange id -> when it expires (+inf once kept); pruned
                                  as the user writes, and the key expires with the user's last
                                  unrated exchange (for forget_user)
+    P:ex:text:{message_id}       zset  (same scores and lifetime) exchanges holding the text of
+                                 that user message, as their question or as context (for a
+                                 deleted message)
+    P:ex:ctx:{user_hash}         zset  (same scores and lifetime) exchanges of others holding
+                                 this user's text as context (for forget_user)
     P:rt:{id}                    hash  moderator_hash -> "1" | "-1" (one rating per moderator)
     P:co:{id}                    hash  moderator_hash -> JSON Correction (one per moderator)
+    P:mod:{moderator_hash}       set   exchanges this moderator rated or corrected (for
+                                 forget_user; kept as long as the ratings)
     P:style:guild:{guild_id}     JSON Style
     P:style:channel:{channel_id} JSON Style (overrides the guild's)
     P:chat:channels              set   channel ids where the bot answers every message
@@ -30,6 +38,8 @@ Shared by every tenant (ids are unique across servers):
     P:ev:adapter                 pub/sub channel of adapter changes (JSON AdapterEvent)
     P:cd:{purpose}:{user_hash}   per-user cooldown of the bot ("reply", "notice"); expires
     P:modlog:{kind}:{ver}:{prev} an adapter change already posted to the mod log; expires
+    P:hb:discord:{host}          JSON heartbeat of the bot process on that host: its gateway
+                                 latency and ready shards (deploy/healthcheck.py); expires
 
 One tenant's (`T` = P:g:{tenant}):
 
@@ -56,6 +66,7 @@ is the sum of its ratings hash, never stored twice.
 from __future__ import annotations
 
 SCHEMA_VERSION = 2
+COOLDOWN_PURPOSES = ("reply", "notice")  # the per-user cooldowns of the bot (P:cd:...)
 
 
 class Keys:
@@ -92,6 +103,18 @@ class Keys:
     def user_exchanges(self, user_hash: str | None) -> str:
         return self("ex", "user", user_hash) if user_hash else ""
 
+    def text_exchanges(self, message_id: int) -> str:
+        """Exchanges holding the text of this user message (question or context)."""
+        return self("ex", "text", message_id)
+
+    def context_exchanges(self, user_hash: str) -> str:
+        """Exchanges of others holding this user's text as context."""
+        return self("ex", "ctx", user_hash)
+
+    def moderator_exchanges(self, moderator_hash: str) -> str:
+        """Exchanges this moderator rated or corrected."""
+        return self("mod", moderator_hash)
+
     def ratings(self, exchange_id: str) -> str:
         return self("rt", exchange_id)
 
@@ -111,6 +134,12 @@ class Keys:
         return self._own("ev", "ratings")
 
     # --- styles and chat channels -----------------------------------------------------------
+    def cooldown(self, purpose: str, user_hash: str) -> str:
+        return self("cd", purpose, user_hash)
+
+    def heartbeat(self, host: str) -> str:
+        return self("hb", "discord", host)
+
     def style(self, scope: str, scope_id: int | str) -> str:
         return self("style", scope, scope_id)
 

@@ -44,6 +44,10 @@ class ActiveChanged(StoreError):
 class TurnRecord(BaseModel):
     role: Literal["user", "bot"]
     text: str
+    # Where the turn came from, so deleting that message or forgetting its author removes it
+    # from every exchange that holds it as context (None: not known, e.g. imported or old).
+    message_id: int | None = None
+    author_hash: str | None = None  # HMAC of the author's id (a user's turn only)
 
     def as_turn(self) -> Turn:
         return Turn(self.role, self.text)
@@ -59,7 +63,8 @@ class Exchange(BaseModel):
     tenant: int | None = None
     guild_id: int | None = None  # where it was said (None in a DM)
     channel_id: int | None = None
-    message_id: int | None = None  # the bot's reply message
+    message_id: int | None = None  # the bot's reply message (its first piece)
+    extra_message_ids: list[int] = []  # the later pieces of a reply split over messages
     user_message_id: int | None = None
     user_hash: str | None = None
     context: list[TurnRecord] = []  # earlier turns, oldest first
@@ -71,6 +76,14 @@ class Exchange(BaseModel):
     prompt_tokens: int = 0
     reply_tokens: int = 0
     created_at: float = Field(default_factory=time.time)
+    # The bot's reply was deleted in Discord: the exchange left the training data.
+    reply_deleted: bool = False
+
+    @property
+    def message_ids(self) -> list[int]:
+        """Every Discord message of the reply, first piece first."""
+        first = [self.message_id] if self.message_id is not None else []
+        return first + [i for i in self.extra_message_ids if i != self.message_id]
 
     def turns(self) -> list[Turn]:
         """The dialogue the reply answered: context then the user's message."""

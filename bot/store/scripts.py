@@ -4,79 +4,95 @@ Keys are always passed in KEYS (an empty string stands for "no such key"); error
 side translates start with an upper-case code (UNKNOWN_EXCHANGE, ACTIVE_CHANGED, NO_HISTORY).
 """
 
-# Store an exchange, index it for its message and its user, and count it for its tenant. An
-# exchange already stored is left as it is (returns 0), so a write retried after a lost reply
-# counts once.
-# KEYS: exchange, message index | '', user index | '', tenant stats | '', tenants
-# ARGV: exchange JSON, ttl seconds (0 = kept), exchange id, now, adapter version, tenant | ''
-ADD_EXCHANGE = """
+# An index of exchanges (a zset: exchange id -> when it expires, +inf once kept) that lives as
+# long as its longest-lived exchange: entries past their expiry are pruned as it is written.
+_INDEX = """
+local function index(key, id, now, ttl)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. now)
+  if ttl > 0 then redis.call('ZADD', key, now + ttl, id)
+  else redis.call('ZADD', key, 'inf', id) end
+  if redis.call('ZCOUNT', key, '+inf', '+inf') > 0 then redis.call('PERSIST', key)
+  else redis.call('EXPIRE', key, ttl) end
+end
+"""
+
+# Store an exchange, index it for each message of its reply, its user, the user messages whose
+# text it holds and the authors of its context, and count it for its tenant. An exchange
+# already stored is left as it is (returns 0), so a write retried after a lost reply counts
+# once.
+# KEYS: exchange, tenant stats | '', tenants, then N message index keys (one per piece of the
+#       reply), then the zset indexes (user, text of a message, context of an author)
+# ARGV: exchange JSON, ttl seconds (0 = kept), exchange id, now, adapter version, tenant | '', N
+ADD_EXCHANGE = _INDEX + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local ttl = tonumber(ARGV[2])
+local ttl, id, now = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 if ttl > 0 then redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
 else redis.call('SET', KEYS[1], ARGV[1]) end
+local n = tonumber(ARGV[7])
+for i = 4, 3 + n do
+  if ttl > 0 then redis.call('SET', KEYS[i], id, 'EX', ttl)
+  else redis.call('SET', KEYS[i], id) end
+end
+for i = 4 + n, #KEYS do index(KEYS[i], id, now, ttl) end
 if KEYS[2] ~= '' then
-  if ttl > 0 then redis.call('SET', KEYS[2], ARGV[3], 'EX', ttl)
-  else redis.call('SET', KEYS[2], ARGV[3]) end
-end
-if KEYS[3] ~= '' then
-  local now = tonumber(ARGV[4])
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. now)
-  if ttl > 0 then redis.call('ZADD', KEYS[3], now + ttl, ARGV[3])
-  else redis.call('ZADD', KEYS[3], 'inf', ARGV[3]) end
-  -- The index lives as long as its longest-lived exchange: forever once one is kept.
-  if redis.call('ZCOUNT', KEYS[3], '+inf', '+inf') > 0 then redis.call('PERSIST', KEYS[3])
-  else redis.call('EXPIRE', KEYS[3], ttl) end
-end
-if KEYS[4] ~= '' then
-  redis.call('HINCRBY', KEYS[4], 'exchanges', 1)
-  redis.call('HINCRBY', KEYS[4], ARGV[5] .. ':exchanges', 1)
-  redis.call('SADD', KEYS[5], ARGV[6])
+  redis.call('HINCRBY', KEYS[2], 'exchanges', 1)
+  redis.call('HINCRBY', KEYS[2], ARGV[5] .. ':exchanges', 1)
+  redis.call('SADD', KEYS[3], ARGV[6])
 end
 return 1
 """
 
-# Keep an exchange (and its indexes) from expiring: shared by rating and correcting.
+# Keep an exchange and everything that finds it from expiring: shared by rating and
+# correcting. KEYS[first ..] are its N message index keys, then its zset indexes.
 _KEEP = """
-local function keep(exchange, message, user, exchange_id)
+local function keep(exchange, id, first, n)
   redis.call('PERSIST', exchange)
-  if message ~= '' then redis.call('PERSIST', message) end
-  if user ~= '' and redis.call('ZSCORE', user, exchange_id) then
-    redis.call('ZADD', user, 'inf', exchange_id)
-    redis.call('PERSIST', user)
+  for i = first, first + n - 1 do redis.call('PERSIST', KEYS[i]) end
+  for i = first + n, #KEYS do
+    if redis.call('ZSCORE', KEYS[i], id) then
+      redis.call('ZADD', KEYS[i], 'inf', id)
+      redis.call('PERSIST', KEYS[i])
+    end
   end
 end
 """
 
-# One moderator's rating: refuse unknown exchanges, set (or with value 0 remove) this
-# moderator's field, keep the exchange, log the event, keep the counters; returns the score.
-# KEYS: exchange, ratings, rated, rating events, message index | '', user index | '', stats
-# ARGV: moderator hash, value (1, -1, 0), now, exchange id, event kind, stream maxlen, version
-RATE = _KEEP + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('UNKNOWN_EXCHANGE') end
-local function tally()
+# The score (sum) and number of the ratings in a ratings hash.
+_TALLY = """
+local function tally(ratings)
   local total, count = 0, 0
-  for _, v in ipairs(redis.call('HVALS', KEYS[2])) do
+  for _, v in ipairs(redis.call('HVALS', ratings)) do
     total = total + tonumber(v)
     count = count + 1
   end
   return total, count
 end
-local old_total, old_count = tally()
+local function flag(b) if b then return 1 else return 0 end end
+"""
+
+# One moderator's rating: refuse unknown exchanges, set (or with value 0 remove) this
+# moderator's field, keep the exchange, log the event, keep the counters; returns the score.
+# KEYS: exchange, ratings, rated, rating events, stats, the moderator's exchanges, then the
+#       exchange's N message index keys and its zset indexes
+# ARGV: moderator hash, value (1, -1, 0), now, exchange id, event kind, stream maxlen, version, N
+RATE = _KEEP + _TALLY + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('UNKNOWN_EXCHANGE') end
+local old_total, old_count = tally(KEYS[2])
 if ARGV[2] == '0' then
   redis.call('HDEL', KEYS[2], ARGV[1])
 else
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-  keep(KEYS[1], KEYS[5], KEYS[6], ARGV[4])
+  redis.call('SADD', KEYS[6], ARGV[4])
+  keep(KEYS[1], ARGV[4], 7, tonumber(ARGV[8]))
 end
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'exchange', ARGV[4], 'kind', ARGV[5],
            'moderator', ARGV[1])
-local total, count = tally()
-local function flag(b) if b then return 1 else return 0 end end
+local total, count = tally(KEYS[2])
 local rated = flag(count > 0) - flag(old_count > 0)
 local positive = flag(total > 0) - flag(old_total > 0)
-if rated ~= 0 then redis.call('HINCRBY', KEYS[7], ARGV[7] .. ':rated', rated) end
-if positive ~= 0 then redis.call('HINCRBY', KEYS[7], ARGV[7] .. ':positive', positive) end
+if rated ~= 0 then redis.call('HINCRBY', KEYS[5], ARGV[7] .. ':rated', rated) end
+if positive ~= 0 then redis.call('HINCRBY', KEYS[5], ARGV[7] .. ':positive', positive) end
 return total
 """
 
@@ -120,17 +136,78 @@ return result
 """
 
 # A moderator's better reply (one per moderator, the newer replaces the older).
-# KEYS: exchange, corrections, rated, rating events, message index | '', user index | '', stats
-# ARGV: moderator hash, correction JSON, now, exchange id, stream maxlen
+# KEYS: exchange, corrections, rated, rating events, stats, the moderator's exchanges, then the
+#       exchange's N message index keys and its zset indexes
+# ARGV: moderator hash, correction JSON, now, exchange id, stream maxlen, N
 CORRECT = _KEEP + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('UNKNOWN_EXCHANGE') end
 if redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) == 1 then
-  redis.call('HINCRBY', KEYS[7], 'corrections', 1)
+  redis.call('HINCRBY', KEYS[5], 'corrections', 1)
 end
-keep(KEYS[1], KEYS[5], KEYS[6], ARGV[4])
+redis.call('SADD', KEYS[6], ARGV[4])
+keep(KEYS[1], ARGV[4], 7, tonumber(ARGV[6]))
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'exchange', ARGV[4], 'kind', 'correct',
            'moderator', ARGV[1])
+return 1
+"""
+
+# Delete one exchange with its ratings and corrections, take its share out of the counters
+# (read here, so a rating that raced in is counted out too) and take it out of every index.
+# An index key of a message is deleted only while it still names this exchange. Returns 1 when
+# the exchange existed (its counters moved), else 0 (its leftovers are cleaned all the same).
+# KEYS: exchange, ratings, corrections, rated | '', stats | '', then N message index keys,
+#       then M zset indexes, then the sets of the moderators who rated or corrected it
+# ARGV: exchange id, adapter version, N, M
+FORGET_EXCHANGE = _TALLY + """
+local id, n, m = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
+local existed = redis.call('EXISTS', KEYS[1]) == 1
+if existed and KEYS[5] ~= '' then
+  local total, count = tally(KEYS[2])
+  redis.call('HINCRBY', KEYS[5], 'exchanges', -1)
+  redis.call('HINCRBY', KEYS[5], ARGV[2] .. ':exchanges', -1)
+  -- (0 - x, not -x: Lua writes a negated 0 as "-0", which HINCRBY refuses)
+  redis.call('HINCRBY', KEYS[5], ARGV[2] .. ':rated', 0 - flag(count > 0))
+  redis.call('HINCRBY', KEYS[5], ARGV[2] .. ':positive', 0 - flag(total > 0))
+  redis.call('HINCRBY', KEYS[5], 'corrections', 0 - redis.call('HLEN', KEYS[3]))
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+if KEYS[4] ~= '' then redis.call('ZREM', KEYS[4], id) end
+for i = 6, 5 + n do
+  if redis.call('GET', KEYS[i]) == id then redis.call('DEL', KEYS[i]) end
+end
+for i = 6 + n, 5 + n + m do redis.call('ZREM', KEYS[i], id) end
+for i = 6 + n + m, #KEYS do redis.call('SREM', KEYS[i], id) end
+if existed then return 1 end
+return 0
+"""
+
+# Take one moderator's rating and correction off an exchange, with the counters (no event is
+# logged: the point is that no trace of them stays). Returns {ratings removed, corrections
+# removed}.
+# KEYS: ratings, corrections, stats | ''
+# ARGV: moderator hash, adapter version
+FORGET_MODERATOR = _TALLY + """
+local old_total, old_count = tally(KEYS[1])
+local ratings = redis.call('HDEL', KEYS[1], ARGV[1])
+local corrections = redis.call('HDEL', KEYS[2], ARGV[1])
+if KEYS[3] ~= '' then
+  local total, count = tally(KEYS[1])
+  local rated = flag(count > 0) - flag(old_count > 0)
+  local positive = flag(total > 0) - flag(old_total > 0)
+  if rated ~= 0 then redis.call('HINCRBY', KEYS[3], ARGV[2] .. ':rated', rated) end
+  if positive ~= 0 then redis.call('HINCRBY', KEYS[3], ARGV[2] .. ':positive', positive) end
+  if corrections > 0 then redis.call('HINCRBY', KEYS[3], 'corrections', 0 - corrections) end
+end
+return {ratings, corrections}
+"""
+
+# Replace a stored JSON value only while it is still the one the caller read (its expiry is
+# kept): a compare-and-set for rewriting an exchange. Returns 1 when replaced.
+# KEYS: the key; ARGV: the JSON read, the new JSON
+REPLACE_IF_SAME = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 return 1
 """
 

@@ -1,4 +1,9 @@
-"""Admins' choices per channel and server: style prefixes and the channels the bot chats in."""
+"""Admins' choices per channel and server: style prefixes and the channels the bot chats in.
+
+A thread (a forum post too) has none of its own unless set on it: it follows its parent
+channel, which follows the server. Thread ids are channel ids in Discord, so a thread's own
+choice is kept under the channel scope.
+"""
 
 from __future__ import annotations
 
@@ -40,18 +45,32 @@ class Styles:
         raw = await self.r.get(self._key(scope, scope_id))
         return Style.model_validate_json(raw) if raw is not None else None
 
-    async def in_force(self, guild_id: int | str | None,
-                       channel_id: int | str | None) -> Style | None:
-        """The style in force in a channel: the channel's own, else its server's."""
-        keys = []
-        if channel_id is not None:
-            keys.append(self._key("channel", channel_id))
+    async def in_force(self, guild_id: int | str | None, channel_id: int | str | None,
+                       parent_id: int | str | None = None) -> Style | None:
+        """The style in force in a channel: its own, else (in a thread) its parent channel's,
+        else its server's."""
+        keys = [self._key("channel", i) for i in (channel_id, parent_id) if i is not None]
         if guild_id is not None:
             keys.append(self._key("guild", guild_id))
         for raw in (await self.r.mget(keys)) if keys else []:
             if raw is not None:
                 return Style.model_validate_json(raw)
         return None
+
+    async def forget_setter(self, user_hash: str) -> int:
+        """Remove this admin (by hash) from the styles they set (the styles stay); returns how
+        many. Styles are few, so they are found by a scan of their keys."""
+        count = 0
+        async for key in self.r.scan_iter(match=self.keys("style", "*"), count=1000):
+            raw = await self.r.get(key)
+            if raw is None:
+                continue
+            style = Style.model_validate_json(raw)
+            if style.set_by == user_hash:
+                await self.r.set(key, style.model_copy(update={"set_by": None})
+                                 .model_dump_json(), xx=True, keepttl=True)
+                count += 1
+        return count
 
 
 class ChatChannels:
@@ -66,5 +85,8 @@ class ChatChannels:
         else:
             await self.r.srem(self.keys.chat_channels, channel_id)
 
-    async def is_on(self, channel_id: int | str) -> bool:
-        return bool(await self.r.sismember(self.keys.chat_channels, channel_id))
+    async def is_on(self, channel_id: int | str, parent_id: int | str | None = None) -> bool:
+        """Whether the bot answers every message here: turned on for this channel, or (in a
+        thread) for its parent channel."""
+        ids = [i for i in (channel_id, parent_id) if i is not None]
+        return any(await self.r.smismember(self.keys.chat_channels, ids))

@@ -1,10 +1,10 @@
 """Deleting one server's (tenant's) data: an operator act, never a Discord command.
 
 Exchanges are found by their tenant field (a full scan: this is rare and offline work), then
-deleted with their ratings, corrections and message indexes; the tenant's adapters (bytes,
-records, reports), its own keys (rated index, counters, rating events, registry pointer and
-history, trainer state, mod-log channel) and its server style go too. Bots are told through an
-adapter event, so they stop serving its adapter at once.
+deleted with their ratings, corrections and every index entry that finds them; the tenant's
+adapters (bytes, records, reports), its own keys (rated index, counters, rating events,
+registry pointer and history, trainer state, mod-log channel) and its server style go too.
+Bots are told through an adapter event, so they stop serving its adapter at once.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from bot.generation import BASE_VERSION
-from bot.store.records import AdapterEvent
+from bot.store.records import AdapterEvent, Exchange
 
 CHUNK = 500
 
@@ -24,20 +24,11 @@ async def wipe_tenant(store, tenant: int) -> dict[str, int]:
     keys = [key async for key in r.scan_iter(match=k("ex", "*"), count=CHUNK)
             if key.decode().count(":") == 2]
     for start in range(0, len(keys), CHUNK):
-        chunk = keys[start:start + CHUNK]
-        raws = await r.mget(chunk)
-        async with r.pipeline(transaction=True) as pipe:
-            for key, raw in zip(chunk, raws, strict=True):
-                if raw is None or json.loads(raw).get("tenant") != tenant:
-                    continue
-                exchange = json.loads(raw)
-                exchanges += 1
-                pipe.delete(key, k.ratings(exchange["id"]), k.corrections(exchange["id"]))
-                if exchange.get("message_id") is not None:
-                    pipe.delete(k.message(exchange["message_id"]))
-                if exchange.get("user_hash"):
-                    pipe.zrem(k.user_exchanges(exchange["user_hash"]), exchange["id"])
-            await pipe.execute()
+        raws = await r.mget(keys[start:start + CHUNK])
+        mine = [Exchange.model_validate_json(raw) for raw in raws
+                if raw is not None and json.loads(raw).get("tenant") == tenant]
+        # Each with its ratings, corrections and every index entry that finds it.
+        exchanges += await store.exchanges.forget(mine)
     versions = [v.decode() for v in await r.zrange(own.adapters, 0, -1)]
     async with r.pipeline(transaction=True) as pipe:
         for version in versions:

@@ -1,0 +1,92 @@
+"""Forgetting people and deleted messages in the store (bot/store/privacy.py), on real Redis:
+across servers, with the counters right, and with indexes that live exactly as long as the
+exchanges they find."""
+
+from __future__ import annotations
+
+from store_util import TENANT
+from test_store import make_exchange
+
+from bot.store import Store, TurnRecord
+
+OTHER = 2  # a second server
+
+
+async def events_naming(store: Store, tenant: int, moderator_hash: str) -> int:
+    entries = await store.r.xrange(store.keys.of(tenant).rating_events)
+    return sum(1 for _, fields in entries if fields[b"moderator"] == moderator_hash.encode())
+
+
+async def test_forgetting_a_moderator_in_two_servers_keeps_the_counters_right(store: Store):
+    here = await store.exchanges.add(make_exchange(message_id=1), user_id=10)
+    there = await store.exchanges.add(make_exchange(tenant=OTHER, message_id=2), user_id=11)
+    for exchange in (here, there):
+        await store.exchanges.rate(exchange.id, 99, 1)
+        await store.exchanges.rate(exchange.id, 98, -1)
+    await store.exchanges.rate(here.id, 98, 1)  # now both up here
+    await store.exchanges.correct(there.id, 99, "A better reply.")
+    moderator = store.user_hash(99)
+
+    done = await store.forget_user(99)
+
+    assert (done.exchanges, done.ratings, done.corrections, done.events) == (0, 2, 1, 3)
+    assert await store.exchanges.ratings(here.id) == {store.user_hash(98): 1}
+    assert await store.exchanges.ratings(there.id) == {store.user_hash(98): -1}
+    assert await store.r.hlen(store.k("co", there.id)) == 0
+    for tenant, positive in ((TENANT, 1), (OTHER, 0)):
+        total = (await store.tenant(tenant).exchanges.stats())["total"]
+        assert (total["rated"], total["positive"], total["corrections"]) == (1, positive, 0)
+        assert await events_naming(store, tenant, moderator) == 0
+        assert await events_naming(store, tenant, store.user_hash(98)) > 0
+    assert not await store.r.exists(store.k("mod", moderator))
+
+
+async def test_indexes_live_as_long_as_their_exchanges(store: Store):
+    context = [TurnRecord(role="user", text="my phone is 555-0100", message_id=1000,
+                          author_hash=store.user_hash(5))]
+    exchange = await store.exchanges.add(
+        make_exchange(context=context, message_id=7, extra_message_ids=[8, 9]), user_id=6)
+    keys = [store.k("ex", "text", 1000), store.k("ex", "text", 299),
+            store.k("ex", "ctx", store.user_hash(5)), *(store.k("ex", "msg", m) for m in (7, 8, 9))]
+    for key in keys:
+        assert 0 < await store.r.ttl(key) <= store.exchanges.unrated_ttl_s, key
+
+    await store.exchanges.rate(exchange.id, 99, 1)  # kept: so is everything that finds it
+
+    for key in keys:
+        assert await store.r.ttl(key) == -1, key
+    assert await store.exchanges.for_message(9) == exchange
+
+
+async def test_deleting_any_piece_of_a_reply_takes_it_out_of_training(store: Store, own):
+    exchange = await store.exchanges.add(make_exchange(message_id=7, extra_message_ids=[8, 9]),
+                                         user_id=6)
+    await store.exchanges.rate(exchange.id, 99, 1)
+
+    done = await store.forget_messages([9])
+
+    assert (done.replies, done.exchanges) == (1, 0)
+    assert await own.exchanges.rated() == []
+    assert (await store.exchanges.get(exchange.id)).reply_deleted
+    for piece in (7, 8, 9):
+        assert await store.exchanges.for_message(piece) is None
+    assert (await store.forget_messages([9])).replies == 0  # applying it again changes nothing
+
+
+async def test_a_deleted_context_message_leaves_every_exchange_holding_it(store: Store, own):
+    said = TurnRecord(role="user", text="my phone is 555-0100", message_id=1000,
+                      author_hash=store.user_hash(5))
+    first = await store.exchanges.add(make_exchange(context=[said], message_id=7,
+                                                    user_message_id=70), user_id=6)
+    second = await store.exchanges.add(make_exchange(context=[said], message_id=8,
+                                                     user_message_id=80), user_id=7)
+
+    done = await store.forget_messages([1000])
+
+    assert (done.context_turns, done.exchanges) == (2, 0)
+    for exchange in (first, second):
+        assert (await store.exchanges.get(exchange.id)).context == []
+    assert not await store.r.exists(store.k("ex", "text", 1000))
+    # The author forgetting themselves later finds nothing left of that message.
+    assert (await store.forget_user(5)).context_turns == 0
+    assert (await own.exchanges.stats())["total"]["exchanges"] == 2
