@@ -1,10 +1,12 @@
 """`python -m bot run` serves Discord (needs DISCORD_TOKEN); `python -m bot console` chats in
 the terminal through the same path, without Discord; `python -m bot servers` holds the
-operator's acts across servers."""
+operator's acts across servers; `python -m bot sync` registers the slash commands with Discord
+(on demand: `run` never does) and `python -m bot commands --json` prints what it would send."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 
@@ -23,6 +25,17 @@ def parse_args(argv: list[str] | None):
     console.add_argument("--channel", type=int, default=0, help="the channel (default 0)")
     console.add_argument("--user", default="console-user",
                          help='who is talking (default "console-user")')
+    sync = sub.add_parser("sync", help="register the slash commands with Discord (needs "
+                                       "DISCORD_TOKEN); run it when commands change")
+    sync.add_argument("--guild", type=int, default=None,
+                      help="copy the commands to this one server only (they show at once; for "
+                           "testing) instead of every server")
+    sync.add_argument("--clear", action="store_true",
+                      help="remove the commands (from --guild's server, else globally)")
+    listing = sub.add_parser("commands", help="the commands a sync would register, without "
+                                              "connecting to anything")
+    listing.add_argument("--json", action="store_true",
+                         help="print the JSON list a sync sends (Discord's command payloads)")
     servers = sub.add_parser("servers", help="operator acts across servers")
     acts = servers.add_subparsers(dest="act", required=True)
     acts.add_parser("list", help="every server with data: adapter, default, numbers")
@@ -40,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         if args.command == "run":
             settings.require_discord()
+        if args.command == "sync" and settings.discord_token is None:
+            raise SettingsError("DISCORD_TOKEN is not set: `bot sync` logs in as the bot to "
+                                "register its commands")
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -53,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_main(run_bot(settings), settings, "bot run", interrupted=0)
     if args.command == "servers":
         return run_main(_servers(settings, args), settings, "bot servers")
+    if args.command in ("sync", "commands"):
+        return run_main(_commands(settings, args), settings, f"bot {args.command}")
     from bot.console import run_console
 
     if settings.uses_dev_secret:
@@ -61,6 +79,19 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
     return run_main(run_console(settings, guild_id=args.guild, channel_id=args.channel,
                                 user=args.user), settings, "bot console", interrupted=0)
+
+
+async def _commands(settings, args) -> int:
+    from bot import app  # imports discord only for the Discord commands
+
+    if args.command == "sync":
+        print(await app.sync_commands(settings, args.guild, clear=args.clear))
+        return 0
+    text = await app.commands_json(settings)
+    if not args.json:
+        text = "\n".join(app.command_summary(json.loads(text)))
+    print(text)
+    return 0
 
 
 async def _servers(settings, args) -> int:

@@ -37,6 +37,7 @@ UNAVAILABLE = "the store is unavailable right now; nothing was changed - please 
 RATING_UNAVAILABLE = ("Rating not stored: the store is unavailable right now - please rate "
                       "again in a moment")
 ROLLBACK_ATTEMPTS = 5  # other rollbacks or a promotion may move the pointer meanwhile
+ANSWER_LIMIT = 2000  # the longest answer a front end is sure to show whole (Discord's limit)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,16 @@ def _pairs(values: dict) -> str:
 
 def _share(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0%}"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _version_order(version: str) -> tuple[int, str]:
+    """v2 before v10; the base model first of all."""
+    digits = version.lstrip("v")
+    return (int(digits) if digits.isdigit() else -1, version)
 
 
 def _store_guard(act):
@@ -186,53 +197,98 @@ class Actions:
 
     @_store_guard
     async def stats(self, tenant: int) -> Answer:
-        numbers = await self.store.tenant(tenant).exchanges.stats()
+        """This server's numbers from its counters (no exchange is read), per adapter version
+        newest first; versions past ANSWER_LIMIT characters are summed up in one line, the one
+        in service is always shown."""
+        own = self.store.tenant(tenant)
+        numbers, active = await own.exchanges.stats(), await own.registry.active()
         total = numbers["total"]
-        lines = [f"Exchanges {total['exchanges']}, rated {total['rated']}, positive share "
-                 f"{_share(total['positive_share'])}, corrections {total['corrections']}"]
-        for version, row in sorted(numbers["per_version"].items()):
-            lines.append(f"  {version}: exchanges {row['exchanges']}, rated {row['rated']}, "
-                         f"positive {_share(row['positive_share'])}")
+        head = (f"Exchanges {total['exchanges']}, rated {total['rated']}, positive share "
+                f"{_share(total['positive_share'])}, corrections {total['corrections']}")
+        rows = sorted(numbers["per_version"].items(), key=lambda item: _version_order(item[0]),
+                      reverse=True)
+        if active in numbers["per_version"]:  # the one in service first
+            rows.sort(key=lambda item: item[0] != active)
+
+        def line(version: str, row: dict) -> str:
+            mark = " (in service)" if version == active else ""
+            return (f"  {version}{mark}: exchanges {row['exchanges']}, rated {row['rated']}, "
+                    f"positive {_share(row['positive_share'])}")
+
+        def rest(left: list) -> str:
+            rated = sum(row["rated"] for _, row in left)
+            positive = sum(row["positive"] for _, row in left)
+            return (f"  ... and {len(left)} older versions: exchanges "
+                    f"{sum(row['exchanges'] for _, row in left)}, rated {rated}, positive "
+                    f"{_share(positive / rated if rated else None)}")
+
+        lines = [head]
+        for shown, (version, row) in enumerate(rows):
+            left = rows[shown + 1:]
+            reserve = len(rest(left)) + 1 if left else 0
+            if len("\n".join([*lines, line(version, row)])) + reserve > ANSWER_LIMIT:
+                lines.append(rest(rows[shown:]))
+                break
+            lines.append(line(version, row))
         return Answer("\n".join(lines))
 
     # --- admins: style and chat channels ------------------------------------------------------
 
     @_store_guard
     async def set_style(self, scope: Scope, scope_id: int, prefix: str,
-                        set_by: int | str) -> Answer:
+                        set_by: int | str, *, where: str | None = None) -> Answer:
+        """`where` names the place in the answer (default: this channel / this server)."""
         try:
             prefix = validate_style(prefix, self.settings.style_max_chars)
         except StyleRejected as error:
             return Answer(f"Style not set: {error}.", ok=False)
         await self.store.styles.set(scope, scope_id, prefix, set_by=set_by)
-        return Answer(f"Style for {_where(scope)} set; the next reply uses it:\n> {prefix}")
+        return Answer(f"Style for {where or _where(scope)} set; the next reply uses it:\n"
+                      f"> {prefix}")
 
     @_store_guard
-    async def clear_style(self, scope: Scope, scope_id: int) -> Answer:
+    async def clear_style(self, scope: Scope, scope_id: int, *,
+                          where: str | None = None) -> Answer:
         if await self.store.styles.clear(scope, scope_id):
-            return Answer(f"Style for {_where(scope)} cleared.")
-        return Answer(f"There was no style set for {_where(scope)}.", ok=False)
+            return Answer(f"Style for {where or _where(scope)} cleared.")
+        return Answer(f"There was no style set for {where or _where(scope)}.", ok=False)
 
     @_store_guard
-    async def show_style(self, guild_id: int | None, channel_id: int | None) -> Answer:
-        channel = (await self.store.styles.get("channel", channel_id)
-                   if channel_id is not None else None)
-        guild = await self.store.styles.get("guild", guild_id) if guild_id is not None else None
-        lines = []
-        if channel:
-            lines.append(f"Channel style (in force): {channel.prefix}")
-        if guild:
-            note = " (overridden here by the channel's)" if channel else " (in force)"
-            lines.append(f"Server style{note}: {guild.prefix}")
+    async def show_style(self, guild_id: int | None, channel_id: int | None,
+                         parent_id: int | None = None) -> Answer:
+        """The styles that apply here: the thread's own (`parent_id`: in a thread), the
+        channel's, the server's, and which is in force."""
+        styles = self.store.styles
+        found = [(name, await styles.get(scope, scope_id)) for name, scope, scope_id in (
+            ("Thread", "channel", channel_id if parent_id is not None else None),
+            ("Channel", "channel", parent_id if parent_id is not None else channel_id),
+            ("Server", "guild", guild_id)) if scope_id is not None]
+        lines, in_force = [], None
+        for name, style in found:
+            if style is None:
+                continue
+            if in_force is None:
+                in_force = name
+                lines.append(f"{name} style (in force): {style.prefix}")
+            else:
+                lines.append(f"{name} style (overridden here by the {in_force.lower()}'s): "
+                             f"{style.prefix}")
         return Answer("\n".join(lines) if lines
                       else "No style is set; replies use the plain model voice.")
 
     @_store_guard
-    async def chat(self, channel_id: int, on: bool) -> Answer:
+    async def chat(self, channel_id: int, on: bool, *, where: str | None = None,
+                   parent_id: int | None = None) -> Answer:
+        """Answer every message in a channel (its threads follow it) or not; `parent_id`: the
+        channel a thread turned off still follows."""
+        where = where or "this channel"
         await self.store.chat.set(channel_id, on)
         if on:
-            return Answer("I now answer every message in this channel.")
-        return Answer("I now answer only mentions and replies in this channel.")
+            return Answer(f"I now answer every message in {where}.")
+        if parent_id is not None and await self.store.chat.is_on(parent_id):
+            return Answer(f"Turned off for {where}, but <#{parent_id}> is on, so I still answer "
+                          "every message here; turn it off there to stop.", ok=False)
+        return Answer(f"I now answer only mentions and replies in {where}.")
 
     # --- admins: adapters and training --------------------------------------------------------
 
@@ -334,7 +390,15 @@ class Actions:
 
     @_store_guard
     async def forget(self, user_id: int | str) -> Answer:
-        count = await self.store.exchanges.forget_user(user_id)
-        noun = "exchange" if count == 1 else "exchanges"
-        return Answer(f"Done: deleted {count} {noun} of yours (messages, replies and their "
-                      "ratings).")
+        """Delete everything of this person in every server (bot/store/privacy.py)."""
+        done = await self.store.forget_user(user_id)
+        parts = [f"{_count(done.exchanges, 'exchange')} of yours (messages, replies and their "
+                 "ratings)",
+                 f"{_count(done.context_turns, 'message')} of yours quoted in other "
+                 "people's conversations with the bot",
+                 f"{_count(done.ratings, 'rating')} and "
+                 f"{_count(done.corrections, 'correction')} you gave as a moderator"]
+        if done.styles:
+            parts.append(f"your name on {_count(done.styles, 'style')} you set")
+        return Answer(f"Done: deleted {'; '.join(parts)}. Adapters trained before keep what "
+                      "they learned; no later training uses any of it.")

@@ -1,12 +1,16 @@
 """The discord.py client: intents, cogs, the app-command error handler, the hot-swap listener.
 
 `build_bot(settings, store, generator)` makes the client (an AutoShardedBot when SHARD_COUNT is
-set); `run_bot(settings)` runs it inside the runtime for `python -m bot run`.
+set); `run_bot(settings)` runs it inside the runtime for `python -m bot run`. The command tree
+is never synced at start (Discord rate-limits syncs): `python -m bot sync` does it on demand
+(`sync_commands`), and `python -m bot commands --json` prints what a sync would send
+(`command_payloads`), without connecting to anything.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 
 import discord
@@ -14,7 +18,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.actions import Actions
-from bot.cogs.chat import MESSAGE_LIMIT
+from bot.cogs.replies import MESSAGE_LIMIT
 from bot.conversation import Conversation
 from bot.fatal import Fatal
 from bot.follow import Serving
@@ -89,8 +93,8 @@ class _BotCore:
     Its dependencies come in as keyword arguments, as in discord.py's advanced_startup example.
     """
 
-    def __init__(self, *args, settings, store: Store, generator: Generator,
-                 serving: Serving | None = None, sync_commands: bool = True, **kwargs):
+    def __init__(self, *args, settings, store: Store, generator: Generator | None,
+                 serving: Serving | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.settings = settings
         self.store = store
@@ -98,14 +102,12 @@ class _BotCore:
         self.serving = serving or Serving(store, generator, settings.home_guild_id)
         self.conversation = Conversation(settings, store, generator, self.serving)
         self.actions = Actions(settings, store, generator, self.serving)
-        self._sync_commands = sync_commands
         self.tree.on_error = on_app_command_error
 
     async def setup_hook(self) -> None:
+        # No tree.sync() here: `python -m bot sync` registers the commands when they change.
         for name in COGS:
             await self.load_extension(name)
-        if self._sync_commands:
-            await self.tree.sync()
 
     async def on_message(self, message: discord.Message) -> None:
         """No prefix commands: the chat cog's listener handles messages."""
@@ -173,14 +175,14 @@ class ShardedLearningBot(_BotCore, commands.AutoShardedBot):
     pass
 
 
-def build_bot(settings, store: Store, generator: Generator, *, serving: Serving | None = None,
-              sync_commands: bool = True) -> commands.Bot:
+def build_bot(settings, store: Store, generator: Generator | None, *,
+              serving: Serving | None = None) -> commands.Bot:
     """The bot client; it answers through `generator` (with the adapter `serving` names for
-    each server) and keeps everything in `store`."""
+    each server) and keeps everything in `store`. (Without a generator it can only list and
+    sync its commands.)"""
     options = dict(command_prefix=commands.when_mentioned, intents=intents(),
                    allowed_mentions=discord.AllowedMentions.none(), help_command=None,
-                   settings=settings, store=store, generator=generator, serving=serving,
-                   sync_commands=sync_commands)
+                   settings=settings, store=store, generator=generator, serving=serving)
     if settings.shard_count:
         return ShardedLearningBot(shard_count=settings.shard_count, **options)
     return LearningBot(**options)
@@ -200,3 +202,81 @@ async def run_bot(settings) -> None:
             except discord.PrivilegedIntentsRequired:
                 raise Fatal("Discord refused the Message Content intent: enable it for the bot "
                             "in the developer portal (docs/discord-setup.md)") from None
+
+
+# --- the command tree, on demand ---------------------------------------------------------------
+
+def command_payloads(bot: commands.Bot) -> list[dict]:
+    """What a global sync sends: one payload per command, as Discord's API takes them."""
+    return [command.to_dict(bot.tree) for command in bot.tree.get_commands()]
+
+
+def _offline_bot(settings) -> tuple[commands.Bot, Store]:
+    """The bot with its command tree, connected to nothing (its store is never used)."""
+    store = Store.from_settings(settings)
+    return build_bot(settings, store, None), store
+
+
+async def commands_json(settings) -> str:
+    """The JSON list `python -m bot sync` would send, without connecting to Discord or Redis."""
+    bot, store = _offline_bot(settings)
+    try:
+        await bot.setup_hook()
+        return json.dumps(command_payloads(bot), indent=2, ensure_ascii=False)
+    finally:
+        await bot.close()
+        await store.close()
+
+
+def command_summary(payloads: list[dict]) -> list[str]:
+    """One line per command of `command_payloads`: its name, subcommands, who sees it, where."""
+    lines = []
+    for payload in payloads:
+        subs = [option["name"] for option in payload.get("options", [])
+                if option.get("type") in (1, 2)]  # subcommands and subcommand groups
+        name = ("/" if payload.get("type", 1) == 1 else "menu ") + payload["name"]
+        shown = payload.get("default_member_permissions")
+        who = "everyone" if shown is None else (
+            ", ".join(perm for perm, on in discord.Permissions(int(shown)) if on) or "admins")
+        contexts = payload.get("contexts") or [0, 1, 2]
+        where = "servers only" if contexts == [0] else "servers and DMs"
+        lines.append(f"{name}{' (' + ', '.join(subs) + ')' if subs else ''}: shown to {who}; "
+                     f"{where}")
+    return lines
+
+
+async def sync_tree(bot: commands.Bot, guild_id: int | None, *, clear: bool = False) -> str:
+    """Register the commands with Discord: globally, or (with `guild_id`) as copies in that one
+    server, where they show at once (for testing). `clear` removes them there instead."""
+    guild = discord.Object(id=guild_id) if guild_id is not None else None
+    if clear:
+        bot.tree.clear_commands(guild=guild)
+    elif guild is not None:
+        bot.tree.copy_global_to(guild=guild)
+    synced = await bot.tree.sync(guild=guild)
+    where = f"server {guild_id}" if guild_id is not None else "every server (global)"
+    if clear:
+        return f"removed the commands from {where}"
+    names = ", ".join(sorted(command.name for command in synced))
+    return f"synced {len(synced)} commands to {where}: {names}"
+
+
+async def sync_commands(settings, guild_id: int | None = None, *, clear: bool = False) -> str:
+    """`python -m bot sync`: log in over HTTP only (no gateway), sync, log out."""
+    bot, store = _offline_bot(settings)
+    try:
+        try:
+            await bot.login(settings.discord_token.get_secret_value())  # runs setup_hook
+        except discord.LoginFailure:
+            raise Fatal("Discord refused DISCORD_TOKEN: copy the bot token again from the "
+                        "developer portal") from None
+        try:
+            return await sync_tree(bot, guild_id, clear=clear)
+        except discord.Forbidden:
+            raise Fatal(f"Discord refused to sync to server {guild_id}: invite the bot there "
+                        "with the applications.commands scope (docs/discord-setup.md)") from None
+        except discord.HTTPException as error:
+            raise Fatal(f"Discord refused the sync: {error}") from None
+    finally:
+        await bot.close()
+        await store.close()

@@ -17,6 +17,7 @@ from bot.dialogue import BOT_MARK, USER_MARK, Turn, neutralise
 from bot.follow import Serving
 from bot.generation import EngineBusy, Generation, GenerationFailed, Generator, PromptTooLong
 from bot.store import Exchange, Store, StoreUnavailable, TurnRecord
+from bot.store.privacy import Deleted
 from bot.text import clean_text, clip, invisible_characters
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,15 @@ def validate_style(prefix: str, max_chars: int, eos_token: str | None = None) ->
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where a context turn came from: its message and its author (None where unknown), so a
+    deleted message or a forgotten author can be taken out of every exchange holding it."""
+
+    message_id: int | None = None
+    author_id: int | str | None = None
+
+
+@dataclass(frozen=True)
 class Draft:
     """A generated reply not yet stored: what it answered and what produced it."""
 
@@ -78,7 +88,8 @@ class Draft:
     generation: Generation
     tenant: int | None  # the server whose data the exchange is
     guild_id: int | None
-    channel_id: int | None
+    channel_id: int | None  # where it was said (a thread's own id in a thread)
+    origins: tuple[Origin, ...] = ()  # one per context turn (turns[:-1]), when known
 
     @property
     def text(self) -> str:
@@ -109,12 +120,14 @@ class Conversation:
         """The server whose data an exchange is: where it was said, a DM's is the home one."""
         return guild_id if guild_id is not None else self.settings.home_guild_id
 
-    async def answers_every_message(self, channel_id: int) -> bool:
-        """Whether an admin turned `/chat on` in this channel (else: mentions and replies)."""
-        return await self.store.chat.is_on(channel_id)
+    async def answers_every_message(self, channel_id: int, parent_id: int | None = None) -> bool:
+        """Whether an admin turned `/chat on` in this channel or, for a thread, in its parent
+        channel (else: mentions and replies)."""
+        return await self.store.chat.is_on(channel_id, parent_id)
 
-    async def style_in_force(self, guild_id: int | None, channel_id: int | None) -> str | None:
-        style = await self.store.styles.in_force(guild_id, channel_id)
+    async def style_in_force(self, guild_id: int | None, channel_id: int | None,
+                             parent_id: int | None = None) -> str | None:
+        style = await self.store.styles.in_force(guild_id, channel_id, parent_id)
         return style.prefix if style else None
 
     def clean_turns(self, turns: list[Turn]) -> list[Turn]:
@@ -124,13 +137,16 @@ class Conversation:
         return [Turn(t.role, clip(clean_text(t.text), limit)) for t in turns]
 
     async def draft(self, turns: list[Turn], *, guild_id: int | None,
-                    channel_id: int | None) -> Draft | Failure:
+                    channel_id: int | None, parent_id: int | None = None,
+                    origins: list[Origin] | None = None) -> Draft | Failure:
         """Generate a reply to `turns` (oldest first, ending with the user's message) with the
-        adapter serving that server."""
+        adapter serving that server. `parent_id`: the parent channel of a thread (its style
+        applies there); `origins`: where each context turn came from (kept with the
+        exchange)."""
         turns = self.clean_turns(turns)
         tenant = self.tenant_of(guild_id)
         try:
-            style = await self.style_in_force(guild_id, channel_id)
+            style = await self.style_in_force(guild_id, channel_id, parent_id)
         except StoreUnavailable as error:
             log.warning("no reply: the store is unavailable (%s)", error)
             return Failure("unavailable", STORE_REPLY)
@@ -145,25 +161,39 @@ class Conversation:
             log.error("generation failed: %s", error)
             return Failure("failed", FAILED_REPLY)
         return Draft(turns=list(turns), style=style, generation=generation, tenant=tenant,
-                     guild_id=guild_id, channel_id=channel_id)
+                     guild_id=guild_id, channel_id=channel_id, origins=tuple(origins or ()))
 
     async def keep(self, draft: Draft, *, source: Literal["discord", "console"],
                    user_id: int | str, message_id: int | None = None,
-                   user_message_id: int | None = None) -> Exchange:
-        """Store the exchange of a sent reply; the user id is hashed by the store. Tried again
+                   user_message_id: int | None = None,
+                   extra_message_ids: list[int] | tuple[int, ...] = ()) -> Exchange:
+        """Store the exchange of a sent reply (`message_id` its first message, the later pieces
+        of a split reply in `extra_message_ids`); user ids are hashed by the store. Tried again
         while the store is unavailable (storing an exchange twice changes nothing), then
         StoreUnavailable is raised."""
         generation = draft.generation
         exchange = Exchange(
             source=source, tenant=draft.tenant, guild_id=draft.guild_id,
             channel_id=draft.channel_id,
-            message_id=message_id, user_message_id=user_message_id,
-            context=[TurnRecord(role=t.role, text=t.text) for t in draft.turns[:-1]],
+            message_id=message_id, extra_message_ids=list(extra_message_ids),
+            user_message_id=user_message_id,
+            context=self._context_records(draft),
             user_message=draft.turns[-1].text, style=draft.style, reply=generation.text,
             adapter_version=generation.adapter_version, latency_ms=generation.latency_ms,
             prompt_tokens=generation.prompt_tokens, reply_tokens=generation.reply_tokens)
         return await with_retries(lambda: self.store.exchanges.add(exchange, user_id=user_id),
                                   f"storing exchange {exchange.id}")
+
+    def _context_records(self, draft: Draft) -> list[TurnRecord]:
+        """The context turns with where each came from (a user's author as a hash)."""
+        context = draft.turns[:-1]
+        origins = list(draft.origins)[:len(context)]
+        origins += [Origin()] * (len(context) - len(origins))
+        return [TurnRecord(role=turn.role, text=turn.text, message_id=origin.message_id,
+                           author_hash=(self.store.user_hash(origin.author_id)
+                                        if turn.role == "user" and origin.author_id is not None
+                                        else None))
+                for turn, origin in zip(context, origins, strict=True)]
 
     async def chat(self, turns: list[Turn], *, source: Literal["discord", "console"],
                    user_id: int | str, guild_id: int | None = None,
@@ -177,6 +207,15 @@ class Conversation:
         except StoreUnavailable as error:
             log.warning("reply not kept: the store is unavailable (%s)", error)
             return Failure("unavailable", STORE_REPLY)
+
+    async def messages_deleted(self, message_ids) -> Deleted:
+        """Apply messages deleted in Discord: a deleted question forgets its exchange, a
+        deleted message leaves every exchange holding it as context, a deleted reply's exchange
+        leaves the training data. Tried again while the store is unavailable (applying a
+        deletion twice changes nothing), then StoreUnavailable is raised."""
+        ids = list(message_ids)
+        return await with_retries(lambda: self.store.forget_messages(ids),
+                                  f"applying {len(ids)} deleted message(s)")
 
     async def claim_cooldown(self, user_id: int | str, purpose: str = "reply") -> bool:
         """True when this user may be answered now (and starts their cooldown).

@@ -1,13 +1,21 @@
 """Helpers for driving the real bot through dpytest, and app commands through the real tree.
 
-dpytest (0.7) emulates Discord's HTTP API for messages and reactions but has no interactions
-and no message references. What is added here stays at that same boundary:
-- `reply_message` builds a gateway MESSAGE_CREATE payload with a `message_reference`, as
-  Discord sends it, and feeds it to the client's real parser.
+dpytest (0.7) emulates Discord's HTTP API for messages and reactions but has no interactions,
+threads, system messages nor message references. What is added here stays at that same
+boundary:
+- `reply_message`, `user_message`, `system_message` and `make_thread` build gateway payloads
+  (MESSAGE_CREATE with a `message_reference` or a message type, THREAD_CREATE) as Discord sends
+  them and feed them to the client's real parser; `delete_messages` sends MESSAGE_DELETE or
+  MESSAGE_DELETE_BULK.
 - `invoke` builds an INTERACTION_CREATE payload (as discord.py's own tests do) and feeds it to
   the real `parse_interaction_create`, so the command tree, its checks and its error handler
-  run; `RecordingAdapter` stands in for Discord's interaction-response endpoint (the only HTTP
+  run; `RecordingAdapter` stands in for Discord's interaction-response endpoints (the only HTTP
   an interaction answer uses) and records what would have been sent.
+
+The fake refuses what Discord refuses: a message (sent, edited, or an interaction answer) over
+2,000 characters; a reply to a deleted message unless its reference says
+`fail_if_not_exists=False`; an interaction's first answer after 3 s, and any answer after
+15 minutes (measured on `RecordingAdapter.clock`, which a test may replace).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 import traceback
 
 import discord
@@ -28,7 +37,8 @@ from bot.app import build_bot
 async def make_bot(settings, store, engine, *, guilds: int = 1, serving=None):
     """The real bot in dpytest: `guilds` servers, each with a text channel and the members
     alice, bob, mod and admin (distinct users per server)."""
-    bot = build_bot(settings, store, engine, serving=serving, sync_commands=False)
+    bot = build_bot(settings, store, engine, serving=serving)
+    bot.refusals = []  # what the fake Discord refused, as (what, HTTP status, text)
     # An exception in an event handler is only logged by discord.py: keep it for the tests.
     bot.event_errors = []
 
@@ -52,6 +62,7 @@ async def make_bot(settings, store, engine, *, guilds: int = 1, serving=None):
     # the command tree at it.
     bot._connection.loop = asyncio.get_running_loop()
     bot.tree._state = bot._connection
+    bot.tree._http = bot.http
     bot._connection._command_tree = bot.tree
     _add_reaction_type(bot._connection)
     # dpytest's own reaction bookkeeping miscounts a second emoji; record the bot's calls.
@@ -78,18 +89,58 @@ async def make_bot(settings, store, engine, *, guilds: int = 1, serving=None):
     return bot
 
 
+MESSAGE_LIMIT = 2000
+ANSWER_WINDOW_S = 3.0  # an interaction must be answered (or deferred) this soon
+TOKEN_LIFETIME_S = 900.0  # after that, its token takes no edit and no follow-up
+
+
+class _Response:
+    """What discord.HTTPException reads from a failed HTTP response."""
+
+    def __init__(self, status: int, reason: str):
+        self.status, self.reason = status, reason
+
+
+def refusal(bot, what: str, status: int, code: int, text: str) -> discord.HTTPException:
+    """The error discord.py raises for Discord's refusal (recorded in `bot.refusals`)."""
+    if bot is not None:
+        bot.refusals.append((what, status, text))
+    kind = discord.NotFound if status == 404 else discord.HTTPException
+    reason = "Not Found" if status == 404 else "Bad Request"
+    return kind(_Response(status, reason), {"code": code, "message": text})
+
+
+def _too_long(bot, what: str, content) -> None:
+    if content is not None and len(content) > MESSAGE_LIMIT:
+        raise refusal(bot, what, 400, 50035, "Invalid Form Body: content: Must be 2000 or "
+                                             "fewer in length.")
+
+
+def _payload_of(params) -> dict:
+    payload = params.payload
+    if payload is None and params.multipart:  # a send with files: JSON in the first part
+        payload = json.loads(params.multipart[0]["value"])
+    return payload or {}
+
+
 def _record_sends(bot) -> None:
     """Keep each send's HTTP payload in `bot.sent_payloads`, and keep the reply reference
-    that dpytest 0.7 drops (Discord stores it: the bot's reply points at the question)."""
-    send = bot.http.send_message
+    that dpytest 0.7 drops (Discord stores it: the bot's reply points at the question).
+    Refuse, as Discord does, content over 2,000 characters and a reply to a message that no
+    longer exists unless the reference says fail_if_not_exists=False."""
+    send, edit = bot.http.send_message, bot.http.edit_message
     bot.sent_payloads = []
 
     async def send_message(channel_id, *, params):
         channel = sys._getframe(1).f_locals["channel"]  # noqa: F841 - dpytest reads this local
-        payload = params.payload
-        if payload is None and params.multipart:  # a send with files: JSON in the first part
-            payload = json.loads(params.multipart[0]["value"])
-        payload = payload or {}
+        payload = _payload_of(params)
+        _too_long(bot, "send", payload.get("content"))
+        reference = payload.get("message_reference")
+        if reference and reference.get("fail_if_not_exists", True):
+            known = backend._cur_config.messages.get(int(reference["channel_id"]), [])
+            if not any(int(m["id"]) == int(reference["message_id"]) for m in known):
+                raise refusal(bot, "send", 400, 50035, "Invalid Form Body: message_reference: "
+                                                       "Unknown message")
         bot.sent_payloads.append(payload)
         data = await send(channel_id, params=params)
         reference = payload.get("message_reference")
@@ -102,7 +153,13 @@ def _record_sends(bot) -> None:
             cached.reference = discord.MessageReference.with_state(bot._connection, reference)
         return data
 
+    async def edit_message(channel_id, message_id, **fields):
+        message = sys._getframe(1).f_locals["self"]  # noqa: F841 - dpytest reads this local
+        _too_long(bot, "edit", _payload_of(fields["params"]).get("content"))
+        return await edit(channel_id, message_id, **fields)
+
     bot.http.send_message = send_message
+    bot.http.edit_message = edit_message
 
 
 def _add_reaction_type(state) -> None:
@@ -139,6 +196,69 @@ def reply_message(content: str, author: discord.Member, channel,
     return state._get_message(data["id"])
 
 
+def user_message(content: str, author: discord.Member, channel, *, kind: int = 0,
+                 attachments: list[dict] | None = None) -> discord.Message:
+    """A message of type `kind` (0 default, 7 member join, 18 thread created, ...) with these
+    attachments, delivered through the gateway parser as Discord sends it."""
+    data = factories.make_message_dict(channel, author, content=content,
+                                       mentions=backend.find_user_mentions(content,
+                                                                           channel.guild))
+    data["type"] = kind
+    data["attachments"] = attachments or []
+    state = backend.get_state()
+    state.parse_message_create(data)
+    backend._cur_config.messages.setdefault(channel.id, []).append(data)
+    return state._get_message(data["id"])
+
+
+def attachment() -> dict:
+    return {"id": str(factories.make_id()), "filename": "photo.png", "size": 10,
+            "url": "https://cdn.example/photo.png", "proxy_url": "https://cdn.example/p.png"}
+
+
+def make_thread(parent, name: str = "a thread", owner: discord.Member | None = None
+                ) -> discord.Thread:
+    """A public thread in `parent` (a text or forum channel), as THREAD_CREATE brings it."""
+    thread_id = factories.make_id()
+    backend.get_state().parse_thread_create({
+        "id": str(thread_id), "guild_id": str(parent.guild.id), "parent_id": str(parent.id),
+        "owner_id": str((owner or member("alice", parent.guild)).id), "name": name,
+        "type": 11, "message_count": 0, "member_count": 1, "rate_limit_per_user": 0,
+        "flags": 0, "thread_metadata": {"archived": False, "auto_archive_duration": 1440,
+                                        "archive_timestamp": "2026-01-01T00:00:00+00:00",
+                                        "locked": False}})
+    return parent.guild.get_thread(thread_id)
+
+
+def make_forum(guild: discord.Guild, name: str = "questions") -> discord.ForumChannel:
+    """A forum channel (its posts are threads), as CHANNEL_CREATE brings it."""
+    forum_id = factories.make_id()
+    backend.get_state().parse_channel_create({
+        "id": str(forum_id), "guild_id": str(guild.id), "type": 15, "name": name,
+        "position": 9, "permission_overwrites": [], "flags": 0, "available_tags": []})
+    return guild.get_channel(forum_id)
+
+
+async def delete_messages(*messages: discord.Message, wait: bool = True) -> None:
+    """Someone deletes these messages: one MESSAGE_DELETE, or MESSAGE_DELETE_BULK for
+    several (as a moderator's purge does); gone from the fake's channel too. `wait`: until
+    the bot's handlers are done (not from inside a handler: it would wait for itself)."""
+    channel = messages[0].channel
+    kept = backend._cur_config.messages.get(channel.id, [])
+    gone = {m.id for m in messages}
+    backend._cur_config.messages[channel.id] = [m for m in kept if int(m["id"]) not in gone]
+    data = {"channel_id": str(channel.id)}
+    if channel.guild is not None:
+        data["guild_id"] = str(channel.guild.id)
+    state = backend.get_state()
+    if len(messages) == 1:
+        state.parse_message_delete({**data, "id": str(messages[0].id)})
+    else:
+        state.parse_message_delete_bulk({**data, "ids": [str(i) for i in gone]})
+    if wait:
+        await dpytest.run_all_events()
+
+
 async def sent_messages() -> list[discord.Message]:
     """Every message the bot sent since the last call, oldest first."""
     await dpytest.run_all_events()
@@ -148,19 +268,55 @@ async def sent_messages() -> list[discord.Message]:
     return found
 
 
-class RecordingAdapter(AsyncWebhookAdapter):
-    """Discord's interaction endpoints, recorded instead of called."""
+class FakeClock:
+    """A clock a test moves by hand, for RecordingAdapter's answer windows."""
 
     def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class RecordingAdapter(AsyncWebhookAdapter):
+    """Discord's interaction endpoints, recorded instead of called; what Discord would refuse
+    raises (and is recorded in `refused`) instead."""
+
+    def __init__(self, clock=time.monotonic):
         super().__init__()
         self.calls: list[tuple[str, str, dict]] = []
+        self.refused: list[tuple[str, str, str]] = []
+        self.clock = clock
+        self.created: dict[str, float] = {}  # interaction id or token -> when it arrived
+
+    def arrived(self, payload: dict) -> None:
+        now = self.clock()
+        self.created[payload["id"]] = self.created[payload["token"]] = now
+
+    def _refuse(self, route, status: int, code: int, text: str):
+        self.refused.append((route.method, route.path, text))
+        return refusal(None, route.path, status, code, text)
 
     async def request(self, route, session, *, payload=None, multipart=None, files=None,
                       **kwargs):
         if payload is None and multipart:
             payload = json.loads(multipart[0]["value"])
-        self.calls.append((route.method, route.path, payload or {}))
-        if route.path.endswith("/callback"):
+        payload = payload or {}
+        callback = route.path.endswith("/callback")
+        key = str(route.webhook_id) if callback else route.webhook_token
+        age = self.clock() - self.created.get(key, self.clock())
+        if (callback and age > ANSWER_WINDOW_S) or age > TOKEN_LIFETIME_S:
+            raise self._refuse(route, 404, 10062, "Unknown interaction")
+        content = payload.get("data", payload).get("content") if callback else payload.get(
+            "content")
+        if content is not None and len(content) > MESSAGE_LIMIT:
+            raise self._refuse(route, 400, 50035, "Invalid Form Body: content: Must be 2000 "
+                                                  "or fewer in length.")
+        self.calls.append((route.method, route.path, payload))
+        if callback:
             return {"interaction": {"id": str(route.webhook_id), "type": 2}}
         return {"id": str(factories.make_id()), "channel_id": "0", "type": 0,
                 "content": (payload or {}).get("content", ""), "author": factories.make_user_dict(
@@ -169,13 +325,19 @@ class RecordingAdapter(AsyncWebhookAdapter):
                 "timestamp": "2026-01-01T00:00:00+00:00", "edited_timestamp": None, "flags": 64}
 
     def answers(self) -> list[dict]:
-        """The content of each message answer (callback or edit), with its ephemeral flag."""
-        found = []
+        """The content of each message answer (callback, edit or follow-up), with its ephemeral
+        flag (an edit of a deferred answer is as ephemeral as the deferral was)."""
+        found, deferred_ephemeral = [], False
         for _method, path, payload in self.calls:
-            data = payload.get("data", payload) if path.endswith("/callback") else payload
+            callback = path.endswith("/callback")
+            data = payload.get("data", payload) if callback else payload
+            flags = data.get("flags") or 0
+            if callback and payload.get("type") == 5:  # "thinking...": edited later
+                deferred_ephemeral = bool(flags & 64)
             if "content" in data:
+                edit = path.endswith("/messages/@original")
                 found.append({"content": data["content"],
-                              "ephemeral": bool((data.get("flags") or 0) & 64),
+                              "ephemeral": deferred_ephemeral if edit else bool(flags & 64),
                               "type": payload.get("type")})
         return found
 
@@ -194,12 +356,20 @@ def _member_payload(who: discord.Member, channel) -> dict:
 
 def interaction_payload(bot, who: discord.Member, channel, data: dict,
                         kind: int = 2) -> dict:
-    return {"id": str(factories.make_id()), "application_id": str(bot.user.id), "type": kind,
-            "token": "interaction-token", "version": 1, "locale": "en-US",
+    """An INTERACTION_CREATE payload from `who` in `channel` (a thread's names its parent)."""
+    raw_channel = {"id": str(channel.id), "type": channel.type.value,
+                   "guild_id": str(channel.guild.id), "name": channel.name, "position": 0,
+                   "permission_overwrites": []}
+    if isinstance(channel, discord.Thread):
+        raw_channel.update(parent_id=str(channel.parent_id), owner_id=str(channel.owner_id),
+                           thread_metadata={"archived": False, "auto_archive_duration": 1440,
+                                            "archive_timestamp": "2026-01-01T00:00:00+00:00",
+                                            "locked": False})
+    interaction_id = str(factories.make_id())
+    return {"id": interaction_id, "application_id": str(bot.user.id), "type": kind,
+            "token": f"token-{interaction_id}", "version": 1, "locale": "en-US",
             "attachment_size_limit": 8 * 1024 * 1024, "guild_id": str(channel.guild.id),
-            "channel_id": str(channel.id),
-            "channel": {"id": str(channel.id), "type": 0, "guild_id": str(channel.guild.id),
-                        "name": channel.name, "position": 0, "permission_overwrites": []},
+            "channel_id": str(channel.id), "channel": raw_channel,
             "member": _member_payload(who, channel), "app_permissions": "0", "data": data}
 
 
@@ -219,10 +389,11 @@ def message_menu_data(name: str, target: discord.Message) -> dict:
             "resolved": {"messages": {str(target.id): resolved}}}
 
 
-async def slash_as(bot, who: discord.Member, channel, *names: str, **options) -> dict:
+async def slash_as(bot, who: discord.Member, channel, *names: str,
+                   recorder: RecordingAdapter | None = None, **options) -> dict:
     """Run `/names... options` as `who` in `channel`; returns the last answer it gave (with
     every recorded call under "calls")."""
-    recorder = RecordingAdapter()
+    recorder = recorder or RecordingAdapter()
     await invoke(bot, interaction_payload(bot, who, channel, slash_data(*names, **options)),
                  recorder)
     answers = recorder.answers()
@@ -233,7 +404,8 @@ async def slash_as(bot, who: discord.Member, channel, *names: str, **options) ->
 async def invoke(bot, payload: dict, recorder: RecordingAdapter, timeout: float = 10.0) -> None:
     """Deliver an interaction through the gateway parser and wait until it is answered."""
     async_context.set(recorder)
-    before = len(recorder.calls)
+    before = len(recorder.calls), len(recorder.refused)
+    recorder.arrived(payload)
     bot._connection.parse_interaction_create(payload)
     async with asyncio.timeout(timeout):
         while True:
@@ -241,7 +413,8 @@ async def invoke(bot, payload: dict, recorder: RecordingAdapter, timeout: float 
             busy = [t for t in asyncio.all_tasks()
                     if t.get_name().startswith(("CommandTree-invoker", "discord-ui-modal"))
                     and not t.done()]
-            if len(recorder.calls) > before and not busy:
+            if (len(recorder.calls), len(recorder.refused)) != before and not busy:
+                await dpytest.run_all_events()  # listeners of the interaction finish too
                 return
 
 

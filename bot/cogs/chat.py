@@ -1,54 +1,36 @@
-"""The chat cog: decides when to answer, gathers the conversation, sends and stores the reply."""
+"""The chat cog: decides when to answer, gathers the conversation, sends and stores the reply,
+and applies deleted messages to the store.
+
+A thread (a forum post too) follows its parent channel: `/chat on` and the style of the parent
+apply in its threads. How a reply is sent lives in bot/cogs/replies.py.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from contextlib import asynccontextmanager
 
 import discord
 from discord.ext import commands
 
-from bot.conversation import STORE_REPLY, Conversation, Failure
+from bot.cogs.replies import add_rating_reactions, send_reply
+from bot.conversation import STORE_REPLY, Conversation, Failure, Origin
 from bot.dialogue import Turn
 from bot.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-MESSAGE_LIMIT = 2000
-THUMBS_UP = "\N{THUMBS UP SIGN}"
-THUMBS_DOWN = "\N{THUMBS DOWN SIGN}"
 COOLDOWN_REPLY = "One moment please - I answer each person at most every {seconds:g} seconds."
+# Deleted message ids are remembered this long, so a question or context message deleted while
+# its reply was being made is taken out of the exchange once that is stored.
+DELETIONS_KEPT_S = 900.0
 
 
-def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
-    """Pieces of at most `limit` characters, cut at a line break or space where there is one."""
-    pieces = []
-    while len(text) > limit:
-        cut = max(text.rfind("\n", 0, limit + 1), text.rfind(" ", 0, limit + 1))
-        if cut <= limit // 2:  # no good break nearby: cut hard rather than make tiny pieces
-            cut = limit
-        pieces.append(text[:cut])
-        text = text[cut:].lstrip("\n ") if cut < limit else text[cut:]
-    if text or not pieces:
-        pieces.append(text)
-    return pieces
-
-
-async def send_reply(message: discord.Message, text: str) -> list[discord.Message]:
-    """Send `text` as a reply to `message`, split to Discord's limit.
-
-    Mentions are disabled by the client's `allowed_mentions` (AllowedMentions.none()), so a
-    generated "@everyone" or "<@id>" is shown but never pings; the reply does not ping the
-    author either.
-    """
-    sent = []
-    for number, piece in enumerate(split_message(text)):
-        if number == 0:
-            sent.append(await message.reply(piece))
-        else:
-            sent.append(await message.channel.send(piece))
-    return sent
+def parent_of(channel) -> int | None:
+    """The parent channel of a thread or forum post (None for anything else)."""
+    return channel.parent_id if isinstance(channel, discord.Thread) else None
 
 
 @asynccontextmanager
@@ -81,6 +63,7 @@ class Chat(commands.Cog):
         self.bot = bot
         self.settings = bot.settings
         self.conversation: Conversation = bot.conversation
+        self._deleted: dict[int, float] = {}  # message id -> when its deletion was seen
 
     # --- when to answer -----------------------------------------------------------------------
 
@@ -98,9 +81,14 @@ class Chat(commands.Cog):
         except discord.HTTPException:
             return None
 
+    def is_chat(self, message: discord.Message) -> bool:
+        """A person's message with text: not a system message (joins, pins, boosts, a thread
+        started), not empty nor attachments only once the bot's mention is taken out."""
+        return not message.is_system() and bool(plain_text(message, self.bot.user))
+
     async def should_answer(self, message: discord.Message) -> bool:
         me = self.bot.user
-        if message.author.bot or message.author.id == me.id:
+        if message.author.bot or message.author.id == me.id or not self.is_chat(message):
             return False
         if message.guild is None:
             return self.settings.dm_enabled
@@ -109,33 +97,41 @@ class Chat(commands.Cog):
         parent = await self._referenced(message)
         if parent is not None and parent.author.id == me.id:
             return True
-        return await self.conversation.answers_every_message(message.channel.id)
+        return await self.conversation.answers_every_message(message.channel.id,
+                                                             parent_of(message.channel))
 
     # --- the conversation ---------------------------------------------------------------------
 
-    def _turn(self, message: discord.Message) -> Turn:
-        role = "bot" if message.author.id == self.bot.user.id else "user"
-        return Turn(role, plain_text(message, self.bot.user))
+    def _turn(self, message: discord.Message) -> tuple[Turn, Origin]:
+        """The message as a turn, with where it came from (a person's turn names its author)."""
+        if message.author.id == self.bot.user.id:
+            return Turn("bot", plain_text(message, self.bot.user)), Origin(message.id)
+        return (Turn("user", plain_text(message, self.bot.user)),
+                Origin(message.id, message.author.id))
 
-    async def conversation_turns(self, message: discord.Message) -> list[Turn]:
-        """The reply chain above `message` (or the channel's last messages), oldest first."""
+    async def conversation_turns(self, message: discord.Message
+                                 ) -> tuple[list[Turn], list[Origin]]:
+        """The reply chain above `message` (or the channel's last messages), oldest first, and
+        where each earlier turn came from."""
         limit = self.settings.context_messages
-        earlier: list[Turn] = []
+        earlier: list[tuple[Turn, Origin]] = []
         if message.reference is not None:
             current = message
             while len(earlier) < limit:
                 current = await self._referenced(current)
                 if current is None:
                     break
-                earlier.insert(0, self._turn(current))
+                if not current.is_system():
+                    earlier.insert(0, self._turn(current))
         elif limit:
             try:
                 async for older in message.channel.history(limit=limit, before=message):
-                    if older.content:
+                    if older.content and not older.is_system():
                         earlier.insert(0, self._turn(older))
             except discord.HTTPException as error:  # e.g. no Read Message History
                 log.info("no channel history for context: %s", error)
-        return [*earlier, self._turn(message)]
+        turns = [turn for turn, _ in earlier] + [self._turn(message)[0]]
+        return turns, [origin for _, origin in earlier]
 
     # --- answering ----------------------------------------------------------------------------
 
@@ -168,11 +164,12 @@ class Chat(commands.Cog):
             log.warning("could not answer in channel %s: %s", message.channel.id, error)
 
     async def answer(self, message: discord.Message) -> None:
-        turns = await self.conversation_turns(message)
+        turns, origins = await self.conversation_turns(message)
         guild_id = message.guild.id if message.guild else None
         async with typing_in(message.channel):
-            draft = await self.conversation.draft(turns, guild_id=guild_id,
-                                                  channel_id=message.channel.id)
+            draft = await self.conversation.draft(
+                turns, guild_id=guild_id, channel_id=message.channel.id,
+                parent_id=parent_of(message.channel), origins=origins)
         if isinstance(draft, Failure):
             await self._send_quietly(message, draft.text)
             return
@@ -184,7 +181,15 @@ class Chat(commands.Cog):
         try:
             exchange = await self.conversation.keep(
                 draft, source="discord", user_id=message.author.id, message_id=sent[0].id,
-                user_message_id=message.id)
+                extra_message_ids=[piece.id for piece in sent[1:]], user_message_id=message.id)
+            # A message deleted while the reply was made leaves the exchange now.
+            raced = self._deleted_among([message.id, *(o.message_id for o in origins)])
+            if raced:
+                await self.conversation.messages_deleted(raced)
+            if message.id in raced:
+                log.info("reply %s: its question was deleted meanwhile, so nothing is kept",
+                         sent[0].id)
+                return
         except StoreUnavailable as error:
             # The reply is out but cannot be rated: no rating buttons invite a lost rating.
             log.error("reply %s in channel %s was sent but not stored: the store is "
@@ -192,11 +197,39 @@ class Chat(commands.Cog):
             return
         log.info("answered with adapter %s in %.0f ms (exchange %s)",
                  exchange.adapter_version, exchange.latency_ms, exchange.id)
+        if message.guild is not None:  # ratings are a server's: none under a DM reply
+            await add_rating_reactions(sent)
+
+    # --- deleted messages ---------------------------------------------------------------------
+
+    def _deleted_among(self, message_ids) -> list[int]:
+        return [i for i in message_ids if i is not None and i in self._deleted]
+
+    async def _apply_deletions(self, message_ids: set[int]) -> None:
+        """Take deleted messages out of the store (and remember them a while, for replies
+        being made meanwhile)."""
+        now = time.monotonic()
+        self._deleted = {i: t for i, t in self._deleted.items() if now - t < DELETIONS_KEPT_S}
+        self._deleted.update(dict.fromkeys(message_ids, now))
         try:
-            for emoji in (THUMBS_UP, THUMBS_DOWN):
-                await sent[0].add_reaction(emoji)
-        except discord.HTTPException as error:  # no Add Reactions: ratings can still be added
-            log.warning("could not add rating reactions: %s", error)
+            done = await self.conversation.messages_deleted(message_ids)
+        except StoreUnavailable as error:
+            log.error("%d deleted message(s) not applied to the store: it is unavailable (%s)",
+                      len(message_ids), error)
+            return
+        if done.exchanges or done.context_turns or done.replies:
+            log.info("deleted messages applied: %d exchange(s) forgotten, %d context turn(s) "
+                     "dropped, %d reply(ies) out of the training data", done.exchanges,
+                     done.context_turns, done.replies)
+
+    @commands.Cog.listener()
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        await self._apply_deletions({payload.message_id})
+
+    @commands.Cog.listener()
+    async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent
+                                         ) -> None:
+        await self._apply_deletions(set(payload.message_ids))
 
 
 async def setup(bot) -> None:

@@ -2,6 +2,10 @@
 
 Moderator: the MODERATOR_ROLE role or Manage Messages (admins count too).
 Admin: the ADMIN_ROLE role or Manage Server.
+A role setting names the role or gives its id (a renamed role keeps its id).
+
+These checks decide; the commands' `default_member_permissions` only choose whom Discord shows
+them to.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ class NotAdmin(app_commands.CheckFailure):
         super().__init__("Only server admins can do that.")
 
 
-def _has_role(member: discord.abc.User, name: str | None) -> bool:
-    return bool(name) and isinstance(member, discord.Member) and any(
-        role.name == name for role in member.roles)
+def _has_role(member: discord.abc.User, name_or_id: str | None) -> bool:
+    """Whether the member has the role of that name or that id."""
+    return bool(name_or_id) and isinstance(member, discord.Member) and any(
+        role.name == name_or_id or str(role.id) == name_or_id for role in member.roles)
 
 
 def is_admin(member: discord.abc.User, permissions: discord.Permissions, settings) -> bool:

@@ -16,7 +16,8 @@ from discord_helpers import (
 from store_util import exchange_count
 
 from bot.app import build_bot
-from bot.cogs.chat import COOLDOWN_REPLY, THUMBS_DOWN, THUMBS_UP, send_reply, split_message
+from bot.cogs.chat import COOLDOWN_REPLY
+from bot.cogs.replies import THUMBS_DOWN, THUMBS_UP, send_reply, split_message
 from bot.conversation import FAILED_REPLY
 from bot.dialogue import BOT_MARK, USER_MARK, build_prompt
 
@@ -128,7 +129,7 @@ async def test_a_reply_cannot_ping_anyone(bot):
     text = f"@everyone @here look <@&{asked.guild.id}> and <@{alice.id}>"
     [sent] = await send_reply(asked, text)
 
-    fresh = build_bot(bot.settings, bot.store, bot.generator, sync_commands=False)
+    fresh = build_bot(bot.settings, bot.store, bot.generator)
     assert fresh.allowed_mentions.to_dict() == discord.AllowedMentions.none().to_dict()
     assert sent.content == text
     # Discord pings nothing for an empty parse list; replied_user defaults to false.
@@ -223,9 +224,8 @@ async def test_a_channel_turned_on_answers_every_message(bot, store):
 
 
 async def test_shard_count_makes_an_auto_sharded_bot_with_the_same_safety(fast, store, engine):
-    sharded = build_bot(fast.model_copy(update={"shard_count": 2}), store, engine,
-                        sync_commands=False)
-    plain = build_bot(fast, store, engine, sync_commands=False)
+    sharded = build_bot(fast.model_copy(update={"shard_count": 2}), store, engine)
+    plain = build_bot(fast, store, engine)
 
     assert isinstance(sharded, discord.AutoShardedClient) and sharded.shard_count == 2
     assert not isinstance(plain, discord.AutoShardedClient)

@@ -159,7 +159,7 @@ async def test_stats_for_moderators_only(bot, store):
     shown = await slash(bot, "mod", "stats")
 
     assert shown["content"].startswith("Exchanges 1, rated 0") and shown["ephemeral"]
-    assert "base: exchanges 1" in shown["content"]
+    assert "base (in service): exchanges 1" in shown["content"]
 
 
 async def test_teach_menu_opens_a_modal_for_moderators_and_stores_the_correction(bot, store,
@@ -177,12 +177,8 @@ async def test_teach_menu_opens_a_modal_for_moderators_and_stores_the_correction
     recorder = RecordingAdapter()
     await invoke(bot, interaction_payload(bot, member("mod"), channel, menu), recorder)
     [modal] = recorder.modals()
-    text_input = modal["components"][0]["components"][0]
     assert modal["title"] == "Teach a better reply"
-
-    submit = {"custom_id": modal["custom_id"], "components": [{"type": 1, "components": [
-        {"type": 4, "custom_id": text_input["custom_id"],
-         "value": "We are open 9 to 5, Monday to Friday."}]}]}
+    submit = modal_submit(modal, "We are open 9 to 5, Monday to Friday.")
     recorder = RecordingAdapter()
     await invoke(bot, interaction_payload(bot, member("mod"), channel, submit, kind=5),
                  recorder)
@@ -191,6 +187,13 @@ async def test_teach_menu_opens_a_modal_for_moderators_and_stores_the_correction
     [correction] = await corrections(store, exchange.id)
     assert correction.text == "We are open 9 to 5, Monday to Friday."
     assert correction.moderator_hash == store.user_hash(member("mod").id)
+
+
+def modal_submit(modal: dict, text: str) -> dict:
+    """The data Discord sends when the moderator submits `modal` with `text` typed in."""
+    [label] = [c for c in modal["components"] if c["type"] == 18]
+    return {"custom_id": modal["custom_id"], "components": [{"type": 18, "component": {
+        "type": 4, "custom_id": label["component"]["custom_id"], "value": text}}]}
 
 
 async def test_teach_on_a_message_that_is_not_a_reply(bot, channel):

@@ -12,7 +12,7 @@ from discord.ext.test import callbacks
 from discord_helpers import cleanup, make_bot, make_role, member, sent_messages
 
 from bot import conversation as conversation_module
-from bot.cogs.chat import THUMBS_UP
+from bot.cogs.replies import THUMBS_UP
 from bot.conversation import STORE_REPLY
 from bot.local_redis import LocalRedis
 from bot.store import Store

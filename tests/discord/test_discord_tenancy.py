@@ -10,7 +10,7 @@ import pytest
 from discord.ext.test import backend
 from discord_helpers import cleanup, make_bot, make_role, member, sent_messages, slash_as
 
-from bot.cogs.chat import THUMBS_UP
+from bot.cogs.replies import THUMBS_UP
 from bot.console import Console
 from bot.runtime import Runtime
 from trainer.cycle import run_cycle

@@ -1,0 +1,114 @@
+"""How a reply reaches Discord, in one place: split to the 2,000-character limit (never inside a
+``` block without closing and reopening it), sent as a reply that survives its question being
+deleted, and 👍/👎 under every piece so moderators can rate any of them (every piece maps to one
+exchange in the store).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import discord
+
+log = logging.getLogger(__name__)
+
+MESSAGE_LIMIT = 2000
+THUMBS_UP = "\N{THUMBS UP SIGN}"
+THUMBS_DOWN = "\N{THUMBS DOWN SIGN}"
+RATING_OF = {THUMBS_UP: 1, THUMBS_DOWN: -1}
+# Skin-tone modifiers (U+1F3FB..U+1F3FF) and the emoji presentation selector do not change
+# what a 👍 means.
+_EMOJI_VARIATION = re.compile("[\U0001F3FB-\U0001F3FF\uFE0F]")
+
+FENCE = "```"
+_CLOSE = "\n" + FENCE
+_LANGUAGE = re.compile(r"[\w+#.-]{1,32}")
+
+
+def rating_of(emoji: discord.PartialEmoji | str) -> int | None:
+    """+1 for 👍, -1 for 👎 (in any skin tone), None for any other reaction."""
+    return RATING_OF.get(_EMOJI_VARIATION.sub("", str(emoji)))
+
+
+def open_fence(text: str) -> str | None:
+    """The opening fence (with its language, e.g. "```py") of a ``` block that `text` leaves
+    open, or None when every block in it is closed."""
+    opener, at = None, text.find(FENCE)
+    while at != -1:
+        if opener is None:
+            end = text.find("\n", at + len(FENCE))
+            info = text[at + len(FENCE):end] if end != -1 else ""
+            opener = FENCE + (info if _LANGUAGE.fullmatch(info) else "")
+        else:
+            opener = None
+        at = text.find(FENCE, at + len(FENCE))
+    return opener
+
+
+def _cut(text: str, room: int, keep: int) -> tuple[int, bool]:
+    """Where to cut `text` to at most `room` characters (never before `keep`): at a line break
+    when one is in the second half, else at a space there, else hard; and whether it was at
+    such a break. A hard cut never splits a ``` apart."""
+    for separator in ("\n", " "):
+        soft = text.rfind(separator, 0, room + 1)
+        if soft > max(room // 2, keep):
+            return soft, True
+    cut = room
+    for back in (1, 2):  # a fence starting just before the cut would be cut in two
+        if text.startswith(FENCE, cut - back) and cut - back > keep:
+            cut -= back
+            break
+    return cut, False
+
+
+def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
+    """Pieces of at most `limit` characters, cut at a line break or space where there is one.
+
+    A piece that ends inside a ``` block closes it, and the next piece opens it again with the
+    same language, so each piece shows its code as code.
+    """
+    pieces: list[str] = []
+    reopen = ""
+    while len(reopen + text) > limit:
+        body = reopen + text
+        cut, soft = _cut(body, limit, len(reopen))
+        opener = open_fence(body[:cut])
+        if opener is not None:  # room for the closing fence
+            cut, soft = _cut(body, limit - len(_CLOSE), len(reopen))
+            opener = open_fence(body[:cut])
+        pieces.append(body[:cut] + (_CLOSE if opener is not None else ""))
+        rest = body[cut + 1:] if soft else body[cut:]
+        # Outside code, the next piece starts at a word; inside, indentation is kept.
+        text = rest if opener is not None else rest.lstrip("\n ")
+        reopen = opener + "\n" if opener is not None else ""
+    body = reopen + text
+    if body or not pieces:
+        pieces.append(body)
+    return pieces
+
+
+async def send_reply(message: discord.Message, text: str) -> list[discord.Message]:
+    """Send `text` as a reply to `message`, split to Discord's limit; returns every piece sent.
+
+    The reference says `fail_if_not_exists=False`: a question deleted while the bot generated
+    still gets its answer (Discord would otherwise refuse the reply with HTTP 400). Mentions
+    are disabled by the client's `allowed_mentions` (AllowedMentions.none()), so a generated
+    "@everyone" or "<@id>" is shown but never pings; the reply does not ping the author either.
+    """
+    reference = message.to_reference(fail_if_not_exists=False)
+    sent = []
+    for number, piece in enumerate(split_message(text)):
+        sent.append(await message.channel.send(piece,
+                                               reference=reference if number == 0 else None))
+    return sent
+
+
+async def add_rating_reactions(pieces: list[discord.Message]) -> None:
+    """👍 and 👎 under every piece of a reply (a moderator may rate any of them)."""
+    try:
+        for piece in pieces:
+            for emoji in (THUMBS_UP, THUMBS_DOWN):
+                await piece.add_reaction(emoji)
+    except discord.HTTPException as error:  # no Add Reactions: ratings can still be added
+        log.warning("could not add rating reactions: %s", error)
