@@ -28,7 +28,7 @@ from bot.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-COGS = ("bot.cogs.chat", "bot.cogs.ratings", "bot.cogs.admin")
+COGS = ("bot.cogs.chat", "bot.cogs.ratings", "bot.cogs.admin", "bot.cogs.health")
 APOLOGY = "Sorry, something went wrong on my side. Please try again later."
 STORE_APOLOGY = "Sorry, I can't reach my memory right now; nothing was changed. Please try again."
 MODLOG_NUMBERS = 30  # report entries shown in a modlog post

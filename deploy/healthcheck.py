@@ -1,14 +1,19 @@
 """Health check for the bot and trainer containers (and systemd hosts).
 
 Healthy means: the settings in the environment are valid and the store answers with the
-schema this code speaks (`Store.ping`). Exits 0 when healthy, 1 otherwise, with one line that
-says why; it never prints a setting's value, so no password or token reaches the logs.
+schema this code speaks (`Store.ping`). With `--discord` (the bot's check) also: the bot
+process on this host wrote a heartbeat lately (bot/cogs/health.py) and its gateway connection
+is up, every shard ready. Exits 0 when healthy, 1 otherwise, with one line that says why; it
+never prints a setting's value, so no password or token reaches the logs.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import socket
 import sys
+import time
 
 from redis.exceptions import RedisError
 
@@ -17,24 +22,49 @@ from bot.redact import redact, secrets_of
 from bot.store import Store, StoreError
 
 TIMEOUT_S = 5.0
+HEARTBEAT_STALE_S = 90.0  # three missed beats (the bot writes one every 30 s)
 
 
-async def _ping(settings) -> None:
+async def _check(settings, discord: bool) -> dict | None:
+    """Ping the store; with `discord`, also read this host's bot heartbeat."""
     store = Store.from_settings(settings)
     try:
         await asyncio.wait_for(store.ping(), TIMEOUT_S)
+        if discord:
+            return await asyncio.wait_for(store.heartbeat(socket.gethostname()), TIMEOUT_S)
+        return None
     finally:
         await store.close()
 
 
-def main() -> int:
+def discord_problem(beat: dict | None, now: float) -> str | None:
+    """Why the bot's Discord connection is not healthy, from its heartbeat (None: healthy)."""
+    if beat is None:
+        return ("no heartbeat from the bot on this host (not started, not connected yet, or "
+                "it cannot write to Redis)")
+    age = now - float(beat.get("at", 0))
+    if age > HEARTBEAT_STALE_S:
+        return f"the bot's last heartbeat is {age:.0f} s old"
+    ready, count = beat.get("shards_ready", 0), beat.get("shard_count", 1)
+    if not beat.get("ready") or ready < count:
+        return f"not connected to the gateway ({ready}/{count} shards ready)"
+    if beat.get("latency_ms") is None:
+        return "no gateway latency measured yet"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--discord", action="store_true",
+                        help="also check the bot's Discord connection (for the bot's host)")
+    args = parser.parse_args(argv)
     try:
         settings = load_settings()
     except SettingsError as error:
         print(f"unhealthy: {error}")
         return 1
     try:
-        asyncio.run(_ping(settings))
+        beat = asyncio.run(_check(settings, args.discord))
     except TimeoutError:
         print(f"unhealthy: Redis did not answer within {TIMEOUT_S:.0f} s")
         return 1
@@ -43,7 +73,16 @@ def main() -> int:
         print(redact(f"unhealthy: Redis: {type(error).__name__}: {error}",
                      secrets_of(settings)))
         return 1
-    print("healthy: settings valid, store answers")
+    if not args.discord:
+        print("healthy: settings valid, store answers")
+        return 0
+    problem = discord_problem(beat, time.time())
+    if problem:
+        print(f"unhealthy: Discord: {problem}")
+        return 1
+    print(f"healthy: settings valid, store answers, Discord connected (gateway latency "
+          f"{beat['latency_ms']:.0f} ms, {beat['shards_ready']}/{beat['shard_count']} shards "
+          f"ready, heartbeat {time.time() - beat['at']:.0f} s ago)")
     return 0
 
 

@@ -123,7 +123,9 @@ def test_compose_app_services_run_on_a_gpu_after_redis(service):
     devices = spec["deploy"]["resources"]["reservations"]["devices"]
     assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
     check = spec["healthcheck"]["test"]
-    assert check[0] == "CMD" and check[-1] == "/opt/learning-bot/healthcheck.py"
+    assert check[:3] == ["CMD", "python", "/opt/learning-bot/healthcheck.py"]
+    # The bot's check also asks for its Discord connection; the trainer has none.
+    assert check[3:] == (["--discord"] if service == "bot" else [])
     assert "COPY deploy/healthcheck.py /opt/learning-bot/healthcheck.py" in dockerfile()
 
 
