@@ -15,6 +15,7 @@ from discord.ext import commands
 
 from bot import actions
 from bot.cogs.checks import admin_only, moderator_only
+from bot.store.privacy import requester
 
 # Whom Discord shows the commands to by default (a server's admins may change that under
 # Server Settings > Integrations); the checks in code decide whatever it shows.
@@ -138,7 +139,7 @@ class Admin(commands.Cog):
     @train.command(name="now", description="Ask the trainer for a training cycle now")
     @admin_only()
     async def train_now(self, interaction: discord.Interaction) -> None:
-        requested_by = f"discord:{self.bot.store.user_hash(interaction.user.id)[:16]}"
+        requested_by = requester(self.bot.store.user_hash(interaction.user.id))
         await _answer(interaction, await self.actions.train_now(interaction.guild_id,
                                                                 requested_by))
 

@@ -3,8 +3,8 @@
 `forget_user` deletes everything the store holds of one person, in every server: the exchanges
 they asked (with the replies, ratings and corrections), their messages inside other people's
 exchanges (the context turns they wrote are dropped), their ratings and corrections as a
-moderator (the counters follow), their hash in the rating event streams, on the styles they set
-and in their cooldown keys.
+moderator (the counters follow), their hash in the rating event streams, on the styles they set,
+on a "train now" request they made and in their cooldown keys.
 
 `forget_messages` applies deleted Discord messages: a deleted user message's exchange is
 forgotten and its text leaves every exchange that held it as context; a deleted bot reply's
@@ -15,9 +15,11 @@ Adapters trained before keep what they learned; no later cycle uses the forgotte
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from bot.store import scripts
 from bot.store.keys import COOLDOWN_PURPOSES
 
 EVENT_CHUNK = 1000
@@ -57,8 +59,26 @@ async def forget_user(store, user_id: int | str) -> Forgotten:
     done.ratings, done.corrections = await exchanges.forget_moderator(user_hash)
     done.events = await _scrub_events(store, user_hash)
     done.styles = await store.styles.forget_setter(user_hash)
+    await _scrub_requests(store, user_hash)
     await store.r.delete(*(k.cooldown(purpose, user_hash) for purpose in COOLDOWN_PURPOSES))
     return done
+
+
+def requester(user_hash: str) -> str:
+    """How a "train now" request names the admin who made it from Discord."""
+    return f"discord:{user_hash[:16]}"
+
+
+async def _scrub_requests(store, user_hash: str) -> None:
+    """A pending "train now" request of this admin stays, without their name. (Rewritten only
+    while unchanged; a trainer that saw the old one keeps the request for one more cycle.)"""
+    replace = store.r.register_script(scripts.REPLACE_IF_SAME)
+    for tenant in await store.tenants():
+        key = store.keys.of(tenant).trainer("request")
+        raw = await store.r.get(key)
+        if raw is None or json.loads(raw).get("by") != requester(user_hash):
+            continue
+        await replace(keys=[key], args=[raw, json.dumps({**json.loads(raw), "by": "forgotten"})])
 
 
 async def _scrub_events(store, user_hash: str) -> int:
