@@ -389,6 +389,13 @@ def message_menu_data(name: str, target: discord.Message) -> dict:
             "resolved": {"messages": {str(target.id): resolved}}}
 
 
+def modal_submit(modal: dict, text: str) -> dict:
+    """The data Discord sends when someone submits `modal` (as sent) with `text` typed in."""
+    [label] = [c for c in modal["components"] if c["type"] == 18]
+    return {"custom_id": modal["custom_id"], "components": [{"type": 18, "component": {
+        "type": 4, "custom_id": label["component"]["custom_id"], "value": text}}]}
+
+
 async def slash_as(bot, who: discord.Member, channel, *names: str,
                    recorder: RecordingAdapter | None = None, **options) -> dict:
     """Run `/names... options` as `who` in `channel`; returns the last answer it gave (with

@@ -38,10 +38,10 @@ def heartbeat_of(bot) -> dict:
         states = [{"id": shard_id, "ready": not info.is_closed(), "latency_ms": _ms(info.latency)}
                   for shard_id, info in sorted(shards.items())]
         count = bot.shard_count or len(states)
-    else:
+    else:  # a plain bot, or a sharded one before its shards connect
         states = [{"id": 0, "ready": bot.is_ready() and not bot.is_closed(),
                    "latency_ms": _ms(bot.latency)}]
-        count = 1
+        count = getattr(bot, "shard_count", None) or 1
     return {"at": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
             "ready": bot.is_ready(), "latency_ms": _ms(bot.latency), "shard_count": count,
             "shards_ready": sum(1 for state in states if state["ready"]), "shards": states,

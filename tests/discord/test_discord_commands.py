@@ -20,6 +20,7 @@ from discord_helpers import (
     make_role,
     member,
     message_menu_data,
+    modal_submit,
     sent_messages,
     slash_as,
 )
@@ -187,13 +188,6 @@ async def test_teach_menu_opens_a_modal_for_moderators_and_stores_the_correction
     [correction] = await corrections(store, exchange.id)
     assert correction.text == "We are open 9 to 5, Monday to Friday."
     assert correction.moderator_hash == store.user_hash(member("mod").id)
-
-
-def modal_submit(modal: dict, text: str) -> dict:
-    """The data Discord sends when the moderator submits `modal` with `text` typed in."""
-    [label] = [c for c in modal["components"] if c["type"] == 18]
-    return {"custom_id": modal["custom_id"], "components": [{"type": 18, "component": {
-        "type": 4, "custom_id": label["component"]["custom_id"], "value": text}}]}
 
 
 async def test_teach_on_a_message_that_is_not_a_reply(bot, channel):

@@ -12,7 +12,8 @@ import time
 from paths import REPO
 from subprocess_env import settings_env
 
-from bot.cogs.health import HEARTBEAT_TTL_S
+from bot.app import build_bot
+from bot.cogs.health import HEARTBEAT_TTL_S, heartbeat_of
 
 sys.path.insert(0, str(REPO / "deploy"))
 from healthcheck import discord_problem  # noqa: E402
@@ -43,6 +44,16 @@ async def test_the_bot_beats_once_ready(bot, store):
     assert written["host"] == host and written["shard_count"] == 1
     assert written["guilds"] == len(bot.guilds)
     assert 0 < await store.r.pttl(store.k("hb", "discord", host)) <= HEARTBEAT_TTL_S * 1000
+
+
+async def test_a_sharded_bot_not_yet_connected_beats_unready(fast, store, engine):
+    sharded = build_bot(fast.model_copy(update={"shard_count": 2}), store, engine)
+
+    written = heartbeat_of(sharded)
+
+    assert (written["ready"], written["shard_count"], written["shards_ready"]) == (False, 2, 0)
+    assert written["latency_ms"] is None  # discord.py says nan: JSON gets null
+    assert "0/2 shards ready" in discord_problem(written, time.time())
 
 
 async def test_the_healthcheck_reads_the_bots_connection(fast, store):

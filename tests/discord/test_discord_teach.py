@@ -14,10 +14,10 @@ from discord_helpers import (
     invoke,
     member,
     message_menu_data,
+    modal_submit,
     sent_messages,
 )
 from store_util import corrections
-from test_discord_commands import modal_submit
 
 
 def live_ratings_module():
