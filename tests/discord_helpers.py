@@ -154,7 +154,7 @@ def _record_sends(bot) -> None:
         return data
 
     async def edit_message(channel_id, message_id, **fields):
-        message = sys._getframe(1).f_locals["self"]  # noqa: F841 - dpytest reads this local
+        self = sys._getframe(1).f_locals["self"]  # noqa: F841 - dpytest reads this local
         _too_long(bot, "edit", _payload_of(fields["params"]).get("content"))
         return await edit(channel_id, message_id, **fields)
 

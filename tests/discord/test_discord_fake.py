@@ -1,0 +1,58 @@
+"""The fake Discord of tests/discord_helpers.py refuses what Discord refuses, so a test that
+passes there does not rely on something Discord would turn down."""
+
+from __future__ import annotations
+
+import discord
+import discord.ext.test as dpytest
+import pytest
+from discord_helpers import (
+    FakeClock,
+    RecordingAdapter,
+    delete_messages,
+    interaction_payload,
+    invoke,
+    member,
+    slash_data,
+)
+
+
+async def test_the_fake_refuses_a_reply_to_a_deleted_message_as_discord_does(bot, channel):
+    asked = await dpytest.message("a question", member=member("alice"))
+    await delete_messages(asked)
+
+    with pytest.raises(discord.HTTPException) as refused:
+        await asked.reply("too late")
+    assert refused.value.status == 400 and "Unknown message" in refused.value.text
+    # ... unless the reference allows it to be gone.
+    await asked.channel.send("still here",
+                             reference=asked.to_reference(fail_if_not_exists=False))
+
+
+async def test_the_fake_refuses_messages_over_2000_characters_as_discord_does(bot, channel):
+    sent = await channel.send("short")
+    for attempt in (lambda: channel.send("x" * 2001), lambda: sent.edit(content="y" * 2001)):
+        with pytest.raises(discord.HTTPException) as refused:
+            await attempt()
+        assert refused.value.status == 400 and "2000 or fewer" in refused.value.text
+    edited = await sent.edit(content="z" * 2000)
+    assert edited.content == "z" * 2000
+    assert [what for what, _, _ in bot.refusals] == ["send", "edit"]
+
+
+async def test_an_interaction_answered_after_3_seconds_is_refused(bot, channel, monkeypatch):
+    clock = FakeClock()
+    recorder = RecordingAdapter(clock=clock)
+    show = bot.actions.show_style
+
+    async def slow(*args, **kwargs):
+        clock.advance(3.5)
+        return await show(*args, **kwargs)
+
+    monkeypatch.setattr(bot.actions, "show_style", slow)
+    payload = interaction_payload(bot, member("admin"), channel, slash_data("style", "show"))
+
+    await invoke(bot, payload, recorder)
+
+    assert recorder.calls == []  # neither the answer nor the apology got through
+    assert [text for _, _, text in recorder.refused] == ["Unknown interaction"] * 2
