@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from dataclasses import dataclass
 from typing import Literal
 
+from bot.answer_text import count, pairs, stats_text, when
 from bot.conversation import StyleRejected, validate_style, with_retries
 from bot.follow import Serving
 from bot.generation import BASE_VERSION, AdapterLoadError, Generator
@@ -32,12 +32,10 @@ from bot.text import clean_text
 log = logging.getLogger(__name__)
 
 Scope = Literal["channel", "guild"]
-LIST_SHOWN = 4  # longer lists (loss curves, trials) stay in the report, out of a status line
 UNAVAILABLE = "the store is unavailable right now; nothing was changed - please try again soon"
 RATING_UNAVAILABLE = ("Rating not stored: the store is unavailable right now - please rate "
                       "again in a moment")
 ROLLBACK_ATTEMPTS = 5  # other rollbacks or a promotion may move the pointer meanwhile
-ANSWER_LIMIT = 2000  # the longest answer a front end is sure to show whole (Discord's limit)
 
 
 @dataclass(frozen=True)
@@ -51,37 +49,6 @@ class Answer:
 
 def _where(scope: Scope) -> str:
     return "this channel" if scope == "channel" else "this server"
-
-
-def _when(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(timestamp))
-
-
-def _pairs(values: dict) -> str:
-    """`key value` pairs for a status line: nested dicts inline, long lists left out."""
-    def fmt(value):
-        if isinstance(value, float):
-            return f"{value:.4g}"
-        if isinstance(value, dict):
-            return f"({_pairs(value)})"
-        return str(value)
-    shown = {key: value for key, value in values.items()
-             if not (isinstance(value, list) and len(value) > LIST_SHOWN)}
-    return ", ".join(f"{key} {fmt(value)}" for key, value in shown.items()) or "none recorded"
-
-
-def _share(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0%}"
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}{'' if number == 1 else 's'}"
-
-
-def _version_order(version: str) -> tuple[int, str]:
-    """v2 before v10; the base model first of all."""
-    digits = version.lstrip("v")
-    return (int(digits) if digits.isdigit() else -1, version)
 
 
 def _store_guard(act):
@@ -202,35 +169,7 @@ class Actions:
         in service is always shown."""
         own = self.store.tenant(tenant)
         numbers, active = await own.exchanges.stats(), await own.registry.active()
-        total = numbers["total"]
-        head = (f"Exchanges {total['exchanges']}, rated {total['rated']}, positive share "
-                f"{_share(total['positive_share'])}, corrections {total['corrections']}")
-        rows = sorted(numbers["per_version"].items(), key=lambda item: _version_order(item[0]),
-                      reverse=True)
-        if active in numbers["per_version"]:  # the one in service first
-            rows.sort(key=lambda item: item[0] != active)
-
-        def line(version: str, row: dict) -> str:
-            mark = " (in service)" if version == active else ""
-            return (f"  {version}{mark}: exchanges {row['exchanges']}, rated {row['rated']}, "
-                    f"positive {_share(row['positive_share'])}")
-
-        def rest(left: list) -> str:
-            rated = sum(row["rated"] for _, row in left)
-            positive = sum(row["positive"] for _, row in left)
-            return (f"  ... and {len(left)} older versions: exchanges "
-                    f"{sum(row['exchanges'] for _, row in left)}, rated {rated}, positive "
-                    f"{_share(positive / rated if rated else None)}")
-
-        lines = [head]
-        for shown, (version, row) in enumerate(rows):
-            left = rows[shown + 1:]
-            reserve = len(rest(left)) + 1 if left else 0
-            if len("\n".join([*lines, line(version, row)])) + reserve > ANSWER_LIMIT:
-                lines.append(rest(rows[shown:]))
-                break
-            lines.append(line(version, row))
-        return Answer("\n".join(lines))
+        return Answer(stats_text(numbers, active))
 
     # --- admins: style and chat channels ------------------------------------------------------
 
@@ -315,11 +254,11 @@ class Actions:
             except UnknownAdapter:
                 lines.append("Its registry record is missing.")
             else:
-                lines += [f"Created: {_when(record.created_at)} "
+                lines += [f"Created: {when(record.created_at)} "
                           f"(parent: {record.parent or BASE_VERSION})",
-                          f"Metrics: {_pairs(record.metrics)}",
-                          f"Data: {_pairs(record.data)}",
-                          f"Hyperparameters: {_pairs(record.hyperparameters)}"]
+                          f"Metrics: {pairs(record.metrics)}",
+                          f"Data: {pairs(record.data)}",
+                          f"Hyperparameters: {pairs(record.hyperparameters)}"]
         lines += await self._last_cycle(tenant)
         return Answer("\n".join(lines))
 
@@ -338,8 +277,8 @@ class Actions:
         if not runs:
             return ["Last training cycle: none yet."]
         run = runs[0]
-        when = f" at {_when(run['at'])}" if "at" in run else ""
-        return [f"Last training cycle{when}: {run.get('outcome')} ({run.get('reason', '')})"]
+        at = f" at {when(run['at'])}" if "at" in run else ""
+        return [f"Last training cycle{at}: {run.get('outcome')} ({run.get('reason', '')})"]
 
     @_store_guard
     async def rollback(self, tenant: int) -> Answer:
@@ -392,13 +331,13 @@ class Actions:
     async def forget(self, user_id: int | str) -> Answer:
         """Delete everything of this person in every server (bot/store/privacy.py)."""
         done = await self.store.forget_user(user_id)
-        parts = [f"{_count(done.exchanges, 'exchange')} of yours (messages, replies and their "
+        parts = [f"{count(done.exchanges, 'exchange')} of yours (messages, replies and their "
                  "ratings)",
-                 f"{_count(done.context_turns, 'message')} of yours quoted in other "
+                 f"{count(done.context_turns, 'message')} of yours quoted in other "
                  "people's conversations with the bot",
-                 f"{_count(done.ratings, 'rating')} and "
-                 f"{_count(done.corrections, 'correction')} you gave as a moderator"]
+                 f"{count(done.ratings, 'rating')} and "
+                 f"{count(done.corrections, 'correction')} you gave as a moderator"]
         if done.styles:
-            parts.append(f"your name on {_count(done.styles, 'style')} you set")
+            parts.append(f"your name on {count(done.styles, 'style')} you set")
         return Answer(f"Done: deleted {'; '.join(parts)}. Adapters trained before keep what "
                       "they learned; no later training uses any of it.")
