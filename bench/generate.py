@@ -1,4 +1,5 @@
-"""Benchmark: the batching engine against the seed approach, on the same model in the same run.
+"""Benchmark: the engine against the seed approach (one request at a time), on the same model in
+the same run. (bench/serve.py compares the engine with static batching.)
 
     .venv/bin/python bench/generate.py [--model DIR_OR_NAME] [--device cpu] [--concurrency 16]
                                        [--max-new-tokens 64] [--quick]
@@ -18,12 +19,11 @@ bot's sampling settings, so tokens/s compare fairly.
 
 - swap under load: a wave of requests, an adapter swap while its batch runs, a second wave
   sent during the swap, a short third one after it. Reports the swap time under load (the
-  call until the new adapter is in service: it is attached between batches, so this includes
-  the rest of the batch in flight), the swap time when idle (the load itself), which version
-  served how many requests, and failures.
+  call until the new adapter is in service: it is attached between decode steps), the swap
+  time when idle (the load itself), which version served how many requests, and failures.
 
 - mixed adapters: the same requests on one adapter, then spread over --adapters adapters (one
-  batch mixes them through peft's adapter_names); mixed_ratio = mixed tokens/s / single.
+  decode step mixes them through peft's adapter_names); mixed_ratio = mixed tokens/s / single.
 
 The last line reads `throughput_ratio=R p95_engine_ms=A p50_baseline_ms=B failed_during_swap=N
 mixed_ratio=M`.

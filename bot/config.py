@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     # --- model and generation --------------------------------------------------------------
     model_name: str = "gpt2"
     device: str = "auto"
+    model_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     max_new_tokens: int = Field(64, ge=1, le=512)
     temperature: float = Field(0.8, ge=0.0, le=5.0)
     top_p: float = Field(0.9, gt=0.0, le=1.0)
@@ -91,7 +92,20 @@ class Settings(BaseSettings):
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     early_stop_patience: int = Field(1, ge=1)
     search_lr_min: float = Field(1e-5, gt=0.0)
-    search_lr_max: float = Field(3e-3, gt=0.0)
+    search_lr_max: float = Field(1e-2, gt=0.0)
+    search_seed: int | None = Field(None, ge=0)  # None: a new seed each cycle
+    # preference learning (issue 11)
+    dpo_weight: float = Field(0.5, ge=0.0)
+    kto_weight: float = Field(0.5, ge=0.0)
+    preference_beta: float = Field(1.0, gt=0.0)
+    kto_desirable_weight: float = Field(0.0, ge=0.0)
+    preference_epochs: int = Field(1, ge=0)
+    preference_lr_factor: float = Field(0.25, gt=0.0, le=1.0)
+
+    # --- the gate (trainer/publish.py, trainer/quality.py) ------------------------------------
+    gate_max_prompts: int = Field(48, ge=0, le=10_000)
+    gate_bootstrap_samples: int = Field(1000, ge=100, le=100_000)
+    gate_chrf_margin: float = Field(0.0, ge=0.0, le=100.0)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -146,7 +160,8 @@ class Settings(BaseSettings):
             raise ValueError("must be a comma-separated list of server (guild) ids")
         return ",".join(names)
 
-    @field_validator("modlog_channel_id", "shard_count", "home_guild_id", mode="before")
+    @field_validator("modlog_channel_id", "shard_count", "home_guild_id", "search_seed",
+                     mode="before")
     @classmethod
     def _empty_number_is_unset(cls, value):
         return None if value == "" else value

@@ -2,7 +2,8 @@
 
 `Console(settings, store, generator).handle_line(line)` answers one line (a chat message or a
 command) and is what the demo drives; `run_console` wraps it for `python -m bot console`,
-reading standard input (piped or typed) while following the adapter registry. The console
+reading standard input (piped or typed) while following the adapter registry and printing each
+reply piece by piece as it is decoded (a Console given `write` shows replies that way). The console
 speaks in one server and channel as one user (`--guild`, `--channel`, `--user`; by default the
 home server, or 0 when HOME_GUILD_ID is unset, channel 0 and "console-user"), and that user
 is an admin and moderator there.
@@ -13,15 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 from bot.actions import Actions
-from bot.conversation import Conversation, Failure
+from bot.conversation import CUT_NOTES, STORE_REPLY, Conversation, Failure
 from bot.dialogue import Turn
 from bot.follow import Serving
 from bot.generation import Generator
 from bot.runtime import Runtime
-from bot.store import Exchange, Store
+from bot.store import Exchange, Store, StoreUnavailable
 from bot.text import clean_text
 
 log = logging.getLogger(__name__)
@@ -42,8 +44,12 @@ class Quit(Exception):
 class Console:
     def __init__(self, settings, store: Store, generator: Generator,
                  serving: Serving | None = None, *, guild_id: int | None = None,
-                 channel_id: int = CONSOLE_CHANNEL, user: str = CONSOLE_USER):
+                 channel_id: int = CONSOLE_CHANNEL, user: str = CONSOLE_USER,
+                 write: Callable[[str], None] | None = None):
+        """`write`: where a reply's pieces go as they are decoded (then `handle_line` returns
+        "" for a reply it wrote); without it, `handle_line` returns the whole reply."""
         self.settings = settings
+        self.write = write
         self.conversation = Conversation(settings, store, generator, serving)
         self.actions = Actions(settings, store, generator, self.conversation.serving)
         self.guild_id = guild_id if guild_id is not None else (
@@ -64,13 +70,48 @@ class Console:
     async def say(self, text: str) -> str:
         keep = self.settings.context_messages
         turns = [*(self.turns[-keep:] if keep else []), Turn("user", text)]
-        result = await self.conversation.chat(turns, source="console", user_id=self.user,
-                                              guild_id=self.guild_id, channel_id=self.channel_id)
-        if isinstance(result, Failure):
-            return f"bot: {result.text}"
-        self.last = result
-        self.turns = [*result.turns(), Turn("bot", result.reply)]  # as stored: clipped, clean
-        return f"bot [{result.adapter_version}]: {result.reply}"
+        stream = await self.conversation.stream_draft(turns, guild_id=self.guild_id,
+                                                      channel_id=self.channel_id)
+        if isinstance(stream, Failure):
+            return f"bot: {stream.text}"
+        head = f"bot [{stream.version}]: "
+        shown = ""  # what was written so far (with its head)
+        async for piece in stream:
+            if not shown:  # the head comes with the first words, not before
+                piece = piece.lstrip()
+                if not piece:
+                    continue
+                piece = head + piece
+            shown += piece
+            if self.write is not None:
+                self.write(piece)
+        failure = stream.failure
+        if stream.draft is not None:
+            try:
+                exchange = await self.conversation.keep(stream.draft, source="console",
+                                                        user_id=self.user)
+            except StoreUnavailable as error:
+                log.warning("reply not kept: the store is unavailable (%s)", error)
+                failure = Failure("unavailable", STORE_REPLY)
+        if failure is not None:
+            if not shown:
+                return f"bot: {failure.text}"
+            return self._end(shown.rstrip(), f" {CUT_NOTES[failure.reason]}")
+        self.last = exchange
+        self.turns = [*exchange.turns(), Turn("bot", exchange.reply)]  # as stored: clipped
+        whole = f"bot [{exchange.adapter_version}]: {exchange.reply}"
+        if self.write is None:
+            return whole
+        # Nothing but blanks decoded: the stored reply is the fallback, not yet shown.
+        return self._end(shown) if shown else self._end("", whole)
+
+    def _end(self, shown: str, rest: str = "") -> str:
+        """The end of a reply: `rest` written (with the line break) after the pieces shown when
+        they are written, else `shown + rest`, the whole answer to return."""
+        if self.write is None:
+            return shown + rest
+        self.write(rest + "\n")
+        return ""
 
     async def command(self, line: str) -> str:
         name, _, rest = line[1:].partition(" ")
@@ -165,8 +206,12 @@ async def run_console(settings, stdin: TextIO = sys.stdin, stdout: TextIO = sys.
                       user: str = CONSOLE_USER) -> int:
     """The interactive (or piped) console; returns the exit status."""
     async with Runtime(settings) as runtime:
+        def write(text: str) -> None:
+            stdout.write(text)
+            stdout.flush()
+
         console = Console(settings, runtime.store, runtime.generator, runtime.serving,
-                          guild_id=guild_id, channel_id=channel_id, user=user)
+                          guild_id=guild_id, channel_id=channel_id, user=user, write=write)
 
         async def announce(event, record) -> None:
             if event.tenant == console.guild_id:

@@ -2,7 +2,9 @@
 
 A reply is made in two steps because Discord only knows the reply's message id after sending:
 `draft()` looks up the style in force and asks the engine; `keep()` stores the exchange once
-the reply is out. `chat()` does both for callers that have no message id (the console).
+the reply is out. `chat()` does both for callers that have no message id. `stream_draft()` is
+`draft()` piece by piece (Discord and the console show a reply as it is decoded): the exchange
+is still kept once, with the final text, and a stream cut by an error keeps nothing.
 Nothing here imports discord.
 """
 
@@ -10,12 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
 
 from bot.dialogue import BOT_MARK, USER_MARK, Turn, neutralise
 from bot.follow import Serving
-from bot.generation import EngineBusy, Generation, GenerationFailed, Generator, PromptTooLong
+from bot.generation import (
+    EngineBusy,
+    Generation,
+    GenerationFailed,
+    Generator,
+    PromptTooLong,
+    ReplyStream,
+)
 from bot.store import Exchange, Store, StoreUnavailable, TurnRecord
 from bot.store.privacy import Deleted
 from bot.text import clean_text, clip, invisible_characters
@@ -25,6 +35,10 @@ log = logging.getLogger(__name__)
 BUSY_REPLY = "I'm answering a lot of people right now - please try again in a moment."
 FAILED_REPLY = "Sorry, I couldn't come up with a reply just now. Please try again."
 STORE_REPLY = "Sorry, I can't reach my memory right now - please try again in a moment."
+# What ends a reply shown in part when the rest cannot come (the part is not kept).
+CUT_NOTES = {"busy": "… (reply cut off: too many people at once)",
+             "failed": "… (reply cut off: the model failed)",
+             "unavailable": "… (reply not kept: I can't reach my memory)"}
 SCOPE_WORDS = ("channel", "server", "guild")
 # A write the store could not take is tried again after these pauses (seconds) before it fails.
 RETRY_DELAYS_S = (0.2, 1.0)
@@ -104,6 +118,62 @@ class Failure:
     text: str
 
 
+def cut_off(text: str, reason: Literal["busy", "failed", "unavailable"]) -> str:
+    """A reply shown in part, ended with the note saying why the rest is missing."""
+    return f"{text.rstrip()} {CUT_NOTES[reason]}".lstrip()
+
+
+class DraftStream:
+    """A reply being generated: `async for piece in stream` gives its text pieces as they are
+    decoded (joined: `text`). Iterating never raises what the generator documents: it ends,
+    and then either `draft` holds the finished Draft (to `keep`) or `failure` says why there
+    is none (`text` non-empty: the reply was cut part-way, see `cut_off`)."""
+
+    def __init__(self, stream: ReplyStream, version: str, finish):
+        self.version = version  # the adapter version asked for (the reply reports its own)
+        self.text = ""
+        self.draft: Draft | None = None
+        self.failure: Failure | None = None
+        self._stream = stream
+        self._finish = finish  # Generation -> Draft
+        self._pieces: AsyncIterator[str] | None = None
+        self._run_iter = None
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        self._run_iter = self._run()
+        return self._run_iter
+
+    async def _run(self) -> AsyncIterator[str]:
+        self._pieces = aiter(self._stream)
+        try:
+            async for piece in self._pieces:
+                if piece:
+                    self.text += piece
+                    yield piece
+        except EngineBusy:
+            self.failure = Failure("busy", BUSY_REPLY)
+            return
+        except (GenerationFailed, PromptTooLong) as error:
+            log.error("generation failed%s: %s", " part-way" if self.text else "", error)
+            self.failure = Failure("failed", FAILED_REPLY)
+            return
+        finally:  # a consumer that stopped early closes the generator's stream too
+            close = getattr(self._pieces, "aclose", None)
+            if close is not None:
+                await close()
+        generation = self._stream.generation
+        if generation is None:  # a generator breaking its protocol: a bug, but no half reply
+            log.error("the reply stream ended without its generation")
+            self.failure = Failure("failed", FAILED_REPLY)
+            return
+        self.draft = self._finish(generation)
+
+    async def aclose(self) -> None:
+        """Stop generating (a front end that gives up on the reply: the engine drops it)."""
+        if self._run_iter is not None:
+            await self._run_iter.aclose()
+
+
 class Conversation:
     """Turns in, a stored reply out; the same for every front end."""
 
@@ -136,6 +206,19 @@ class Conversation:
         limit = self.settings.max_message_chars
         return [Turn(t.role, clip(clean_text(t.text), limit)) for t in turns]
 
+    async def _setting(self, turns: list[Turn], guild_id: int | None, channel_id: int | None,
+                       parent_id: int | None
+                       ) -> tuple[list[Turn], int | None, str | None] | Failure:
+        """What a reply is generated in: the cleaned turns, the tenant and the style in force
+        (or the Failure when the store cannot say which style that is)."""
+        turns = self.clean_turns(turns)
+        try:
+            style = await self.style_in_force(guild_id, channel_id, parent_id)
+        except StoreUnavailable as error:
+            log.warning("no reply: the store is unavailable (%s)", error)
+            return Failure("unavailable", STORE_REPLY)
+        return turns, self.tenant_of(guild_id), style
+
     async def draft(self, turns: list[Turn], *, guild_id: int | None,
                     channel_id: int | None, parent_id: int | None = None,
                     origins: list[Origin] | None = None) -> Draft | Failure:
@@ -143,13 +226,10 @@ class Conversation:
         adapter serving that server. `parent_id`: the parent channel of a thread (its style
         applies there); `origins`: where each context turn came from (kept with the
         exchange)."""
-        turns = self.clean_turns(turns)
-        tenant = self.tenant_of(guild_id)
-        try:
-            style = await self.style_in_force(guild_id, channel_id, parent_id)
-        except StoreUnavailable as error:
-            log.warning("no reply: the store is unavailable (%s)", error)
-            return Failure("unavailable", STORE_REPLY)
+        setting = await self._setting(turns, guild_id, channel_id, parent_id)
+        if isinstance(setting, Failure):
+            return setting
+        turns, tenant, style = setting
         try:
             generation = await self.generator.generate(
                 turns, style=style, adapter=self.serving.version_for(tenant))
@@ -162,6 +242,25 @@ class Conversation:
             return Failure("failed", FAILED_REPLY)
         return Draft(turns=list(turns), style=style, generation=generation, tenant=tenant,
                      guild_id=guild_id, channel_id=channel_id, origins=tuple(origins or ()))
+
+    async def stream_draft(self, turns: list[Turn], *, guild_id: int | None,
+                           channel_id: int | None, parent_id: int | None = None,
+                           origins: list[Origin] | None = None) -> DraftStream | Failure:
+        """`draft()` piece by piece: the DraftStream to iterate (its `draft` is kept as
+        `draft()`'s is), or the Failure when the store cannot say which style is in force."""
+        setting = await self._setting(turns, guild_id, channel_id, parent_id)
+        if isinstance(setting, Failure):
+            return setting
+        turns, tenant, style = setting
+        version = self.serving.version_for(tenant)
+        stream = self.generator.stream(turns, style=style, adapter=version)
+
+        def finish(generation: Generation) -> Draft:
+            return Draft(turns=list(turns), style=style, generation=generation, tenant=tenant,
+                         guild_id=guild_id, channel_id=channel_id,
+                         origins=tuple(origins or ()))
+
+        return DraftStream(stream, version, finish)
 
     async def keep(self, draft: Draft, *, source: Literal["discord", "console"],
                    user_id: int | str, message_id: int | None = None,

@@ -125,15 +125,51 @@ def training_ids(turns: list[Turn], style: str | None, reply: str, tokenizer: To
     return tokenizer.encode(prompt, add_special_tokens=False), target
 
 
-def extract_reply(generated: str, eos_token: str | None = DEFAULT_EOS) -> str:
-    """The bot's turn from generated text: up to the next marker or end-of-text, never empty."""
+def _stops(eos_token: str | None) -> tuple[str, ...]:
+    return (USER_MARK, BOT_MARK, eos_token or DEFAULT_EOS, DEFAULT_EOS)
+
+
+def _first_stop(generated: str, eos_token: str | None) -> int | None:
+    """Where the bot's turn ends in `generated` (the next marker or end-of-text), if it does."""
     cut = len(generated)
-    for stop in (USER_MARK, BOT_MARK, eos_token or DEFAULT_EOS, DEFAULT_EOS):
+    for stop in _stops(eos_token):
         at = generated.find(stop)
         if at != -1:
             cut = min(cut, at)
     marker = _MARKER_LIKE.search(generated)  # also "< bot >" and other spellings of a marker
     if marker:
         cut = min(cut, marker.start())
+    return cut if cut < len(generated) else None
+
+
+def extract_reply(generated: str, eos_token: str | None = DEFAULT_EOS) -> str:
+    """The bot's turn from generated text: up to the next marker or end-of-text, never empty."""
+    cut = _first_stop(generated, eos_token)
     reply = generated[:cut].strip()
     return reply or FALLBACK_REPLY
+
+
+# A text that more generated text could still turn into a marker: "<", "< us", "</bot  ".
+_MARKER_START = re.compile(r"<\s*(?:/\s*)?(?:u(?:s(?:e(?:r\s*)?)?)?|b(?:o(?:t\s*)?)?)?",
+                           re.IGNORECASE)
+
+
+def settled_reply(generated: str, eos_token: str | None = DEFAULT_EOS) -> tuple[str, bool]:
+    """(the start of the reply that no further generated text can change, whether the reply is
+    complete): while the text ends in what may become a marker, that part is held back, and so
+    is trailing whitespace, which `extract_reply` strips. The settled text is always a prefix of
+    `extract_reply` of any continuation of `generated` (and empty when that is the fallback)."""
+    cut = _first_stop(generated, eos_token)
+    if cut is not None:
+        return generated[:cut].strip(), True
+    hold = len(generated)
+    for stop in _stops(eos_token):  # a literal stop being spelled out at the end
+        for size in range(1, len(stop)):
+            if generated.endswith(stop[:size]):
+                hold = min(hold, len(generated) - size)
+    start = generated.rfind("<")
+    while start != -1:
+        if _MARKER_START.fullmatch(generated, start):
+            hold = min(hold, start)
+        start = generated.rfind("<", 0, start)
+    return generated[:hold].strip(), False

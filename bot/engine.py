@@ -1,17 +1,19 @@
-"""GPT-2 with LoRA adapters behind a queue: batches that mix adapters, adapters loaded on demand.
+"""GPT-2 with LoRA adapters behind a queue: iteration-level batching that mixes adapters, replies
+streamed as they are decoded, adapters loaded on demand.
 
-One thread owns the model. Everything that runs the model or changes it (a batch's `generate`,
-attaching or deleting an adapter) is a job on that thread, so jobs run one at a time in the
-order they were submitted, and a forward pass never overlaps a change to the module tree. The
-event loop only queues requests, forms batches and awaits the model thread.
+One thread owns the model. Everything that runs the model or changes it (a tick of the running
+batch, attaching or deleting an adapter) is a job on that thread, so jobs run one at a time in
+the order they were submitted, and a forward pass never overlaps a change to the module tree.
+The event loop queues requests, schedules rows (bot/scheduler.py) and awaits the model thread;
+the running rows and their key/value cache live on the model thread (bot/kv_batch.py).
 
-Each request names the adapter version that serves it (its server's). A batch mixes versions:
-one `generate` call with peft's `adapter_names`, one per row. A version not loaded yet is loaded
-on demand, off the serving path: its requests wait aside while the bytes are fetched (from
-`adapter_source`) and checked in a worker thread and attached between batches; other requests
-keep running meanwhile. At most MAX_LOADED_ADAPTERS stay loaded: the least recently used one
-that no formed batch needs is deleted to make room (bot/adapter_cache.py). A request keeps the
-version it asked for, so a server's swap or rollback fails none.
+Each request names the adapter version that serves it (its server's). Rows of one step mix
+versions: one forward with peft's `adapter_names`, one per row. A version not loaded yet is
+loaded on demand, off the serving path: its requests wait aside while the bytes are fetched
+(from `adapter_source`) and checked in a worker thread and attached between ticks; other
+requests keep running meanwhile. At most MAX_LOADED_ADAPTERS stay loaded: the least recently
+used one that no running row needs is deleted to make room (bot/adapter_cache.py). A request
+keeps the version it started with, so a server's swap or rollback fails none.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import torch
 
@@ -34,6 +35,7 @@ from bot.adapter_io import (
     parse_adapter,
     wrap_for_adapters,
 )
+from bot.cpu_bf16 import speed_up as speed_up_half_precision_on_cpu
 from bot.dialogue import Turn
 from bot.generation import (
     BASE_VERSION,
@@ -42,35 +44,20 @@ from bot.generation import (
     Generation,
     GenerationConfig,
     GenerationFailed,
-    WholeReplyStream,
 )
+from bot.kv_batch import KVBatch
+from bot.model_dtype import resolve_dtype
+from bot.reply_decoder import ReplyDecoder, TokenBytes
+from bot.sampler import Sampling
+from bot.scheduler import Request, Scheduler, TokenStream, fail
+
+__all__ = ["Engine", "EngineBusy", "Generation", "GenerationFailed", "Sampling"]
 
 log = logging.getLogger(__name__)
 
 _OVERRIDABLE = ("max_new_tokens", "min_new_tokens", "temperature", "top_p", "repetition_penalty")
 # Refusals less than this far apart belong to one burst, logged as one summary line.
 BUSY_QUIET_S = 1.0
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Generation settings of one request; requests go in one batch only when these match."""
-
-    max_new_tokens: int
-    min_new_tokens: int
-    temperature: float
-    top_p: float
-    repetition_penalty: float
-
-
-@dataclass
-class _Request:
-    prompt: str
-    prompt_ids: list[int]
-    sampling: Sampling
-    adapter: str  # the version that serves it
-    future: asyncio.Future
-    started: float = field(default_factory=time.perf_counter)
 
 
 class Engine:
@@ -80,6 +67,10 @@ class Engine:
                  adapter_source: AdapterSource | None = None):
         """`model` is already on `config.device`; `config.model_name` is what adapters must
         have been trained on; `adapter_source` fetches a version's bytes for on-demand loads."""
+        cache_dtype = None
+        if torch.device(config.device).type == "cpu" and model.dtype != torch.float32:
+            speed_up_half_precision_on_cpu(model)
+            cache_dtype = torch.float32
         self.model = wrap_for_adapters(model, config.lora_target_modules).eval()
         self.tokenizer = tokenizer
         self.config = config
@@ -96,15 +87,19 @@ class Engine:
         if self.n_positions - self.default_sampling.max_new_tokens < 8:
             raise ValueError(f"MAX_NEW_TOKENS={config.max_new_tokens} leaves no room for a "
                              f"prompt in this model's {self.n_positions} positions")
-        self.model_calls = 0
         self.adapter_source = adapter_source
         self._adapters = AdapterCache(config.max_loaded_adapters)
         self._loads: dict[str, asyncio.Future] = {}  # version -> its load in progress
-        self._aside: dict[str, list[_Request]] = {}  # requests waiting for their version
+        self._aside: dict[str, list[Request]] = {}  # requests waiting for their version
         self._tasks: set[asyncio.Task] = set()
-        self._queue: asyncio.Queue[_Request] = asyncio.Queue(maxsize=config.queue_max)
-        self._held: list[_Request] = []  # taken from the queue but left for a later batch
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-model")
+        self._token_bytes = TokenBytes(tokenizer)
+        self.kv = KVBatch(self._forward, model_config.n_layer, self.eos_token_id, self.device,
+                          cache_dtype)
+        self._scheduler = Scheduler(
+            self.kv, self._model_thread, self._adapters, batch_max_size=config.batch_max_size,
+            batch_max_wait_ms=config.batch_max_wait_ms, queue_max=config.queue_max,
+            eos_token_id=self.eos_token_id, needs_adapter=self._wait_for_adapter)
         self._worker: asyncio.Task | None = None
         self._closed = False
         self.refused = 0  # requests turned away with EngineBusy since start
@@ -116,10 +111,7 @@ class Engine:
         """Load `config.model_name` (hub name or local directory) on `config.device`."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if config.device.startswith("cuda"):
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        else:
-            dtype = torch.float32
+        dtype = resolve_dtype(config.dtype, config.device)
         tokenizer = AutoTokenizer.from_pretrained(config.model_name)
         model = AutoModelForCausalLM.from_pretrained(config.model_name, dtype=dtype)
         return cls(model.to(config.device), tokenizer, config)
@@ -136,6 +128,21 @@ class Engine:
         return self._adapters.versions
 
     @property
+    def model_calls(self) -> int:
+        """Admissions so far: each starts the requests that joined the batch at one tick (as
+        one `generate` call started a static batch), in prompt passes grouped by length."""
+        return self.kv.admissions
+
+    @property
+    def prompt_passes(self) -> int:
+        return self.kv.prefills
+
+    @property
+    def decode_steps(self) -> int:
+        """Decode steps so far: each gives every running row one token."""
+        return self.kv.decode_steps
+
+    @property
     def max_prompt_tokens(self) -> int:
         return self.n_positions - self.default_sampling.max_new_tokens
 
@@ -145,7 +152,7 @@ class Engine:
         if self._closed:
             raise GenerationFailed("the engine is closed")
         if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._run_batches(), name="engine-batches")
+            self._worker = asyncio.create_task(self._scheduler.run(), name="engine-scheduler")
 
     async def close(self) -> None:
         """Stop the worker, fail what is still queued, and release the model thread."""
@@ -157,15 +164,11 @@ class Engine:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-        leftover = self._held[:] + [r for waiting in self._aside.values() for r in waiting]
-        self._held.clear()
+        leftover = self._scheduler.leftover() + [r for waiting in self._aside.values()
+                                                 for r in waiting]
         self._aside.clear()
-        while not self._queue.empty():
-            leftover.append(self._queue.get_nowait())
-        for request in leftover:
-            if not request.future.done():
-                request.future.set_exception(GenerationFailed("the engine is shutting down"))
-        # Let a batch already on the model thread finish without blocking the event loop.
+        fail(leftover, "the engine is shutting down")
+        # Let a tick already on the model thread finish without blocking the event loop.
         await asyncio.to_thread(self._model_thread.shutdown, wait=True, cancel_futures=True)
 
     # --- generation -----------------------------------------------------------------------------
@@ -191,37 +194,48 @@ class Engine:
 
     async def generate(self, turns: list[Turn], style: str | None = None, *,
                        adapter: str = BASE_VERSION, **overrides) -> Generation:
-        """The reply to `turns` (oldest first, ending with the user's message) by `adapter`.
+        """The reply to `turns` (oldest first, ending with the user's message) by `adapter`:
+        the stream of `stream`, consumed.
 
         Raises EngineBusy when the queue is full, GenerationFailed when the model call fails or
         the adapter cannot be loaded, and ValueError/PromptTooLong for a dialogue that cannot be
         served.
         """
+        stream = self.stream(turns, style, adapter=adapter, **overrides)
+        async for _ in stream:
+            pass
+        return stream.generation
+
+    def stream(self, turns: list[Turn], style: str | None = None, *,
+               adapter: str = BASE_VERSION, **overrides) -> TokenStream:
+        """The reply of `generate`, piece by piece as its row decodes it (no piece splits a
+        character; the pieces joined are the reply's text). Bad settings raise here; the queue
+        bound and the prompt are checked when the iteration starts."""
+        sampling = self.sampling_for(**overrides)
+        return TokenStream(lambda: self._submit(turns, style, adapter, sampling))
+
+    async def _submit(self, turns: list[Turn], style: str | None, adapter: str,
+                      sampling: Sampling) -> Request:
         started = time.perf_counter()
         await self.start()
-        sampling = self.sampling_for(**overrides)
         self._refuse_if_full()  # before the work of building the prompt
         budget = self.n_positions - sampling.max_new_tokens
         # Building the prompt encodes it several times: keep that off the event loop.
         prompt, prompt_ids = await asyncio.to_thread(self._encode_prompt, turns, style, budget)
         self._refuse_if_full()
-        future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Request(prompt, prompt_ids, sampling, adapter, future, started))
-        return await future
-
-    def stream(self, turns: list[Turn], style: str | None = None, *,
-               adapter: str = BASE_VERSION, **overrides) -> WholeReplyStream:
-        """The reply of `generate`, as a stream (one piece: a static batch decodes a reply as
-        a whole)."""
-        return WholeReplyStream(lambda: self.generate(turns, style, adapter=adapter, **overrides))
+        request = Request(prompt, prompt_ids, sampling, adapter,
+                          ReplyDecoder(self._token_bytes, self.tokenizer.eos_token),
+                          asyncio.get_running_loop().create_future(), started=started)
+        self._scheduler.queue.put_nowait(request)
+        return request
 
     def _refuse_if_full(self) -> None:
         # Requests held back for a later batch or waiting for their adapter count too: the
         # bound covers everything waiting.
-        waiting = len(self._held) + sum(len(r) for r in self._aside.values())
-        if self._queue.qsize() + waiting >= self._queue.maxsize:
+        waiting = self._scheduler.waiting + sum(len(r) for r in self._aside.values())
+        if waiting >= self.config.queue_max:
             self._count_refusal()
-            raise EngineBusy(f"{self._queue.maxsize} requests are already waiting")
+            raise EngineBusy(f"{self.config.queue_max} requests are already waiting")
 
     def _count_refusal(self) -> None:
         """Count a refusal; a burst of them is logged once, BUSY_QUIET_S after its last."""
@@ -244,117 +258,24 @@ class Engine:
             return
         self._burst, self._burst_timer = [], None
         log.warning("generation queue full (%d waiting): turned away %d request(s) over %.1f s",
-                    self._queue.maxsize, count, last - first)
+                    self.config.queue_max, count, last - first)
 
     def _encode_prompt(self, turns: list[Turn], style: str | None,
                        budget: int) -> tuple[str, list[int]]:
         prompt = dialogue.build_prompt(turns, style, self.tokenizer, budget)
         return prompt, self.tokenizer.encode(prompt, add_special_tokens=False)
 
-    async def _next_batch(self) -> list[_Request]:
-        """Up to BATCH_MAX_SIZE requests with the same sampling, waiting BATCH_MAX_WAIT_MS at most
-        for more after the first; requests with other sampling are held for a later batch."""
-        limit = self.config.batch_max_size
-        first = self._held.pop(0) if self._held else await self._queue.get()
-        batch, kept = [first], []
-        for request in self._held:
-            (batch if len(batch) < limit and request.sampling == first.sampling
-             else kept).append(request)
-        self._held = kept
-        deadline = time.monotonic() + self.config.batch_max_wait_ms / 1000
-        while len(batch) < limit:
-            try:
-                request = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    request = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
-                    break
-            if request.sampling == first.sampling:
-                batch.append(request)
-            else:
-                self._held.append(request)
-        ready = []
-        for request in batch:
-            if request.future.done():
-                continue  # the caller gave up
-            if request.adapter in self._adapters:
-                ready.append(request)
-            else:
-                self._wait_for_adapter(request)
-        return ready
-
-    async def _run_batches(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = await self._next_batch()
-            if not batch:
-                continue
-            versions = [r.adapter for r in batch]
-            names = [self._adapters.name_of(v) for v in versions]
-            self._adapters.use(versions)
-            try:
-                outputs = await loop.run_in_executor(self._model_thread, self._generate_batch,
-                                                     batch, names)
-            except asyncio.CancelledError:
-                _fail(batch, "the engine is shutting down")
-                raise
-            except Exception:
-                log.exception("generation failed for a batch of %d", len(batch))
-                _fail(batch, "the model failed to generate a reply")
-                continue
-            finally:
-                self._adapters.release(versions)
-            now = time.perf_counter()
-            for request, (text, reply_tokens) in zip(batch, outputs, strict=True):
-                if request.future.done():
-                    continue
-                request.future.set_result(Generation(
-                    text=text, prompt=request.prompt, prompt_tokens=len(request.prompt_ids),
-                    reply_tokens=reply_tokens, latency_ms=(now - request.started) * 1000,
-                    adapter_version=request.adapter))
-
-    def _generate_batch(self, batch: list[_Request],
-                        names: list[str]) -> list[tuple[str, int]]:
-        """Runs on the model thread: one left-padded `generate` call for the whole batch, each
-        row with its own adapter; returns (reply text, reply tokens) per request."""
-        self.model_calls += 1
-        width = max(len(r.prompt_ids) for r in batch)
-        pad = self.eos_token_id
-        input_ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + r.prompt_ids
-                                  for r in batch], device=self.device)
-        attention_mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids)
-                                       for r in batch], device=self.device)
-        sampling = batch[0].sampling
-        kwargs = dict(max_new_tokens=sampling.max_new_tokens,
-                      min_new_tokens=sampling.min_new_tokens or None,
-                      repetition_penalty=sampling.repetition_penalty,
-                      pad_token_id=pad, eos_token_id=pad)
-        if sampling.temperature > 0:
-            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    def _forward(self, names: list[str], **inputs) -> torch.Tensor:
+        """Runs on the model thread: the logits of one forward pass, each row with its own
+        adapter."""
         if all(name == BASE_NAME for name in names):
             # The base alone: its LoRA layers switched off, without peft's per-row hooks (the
             # bare model would still apply the adapter peft calls active).
-            model = self.model.base_model.model
             adapters_off = (self.model.disable_adapter() if self.model.peft_config
                             else contextlib.nullcontext())
-        else:
-            model, adapters_off = self.model, contextlib.nullcontext()
-            kwargs["adapter_names"] = names
-        with adapters_off, torch.inference_mode():
-            output = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        results = []
-        for row in output[:, width:].tolist():
-            if pad in row:
-                row = row[:row.index(pad)]
-            text = self.tokenizer.decode(row, skip_special_tokens=False)
-            results.append((dialogue.extract_reply(text, self.tokenizer.eos_token), len(row)))
-        return results
+            with adapters_off:
+                return self.model.base_model.model(**inputs).logits
+        return self.model(**inputs, adapter_names=names).logits
 
     # --- adapters -------------------------------------------------------------------------------
 
@@ -383,7 +304,7 @@ class Engine:
         log.info("adapter %s loaded in %.0f ms%s", version, (time.perf_counter() - started) * 1000,
                  " (evicted the least recently used)" if evicted else "")
 
-    def _wait_for_adapter(self, request: _Request) -> None:
+    def _wait_for_adapter(self, request: Request) -> None:
         """Set `request` aside until its version is loaded, starting that load once."""
         waiting = self._aside.setdefault(request.adapter, [])
         waiting.append(request)
@@ -400,12 +321,9 @@ class Engine:
             await self.load(version, await self.adapter_source(version))
         except Exception as error:  # every kind of failure fails only these requests
             log.error("adapter %s cannot be served: %s", version, error)
-            _fail(self._aside.pop(version, []), f"adapter {version} cannot be served")
+            fail(self._aside.pop(version, []), f"adapter {version} cannot be served")
             return
-        self._held[:0] = self._aside.pop(version, [])  # first in line for the next batch
-        if self._held and self._queue.empty():
-            # The batch worker may be waiting on an empty queue: one of them wakes it.
-            self._queue.put_nowait(self._held.pop(0))
+        self._scheduler.requeue(self._aside.pop(version, []))
 
     def _parse_for_this_model(self, blob: bytes) -> ParsedAdapter:
         parsed = parse_adapter(blob)
@@ -418,16 +336,10 @@ class Engine:
 
     def _attach_on_model_thread(self, name: str, parsed: ParsedAdapter,
                                 evicted: str | None) -> None:
-        """Between batches: delete the evicted adapter, attach the new one. attach_adapter
+        """Between ticks: delete the evicted adapter, attach the new one. attach_adapter
         checks every tensor's name and shape and removes a half-added adapter."""
         if evicted is not None:
             self.model.delete_adapter(evicted)
         self.model = attach_adapter(self.model, parsed, name).eval()
         # Rows name their adapter, but peft's generate wants some active adapter loaded.
         self.model.set_adapter(name, inference_mode=True)
-
-
-def _fail(requests: list[_Request], message: str) -> None:
-    for request in requests:
-        if not request.future.done():
-            request.future.set_exception(GenerationFailed(message))

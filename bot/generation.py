@@ -41,6 +41,7 @@ class GenerationConfig:
 
     model_name: str
     device: str  # resolved: cpu, cuda, cuda:N or mps
+    dtype: str = "auto"  # MODEL_DTYPE: auto, float32, bfloat16 or float16 (bot/model_dtype.py)
     max_new_tokens: int = 64
     temperature: float = 0.8
     top_p: float = 0.9
@@ -54,6 +55,7 @@ class GenerationConfig:
     @classmethod
     def from_settings(cls, settings) -> GenerationConfig:
         return cls(model_name=settings.model_name, device=settings.resolved_device(),
+                   dtype=settings.model_dtype,
                    max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                    top_p=settings.top_p, repetition_penalty=settings.repetition_penalty,
                    batch_max_size=settings.batch_max_size,

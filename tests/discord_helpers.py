@@ -9,27 +9,29 @@ boundary:
   MESSAGE_DELETE_BULK.
 - `invoke` builds an INTERACTION_CREATE payload (as discord.py's own tests do) and feeds it to
   the real `parse_interaction_create`, so the command tree, its checks and its error handler
-  run; `RecordingAdapter` stands in for Discord's interaction-response endpoints (the only HTTP
-  an interaction answer uses) and records what would have been sent.
+  run, answering through `RecordingAdapter`.
 
-The fake refuses what Discord refuses: a message (sent, edited, or an interaction answer) over
-2,000 characters; a reply to a deleted message unless its reference says
-`fail_if_not_exists=False`; an interaction's first answer after 3 s, and any answer after
-15 minutes (measured on `RecordingAdapter.clock`, which a test may replace).
+What the fake Discord refuses and records (sends, edits, reactions) is in tests/discord_fake.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
-import time
 import traceback
 
 import discord
 import discord.ext.test as dpytest
 from discord.ext.test import backend, callbacks, factories
-from discord.webhook.async_ import AsyncWebhookAdapter, async_context
+from discord.webhook.async_ import async_context
+from discord_fake import (  # noqa: F401 - tests take these from here too
+    MESSAGE_LIMIT,
+    FakeClock,
+    RecordingAdapter,
+    add_reaction_type,
+    record_sends,
+    refusal,
+)
 
 from bot.app import build_bot
 
@@ -64,12 +66,13 @@ async def make_bot(settings, store, engine, *, guilds: int = 1, serving=None):
     bot.tree._state = bot._connection
     bot.tree._http = bot.http
     bot._connection._command_tree = bot.tree
-    _add_reaction_type(bot._connection)
+    add_reaction_type(bot._connection)
     # dpytest's own reaction bookkeeping miscounts a second emoji; record the bot's calls.
     bot.own_reactions = []
 
     async def record_reaction(message, emoji):
         bot.own_reactions.append((message.id, str(emoji)))
+        bot.writes.append(("react", message.id, str(emoji)))
 
     callbacks.set_callback(record_reaction, "add_reaction")
     bot.typing_channels = []
@@ -78,7 +81,12 @@ async def make_bot(settings, store, engine, *, guilds: int = 1, serving=None):
         bot.typing_channels.append(channel.id)
 
     callbacks.set_callback(record_typing, "send_typing")
-    _record_sends(bot)
+
+    async def record_delete(channel, message, reason=None):
+        bot.writes.append(("delete", message.id, None))
+
+    callbacks.set_callback(record_delete, "delete_message")
+    record_sends(bot)
     # dpytest does not emulate leaving a server; record it where discord.py calls Discord.
     bot.left_guilds = []
 
@@ -87,91 +95,6 @@ async def make_bot(settings, store, engine, *, guilds: int = 1, serving=None):
 
     bot.http.leave_guild = leave_guild
     return bot
-
-
-MESSAGE_LIMIT = 2000
-ANSWER_WINDOW_S = 3.0  # an interaction must be answered (or deferred) this soon
-TOKEN_LIFETIME_S = 900.0  # after that, its token takes no edit and no follow-up
-
-
-class _Response:
-    """What discord.HTTPException reads from a failed HTTP response."""
-
-    def __init__(self, status: int, reason: str):
-        self.status, self.reason = status, reason
-
-
-def refusal(bot, what: str, status: int, code: int, text: str) -> discord.HTTPException:
-    """The error discord.py raises for Discord's refusal (recorded in `bot.refusals`)."""
-    if bot is not None:
-        bot.refusals.append((what, status, text))
-    kind = discord.NotFound if status == 404 else discord.HTTPException
-    reason = "Not Found" if status == 404 else "Bad Request"
-    return kind(_Response(status, reason), {"code": code, "message": text})
-
-
-def _too_long(bot, what: str, content) -> None:
-    if content is not None and len(content) > MESSAGE_LIMIT:
-        raise refusal(bot, what, 400, 50035, "Invalid Form Body: content: Must be 2000 or "
-                                             "fewer in length.")
-
-
-def _payload_of(params) -> dict:
-    payload = params.payload
-    if payload is None and params.multipart:  # a send with files: JSON in the first part
-        payload = json.loads(params.multipart[0]["value"])
-    return payload or {}
-
-
-def _record_sends(bot) -> None:
-    """Keep each send's HTTP payload in `bot.sent_payloads`, and keep the reply reference
-    that dpytest 0.7 drops (Discord stores it: the bot's reply points at the question).
-    Refuse, as Discord does, content over 2,000 characters and a reply to a message that no
-    longer exists unless the reference says fail_if_not_exists=False."""
-    send, edit = bot.http.send_message, bot.http.edit_message
-    bot.sent_payloads = []
-
-    async def send_message(channel_id, *, params):
-        channel = sys._getframe(1).f_locals["channel"]  # noqa: F841 - dpytest reads this local
-        payload = _payload_of(params)
-        _too_long(bot, "send", payload.get("content"))
-        reference = payload.get("message_reference")
-        if reference and reference.get("fail_if_not_exists", True):
-            known = backend._cur_config.messages.get(int(reference["channel_id"]), [])
-            if not any(int(m["id"]) == int(reference["message_id"]) for m in known):
-                raise refusal(bot, "send", 400, 50035, "Invalid Form Body: message_reference: "
-                                                       "Unknown message")
-        bot.sent_payloads.append(payload)
-        data = await send(channel_id, params=params)
-        reference = payload.get("message_reference")
-        if reference:
-            data["message_reference"] = reference
-            raw = next(m for m in backend._cur_config.messages[channel_id]
-                       if m["id"] == data["id"])
-            raw["message_reference"] = reference
-            cached = bot._connection._get_message(data["id"])
-            cached.reference = discord.MessageReference.with_state(bot._connection, reference)
-        return data
-
-    async def edit_message(channel_id, message_id, **fields):
-        self = sys._getframe(1).f_locals["self"]  # noqa: F841 - dpytest reads this local
-        _too_long(bot, "edit", _payload_of(fields["params"]).get("content"))
-        return await edit(channel_id, message_id, **fields)
-
-    bot.http.send_message = send_message
-    bot.http.edit_message = edit_message
-
-
-def _add_reaction_type(state) -> None:
-    """dpytest 0.7 leaves out the `type` field (0 = normal reaction) that Discord sends with
-    every reaction event and discord.py 2.7 requires; add it on the way in."""
-    for name in ("parse_message_reaction_add", "parse_message_reaction_remove"):
-        parse = getattr(state, name)
-
-        def with_type(data, parse=parse):
-            return parse({"type": 0, **data})
-
-        setattr(state, name, with_type)
 
 
 def member(name: str, guild: discord.Guild | None = None) -> discord.Member:
@@ -266,84 +189,6 @@ async def sent_messages() -> list[discord.Message]:
     while not dpytest.sent_queue.empty():
         found.append(dpytest.get_message())
     return found
-
-
-class FakeClock:
-    """A clock a test moves by hand, for RecordingAdapter's answer windows."""
-
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class RecordingAdapter(AsyncWebhookAdapter):
-    """Discord's interaction endpoints, recorded instead of called; what Discord would refuse
-    raises (and is recorded in `refused`) instead."""
-
-    def __init__(self, clock=time.monotonic):
-        super().__init__()
-        self.calls: list[tuple[str, str, dict]] = []
-        self.refused: list[tuple[str, str, str]] = []
-        self.clock = clock
-        self.created: dict[str, float] = {}  # interaction id or token -> when it arrived
-
-    def arrived(self, payload: dict) -> None:
-        now = self.clock()
-        self.created[payload["id"]] = self.created[payload["token"]] = now
-
-    def _refuse(self, route, status: int, code: int, text: str):
-        self.refused.append((route.method, route.path, text))
-        return refusal(None, route.path, status, code, text)
-
-    async def request(self, route, session, *, payload=None, multipart=None, files=None,
-                      **kwargs):
-        if payload is None and multipart:
-            payload = json.loads(multipart[0]["value"])
-        payload = payload or {}
-        callback = route.path.endswith("/callback")
-        key = str(route.webhook_id) if callback else route.webhook_token
-        age = self.clock() - self.created.get(key, self.clock())
-        if (callback and age > ANSWER_WINDOW_S) or age > TOKEN_LIFETIME_S:
-            raise self._refuse(route, 404, 10062, "Unknown interaction")
-        content = payload.get("data", payload).get("content") if callback else payload.get(
-            "content")
-        if content is not None and len(content) > MESSAGE_LIMIT:
-            raise self._refuse(route, 400, 50035, "Invalid Form Body: content: Must be 2000 "
-                                                  "or fewer in length.")
-        self.calls.append((route.method, route.path, payload))
-        if callback:
-            return {"interaction": {"id": str(route.webhook_id), "type": 2}}
-        return {"id": str(factories.make_id()), "channel_id": "0", "type": 0,
-                "content": (payload or {}).get("content", ""), "author": factories.make_user_dict(
-                    "FakeApp", "0001", None), "attachments": [], "embeds": [], "mentions": [],
-                "mention_roles": [], "pinned": False, "mention_everyone": False, "tts": False,
-                "timestamp": "2026-01-01T00:00:00+00:00", "edited_timestamp": None, "flags": 64}
-
-    def answers(self) -> list[dict]:
-        """The content of each message answer (callback, edit or follow-up), with its ephemeral
-        flag (an edit of a deferred answer is as ephemeral as the deferral was)."""
-        found, deferred_ephemeral = [], False
-        for _method, path, payload in self.calls:
-            callback = path.endswith("/callback")
-            data = payload.get("data", payload) if callback else payload
-            flags = data.get("flags") or 0
-            if callback and payload.get("type") == 5:  # "thinking...": edited later
-                deferred_ephemeral = bool(flags & 64)
-            if "content" in data:
-                edit = path.endswith("/messages/@original")
-                found.append({"content": data["content"],
-                              "ephemeral": deferred_ephemeral if edit else bool(flags & 64),
-                              "type": payload.get("type")})
-        return found
-
-    def modals(self) -> list[dict]:
-        return [payload["data"] for _, path, payload in self.calls
-                if path.endswith("/callback") and payload.get("type") == 9]
 
 
 def _member_payload(who: discord.Member, channel) -> dict:

@@ -2,7 +2,8 @@
 and applies deleted messages to the store.
 
 A thread (a forum post too) follows its parent channel: `/chat on` and the style of the parent
-apply in its threads. How a reply is sent lives in bot/cogs/replies.py.
+apply in its threads. How a reply is sent lives in bot/cogs/replies.py: it is shown while it is
+decoded and stored once it is whole; a reply cut part-way ends with a note and is not stored.
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ from __future__ import annotations
 import logging
 import re
 import time
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import discord
 from discord.ext import commands
 
-from bot.cogs.replies import add_rating_reactions, send_reply
-from bot.conversation import STORE_REPLY, Conversation, Failure, Origin
+from bot.cogs.replies import LiveReply, add_rating_reactions, send_reply
+from bot.conversation import STORE_REPLY, Conversation, DraftStream, Failure, Origin, cut_off
 from bot.dialogue import Turn
 from bot.store import StoreUnavailable
 
@@ -64,6 +65,7 @@ class Chat(commands.Cog):
         self.settings = bot.settings
         self.conversation: Conversation = bot.conversation
         self._deleted: dict[int, float] = {}  # message id -> when its deletion was seen
+        self.clock = time.monotonic  # paces a streamed reply's edits (a test may replace it)
 
     # --- when to answer -----------------------------------------------------------------------
 
@@ -166,39 +168,72 @@ class Chat(commands.Cog):
     async def answer(self, message: discord.Message) -> None:
         turns, origins = await self.conversation_turns(message)
         guild_id = message.guild.id if message.guild else None
-        async with typing_in(message.channel):
-            draft = await self.conversation.draft(
-                turns, guild_id=guild_id, channel_id=message.channel.id,
-                parent_id=parent_of(message.channel), origins=origins)
-        if isinstance(draft, Failure):
-            await self._send_quietly(message, draft.text)
+        stream = await self.conversation.stream_draft(
+            turns, guild_id=guild_id, channel_id=message.channel.id,
+            parent_id=parent_of(message.channel), origins=origins)
+        if isinstance(stream, Failure):
+            await self._send_quietly(message, stream.text)
             return
+        live = LiveReply(message, clock=self.clock)
         try:
-            sent = await send_reply(message, draft.text)
-        except discord.HTTPException as error:
+            await self._show_while_decoding(live, stream, message.channel)
+            if stream.failure is not None:  # before any words: the apology, as for a draft
+                if live.started:
+                    await live.finish(cut_off(stream.text, stream.failure.reason))
+                else:
+                    await self._send_quietly(message, stream.failure.text)
+                return
+            draft = stream.draft
+            sent = await live.finish(draft.text)
+        except discord.HTTPException as error:  # e.g. its message deleted meanwhile
             log.error("could not send a reply in channel %s: %s", message.channel.id, error)
             return
+        finally:  # a reply given up (an error, a cancelled task) stops its generation
+            await stream.aclose()
         try:
             exchange = await self.conversation.keep(
                 draft, source="discord", user_id=message.author.id, message_id=sent[0].id,
                 extra_message_ids=[piece.id for piece in sent[1:]], user_message_id=message.id)
-            # A message deleted while the reply was made leaves the exchange now.
-            raced = self._deleted_among([message.id, *(o.message_id for o in origins)])
-            if raced:
-                await self.conversation.messages_deleted(raced)
-            if message.id in raced:
-                log.info("reply %s: its question was deleted meanwhile, so nothing is kept",
-                         sent[0].id)
-                return
         except StoreUnavailable as error:
-            # The reply is out but cannot be rated: no rating buttons invite a lost rating.
+            # The reply is out but cannot be rated: no rating buttons invite a lost rating,
+            # and its end says it was not kept.
             log.error("reply %s in channel %s was sent but not stored: the store is "
                       "unavailable (%s)", sent[0].id, message.channel.id, error)
+            try:
+                await live.finish(cut_off(draft.text, "unavailable"))
+            except discord.HTTPException as failed:
+                log.warning("could not mark reply %s as not kept: %s", sent[0].id, failed)
+            return
+        try:
+            # A message deleted while the reply was made (one of its own pieces too) leaves
+            # the exchange now.
+            raced = self._deleted_among([message.id, *(o.message_id for o in origins),
+                                         *(piece.id for piece in sent)])
+            if raced:
+                await self.conversation.messages_deleted(raced)
+        except StoreUnavailable as error:
+            log.error("reply %s: messages deleted meanwhile could not leave its exchange: the "
+                      "store is unavailable (%s)", sent[0].id, error)
+            return
+        if message.id in raced:
+            log.info("reply %s: its question was deleted meanwhile, so nothing is kept",
+                     sent[0].id)
             return
         log.info("answered with adapter %s in %.0f ms (exchange %s)",
                  exchange.adapter_version, exchange.latency_ms, exchange.id)
         if message.guild is not None:  # ratings are a server's: none under a DM reply
             await add_rating_reactions(sent)
+
+    async def _show_while_decoding(self, live: LiveReply, stream: DraftStream,
+                                   channel: discord.abc.Messageable) -> None:
+        """Iterate `stream`, showing its text as it grows; "typing..." until the first words
+        are out."""
+        async with AsyncExitStack() as waiting:
+            await waiting.enter_async_context(typing_in(channel))
+            async for _ in stream:
+                await live.show(stream.text)
+                if live.started:
+                    await waiting.aclose()
 
     # --- deleted messages ---------------------------------------------------------------------
 

@@ -2,12 +2,20 @@
 ``` block without closing and reopening it), sent as a reply that survives its question being
 deleted, and 👍/👎 under every piece so moderators can rate any of them (every piece maps to one
 exchange in the store).
+
+A reply shown while it is decoded (`LiveReply`) is sent once its first words exist, then edited
+at most once per EDIT_INTERVAL_S (Discord rate-limits edits of a message: about 5 per 5 s), and
+continues in a new message past 2,000 characters; its last writes carry the whole reply, and
+only then does the chat cog store it and add the 👍/👎.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
+import unicodedata
+from collections.abc import Callable
 
 import discord
 
@@ -20,6 +28,8 @@ RATING_OF = {THUMBS_UP: 1, THUMBS_DOWN: -1}
 # Skin-tone modifiers (U+1F3FB..U+1F3FF) and the emoji presentation selector do not change
 # what a 👍 means.
 _EMOJI_VARIATION = re.compile("[\U0001F3FB-\U0001F3FF\uFE0F]")
+
+EDIT_INTERVAL_S = 1.0  # at most one write (send or edit) per reply this often while it streams
 
 FENCE = "```"
 _CLOSE = "\n" + FENCE
@@ -46,15 +56,36 @@ def open_fence(text: str) -> str | None:
     return opener
 
 
+# What joins the character before it into one visible character: variation selectors, the
+# zero-width joiner of emoji sequences, skin-tone modifiers (combining marks are found by
+# unicodedata).
+_JOINERS = re.compile("[\uFE00-\uFE0F\u200D\U0001F3FB-\U0001F3FF\U000E0020-\U000E007F]")
+_MOST_JOINED = 16  # a hard cut moves back at most this far to keep a character whole
+
+
+def _inside_character(text: str, at: int) -> bool:
+    """Whether cutting `text` at `at` would split one visible character (a letter from its
+    accent, an emoji from its modifier or ZWJ sequence)."""
+    if not 0 < at < len(text):
+        return False
+    after = text[at]
+    return (bool(unicodedata.combining(after)) or unicodedata.category(after) == "Me"
+            or bool(_JOINERS.match(after)) or text[at - 1] == "\u200d")
+
+
 def _cut(text: str, room: int, keep: int) -> tuple[int, bool]:
     """Where to cut `text` to at most `room` characters (never before `keep`): at a line break
     when one is in the second half, else at a space there, else hard; and whether it was at
-    such a break. A hard cut never splits a ``` apart."""
+    such a break. A hard cut never splits a ``` apart, nor one visible character."""
     for separator in ("\n", " "):
         soft = text.rfind(separator, 0, room + 1)
         if soft > max(room // 2, keep):
             return soft, True
     cut = room
+    for _ in range(_MOST_JOINED):
+        if cut - 1 <= keep or not _inside_character(text, cut):
+            break
+        cut -= 1
     for back in (1, 2):  # a fence starting just before the cut would be cut in two
         if text.startswith(FENCE, cut - back) and cut - back > keep:
             cut -= back
@@ -112,3 +143,70 @@ async def add_rating_reactions(pieces: list[discord.Message]) -> None:
                 await piece.add_reaction(emoji)
     except discord.HTTPException as error:  # no Add Reactions: ratings can still be added
         log.warning("could not add rating reactions: %s", error)
+
+
+class LiveReply:
+    """A reply to `question` shown while it is decoded: `show` the text so far as often as
+    pieces come (writes are throttled), then `finish` with the whole text."""
+
+    def __init__(self, question: discord.Message, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 interval_s: float = EDIT_INTERVAL_S):
+        self.question = question
+        self.messages: list[discord.Message] = []  # sent so far, in order
+        self._shown: list[str] = []  # what each message shows now
+        self._clock, self._interval_s = clock, interval_s
+        self._last_write = 0.0
+
+    @property
+    def started(self) -> bool:
+        """Whether a message is out (then "typing..." is no longer needed)."""
+        return bool(self.messages)
+
+    async def show(self, text: str) -> None:
+        """Show `text`, the reply so far: the first message once it has words, later ones and
+        edits when EDIT_INTERVAL_S has passed since the last write (else the next call or
+        `finish` shows it)."""
+        text = text.strip()
+        if not text:
+            return
+        if self.messages and self._clock() - self._last_write < self._interval_s:
+            return
+        await self._write_one(split_message(text))
+
+    async def finish(self, text: str) -> list[discord.Message]:
+        """Show the whole `text` now (every write it still needs, unthrottled); returns the
+        messages that hold it. Messages beyond it (a reply that ended shorter than it was
+        shown) are deleted."""
+        pieces = split_message(text.strip())
+        while await self._write_one(pieces):
+            pass
+        extra = self.messages[len(pieces):]
+        del self.messages[len(pieces):], self._shown[len(pieces):]
+        for message in extra:
+            try:
+                await message.delete()
+            except discord.HTTPException as error:  # the reply itself is whole: keep it
+                log.warning("could not delete message %s past a reply's end: %s", message.id,
+                            error)
+        return list(self.messages)
+
+    async def _write_one(self, pieces: list[str]) -> bool:
+        """The first send or edit that brings the messages closer to `pieces`; False when they
+        show them already. Earlier messages settle first: one past 2,000 characters is edited
+        to its final piece before the next one is sent."""
+        for number, piece in enumerate(pieces):
+            if number == len(self.messages):
+                reference = (self.question.to_reference(fail_if_not_exists=False)
+                             if number == 0 else None)
+                self.messages.append(await self.question.channel.send(piece,
+                                                                      reference=reference))
+                self._shown.append(piece)
+            elif self._shown[number] != piece:
+                self.messages[number] = await self.messages[number].edit(content=piece)
+                self._shown[number] = piece
+            else:
+                continue
+            self._last_write = self._clock()
+            return True
+        return False

@@ -19,16 +19,16 @@ def reactions_on(bot, message) -> list[str]:
 
 
 def deleting_while_generating(bot, monkeypatch, doomed: list):
-    """Make the bot's next draft delete the messages in `doomed` once generated (as a user
-    deleting theirs while the bot thinks)."""
-    draft = bot.conversation.draft
+    """Make the bot's next reply delete the messages in `doomed` once it is asked for, before
+    anything is sent (as a user deleting theirs while the bot thinks)."""
+    stream_draft = bot.conversation.stream_draft
 
-    async def draft_then_delete(*args, **kwargs):
-        result = await draft(*args, **kwargs)
+    async def stream_then_delete(*args, **kwargs):
+        stream = await stream_draft(*args, **kwargs)
         await delete_messages(*doomed, wait=False)
-        return result
+        return stream
 
-    monkeypatch.setattr(bot.conversation, "draft", draft_then_delete)
+    monkeypatch.setattr(bot.conversation, "stream_draft", stream_then_delete)
 
 
 async def test_a_question_deleted_while_generating_still_gets_its_reply(bot, store, channel,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import discord
 import discord.ext.test as dpytest
 import pytest
+from discord.ext.test import backend
 from discord_helpers import (
     FakeClock,
     RecordingAdapter,
@@ -56,3 +57,28 @@ async def test_an_interaction_answered_after_3_seconds_is_refused(bot, channel, 
 
     assert recorder.calls == []  # neither the answer nor the apology got through
     assert [text for _, _, text in recorder.refused] == ["Unknown interaction"] * 2
+
+
+async def test_an_edit_reaches_the_client_as_discord_sends_it_and_is_counted(bot, channel):
+    sent = await channel.send("first words")
+    edited = await sent.edit(content="first words and more")
+
+    # MESSAGE_UPDATE came back: the client's cached message shows the edit, as with Discord.
+    cached = bot._connection._get_message(sent.id)
+    assert cached.content == edited.content == "first words and more"
+    assert cached.type == edited.type == discord.MessageType.default  # still no system message
+    # Discord's copy keeps where the message is (a message menu on it still resolves).
+    [raw] = [m for m in backend._cur_config.messages[channel.id] if m["id"] == sent.id]
+    assert int(raw["channel_id"]) == channel.id and raw["content"] == "first words and more"
+    assert bot.edits == [(sent.id, "first words and more")]
+    assert bot.writes == [("send", sent.id, "first words"),
+                          ("edit", sent.id, "first words and more")]
+
+
+async def test_the_fake_refuses_an_edit_of_a_deleted_message_as_discord_does(bot, channel):
+    sent = await channel.send("soon gone")
+    await delete_messages(sent)
+
+    with pytest.raises(discord.NotFound) as refused:
+        await sent.edit(content="too late")
+    assert refused.value.code == 10008 and bot.edits == []

@@ -10,10 +10,11 @@ import pytest
 import redis.asyncio as aioredis
 from discord.ext.test import callbacks
 from discord_helpers import cleanup, make_bot, make_role, member, sent_messages
+from stream_util import script, words
 
 from bot import conversation as conversation_module
 from bot.cogs.replies import THUMBS_UP
-from bot.conversation import STORE_REPLY
+from bot.conversation import CUT_NOTES, STORE_REPLY
 from bot.local_redis import LocalRedis
 from bot.store import Store
 
@@ -79,3 +80,23 @@ async def test_a_rating_that_cannot_be_stored_is_reported_to_the_moderator(fragi
     await dpytest.add_reaction(mod, reply, THUMBS_UP)
     exchange = await store.exchanges.for_message(reply.id)
     assert await store.exchanges.ratings(exchange.id) == {store.user_hash(mod.id): 1}
+
+
+async def test_a_streamed_reply_the_store_cannot_keep_says_so_and_invites_no_rating(
+        fragile_bot, own_redis, monkeypatch):
+    bot, store = fragile_bot
+
+    def step(number: int) -> None:
+        if number == 3:  # Redis goes away while the reply is being shown
+            own_redis.stop()
+
+    script(monkeypatch, bot.generator, words(6), before_piece=step)
+
+    await dpytest.message(f"<@{bot.user.id}> tell me", member=member("alice"))
+
+    [reply] = await sent_messages()
+    shown = bot._connection._get_message(reply.id).content
+    assert shown == "word0 word1 word2 word3 word4 word5 " + CUT_NOTES["unavailable"]
+    assert bot.own_reactions == [] and bot.event_errors == []
+    own_redis.start()
+    assert await store.exchanges.for_message(reply.id) is None

@@ -4,7 +4,6 @@ skin-toned thumbs count; system, empty and attachment-only messages are not chat
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 import discord.ext.test as dpytest
@@ -19,6 +18,7 @@ from discord_helpers import (
     user_message,
 )
 from store_util import exchange_count
+from stream_util import script
 
 from bot.cogs.replies import THUMBS_DOWN, THUMBS_UP, open_fence, split_message
 
@@ -62,17 +62,26 @@ def test_a_fence_is_never_cut_in_two_and_prose_splits_as_before():
     assert [len(p) for p in split_message("z" * 4500)] == [2000, 2000, 500]
 
 
+def test_a_hard_cut_never_splits_a_visible_character():
+    accented = "e\u0301" * 1500  # é as a letter and its combining accent, no spaces
+    thumbs = "x" + "\N{THUMBS UP SIGN}\N{EMOJI MODIFIER FITZPATRICK TYPE-4}" * 1500
+    family = "x" + "\N{MAN}\u200d\N{WOMAN}\u200d\N{GIRL}" * 700  # ZWJ sequences
+    for text in (accented, thumbs, family):
+        pieces = split_message(text)
+        assert "".join(pieces) == text and all(len(p) <= 2000 for p in pieces)
+        for piece in pieces[1:]:
+            assert not piece.startswith(("\u0301", "\N{EMOJI MODIFIER FITZPATRICK TYPE-4}",
+                                         "\u200d")), piece[:3]
+        assert not any(p.endswith("\u200d") for p in pieces)
+    assert [len(p) for p in split_message(accented)] == [2000, 1000]
+    assert [len(p) for p in split_message(thumbs)] == [1999, 1002]
+
+
 # --- every piece is one exchange --------------------------------------------------------------
 
 async def test_every_piece_of_a_split_reply_can_be_rated_and_taught(bot, store, channel,
                                                                    monkeypatch):
-    generate = bot.generator.generate
-
-    async def long_reply(*args, **kwargs):
-        made = await generate(*args, **kwargs)
-        return dataclasses.replace(made, text=code_reply())
-
-    monkeypatch.setattr(bot.generator, "generate", long_reply)
+    script(monkeypatch, bot.generator, [code_reply()])
     await dpytest.message(f"<@{bot.user.id}> write me a script", member=member("alice"))
     pieces = await sent_messages()
     assert len(pieces) >= 3 and bot.refusals == []

@@ -4,7 +4,6 @@ after it expired is answered with the moderator's text instead of a bare failure
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import sys
 
 import discord.ext.test as dpytest
@@ -18,6 +17,7 @@ from discord_helpers import (
     sent_messages,
 )
 from store_util import corrections
+from stream_util import script
 
 
 def live_ratings_module():
@@ -26,12 +26,7 @@ def live_ratings_module():
 
 
 async def fixed_reply(bot, monkeypatch, text: str) -> None:
-    generate = bot.generator.generate
-
-    async def answer(*args, **kwargs):
-        return dataclasses.replace(await generate(*args, **kwargs), text=text)
-
-    monkeypatch.setattr(bot.generator, "generate", answer)
+    script(monkeypatch, bot.generator, [text])
 
 
 async def open_teach_form(bot, channel, reply) -> tuple[dict, RecordingAdapter]:

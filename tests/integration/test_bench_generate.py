@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
-from paths import REPO as ROOT
+from bench_run import run_bench
 
 LAST_LINE = re.compile(r"throughput_ratio=(\d+\.\d+) p95_engine_ms=(\d+) p50_baseline_ms=(\d+) "
                        r"failed_during_swap=(\d+) mixed_ratio=(\d+\.\d+)")
 
 
 def test_quick_benchmark_on_the_tiny_model(tiny_model_dir):
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "generate.py"), "--quick",
-                           "--model", str(tiny_model_dir)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    lines = done.stdout.strip().splitlines()
-    match = LAST_LINE.fullmatch(lines[-1])
-    assert match, lines[-1]
+    done, lines, match = run_bench("generate.py", ["--quick", "--model", str(tiny_model_dir)],
+                                   LAST_LINE)
     ratio, p95_engine, p50_baseline, failed, mixed = match.groups()
     assert failed == "0"
     assert float(ratio) > 0 and int(p95_engine) > 0 and int(p50_baseline) > 0

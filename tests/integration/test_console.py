@@ -12,9 +12,13 @@ import sys
 import pytest
 from paths import REPO
 from store_util import TENANT, corrections, exchange_count
+from stream_util import script, words
 from subprocess_env import settings_env
 
 from bot.console import CONSOLE_CHANNEL, CONSOLE_USER, HELP, Console, Quit
+from bot.conversation import BUSY_REPLY, CUT_NOTES
+from bot.dialogue import Turn
+from bot.generation import EngineBusy
 
 
 @pytest.fixture
@@ -200,3 +204,49 @@ async def test_adapter_status_shows_a_trainer_record_without_its_loss_curves(con
     assert "learning_rate 0.005, batch_size 4, lora_targets ['c_attn', 'c_proj']" in status
     assert "train_loss_curve" not in status and "val_loss_curve" not in status
     assert len(status) < 2000
+
+
+# --- replies shown as they are decoded ----------------------------------------------------------
+
+async def test_the_console_writes_each_piece_as_it_arrives(fast, store, engine, monkeypatch):
+    written: list[str] = []
+    seen_before: list[int] = []  # how many writes were made when each piece was decoded
+    script(monkeypatch, engine, ["  ", *words(5)],
+           before_piece=lambda number: seen_before.append(len(written)))
+    console = Console(fast, store, engine, write=written.append)
+
+    assert await console.handle_line("tell me something") == ""
+
+    # No head before the first words; then one write per piece, before the next is decoded.
+    assert seen_before == [0, 0, 1, 2, 3, 4]
+    assert written == ["bot [base]: word0", " word1", " word2", " word3", " word4", "\n"]
+    stored = await store.exchanges.get(console.last.id)
+    assert stored.reply == "word0 word1 word2 word3 word4" == "".join(written[:-1])[12:]
+    assert console.turns[-1] == Turn("bot", stored.reply)
+
+
+async def test_a_console_reply_cut_part_way_ends_with_a_note_and_keeps_nothing(
+        fast, store, engine, monkeypatch):
+    written: list[str] = []
+    script(monkeypatch, engine, words(5), fail_after=2)
+    console = Console(fast, store, engine, write=written.append)
+
+    assert await console.handle_line("tell me something") == ""
+
+    assert "".join(written) == f"bot [base]: word0 word1 {CUT_NOTES['failed']}\n"
+    assert console.last is None and console.turns == []
+    assert await exchange_count(store) == 0
+    # Without a writer the console answers with the same words in one line.
+    assert await Console(fast, store, engine).handle_line("again") == (
+        f"bot [base]: word0 word1 {CUT_NOTES['failed']}")
+    assert await exchange_count(store) == 0
+
+
+async def test_a_console_reply_refused_before_any_text_is_the_usual_apology(
+        fast, store, engine, monkeypatch):
+    written: list[str] = []
+    script(monkeypatch, engine, words(5), fail_after=0, error=EngineBusy("full"))
+    console = Console(fast, store, engine, write=written.append)
+
+    assert await console.handle_line("hello?") == f"bot: {BUSY_REPLY}"
+    assert written == []

@@ -6,18 +6,23 @@ import asyncio
 
 import pytest
 from store_util import exchange_count
+from stream_util import script, words
 
 from bot.conversation import (
     BUSY_REPLY,
+    CUT_NOTES,
     FAILED_REPLY,
     Conversation,
     Draft,
     Failure,
+    Origin,
     StyleRejected,
+    cut_off,
     validate_style,
 )
 from bot.dialogue import BOT_MARK, USER_MARK, Turn
 from bot.engine import Engine
+from bot.generation import EngineBusy
 
 
 async def test_chat_stores_the_exchange_with_style_and_adapter_version(fast, store, engine):
@@ -120,3 +125,77 @@ async def test_a_programming_error_is_not_turned_into_an_apology(fast, store, en
     with pytest.raises(ValueError, match="must end with the user's message"):
         await conversation.draft([Turn("bot", "a dialogue ending with the bot")],
                                  guild_id=None, channel_id=1)
+
+
+# --- streamed replies -------------------------------------------------------------------------
+
+async def test_a_streamed_reply_is_stored_once_as_the_drafted_one_is(fast, store, engine):
+    """Through the real engine: the pieces join to the reply, kept with the same records as
+    `chat` keeps (style, tenant, adapter version, context, origins)."""
+    conversation = Conversation(fast, store, engine)
+    await store.styles.set("guild", 7, "Answer as a polite support agent:")
+    turns = [Turn("user", "hi"), Turn("bot", "hello!"), Turn("user", "my order is late")]
+
+    stream = await conversation.stream_draft(turns, guild_id=7, channel_id=8,
+                                             origins=[Origin(11, 99), Origin(12)])
+    pieces = [piece async for piece in stream]
+    assert stream.failure is None and stream.version == "base"
+    assert await exchange_count(store, 7) == 0  # nothing is stored before `keep`
+    exchange = await conversation.keep(stream.draft, source="discord", user_id=99,
+                                       message_id=21, user_message_id=13)
+
+    assert "".join(pieces).strip() == exchange.reply == stream.draft.text
+    stored = await store.exchanges.for_message(21)
+    assert stored == exchange and await exchange_count(store, 7) == 1
+    assert stored.style == "Answer as a polite support agent:"
+    assert (stored.tenant, stored.guild_id, stored.channel_id) == (7, 7, 8)
+    assert stored.adapter_version == "base" and stored.reply_tokens >= 1
+    assert [(t.role, t.text, t.message_id) for t in stored.context] == [
+        ("user", "hi", 11), ("bot", "hello!", 12)]
+    assert stored.context[0].author_hash == store.user_hash(99)
+    assert stored.user_message == "my order is late" and stored.user_message_id == 13
+
+
+async def test_a_stream_cut_part_way_keeps_nothing_and_says_why(fast, store, engine,
+                                                                monkeypatch):
+    conversation = Conversation(fast, store, engine)
+    made = script(monkeypatch, engine, words(6), fail_after=3)
+
+    stream = await conversation.stream_draft([Turn("user", "hello")], guild_id=None,
+                                             channel_id=1)
+    pieces = [piece async for piece in stream]
+    [scripted] = made
+
+    assert pieces == words(3) and stream.text == "".join(words(3))
+    assert stream.draft is None and stream.failure == Failure("failed", FAILED_REPLY)
+    assert scripted.closed
+    assert cut_off(stream.text, "failed") == "word0 word1 word2 " + CUT_NOTES["failed"]
+    assert await exchange_count(store) == 0
+
+
+async def test_a_stream_refused_before_any_text_is_a_busy_failure(fast, store, engine,
+                                                                  monkeypatch):
+    conversation = Conversation(fast, store, engine)
+    script(monkeypatch, engine, words(3), fail_after=0, error=EngineBusy("full"))
+
+    stream = await conversation.stream_draft([Turn("user", "hello")], guild_id=None,
+                                             channel_id=1)
+
+    assert [piece async for piece in stream] == []
+    assert stream.failure == Failure("busy", BUSY_REPLY) and stream.text == ""
+
+
+async def test_a_stream_given_up_part_way_is_closed(fast, store, engine, monkeypatch):
+    """A front end that stops reading (its message was deleted) closes the generator's
+    stream, so the engine can drop the request; nothing is kept."""
+    conversation = Conversation(fast, store, engine)
+    made = script(monkeypatch, engine, words(10))
+    stream = await conversation.stream_draft([Turn("user", "hello")], guild_id=None,
+                                             channel_id=1)
+
+    async for _ in stream:
+        break
+    await stream.aclose()
+
+    assert made[0].closed and made[0].handed_out == 1
+    assert stream.draft is None and await exchange_count(store) == 0

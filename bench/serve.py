@@ -1,0 +1,341 @@
+"""Benchmark: the serving engine (iteration-level batching, streaming, MODEL_DTYPE) against
+static batching, on the same model in the same run.
+
+    .venv/bin/python bench/serve.py [--device cpu] [--model DIR] [--requests 16]
+                                    [--max-new-tokens 64] [--arrivals 32] [--load 0.8]
+                                    [--dtype auto] [--threads N] [--quick]
+
+Without --model the model is the GPT-2 small architecture (GPT2Config(): 124M parameters,
+vocabulary 50257) with random weights, saved here and loaded with `from_pretrained` like the
+bot loads its model; the tokenizer is the tiny offline one, its vocabulary filled up to the
+model's with placeholder words so that every generated token has text to stream.
+
+- static: today's way, one `model.generate` per batch of the requests that have arrived (after
+  a BATCH_MAX_WAIT_MS pause), later arrivals wait for it; float32 weights on CPU as before
+  (bf16/fp16 on a GPU). Its whole reply arrives at once, so its time to first token is its
+  latency.
+- engine: `bot.engine.Engine` with MODEL_DTYPE=--dtype (auto: bf16 where the CPU has native
+  bf16), its replies streamed; time to first token is the first streamed piece. The same engine
+  in float32 is shown too, to tell scheduling from weight type apart.
+
+1. burst: --requests requests at once, --max-new-tokens tokens each (min = max, so both sides
+   generate the same number): tokens/s; throughput_ratio = engine / static.
+2. Poisson: --arrivals requests arriving at --load times the static burst's measured capacity,
+   mixed prompt lengths: time to first token and latency per request; p95_ratio = engine p95
+   latency / static p95 latency. Halfway through the engine's run a new LoRA adapter is loaded
+   and later requests use it (a hot swap): no request may fail.
+3. CTranslate2 int8 (only when `import ctranslate2` works): its burst tokens/s, as an anchor.
+
+Last line: `ttft_p95_ms=A p95_ms=B p95_ratio=Q throughput_ratio=R failed=N` (engine figures;
+N counts the engine's failed requests). --quick: 4 requests, 8 tokens, 8 arrivals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from generate import adapter_blob, dialogues, percentile  # noqa: E402  (bench/generate.py)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="local model directory (default: GPT-2 small "
+                                        "architecture with random weights)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="auto",
+                        choices=("auto", "float32", "bfloat16", "float16"))
+    parser.add_argument("--requests", type=int, default=16, help="burst size (and batch size)")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--arrivals", type=int, default=32, help="Poisson run's requests")
+    parser.add_argument("--load", type=float, default=0.8,
+                        help="Poisson rate as a share of the static burst's capacity")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int,
+                        help="torch threads for both sides (default: torch's, one per core); "
+                             "1 on a CPU shared with other work, where threads that wait for "
+                             "each other make every small step slow")
+    parser.add_argument("--quick", action="store_true", help="4 requests, 8 tokens, 8 arrivals")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.requests, args.max_new_tokens, args.arrivals = 4, 8, 8
+    return args
+
+
+def build_model_dir(workdir: Path) -> str:
+    """GPT-2 small with random weights and a tokenizer covering its vocabulary, on disk."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from trainer.demo.tiny_model import build_tiny_model
+
+    tokenizer = AutoTokenizer.from_pretrained(str(build_tiny_model(workdir / "tokenizer")))
+    config = GPT2Config(bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    tokenizer.add_tokens([f" w{i}" for i in range(len(tokenizer), config.vocab_size)])
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(config)
+    directory = workdir / "gpt2-small-random"
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+class StaticServer:
+    """Today's engine: one `generate` per batch of the requests that have arrived."""
+
+    def __init__(self, model, tokenizer, size: int, wait_s: float, sampling: dict):
+        self.model, self.tokenizer, self.size, self.wait_s = model, tokenizer, size, wait_s
+        self.sampling = sampling
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.calls = 0
+        self.worker = asyncio.create_task(self._run())
+
+    async def ask(self, prompt_ids: list[int]) -> dict:
+        started = time.perf_counter()
+        future = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait((prompt_ids, future))
+        tokens = await future
+        latency = (time.perf_counter() - started) * 1000
+        return {"ttft": latency, "latency": latency, "tokens": tokens}
+
+    async def _run(self):
+        while True:
+            batch = [await self.queue.get()]
+            await asyncio.sleep(self.wait_s)
+            while len(batch) < self.size and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            try:
+                counts = await asyncio.to_thread(self._generate, [ids for ids, _ in batch])
+            except Exception as error:  # counted by the caller, never hidden
+                for _, future in batch:
+                    future.set_exception(error)
+                continue
+            for (_, future), count in zip(batch, counts, strict=True):
+                future.set_result(count)
+
+    def _generate(self, prompts: list[list[int]]) -> list[int]:
+        import torch
+
+        self.calls += 1
+        pad = self.tokenizer.eos_token_id
+        width = max(map(len, prompts))
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts],
+                           device=self.model.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts],
+                            device=self.model.device)
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=ids, attention_mask=mask, pad_token_id=pad,
+                                      eos_token_id=pad, **self.sampling)
+        return [(row != pad).sum().item() for row in out[:, width:]]
+
+    async def close(self):
+        self.worker.cancel()
+
+
+async def ask_engine(engine, convo, adapter: str, sampling: dict) -> dict:
+    started = time.perf_counter()
+    stream = engine.stream(convo, adapter=adapter, **sampling)
+    first = None
+    async for _ in stream:
+        first = first or time.perf_counter()
+    done = time.perf_counter()
+    return {"ttft": ((first or done) - started) * 1000, "latency": (done - started) * 1000,
+            "tokens": stream.generation.reply_tokens,
+            "version": stream.generation.adapter_version}
+
+
+async def burst(ask, items) -> tuple[float, list[dict]]:
+    started = time.perf_counter()
+    results = await asyncio.gather(*(ask(item) for item in items), return_exceptions=True)
+    return time.perf_counter() - started, results
+
+
+async def poisson(ask, items, gaps, midway=None) -> list:
+    """Send item i at the sum of the first i gaps; run `midway` (a coroutine function) once
+    half of them have been sent."""
+    started = time.perf_counter()
+    at, tasks = 0.0, []
+    for index, (item, gap) in enumerate(zip(items, gaps, strict=True)):
+        at += gap
+        await asyncio.sleep(max(0.0, started + at - time.perf_counter()))
+        tasks.append(asyncio.create_task(ask(item)))
+        if midway is not None and index == len(items) // 2:
+            await midway()
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def figures(results: list) -> dict:
+    ok = [r for r in results if not isinstance(r, BaseException)]
+    ttft = [r["ttft"] for r in ok] or [0.0]
+    latency = [r["latency"] for r in ok] or [0.0]
+    return {"ok": len(ok), "failed": len(results) - len(ok), "tokens": sum(r["tokens"] for r in ok),
+            "ttft50": percentile(ttft, 0.5), "ttft95": percentile(ttft, 0.95),
+            "p50": percentile(latency, 0.5), "p95": percentile(latency, 0.95),
+            "errors": [r for r in results if isinstance(r, BaseException)]}
+
+
+def ctranslate2_burst(model_dir: str, prompts: list[list[int]], tokenizer, max_new: int):
+    """CTranslate2 int8 `generate_batch` on the same prompts (tokens/s), or None without it."""
+    try:
+        import ctranslate2
+    except ImportError:
+        return None
+    out = Path(tempfile.mkdtemp(prefix="bench-ct2-"))
+    try:
+        ctranslate2.converters.TransformersConverter(model_dir).convert(
+            str(out / "int8"), quantization="int8", force=True)
+        generator = ctranslate2.Generator(str(out / "int8"), device="cpu", compute_type="int8")
+    finally:
+        shutil.rmtree(out, ignore_errors=True)  # the generator holds the weights in memory
+    tokens = [tokenizer.convert_ids_to_tokens(p) for p in prompts]
+    started = time.perf_counter()
+    results = generator.generate_batch(tokens, max_length=max_new, min_length=max_new,
+                                       sampling_topk=50, sampling_topp=0.9,
+                                       sampling_temperature=0.8, repetition_penalty=1.2,
+                                       include_prompt_in_result=False)
+    wall = time.perf_counter() - started
+    return sum(len(r.sequences_ids[0]) for r in results) / wall
+
+
+async def main(argv=None) -> int:
+    args = parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    try:
+        return await run(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def run(args, workdir: Path) -> int:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from bot.engine import Engine
+    from bot.generation import GenerationConfig
+    from bot.model_dtype import resolve_dtype
+
+    hf_logging.disable_progress_bar()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    model_dir = args.model or build_model_dir(workdir)
+    n, max_new = args.requests, args.max_new_tokens
+    common = dict(model_name=model_dir, device=args.device, max_new_tokens=max_new,
+                  batch_max_size=n, queue_max=max(64, 4 * args.arrivals))
+    engine = Engine.load_model(GenerationConfig(dtype=args.dtype, **common))
+    engine32 = (Engine.load_model(GenerationConfig(dtype="float32", **common))
+                if next(engine.model.parameters()).dtype != torch.float32 else None)
+    static_dtype = resolve_dtype("auto", args.device) if args.device != "cpu" else torch.float32
+    static_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=static_dtype)
+    static_model = static_model.to(args.device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    sampling = {"max_new_tokens": max_new, "min_new_tokens": max_new}
+    hf_sampling = dict(sampling, do_sample=True, temperature=engine.default_sampling.temperature,
+                       top_p=engine.default_sampling.top_p,
+                       repetition_penalty=engine.default_sampling.repetition_penalty)
+    static = StaticServer(static_model, tokenizer, n, engine.config.batch_max_wait_ms / 1000,
+                          hf_sampling)
+
+    convos = dialogues(tokenizer, max(n, args.arrivals))
+    budget = engine.n_positions - max_new
+    prompt_ids = [engine._encode_prompt(c, None, budget)[1] for c in convos]
+    lengths = [len(p) for p in prompt_ids]
+    params = sum(p.numel() for p in static_model.parameters()) / 1e6
+    print(f"model: {params:.0f}M parameters, device {args.device}, engine weights "
+          f"{next(engine.model.parameters()).dtype}, static weights {static_dtype}; torch "
+          f"threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, "
+          f"{platform.processor() or platform.machine()}; load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"prompt tokens {min(lengths)}..{max(lengths)}, {max_new} new tokens per request")
+
+    engines = [("engine", engine)] + ([("engine fp32", engine32)] if engine32 else [])
+    for _, e in engines:  # warm up: first-call allocations
+        await e.generate(convos[0], max_new_tokens=2, min_new_tokens=2)
+    await static.ask(prompt_ids[0])
+
+    # 1. burst
+    rows = {}
+    wall, results = await burst(static.ask, prompt_ids[:n])
+    rows["static"] = (wall, figures(results))
+    for name, e in engines:
+        wall, results = await burst(lambda c, e=e: ask_engine(e, c, "base", sampling), convos[:n])
+        rows[name] = (wall, figures(results))
+    ct2_tps = ctranslate2_burst(model_dir, prompt_ids[:n], tokenizer, max_new)
+    print(f"\n1. burst: {n} requests at once x {max_new} tokens")
+    print(f"{'server':<12} {'tokens':>7} {'wall s':>7} {'tokens/s':>9} {'ttft p95':>9} "
+          f"{'p95 ms':>8} {'failed':>6}")
+    for name, (wall, f) in rows.items():
+        print(f"{name:<12} {f['tokens']:>7} {wall:>7.2f} {f['tokens'] / wall:>9.1f} "
+              f"{f['ttft95']:>9.0f} {f['p95']:>8.0f} {f['failed']:>6}")
+    print("ctranslate2 int8: " + (f"{ct2_tps:.1f} tokens/s" if ct2_tps is not None else
+                                  "not installed (pip install '.[ct2]'), column left out"))
+    tps = {name: f["tokens"] / wall for name, (wall, f) in rows.items()}
+    throughput_ratio = tps["engine"] / tps["static"]
+    print(f"throughput_ratio engine/static: {throughput_ratio:.2f} (goal >= 2.0)"
+          + (f"; engine fp32/static: {tps['engine fp32'] / tps['static']:.2f}"
+             if engine32 else ""))
+
+    # 2. Poisson arrivals at --load of the static burst's capacity
+    capacity = n / rows["static"][0]  # requests per second
+    rate = args.load * capacity
+    rng = random.Random(args.seed)
+    gaps = [0.0] + [rng.expovariate(rate) for _ in range(args.arrivals - 1)]
+    items = list(range(args.arrivals))
+    static_results = await poisson(lambda i: static.ask(prompt_ids[i]), items, gaps)
+    blob = adapter_blob(engine)
+    adapter = {"version": "base"}
+
+    async def swap():
+        started = time.perf_counter()
+        await engine.load("bench-v2", blob)
+        adapter["version"] = "bench-v2"
+        adapter["ms"] = (time.perf_counter() - started) * 1000
+
+    engine_results = await poisson(
+        lambda i: ask_engine(engine, convos[i], adapter["version"], sampling), items, gaps, swap)
+    st, en = figures(static_results), figures(engine_results)
+    served = {}
+    for r in engine_results:
+        if not isinstance(r, BaseException):
+            served[r["version"]] = served.get(r["version"], 0) + 1
+    print(f"\n2. Poisson: {args.arrivals} requests at {rate:.2f}/s ({args.load:.0%} of the "
+          f"static capacity {capacity:.2f}/s), mixed prompt lengths")
+    print(f"{'server':<12} {'ttft p50':>9} {'ttft p95':>9} {'p50 ms':>8} {'p95 ms':>8} "
+          f"{'failed':>6}")
+    for name, f in (("static", st), ("engine", en)):
+        print(f"{name:<12} {f['ttft50']:>9.0f} {f['ttft95']:>9.0f} {f['p50']:>8.0f} "
+              f"{f['p95']:>8.0f} {f['failed']:>6}")
+    p95_ratio = en["p95"] / st["p95"]
+    print(f"p95_ratio engine/static: {p95_ratio:.2f} (goal <= 0.5); engine TTFT p95 "
+          f"{en['ttft95']:.0f} ms (goal <= 1000)")
+    print(f"hot swap midway: bench-v2 loaded in {adapter.get('ms', 0):.0f} ms while serving; "
+          f"served by {served}")
+    failed = sum(f["failed"] for _, f in rows.values() if f is not rows["static"][1])
+    failed += en["failed"]
+    for error in (en["errors"] + [e for _, f in rows.values() for e in f["errors"]])[:3]:
+        print(f"  failed: {type(error).__name__}: {error}")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    await static.close()
+    for _, e in engines:
+        await e.close()
+    print(f"ttft_p95_ms={en['ttft95']:.0f} p95_ms={en['p95']:.0f} p95_ratio={p95_ratio:.2f} "
+          f"throughput_ratio={throughput_ratio:.2f} failed={failed}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,86 @@
+"""A scripted ReplyStream: a test double of our own generation boundary (bot/generation.py),
+not of a library.
+
+The tiny model cannot be made to decode many pieces, a 3,000-character reply or a failure
+half-way on demand; the front ends (console, Discord) must handle all of those. `script()`
+makes a generator's `stream` yield the pieces a test gives, in the order and with the failure
+it gives. The Generation a scripted stream ends with is the real engine's for the same request
+(the real prompt, tokens and adapter version), with the scripted text as its reply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import AsyncIterator, Callable
+
+from bot.generation import GenerationFailed
+
+
+class ScriptedStream:
+    """Yields `pieces`; raises `error` after `fail_after` of them (None: never). `before_piece`
+    (plain or async) runs before each piece is handed out, with its number (a test moves its
+    clock there, or acts as a user would meanwhile). `reply`: the final reply when it is not
+    the pieces joined (a generator whose last word shortens what it streamed)."""
+
+    def __init__(self, make_generation, pieces: list[str], *, fail_after: int | None = None,
+                 error: Exception | None = None, before_piece: Callable | None = None,
+                 reply: str | None = None):
+        self._make_generation = make_generation
+        self.pieces = list(pieces)
+        self.fail_after = fail_after
+        self.error = error or GenerationFailed("the model call failed")
+        self.before_piece = before_piece
+        self.reply = reply
+        self.generation = None
+        self.handed_out = 0
+        self.closed = False
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._run()
+
+    async def _run(self) -> AsyncIterator[str]:
+        try:
+            for number, piece in enumerate(self.pieces):
+                if number == self.fail_after:
+                    raise self.error
+                if self.before_piece is not None:
+                    done = self.before_piece(number)
+                    if inspect.isawaitable(done):
+                        await done
+                self.handed_out += 1
+                yield piece
+            if self.fail_after is not None and self.fail_after >= len(self.pieces):
+                raise self.error
+            made = await self._make_generation()
+            text = self.reply if self.reply is not None else "".join(self.pieces).strip()
+            self.generation = dataclasses.replace(made, text=text)
+        finally:
+            self.closed = True
+
+
+def script(monkeypatch, generator, pieces: list[str], **options) -> list[ScriptedStream]:
+    """Make `generator.stream` answer every request with `pieces` (see ScriptedStream);
+    returns the list the streams it made are appended to."""
+    made: list[ScriptedStream] = []
+    real_stream = generator.stream  # the engine's generate may itself consume its stream
+
+    async def real_generation(turns, style, adapter, overrides):
+        stream = real_stream(turns, style, adapter=adapter, **overrides)
+        async for _ in stream:
+            pass
+        return stream.generation
+
+    def stream(turns, style=None, *, adapter, **overrides):
+        scripted = ScriptedStream(
+            lambda: real_generation(turns, style, adapter, overrides), pieces, **options)
+        made.append(scripted)
+        return scripted
+
+    monkeypatch.setattr(generator, "stream", stream)
+    return made
+
+
+def words(count: int, word: str = "word") -> list[str]:
+    """`count` pieces as a model decodes them: each word with its leading space."""
+    return [f" {word}{n}" for n in range(count)]
