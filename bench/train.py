@@ -118,6 +118,7 @@ async def part_seed(args) -> dict:
     import torch
     from transformers import Trainer, TrainingArguments
 
+    from trainer.dataset import targets
     from trainer.fit import evaluate_loss, load_base_model
 
     settings = bench_settings(args)
@@ -126,7 +127,7 @@ async def part_seed(args) -> dict:
     tokenizer, data = await load_data(settings)
     model = load_base_model(settings.model_name, settings.resolved_device())
     # The seed approach: every training example's text in one block, no masking.
-    block_text = "".join(tokenizer.decode(e.input_ids) for e in data.train)
+    block_text = "".join(tokenizer.decode(e.input_ids) for e in targets(data.train))
     ids = tokenizer.encode(block_text)
     size = min(128, model.config.n_positions)
     blocks = [torch.tensor(ids[i:i + size]) for i in range(0, len(ids) - size + 1, size)]
@@ -147,7 +148,8 @@ async def part_seed(args) -> dict:
     return {"approach": "seed (full FT, Trainer, text block)", "outcome": "-",
             "wall_s": wall, "train_s": train_s, "tokens": tokens, "tokens_per_s": tokens / wall,
             "epochs_run": args.epochs, "trials": 1, "val_loss": val,
-            "train": len(data.train), "validation": len(data.validation), "lr": args.seed_lr,
+            "train": len(targets(data.train)), "validation": len(targets(data.validation)),
+            "lr": args.seed_lr,
             "batch": 8, "import_rss_mb": baseline, "peak_rss_mb": peak_rss_mb()}
 
 

@@ -98,6 +98,9 @@ def _print_outcome(outcome, as_json: bool) -> None:
         print(f"version: {outcome.version}")
     if losses:
         print(f"validation loss: {losses}")
+    if outcome.gate:
+        print("gate: " + ", ".join(f"{k} {v}" for k, v in outcome.gate.items()
+                                   if k != "samples" and v is not None))
     if outcome.learning_rate is not None:
         print(f"learning rate {outcome.learning_rate:.3g}, batch size {outcome.batch_size}, "
               f"{outcome.trials} trial(s)")

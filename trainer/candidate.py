@@ -1,5 +1,6 @@
-"""The model work of a cycle: data set, search and the three validation losses (blocking; the
-cycle runs it in a worker thread)."""
+"""The model work of a cycle: data set, search, then the gate's numbers for base, active and
+candidate on the validation side (`trainer.quality`; blocking: the cycle runs it in a worker
+thread)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from bot.adapter_io import AdapterLoadError
 from bot.generation import BASE_VERSION
 from bot.store import RatedExchange
 from trainer.dataset import DataSet, build_dataset
-from trainer.fit import evaluate_adapter, load_base_model, load_tokenizer
+from trainer.fit import load_base_model, load_tokenizer
+from trainer.quality import Quality, compare, measure_model, references
 from trainer.report import loss_curve_png
-from trainer.search import SearchResult, run_search
+from trainer.search import SearchResult, train_adapter
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,7 @@ class Candidate:
     data: DataSet
     search: SearchResult | None = None
     val_loss: dict = field(default_factory=dict)  # base, active, candidate
+    quality: Quality | None = None  # what the gate compares
     notes: list[str] = field(default_factory=list)
     png: bytes | None = None  # the loss curve of the winning trial
 
@@ -48,27 +51,22 @@ def train_candidate(settings, rated: list[RatedExchange], parent: str,
     pad_id = tokenizer.eos_token_id
     log.info("training: %d train / %d validation examples on %s, up to %d trials",
              len(data.train), len(data.validation), device, settings.search_trials)
-    candidate.search = run_search(base, data.train, data.validation, settings, device=device,
-                                  pad_id=pad_id, previous=first_trial, progress=progress)
+    candidate.search = train_adapter(base, data, settings, device=device, pad_id=pad_id,
+                                     previous=first_trial, progress=progress)
+    candidate.notes += candidate.search.notes
     best = candidate.search.best
     if best is None:
         return candidate
 
-    def loss_of(blob: bytes | None) -> float:
-        return evaluate_adapter(base, blob, data.validation, device=device,
-                                micro_batch_size=settings.micro_batch_size, pad_id=pad_id)
-
+    candidate.quality = measure_candidate(settings, base, tokenizer, rated, data, parent,
+                                          active_blob, best.adapter, candidate.notes,
+                                          device=device)
+    quality = candidate.quality
     losses = candidate.val_loss
-    losses["base"] = loss_of(None)
-    losses["active"] = losses["base"] if parent == BASE_VERSION else None
-    if active_blob is not None:
-        try:
-            losses["active"] = loss_of(active_blob)
-        except AdapterLoadError as error:
-            candidate.notes.append(f"active adapter {parent} could not be evaluated: {error}")
-            log.warning(candidate.notes[-1])
-    # The candidate is measured from its serialized bytes, as the bot will load it.
-    losses["candidate"] = loss_of(best.adapter)
+    losses["base"] = quality.base.nll
+    losses["active"] = (losses["base"] if parent == BASE_VERSION
+                        else None if quality.active is None else quality.active.nll)
+    losses["candidate"] = quality.candidate.nll
     params = candidate.search.best_params
     candidate.png = loss_curve_png(
         f"LoRA after {parent}: lr {params['learning_rate']:.2e}, batch {params['batch_size']}",
@@ -76,3 +74,32 @@ def train_candidate(settings, rated: list[RatedExchange], parent: str,
         {"base model": losses["base"],
          f"active ({parent})": None if parent == BASE_VERSION else losses["active"]})
     return candidate
+
+
+def measure_candidate(settings, base, tokenizer, rated: list[RatedExchange], data: DataSet,
+                      parent: str, active_blob: bytes | None, candidate_blob: bytes,
+                      notes: list[str], *, device: str) -> Quality:
+    """The gate's numbers: base, active (unless the base serves) and candidate, on the same
+    references and validation examples. An active adapter that cannot be loaded is noted and
+    left out (the gate then compares with the base model)."""
+    refs = references(rated, data.held_out, settings.gate_max_prompts,
+                      frozenset({BASE_VERSION, parent}))
+    log.info("gate: greedy replies to %d validation prompt(s) from base, active and candidate",
+             len(refs))
+
+    def measure(blob: bytes | None):
+        return measure_model(base, blob, tokenizer, refs, data.validation, settings,
+                             device=device)
+
+    base_measured = measure(None)
+    active = None
+    if active_blob is not None:
+        try:
+            active = measure(active_blob)
+        except AdapterLoadError as error:
+            notes.append(f"active adapter {parent} could not be evaluated: {error}")
+            log.warning(notes[-1])
+    # The candidate is measured from its serialized bytes, as the bot will load it.
+    measured = measure(candidate_blob)
+    return compare(base_measured, measured, active, refs, data.validation,
+                   settings.gate_bootstrap_samples)

@@ -7,7 +7,8 @@ a cycle trains on its server's ratings only and moves only its server's adapter.
     enough new ratings since the cursor, a "train now" request or `force`? (else: skipped)
         (the request stays in the store until the cycle ends; a failed cycle keeps it)
     data set from every rated exchange -> search (in a worker thread) -> candidate
-    validation loss of base, active and candidate on the same validation set -> gate
+    the gate's numbers for base, active and candidate on the same validation side (greedy
+        replies scored with chrF, preference accuracy, NLL) -> gate
     publish (last step: save, report, compare-and-set of the active pointer) or reject
     record the outcome; move the cursor to the snapshot if the cycle used the ratings; unlock
 
@@ -50,6 +51,9 @@ class CycleOutcome:
     data: dict = field(default_factory=dict)
     val_loss: dict = field(default_factory=lambda: {"base": None, "active": None,
                                                     "candidate": None})
+    # The gate's numbers (trainer.quality.Quality.numbers) and "failed": the number that
+    # refused the candidate; "samples": a few prompts with each model's reply (report only).
+    gate: dict = field(default_factory=dict)
     learning_rate: float | None = None
     batch_size: int | None = None
     hyperparameters: dict = field(default_factory=dict)
@@ -65,14 +69,16 @@ class CycleOutcome:
         """The one-line JSON of `python -m trainer once --json`."""
         return {"outcome": self.outcome, "reason": self.reason, "guild": self.guild,
                 "version": self.version, "val_loss": dict(self.val_loss),
-                "learning_rate": self.learning_rate, "batch_size": self.batch_size,
-                "trials": self.trials}
+                "gate": {k: v for k, v in self.gate.items() if k != "samples"},
+                "data": dict(self.data), "learning_rate": self.learning_rate,
+                "batch_size": self.batch_size, "trials": self.trials}
 
     def report(self) -> dict:
         """The training report saved with the adapter and written to the reports folder."""
+        # The gate's numbers come first: the mod-log post shows the report's first lines.
         return {"outcome": self.outcome, "reason": self.reason, "guild": self.guild,
-                "version": self.version, "parent": self.parent, "val_loss": self.val_loss,
-                "data": self.data,
+                "version": self.version, "parent": self.parent, "gate": self.gate,
+                "val_loss": self.val_loss, "data": self.data,
                 "hyperparameters": self.hyperparameters, "metrics": self.metrics,
                 "trials": self.trial_details, "notes": self.notes}
 
@@ -246,9 +252,10 @@ async def _locked_cycle(settings, store: TenantStore, lock: TrainingLock, snapsh
         return outcome
 
     _describe_candidate(outcome, candidate, settings)
-    decision = gate(candidate=outcome.val_loss["candidate"], active=outcome.val_loss["active"],
-                    base=outcome.val_loss["base"], margin=settings.gate_margin)
+    decision = gate(candidate.quality, margin=settings.gate_margin,
+                    chrf_margin=settings.gate_chrf_margin)
     outcome.reason = decision.reason
+    outcome.gate["failed"] = decision.failed
     if not decision.promote:
         _keep_files(outcome, settings,
                     f"g{store.tenant}-rejected-{time.strftime('%Y%m%d-%H%M%S')}", candidate.png)
@@ -276,6 +283,7 @@ def _describe_candidate(outcome: CycleOutcome, candidate: Candidate, settings) -
     """Fill in the winning trial's numbers: losses, hyperparameters, metrics."""
     search, best = candidate.search, candidate.search.best
     outcome.val_loss = {k: candidate.val_loss.get(k) for k in ("base", "active", "candidate")}
+    outcome.gate = {**candidate.quality.numbers(), "samples": candidate.quality.samples}
     outcome.learning_rate = search.best_params["learning_rate"]
     outcome.batch_size = search.best_params["batch_size"]
     outcome.hyperparameters = {
@@ -284,7 +292,9 @@ def _describe_candidate(outcome: CycleOutcome, candidate: Candidate, settings) -
         "lora_rank": settings.lora_rank, "lora_alpha": settings.lora_alpha,
         "lora_dropout": settings.lora_dropout, "lora_targets": settings.lora_target_modules}
     outcome.metrics = {
-        "val_loss": outcome.val_loss, "train_loss_curve": best.train_losses,
+        "val_loss": outcome.val_loss,
+        "gate": {k: v for k, v in outcome.gate.items() if k != "samples"},
+        "train_loss_curve": best.train_losses,
         "val_loss_curve": best.val_losses, "steps_per_epoch": best.steps_per_epoch,
         "train_seconds": round(best.seconds, 3),
         "tokens_per_second": round(best.tokens_seen / best.seconds, 1) if best.seconds else None}

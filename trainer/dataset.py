@@ -1,10 +1,18 @@
 """Rated exchanges to training examples, in exactly the format the bot serves.
 
-Targets: the bot's reply when the exchange's moderator score is positive, and every moderator
-correction (one per moderator, the store keeps each moderator's newest) whatever the score.
-A reply with a zero or negative score is never a target. Each example is the served prompt
-(`bot.dialogue.training_ids`) followed by " " + target + end-of-text; the labels mask the
-prompt with -100 so the loss counts the reply tokens only.
+Every moderator signal becomes data (issue 11):
+- "correction": every moderator correction (one per moderator, the store keeps each
+  moderator's newest), whatever the score, is an SFT target;
+- "pair": each correction with the bot reply it replaced is a preference pair (chosen = the
+  taught reply, rejected = the bot reply), both after the same prompt;
+- "reply": the bot's reply when the exchange's score (the sum of its ratings) is positive is an
+  SFT target, and also a "desirable" label;
+- "undesirable": the bot's reply when the score is negative (a score of 0 gives nothing).
+
+Each example is the served prompt (`bot.dialogue.training_ids`) followed by " " + reply +
+end-of-text; the labels mask the prompt with -100 so losses count the reply tokens only. A
+target or desirable reply holding U+FFFD (a character broken in decoding) is never taught: it
+is dropped and counted as broken_text (a rejected or undesirable reply may hold one).
 
 The train/validation split is decided per exchange by a hash of its id, so an exchange (and
 every example made from it) stays on the same side from one cycle to the next.
@@ -25,13 +33,11 @@ log = logging.getLogger(__name__)
 IGNORE_INDEX = -100  # label value the loss skips (torch CrossEntropyLoss default)
 # Below this many exchanges a validation set would be too small to say anything.
 MIN_EXCHANGES_FOR_VALIDATION = 5
+BROKEN = "\ufffd"  # what a decoder writes for bytes that are not a whole character
 
-
-# What an example teaches. Targets: "reply" (a reply moderators rated up) and "correction" (a
-# reply a moderator wrote). Objectives pick the kinds they train on, so preference kinds (pairs,
-# undesirable replies) join here without changing the fit loop.
-Kind = Literal["reply", "correction"]
-TARGET_KINDS: tuple[Kind, ...] = ("reply", "correction")
+Kind = Literal["reply", "correction", "pair", "desirable", "undesirable"]
+TARGET_KINDS: tuple[Kind, ...] = ("reply", "correction")  # SFT targets
+LABEL_KINDS: tuple[Kind, ...] = ("desirable", "undesirable")  # unpaired labels (KTO)
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,10 @@ class Example:
     kind: Kind
     input_ids: list[int]
     labels: list[int]  # IGNORE_INDEX over the prompt, the target ids over the reply
+    # Only for kind "pair": the same prompt followed by the rejected (bot) reply.
+    rejected_ids: tuple[int, ...] | None = None
+    rejected_labels: tuple[int, ...] | None = None
+    weight: float = 1.0
 
     @property
     def target_tokens(self) -> int:
@@ -51,6 +61,19 @@ class DataSet:
     train: list[Example]
     validation: list[Example]
     counts: dict = field(default_factory=dict)
+    held_out: set[str] = field(default_factory=set)  # exchange ids on the validation side
+
+
+def targets(examples: list[Example]) -> list[Example]:
+    return [e for e in examples if e.kind in TARGET_KINDS]
+
+
+def pairs(examples: list[Example]) -> list[Example]:
+    return [e for e in examples if e.kind == "pair"]
+
+
+def labels(examples: list[Example]) -> list[Example]:
+    return [e for e in examples if e.kind in LABEL_KINDS]
 
 
 def example_from(exchange_id: str, kind: Kind, turns, style, target: str, tokenizer,
@@ -59,6 +82,20 @@ def example_from(exchange_id: str, kind: Kind, turns, style, target: str, tokeni
                                  eos_token_id=tokenizer.eos_token_id)
     return Example(exchange_id=exchange_id, kind=kind, input_ids=prompt + reply,
                    labels=[IGNORE_INDEX] * len(prompt) + reply)
+
+
+def pair_from(exchange_id: str, turns, style, chosen: str, rejected: str, tokenizer,
+              max_tokens: int) -> Example:
+    """A preference pair: both replies after one prompt, the one that leaves room for both."""
+    eos = tokenizer.eos_token_id
+    prompt_c, reply_c = training_ids(turns, style, chosen, tokenizer, max_tokens, eos)
+    prompt_r, reply_r = training_ids(turns, style, rejected, tokenizer, max_tokens, eos)
+    # build_prompt drops the oldest turns to fit: the shorter prompt fits with either reply.
+    prompt = min(prompt_c, prompt_r, key=len)
+    return Example(exchange_id=exchange_id, kind="pair", input_ids=prompt + reply_c,
+                   labels=[IGNORE_INDEX] * len(prompt) + reply_c,
+                   rejected_ids=tuple(prompt + reply_r),
+                   rejected_labels=tuple([IGNORE_INDEX] * len(prompt) + reply_r))
 
 
 def split_point(exchange_id: str) -> float:
@@ -82,41 +119,76 @@ def validation_ids(exchange_ids: list[str], fraction: float) -> set[str]:
     return chosen
 
 
+# (kind, text, rejected text for a pair). Newest correction first: a cap that cuts an exchange
+# keeps its latest teaching.
+def _signals(item: RatedExchange) -> list[tuple[Kind, str, str | None]]:
+    reply = item.exchange.reply
+    out: list[tuple[Kind, str, str | None]] = []
+    for correction in reversed(item.corrections):
+        out.append(("correction", correction.text, None))
+        if correction.text.strip() != reply.strip():
+            out.append(("pair", correction.text, reply))
+    if item.score > 0:
+        out += [("reply", reply, None), ("desirable", reply, None)]
+    elif item.score < 0:
+        out.append(("undesirable", reply, None))
+    return out
+
+
+COUNT_OF: dict[str, str] = {"reply": "positives", "correction": "corrections", "pair": "pairs",
+                            "desirable": "desirable", "undesirable": "undesirable"}
+
+
 def build_dataset(rated: list[RatedExchange], tokenizer, *, max_tokens: int,
                   max_examples: int, val_fraction: float) -> DataSet:
-    """Examples from rated exchanges (newest first), capped at the newest `max_examples`."""
+    """Examples from rated exchanges (newest first), from the newest `max_examples` exchanges
+    that give any."""
     examples: list[Example] = []
-    counts = {"rated_exchanges": len(rated), "positive_replies": 0, "corrections": 0,
-              "not_positive": 0, "too_long": 0, "capped": 0}
+    counts = {"rated_exchanges": len(rated), "positives": 0, "corrections": 0, "pairs": 0,
+              "desirable": 0, "undesirable": 0, "negatives_used": 0, "not_positive": 0,
+              "too_long": 0, "capped": 0, "broken_text": 0}
+    used = 0
     for item in rated:  # newest first, so the cap keeps the newest
         exchange = item.exchange
-        targets: list[tuple[Kind, str]] = []
-        # Newest correction first: a cap that cuts an exchange keeps its latest teaching.
-        targets += [("correction", c.text) for c in reversed(item.corrections)]
-        if item.score > 0:
-            targets.append(("reply", exchange.reply))
-        else:
-            counts["not_positive"] += 1
-        for kind, text in targets:
-            if len(examples) >= max_examples:
-                counts["capped"] += 1
+        counts["not_positive"] += item.score <= 0
+        signals = _signals(item)
+        if signals and used >= max_examples:
+            counts["capped"] += 1  # the cap counts exchanges: each gives its every signal
+            continue
+        used += bool(signals)
+        negative_used = False
+        for kind, text, rejected in signals:
+            if kind != "undesirable" and BROKEN in text:
+                counts["broken_text"] += 1  # never teach a broken character
                 continue
             try:
-                examples.append(example_from(exchange.id, kind, exchange.turns(),
-                                             exchange.style, text, tokenizer, max_tokens))
+                if kind == "pair":
+                    example = pair_from(exchange.id, exchange.turns(), exchange.style, text,
+                                        rejected, tokenizer, max_tokens)
+                else:
+                    example = example_from(exchange.id, kind, exchange.turns(), exchange.style,
+                                           text, tokenizer, max_tokens)
             except PromptTooLong:
                 counts["too_long"] += 1
                 continue
-            counts["positive_replies" if kind == "reply" else "corrections"] += 1
+            examples.append(example)
+            counts[COUNT_OF[kind]] += 1
+            negative_used |= item.score < 0 and kind in ("pair", "undesirable")
+        counts["negatives_used"] += negative_used
 
     held_out = validation_ids([e.exchange_id for e in examples], val_fraction)
     train = [e for e in examples if e.exchange_id not in held_out]
     validation = [e for e in examples if e.exchange_id in held_out]
     counts.update(train_examples=len(train), validation_examples=len(validation),
-                  train_target_tokens=sum(e.target_tokens for e in train),
-                  train_tokens=sum(len(e.input_ids) for e in train))
+                  train_target_tokens=sum(e.target_tokens for e in targets(train)),
+                  train_tokens=sum(len(e.input_ids) + len(e.rejected_ids or ())
+                                   for e in train))
     log.info("data set: %d rated exchanges -> %d train / %d validation examples "
-             "(%d corrections, %d not positive, %d too long, %d over the cap)",
-             len(rated), len(train), len(validation), counts["corrections"],
-             counts["not_positive"], counts["too_long"], counts["capped"])
-    return DataSet(train=train, validation=validation, counts=counts)
+             "(%d positives, %d corrections, %d pairs, %d desirable, %d undesirable, "
+             "%d too long, %d over the cap, %d with broken text)",
+             len(rated), len(train), len(validation), counts["positives"],
+             counts["corrections"], counts["pairs"], counts["desirable"],
+             counts["undesirable"], counts["too_long"], counts["capped"],
+             counts["broken_text"])
+    return DataSet(train=train, validation=validation, counts=counts,
+                   held_out={i for i in held_out})

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
 from store_util import TENANT
-from transformers import AutoTokenizer
 
 from bot.dialogue import build_prompt
 from bot.store import Exchange, TurnRecord
-from trainer.dataset import IGNORE_INDEX, build_dataset, split_point, validation_ids
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir):
-    return AutoTokenizer.from_pretrained(str(tiny_model_dir))
+from trainer.dataset import IGNORE_INDEX, build_dataset, labels, pairs, split_point, validation_ids
+from trainer.dataset import targets as sft_targets
 
 
 async def rated_exchange(store, reply: str, votes: list[int], *, user_message="how are you",
@@ -27,7 +21,9 @@ async def rated_exchange(store, reply: str, votes: list[int], *, user_message="h
 
 
 def targets(examples, tokenizer) -> list[str]:
-    return [tokenizer.decode([t for t in e.labels if t != IGNORE_INDEX]) for e in examples]
+    """The decoded SFT targets among `examples`."""
+    return [tokenizer.decode([t for t in e.labels if t != IGNORE_INDEX])
+            for e in sft_targets(examples)]
 
 
 def build(rated, tokenizer, **overrides):
@@ -41,7 +37,7 @@ async def test_mask_leaves_exactly_the_reply_and_eos(store, tokenizer, own):
                                     user_message="what colour is the sky?",
                                     style="Answer as a polite support agent:", context=context)
     data = build(await own.exchanges.rated(), tokenizer)
-    (example,) = data.train + data.validation
+    (example,) = sft_targets(data.train + data.validation)
 
     masked = [i for i, label in enumerate(example.labels) if label == IGNORE_INDEX]
     kept = [label for label in example.labels if label != IGNORE_INDEX]
@@ -107,6 +103,86 @@ async def test_long_dialogues_fit_the_token_budget(store, tokenizer, own):
                     for n in range(10)]
     await rated_exchange(store, "short answer " * 30, [1], context=long_history)
     data = build(await own.exchanges.rated(), tokenizer, max_tokens=64)
-    (example,) = data.train + data.validation
+    (example,) = sft_targets(data.train + data.validation)
     assert len(example.input_ids) <= 64
     assert example.labels[-1] == tokenizer.eos_token_id
+
+
+def decoded(ids, labels, tokenizer) -> str:
+    return tokenizer.decode([t for t, label in zip(ids, labels, strict=True)
+                             if label != IGNORE_INDEX])
+
+
+async def test_every_signal_becomes_data(store, tokenizer, own):
+    liked = await rated_exchange(store, "glad to help", [1, 1, -1], user_message="thanks")
+    disliked = await rated_exchange(store, "go away", [-1], user_message="help me")
+    await rated_exchange(store, "meh", [1, -1], user_message="tied")  # score 0: no signal
+    corrected = await rated_exchange(store, "it is green", [-1, -1],
+                                     user_message="what colour is the sky?",
+                                     context=[TurnRecord(role="user", text="hello")])
+    await store.exchanges.correct(corrected.id, "mod7", "it is blue")
+    await store.exchanges.correct(corrected.id, "mod8", "the sky is blue")
+
+    data = build(await own.exchanges.rated(), tokenizer)
+    examples = data.train + data.validation
+    eos = tokenizer.eos_token
+    by_kind = {}
+    for e in examples:
+        by_kind.setdefault(e.kind, []).append((e.exchange_id,
+                                               decoded(e.input_ids, e.labels, tokenizer)))
+    assert sorted(by_kind["reply"]) == [(liked.id, f" glad to help{eos}")]
+    assert sorted(by_kind["desirable"]) == [(liked.id, f" glad to help{eos}")]
+    assert sorted(by_kind["undesirable"]) == sorted([(disliked.id, f" go away{eos}"),
+                                                     (corrected.id, f" it is green{eos}")])
+    assert sorted(by_kind["correction"]) == sorted([(corrected.id, f" it is blue{eos}"),
+                                                    (corrected.id, f" the sky is blue{eos}")])
+    # A pair per correction: chosen = the taught reply, rejected = the bot's, one prompt.
+    pair_examples = pairs(examples)
+    assert sorted(decoded(p.input_ids, p.labels, tokenizer) for p in pair_examples) == \
+        sorted([f" it is blue{eos}", f" the sky is blue{eos}"])
+    prompt = build_prompt(corrected.turns(), corrected.style, tokenizer, max_tokens=128)
+    for p in pair_examples:
+        assert p.exchange_id == corrected.id
+        assert decoded(p.rejected_ids, p.rejected_labels, tokenizer) == f" it is green{eos}"
+        cut = p.labels.index(next(x for x in p.labels if x != IGNORE_INDEX))
+        assert tokenizer.decode(p.input_ids[:cut]) == prompt
+        assert list(p.rejected_ids[:cut]) == p.input_ids[:cut]
+        assert all(x == IGNORE_INDEX for x in p.rejected_labels[:cut])
+    assert {k: data.counts[k] for k in ("positives", "corrections", "pairs", "desirable",
+                                        "undesirable", "negatives_used", "rated_exchanges")} \
+        == {"positives": 1, "corrections": 2, "pairs": 2, "desirable": 1, "undesirable": 2,
+            "negatives_used": 2, "rated_exchanges": 4}
+    assert len(targets(examples, tokenizer)) == 3
+    assert len(labels(examples)) == 3
+    # The split is by exchange: every example of an exchange sits on one side.
+    assert data.held_out == {e.exchange_id for e in data.validation}
+    assert not data.held_out & {e.exchange_id for e in data.train}
+
+
+async def test_broken_characters_are_never_taught(store, tokenizer, own):
+    broken = await rated_exchange(store, "caf\ufffd is open", [1], user_message="open?")
+    corrected = await rated_exchange(store, "no\ufffd", [-1], user_message="price?")
+    await store.exchanges.correct(corrected.id, "mod1", "ten \ufffd dollars")
+    await store.exchanges.correct(corrected.id, "mod2", "ten dollars")
+
+    data = build(await own.exchanges.rated(), tokenizer)
+    examples = data.train + data.validation
+    taught = [decoded(e.input_ids, e.labels, tokenizer) for e in examples
+              if e.kind != "undesirable"]
+    assert taught and not any("\ufffd" in text for text in taught)
+    # Dropped: the 👍 reply as target and as desirable label, the broken correction and its pair.
+    assert data.counts["broken_text"] == 4
+    assert data.counts["corrections"] == 1 and data.counts["pairs"] == 1
+    # A broken 👎 reply may still be pushed down (it is never a target).
+    assert {e.exchange_id for e in examples if e.kind == "undesirable"} == {corrected.id}
+    assert broken.id not in {e.exchange_id for e in examples}
+
+
+async def test_a_thumbs_down_only_data_set_has_data(store, tokenizer, own):
+    for n in range(6):
+        await rated_exchange(store, f"bad reply {n}", [-1], user_message=f"question {n}")
+    data = build(await own.exchanges.rated(), tokenizer)
+    assert data.train and data.validation
+    assert {e.kind for e in data.train + data.validation} == {"undesirable"}
+    assert data.counts["undesirable"] == 6 and data.counts["negatives_used"] == 6
+    assert data.counts["positives"] == 0 and data.counts["pairs"] == 0

@@ -17,6 +17,7 @@ from bot.adapter_io import attach_adapter, parse_adapter
 from bot.store import BASE_VERSION, AdapterRecord, Exchange, Store
 from trainer.cycle import LOCK_HELD, TrainingLock, run_cycle, warm_start
 from trainer.publish import PublishRefused, gate, publish
+from trainer.quality import Interval, Quality, Scores
 from trainer.schedule import TrainerService, build_scheduler
 
 QA = [("what is the capital of france", "paris is the capital of france"),
@@ -26,10 +27,17 @@ QA = [("what is the capital of france", "paris is the capital of france"),
       ("what is two plus two", "two plus two is four")]
 
 
+# For tests about locks, requests and the schedule, not the replies: after one epoch the random
+# tiny model's greedy replies to a handful of validation prompts are babble either way, so the
+# gate decides on NLL alone (GATE_MAX_PROMPTS=0), as it did when these tests were written.
+NLL_GATE = {"gate_max_prompts": 0}
+
+
 def train_settings(settings, **overrides):
-    """Few trials and epochs, and a learning-rate range where the tiny model learns surely."""
+    """Few trials and epochs, a learning-rate range where the tiny model learns surely, and
+    gate replies about as long as the answers (a reply running on to 64 tokens of babble)."""
     options = {"search_trials": 2, "max_epochs": 2, "search_lr_min": 5e-3,
-               "search_lr_max": 2e-2, "min_new_ratings": 0}
+               "search_lr_max": 2e-2, "min_new_ratings": 0, "max_new_tokens": 12}
     return settings.model_copy(update=options | overrides)
 
 
@@ -47,7 +55,12 @@ async def add_rated(store, count: int, vote: int = 1) -> list[Exchange]:
 
 
 async def test_full_cycle_promotes_then_gate_rejects_a_worse_candidate(settings, store, own):
-    settings = train_settings(settings)
+    # The publish path on NLL alone: the random tiny model's greedy replies to these five
+    # questions stayed babble in some runs even after six epochs (test_gate_replies.py has the
+    # gate on replies, with answers the tiny model learns).
+    # Three epochs: with two, one split in many runs (the exchange ids, hence the split, are
+    # new each run) left the candidate only 0.045 below the base in a full-suite run.
+    settings = train_settings(settings, max_epochs=3, **NLL_GATE)
     await add_rated(store, 40)
     await add_rated(store, 5, vote=-1)
     newest_event = (await own.trainer.snapshot()).newest_event
@@ -56,7 +69,8 @@ async def test_full_cycle_promotes_then_gate_rejects_a_worse_candidate(settings,
 
     assert outcome.outcome == "promoted", outcome.reason
     assert outcome.version == "v1"
-    assert outcome.val_loss["candidate"] < outcome.val_loss["base"] - 0.05
+    assert outcome.val_loss["candidate"] < outcome.val_loss["base"] - 0.05, (
+        outcome.learning_rate, outcome.batch_size, outcome.data)
     assert outcome.val_loss["active"] == outcome.val_loss["base"]  # the base was serving
     assert outcome.trials == 2 and outcome.batch_size in (4, 8, 16, 32)
     assert await own.registry.active() == "v1"
@@ -68,8 +82,10 @@ async def test_full_cycle_promotes_then_gate_rejects_a_worse_candidate(settings,
     assert record.hyperparameters["batch_size"] == outcome.batch_size
     assert record.hyperparameters["lora_rank"] == settings.lora_rank
     assert [t["state"] for t in record.trials] and len(record.trials) == 2
-    assert record.data["positive_replies"] == 40 and record.data["not_positive"] == 5
-    assert record.data["train_examples"] + record.data["validation_examples"] == 40
+    assert record.data["positives"] == 40 and record.data["not_positive"] == 5
+    # Each 👍 reply is an SFT target and a desirable label, each 👎 reply an undesirable one.
+    assert record.data["desirable"] == 40 and record.data["undesirable"] == 5
+    assert record.data["train_examples"] + record.data["validation_examples"] == 85
     assert record.metrics["val_loss"] == outcome.val_loss
     assert len(record.metrics["train_loss_curve"]) >= 2
 
@@ -91,8 +107,10 @@ async def test_full_cycle_promotes_then_gate_rejects_a_worse_candidate(settings,
                for name, param in model.named_parameters())
 
     # A second cycle on the same data cannot beat v1 by a margin of 5 nats: rejected, and
-    # nothing in service changes. Its first trial repeats v1's hyperparameters.
-    strict = train_settings(settings, gate_margin=5.0)
+    # nothing in service changes. Its first trial repeats v1's hyperparameters. (NLL alone
+    # here: a second adapter's babble may score a little above or below v1's on chrF, which
+    # test_gate_replies.py covers.)
+    strict = train_settings(settings, gate_margin=5.0, **NLL_GATE)
     second = await run_cycle(strict, store, TENANT, force=True, progress=False)
     assert second.outcome == "rejected"
     assert "margin 5" in second.reason
@@ -105,19 +123,31 @@ async def test_full_cycle_promotes_then_gate_rejects_a_worse_candidate(settings,
     assert second.png_path and second.png_path.endswith(".png")
 
 
+def nll_only(candidate: float, active: float | None, base: float) -> Quality:
+    """Gate numbers where the replies of every model score the same (chrF 30, a bootstrap
+    interval around 0 within the chrF margin), so only the NLL can make a difference."""
+    same = Interval(mean=0.0, low=-1.0, high=1.0)
+    return Quality(base=Scores(nll=base, chrf=30.0), candidate=Scores(nll=candidate, chrf=30.0),
+                   active=None if active is None else Scores(nll=active, chrf=30.0),
+                   vs_active=None if active is None else same, vs_base=same, prompts=10)
+
+
 def test_gate_needs_the_margin_and_a_win_over_the_base():
-    assert gate(candidate=2.0, active=None, base=3.0, margin=0.1).promote
-    assert not gate(candidate=2.95, active=None, base=3.0, margin=0.1).promote
-    assert gate(candidate=2.0, active=2.5, base=3.0, margin=0.1).promote
-    assert not gate(candidate=2.45, active=2.5, base=3.0, margin=0.1).promote
+    def decide(candidate, active, base, margin):
+        return gate(nll_only(candidate, active, base), margin=margin, chrf_margin=0.0)
+
+    assert decide(candidate=2.0, active=None, base=3.0, margin=0.1).promote
+    assert not decide(candidate=2.95, active=None, base=3.0, margin=0.1).promote
+    assert decide(candidate=2.0, active=2.5, base=3.0, margin=0.1).promote
+    assert not decide(candidate=2.45, active=2.5, base=3.0, margin=0.1).promote
     # Beating a poor active adapter is not enough when the base model is better still.
-    decision = gate(candidate=3.2, active=4.0, base=3.1, margin=0.1)
+    decision = decide(candidate=3.2, active=4.0, base=3.1, margin=0.1)
     assert not decision.promote and "base" in decision.reason
-    assert not gate(candidate=math.nan, active=2.5, base=3.0, margin=0.0).promote
+    assert not decide(candidate=math.nan, active=2.5, base=3.0, margin=0.0).promote
 
 
 async def test_two_cycles_started_at_once_train_once(settings, store, redis_server, own):
-    settings = train_settings(settings, search_trials=1, max_epochs=1)
+    settings = train_settings(settings, search_trials=1, max_epochs=1, **NLL_GATE)
     await add_rated(store, 20)
     other = Store(aioredis.from_url(redis_server.url), prefix=settings.key_prefix,
                   user_secret=settings.user_hash_secret.get_secret_value())
@@ -139,7 +169,8 @@ async def test_two_cycles_started_at_once_train_once(settings, store, redis_serv
 
 
 async def test_skip_threshold_and_train_now_request(settings, store, own):
-    settings = train_settings(settings, min_new_ratings=25, search_trials=1, max_epochs=1)
+    settings = train_settings(settings, min_new_ratings=25, search_trials=1, max_epochs=1,
+                              **NLL_GATE)
     await add_rated(store, 20)
 
     skipped = await run_cycle(settings, store, TENANT, progress=False)
@@ -160,7 +191,9 @@ async def test_skip_threshold_and_train_now_request(settings, store, own):
 
 
 async def test_no_usable_data_changes_nothing(settings, store, own):
-    await add_rated(store, 10, vote=-1)
+    # Ratings that cancel out (score 0) give no signal; a 👎-only data set does (it trains).
+    for exchange in await add_rated(store, 10, vote=-1):
+        await store.exchanges.rate(exchange.id, "another moderator", 1)
     outcome = await run_cycle(train_settings(settings), store, TENANT, progress=False)
     assert outcome.outcome == "skipped" and outcome.reason.startswith("no usable data")
     assert await own.registry.active() == BASE_VERSION
@@ -189,7 +222,10 @@ async def test_nan_loss_fails_every_trial_and_publishes_nothing(settings, store,
 
 
 async def test_schedule_runs_a_requested_cycle_soon(settings, store, own):
-    settings = train_settings(settings, search_trials=1, max_epochs=1, min_new_ratings=1000)
+    # Three epochs: one left the candidate no better than the base on some random splits (the
+    # exchange ids, hence the split, are new each run); this test is about the schedule.
+    settings = train_settings(settings, search_trials=1, max_epochs=3, min_new_ratings=1000,
+                              **NLL_GATE)
     service = TrainerService(settings, store)
     scheduler = build_scheduler(service, settings)
     jobs = {job.id: job for job in scheduler.get_jobs()}
@@ -275,7 +311,8 @@ async def test_search_warm_starts_from_the_adapter_in_service(store, own):
 
 async def test_the_schedule_trains_each_due_server_and_only_those(settings, store):
     """Server 1 has enough new ratings, server 2 asked for training, server 3 neither."""
-    settings = train_settings(settings, search_trials=1, max_epochs=1, min_new_ratings=15)
+    settings = train_settings(settings, search_trials=1, max_epochs=1, min_new_ratings=15,
+                              **NLL_GATE)
     await add_rated(store, 20)  # server TENANT
     for tenant, count in ((2, 10), (3, 10)):
         for n in range(count):

@@ -81,8 +81,13 @@ async def test_killed_cycle_publishes_nothing_and_the_lock_expires(settings, sto
         env=quick, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert set(summary) == {"outcome", "reason", "guild", "version", "val_loss",
+    assert set(summary) == {"outcome", "reason", "guild", "version", "val_loss", "gate", "data",
                             "learning_rate", "batch_size", "trials"}
+    # The gate's numbers: these liked replies were written by the base model itself, so they
+    # are no chrF references (greedy decoding hands the base its own words back).
+    assert summary["gate"]["prompts"] == 0 and summary["gate"]["failed"] is None
+    assert summary["gate"]["nll_candidate"] == round(summary["val_loss"]["candidate"], 4)
+    assert summary["data"]["positives"] == 30
     assert summary["guild"] == TENANT  # HOME_GUILD_ID: no --guild needed
     assert summary["outcome"] == "promoted", summary
     assert summary["version"] == "v1" and summary["trials"] == 1

@@ -1,0 +1,335 @@
+"""Benchmark: does the bot learn from its moderators? A simulated moderator, the real bot path.
+
+    .venv/bin/python bench/learning_loop.py [--model DIR_OR_NAME] [--rounds 3] [--quick]
+
+Data: trainer/data/support_dialogues.jsonl (English and Chinese support prompts with reference
+replies, written for the project), split by a hash of the prompt into a pool and a held-out set
+(HELD_OUT_FRACTION). Held-out prompts are never rated, taught or imported.
+
+Base model: the demo's tiny GPT-2, built and pretrained once by the demo's own helpers
+(`trainer.demo.prepare.demo_model`, cached in --workdir; its pretraining text holds none of
+these replies), or --model. A private redis-server (`bot.local_redis`), the demo's training
+settings, greedy replies (TEMPERATURE=0) so a reply depends on the adapter only.
+
+- Calibration: the base model answers the pool; the 👍 threshold is the chrF that ~25 % of
+  those replies reach (the score whose pass share comes nearest 25 %).
+- Moderation loop, `--rounds` rounds: the bot answers every pool prompt through the real
+  conversation path (`bot.runtime.Runtime` -> `Conversation.chat`, stored exchanges, the
+  adapter in service); the moderator scores each reply with chrF against its reference and
+  rates it through `bot.actions.Actions` (👍 at or above the threshold, else 👎, and for every
+  third 👎 teaches the reference); then one `trainer.cycle.run_cycle`, and the engine swaps in
+  what the gate promoted. After each round, on the held-out prompts: the share of greedy
+  replies the moderator would 👍, their mean chrF, and the reference NLL (nats per reply
+  token) under the adapter in service.
+  The loop runs twice in the same run, each on fresh keys: SFT only (DPO_WEIGHT=0,
+  KTO_WEIGHT=0) and with the preference objective at its defaults.
+- Import only: the pool imported as rated pairs (`trainer.importer`), one cycle, held-out share
+  before and after.
+
+Ratios are against the base model's held-out share, measured in the same run. The last line
+reads `import_share=A base_share=B sft_share=C pref_share=D rounds=N`.
+--quick: a small pool, one round, a short search (a smoke test on the tiny model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from importlib import resources
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+GUILD = 1
+MODERATOR = "bench-moderator"
+USER = "bench-user"
+HELD_OUT_FRACTION = 0.2
+PASS_SHARE = 0.25  # the share of base replies the 👍 threshold lets through
+TEACH_EVERY = 3  # the moderator teaches the reference for every third 👎
+CONCURRENT = 32  # requests in flight at once (below QUEUE_MAX)
+SWAP_TIMEOUT_S = 120
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def load_rows() -> list[dict]:
+    from trainer.importer import parse_rows, read_text
+
+    path = resources.files("trainer").joinpath("data/support_dialogues.jsonl")
+    return [row for _, row in parse_rows(read_text(path))[0]]
+
+
+def held_out(prompt: str) -> bool:
+    digest = hashlib.sha256(prompt.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < HELD_OUT_FRACTION
+
+
+def chrf(reply: str, reference: str) -> float:
+    from sacrebleu.metrics import CHRF
+
+    return CHRF().sentence_score(reply, [reference]).score
+
+
+class Bench:
+    """What every part shares: the redis URL, the base model for NLL, the threshold."""
+
+    def __init__(self, args, redis_url: str, model_name: str, workdir: Path):
+        from trainer.demo.run import demo_settings
+        from trainer.fit import load_base_model, load_tokenizer
+
+        self.args, self.redis_url, self.workdir = args, redis_url, workdir
+        demo_args = SimpleNamespace(quick=args.quick)
+        self.settings = demo_settings(demo_args, redis_url, model_name, workdir).model_copy(
+            update={"home_guild_id": GUILD, "min_new_ratings": 0, "queue_max": 64,
+                    "cooldown_seconds": 0.0})
+        if args.quick:
+            self.settings = self.settings.model_copy(update={
+                "search_trials": 2, "max_epochs": 4, "search_timeout_seconds": 40,
+                "max_new_tokens": 24, "gate_max_prompts": 16})
+        self.tokenizer = load_tokenizer(model_name)
+        self.base_model = load_base_model(model_name, "cpu")
+        rows = load_rows()
+        self.pool = [r for r in rows if not held_out(r["input"])]
+        self.held = [r for r in rows if held_out(r["input"])]
+        if args.quick:
+            self.pool, self.held = self.pool[:48], self.held[:16]
+        self.threshold: float | None = None
+
+    def fresh(self, **overrides):
+        """Settings on keys of their own (a fresh bot) with `overrides`."""
+        from trainer.demo.prepare import demo_prefix
+
+        return self.settings.model_copy(update={"key_prefix": demo_prefix(), **overrides})
+
+    async def replies(self, runtime, rows: list[dict]) -> list[str]:
+        """Greedy replies of the adapter serving GUILD, straight from the engine (not stored)."""
+        from bot.dialogue import Turn
+
+        version = runtime.serving.version_for(GUILD)
+        gate = asyncio.Semaphore(CONCURRENT)
+
+        async def one(row):
+            async with gate:
+                generation = await runtime.generator.generate([Turn("user", row["input"])],
+                                                              adapter=version)
+                return generation.text
+
+        return list(await asyncio.gather(*(one(r) for r in rows)))
+
+    def nll(self, blob: bytes | None, rows: list[dict]) -> float:
+        from bot.dialogue import Turn
+        from trainer.dataset import example_from
+        from trainer.fit import evaluate_adapter
+
+        examples = [example_from(str(i), "reply", [Turn("user", r["input"])], None,
+                                 r["output"], self.tokenizer, self.settings.max_train_tokens)
+                    for i, r in enumerate(rows)]
+        return evaluate_adapter(self.base_model, blob, examples, device="cpu",
+                                micro_batch_size=self.settings.micro_batch_size,
+                                pad_id=self.tokenizer.eos_token_id)
+
+    async def held_out_numbers(self, runtime) -> dict:
+        replies = await self.replies(runtime, self.held)
+        scores = [chrf(reply, row["output"]) for reply, row in zip(replies, self.held,
+                                                                   strict=True)]
+        from bot.store import BASE_VERSION
+
+        version = runtime.serving.version_for(GUILD)
+        blob = None if version == BASE_VERSION else \
+            await runtime.store.tenant(GUILD).registry.blob(version)
+        nll = await asyncio.to_thread(self.nll, blob, self.held)
+        return {"version": version, "share": share(scores, self.threshold),
+                "chrf": sum(scores) / len(scores), "nll": nll}
+
+    async def calibrate(self) -> dict:
+        """The 👍 threshold from the base model's pool replies; the base's held-out numbers."""
+        from bot.runtime import Runtime
+
+        async with Runtime(self.fresh()) as runtime:
+            replies = await self.replies(runtime, self.pool)
+            scores = [chrf(reply, row["output"]) for reply, row in zip(replies, self.pool,
+                                                                       strict=True)]
+            self.threshold = calibrated(scores)
+            base = await self.held_out_numbers(runtime)
+        say(f"calibration: 👍 at chrF >= {self.threshold:.2f}: {share(scores, self.threshold):.3f}"
+            f" of the base model's {len(scores)} pool replies pass")
+        return base
+
+
+def calibrated(scores: list[float]) -> float:
+    """The score whose pass share (at or above it) comes nearest PASS_SHARE; ties (many
+    replies scoring 0) rule out the plain quantile."""
+    return min(sorted(set(scores)), key=lambda t: (abs(share(scores, t) - PASS_SHARE), -t))
+
+
+def share(scores: list[float], threshold: float) -> float:
+    return sum(1 for s in scores if s >= threshold) / len(scores)
+
+
+async def moderate(bench: Bench, runtime) -> dict:
+    """The bot answers every pool prompt through the conversation path; the moderator rates
+    each stored exchange (and teaches every third 👎) through the actions moderators use."""
+    from bot.conversation import Failure
+    from bot.dialogue import Turn
+
+    gate = asyncio.Semaphore(CONCURRENT)
+
+    async def answer(row):
+        async with gate:
+            return await runtime.conversation.chat([Turn("user", row["input"])],
+                                                   source="console", user_id=USER,
+                                                   guild_id=GUILD)
+
+    results = await asyncio.gather(*(answer(r) for r in bench.pool))
+    counts = {"up": 0, "down": 0, "taught": 0, "failed": 0}
+    for row, exchange in zip(bench.pool, results, strict=True):
+        if isinstance(exchange, Failure):
+            counts["failed"] += 1
+            continue
+        liked = chrf(exchange.reply, row["output"]) >= bench.threshold
+        answer = await runtime.actions.rate(GUILD, exchange.id, MODERATOR, 1 if liked else -1)
+        if not answer.ok:
+            raise RuntimeError(f"a rating was not stored: {answer.text}")
+        counts["up" if liked else "down"] += 1
+        if not liked and counts["down"] % TEACH_EVERY == 0:
+            taught = await runtime.actions.teach(GUILD, exchange.id, MODERATOR, row["output"])
+            if not taught.ok:
+                raise RuntimeError(f"a taught reply was not stored: {taught.text}")
+            counts["taught"] += 1
+    return counts
+
+
+async def cycle(bench: Bench, settings, runtime):
+    """One training cycle; waits until the engine serves what it promoted."""
+    from trainer.cycle import run_cycle
+
+    outcome = await run_cycle(settings, runtime.store, GUILD, force=True, progress=False)
+    if outcome.outcome == "promoted":
+        waited = time.monotonic()
+        while runtime.serving.version_for(GUILD) != outcome.version:
+            if time.monotonic() - waited > SWAP_TIMEOUT_S:
+                raise RuntimeError(f"{outcome.version} did not reach the engine")
+            await asyncio.sleep(0.2)
+    return outcome
+
+
+def describe(outcome) -> str:
+    gate = outcome.gate
+    numbers = ", ".join(f"{k} {gate[k]}" for k in ("chrf_base", "chrf_active", "chrf_candidate",
+                                                   "preference_accuracy_candidate")
+                        if gate.get(k) is not None)
+    return f"{outcome.outcome} {outcome.version or ''} [{numbers}] {outcome.reason[:160]}"
+
+
+async def run_loop(bench: Bench, name: str, rounds: int, **overrides) -> list[dict]:
+    from bot.runtime import Runtime
+
+    settings = bench.fresh(**overrides)
+    found = []
+    async with Runtime(settings) as runtime:
+        for number in range(1, rounds + 1):
+            started = time.perf_counter()
+            counts = await moderate(bench, runtime)
+            outcome = await cycle(bench, settings, runtime)
+            numbers = await bench.held_out_numbers(runtime)
+            found.append({**numbers, **counts, "outcome": outcome.outcome,
+                          "seconds": round(time.perf_counter() - started, 1)})
+            say(f"{name} round {number}: 👍 {counts['up']} 👎 {counts['down']} taught "
+                f"{counts['taught']} | cycle {describe(outcome)}")
+            say(f"{name} round {number}: held-out 👍 share {numbers['share']:.3f}, chrF "
+                f"{numbers['chrf']:.2f}, reference NLL {numbers['nll']:.3f} "
+                f"[{numbers['version']}] ({found[-1]['seconds']:.0f} s)")
+    return found
+
+
+async def run_import(bench: Bench) -> dict:
+    from bot.runtime import Runtime
+    from trainer.importer import import_pairs
+
+    settings = bench.fresh()
+    async with Runtime(settings) as runtime:
+        rows = [{"input": r["input"], "output": r["output"]} for r in bench.pool]
+        await import_pairs(runtime.store.tenant(GUILD), rows, settings)
+        outcome = await cycle(bench, settings, runtime)
+        after = await bench.held_out_numbers(runtime)
+    say(f"import: {len(rows)} pool pairs, cycle {describe(outcome)}")
+    say(f"import: held-out 👍 share {after['share']:.3f}, chrF {after['chrf']:.2f}, "
+        f"reference NLL {after['nll']:.3f} [{after['version']}]")
+    return after
+
+
+async def main_async(args) -> int:
+    from bot.local_redis import LocalRedis
+    from trainer.demo.prepare import demo_model
+
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    model_name = args.model or demo_model("(no --model)", workdir, say, quick=args.quick)
+    server = LocalRedis().start()
+    try:
+        bench = Bench(args, server.url, model_name, workdir)
+        say(f"model {model_name}; {len(bench.pool)} pool / {len(bench.held)} held-out prompts; "
+            f"load average {os.getloadavg()[0]:.2f}")
+        base = await bench.calibrate()
+        say(f"base: held-out 👍 share {base['share']:.3f}, chrF {base['chrf']:.2f}, "
+            f"reference NLL {base['nll']:.3f}")
+        imported = await run_import(bench)
+        sft = await run_loop(bench, "sft", args.rounds, dpo_weight=0.0, kto_weight=0.0)
+        pref = await run_loop(bench, "pref", args.rounds)
+    finally:
+        server.close()
+    base_share = base["share"]
+    say("")
+    say("| run | held-out 👍 share | vs base | chrF | reference NLL |")
+    say("|---|---|---|---|---|")
+    rows = [("base", base), ("import, 1 cycle", imported)]
+    rows += [(f"sft round {n}", r) for n, r in enumerate(sft, start=1)]
+    rows += [(f"pref round {n}", r) for n, r in enumerate(pref, start=1)]
+    for label, r in rows:
+        ratio = r["share"] / base_share if base_share else float("nan")
+        say(f"| {label} | {r['share']:.3f} | {ratio:.2f}x | {r['chrf']:.2f} | {r['nll']:.3f} |")
+    say(f"load average {os.getloadavg()[0]:.2f}")
+    if args.json:
+        say(json.dumps({"base": base, "import": imported, "sft": sft, "pref": pref}))
+    say(f"import_share={imported['share']:.3f} base_share={base_share:.3f} "
+        f"sft_share={sft[-1]['share']:.3f} pref_share={pref[-1]['share']:.3f} "
+        f"rounds={args.rounds}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="base model (default: the demo's tiny "
+                                                      "GPT-2, pretrained once in --workdir)")
+    parser.add_argument("--rounds", type=int, default=None, help="default 3 (1 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument("--workdir", default=str(ROOT / ".bench"),
+                        help="where the tiny model and the reports go (default .bench)")
+    parser.add_argument("--json", action="store_true", help="print every number as JSON too")
+    args = parser.parse_args(argv)
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Benchmark: the preference epochs' defaults against SFT alone, one simulated rating round.
+
+    .venv/bin/python bench/preference_defaults.py [--workdir .demo] [--model DIR_OR_NAME]
+
+Base model: the demo's pretrained tiny GPT-2 (built once in --workdir, as `make demo` does), or
+--model. The demo's sample dialogues are split by prompt (the trainer's hash split, 30 %
+held out, never rated). A simulated moderator rates the base model's greedy reply to each pool
+prompt by chrF (sacrebleu) against the sample answer: 👍 at or above the score that about a
+quarter of the base replies reach, 👎 below, and every third 👎 is taught the sample answer.
+Then `trainer.search.train_adapter` (the demo's search settings, seed 0) trains one adapter per
+variant on the same data: SFT alone (DPO_WEIGHT=KTO_WEIGHT=0, the baseline), the defaults
+(one preference epoch at a quarter of the winner's rate), the preference epoch at the full
+rate, and two preference epochs. Each is scored on the held-out prompts: mean chrF and the
+share of replies at or above the 👍 threshold. Few prompts: read differences as rough.
+Last line: `sft_share=A default_share=B full_rate_share=C two_epochs_share=D heldout=N`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+from importlib import resources
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+STYLE = "Answer as a polite support agent:"
+VARIANTS = {"sft": {"dpo_weight": 0.0, "kto_weight": 0.0}, "default": {},
+            "full_rate": {"preference_lr_factor": 1.0}, "two_epochs": {"preference_epochs": 2}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", default=str(ROOT / ".demo"))
+    parser.add_argument("--model", default="no-such-model")
+    args = parser.parse_args()
+
+    import sacrebleu
+    import torch
+
+    from bot.adapter_io import attach_adapter, parse_adapter
+    from bot.config import load_settings
+    from bot.dialogue import build_prompt, extract_reply
+    from bot.store import Exchange, RatedExchange
+    from bot.store.records import Correction
+    from trainer.dataset import build_dataset, validation_ids
+    from trainer.demo.prepare import demo_model
+    from trainer.fit import load_base_model, load_tokenizer
+    from trainer.search import train_adapter
+
+    name = demo_model(args.model, Path(args.workdir), print)
+    tokenizer, base = load_tokenizer(name), load_base_model(name, "cpu")
+    text = resources.files("trainer").joinpath("data/customer_service.jsonl").read_text("utf-8")
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    ids = [f"sample-{n}" for n in range(len(rows))]
+    held = validation_ids(ids, 0.3)
+    pool = [(i, r) for i, r in zip(ids, rows, strict=True) if i not in held]
+    test = [r for i, r in zip(ids, rows, strict=True) if i in held]
+
+    def reply(model, question: str) -> str:
+        turns = Exchange(tenant=1, user_message=question, reply="", style=STYLE).turns()
+        encoded = tokenizer(build_prompt(turns, STYLE, tokenizer, 200), return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**encoded, max_new_tokens=40, do_sample=False,
+                                 pad_token_id=tokenizer.eos_token_id)
+        return extract_reply(tokenizer.decode(out[0, encoded.input_ids.shape[1]:]),
+                             tokenizer.eos_token)
+
+    def chrf(hypothesis: str, reference: str) -> float:
+        return sacrebleu.sentence_chrf(hypothesis, [reference]).score
+
+    replies = [reply(base, r["input"]) for _, r in pool]
+    scores = [chrf(h, r["output"]) for h, (_, r) in zip(replies, pool, strict=True)]
+    threshold = sorted(scores, reverse=True)[max(0, len(scores) // 4 - 1)]
+
+    def evaluate(model) -> tuple[float, float]:
+        got = [chrf(reply(model, r["input"]), r["output"]) for r in test]
+        return statistics.mean(got), sum(s >= threshold for s in got) / len(got)
+
+    rated, downs = [], 0
+    for (i, r), text_, score in zip(pool, replies, scores, strict=True):
+        corrections = []
+        if score < threshold:
+            downs += 1
+            if downs % 3 == 0:
+                corrections = [Correction(exchange_id=i, moderator_hash="m", text=r["output"])]
+        exchange = Exchange(id=i, tenant=1, user_message=r["input"], reply=text_, style=STYLE)
+        rated.append(RatedExchange(exchange=exchange, score=1 if score >= threshold else -1,
+                                   ratings=1, corrections=corrections))
+    demo = dict(model_name=name, device="cpu", search_trials=4, max_epochs=12,
+                early_stop_patience=3, search_timeout_seconds=150, search_lr_min=2e-3,
+                search_lr_max=1.2e-2, lora_rank=16, lora_alpha=32,
+                lora_targets="c_attn,c_proj,c_fc", _env_file=None)
+    base_chrf, base_share = evaluate(base)
+    print(f"pool {len(pool)} prompts, held out {len(test)}; 👍 threshold chrF {threshold:.1f}")
+    print(f"base: chrF {base_chrf:.2f}, 👍 share {base_share:.2f}")
+    shares = {}
+    for variant, extra in VARIANTS.items():
+        settings = load_settings(**demo, **extra)
+        data = build_dataset(rated, tokenizer, max_tokens=settings.max_train_tokens,
+                             max_examples=settings.max_train_examples, val_fraction=0.2)
+        result = train_adapter(base, data, settings, device="cpu",
+                               pad_id=tokenizer.eos_token_id, progress=False, seed=0)
+        model = attach_adapter(copy.deepcopy(base), parse_adapter(result.best.adapter),
+                               "bench").eval()
+        mean, shares[variant] = evaluate(model)
+        ratio = f"{shares[variant] / shares['sft']:.2f}x SFT's share" if shares["sft"] else "-"
+        print(f"{variant}: chrF {mean:.2f}, 👍 share {shares[variant]:.2f} ({ratio}); "
+              f"data {data.counts['positives']} 👍, {data.counts['undesirable']} 👎, "
+              f"{data.counts['pairs']} pairs; lr {result.best_params['learning_rate']:.2e}")
+    print(" ".join(f"{v}_share={s:.2f}" for v, s in shares.items()) + f" heldout={len(test)}")
+
+
+if __name__ == "__main__":
+    main()

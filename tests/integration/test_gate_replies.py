@@ -1,0 +1,160 @@
+"""The gate on real greedy replies: a candidate whose NLL is lower but whose replies collapse is
+refused by chrF; the numbers reach the report, the --json line and the mod-log post."""
+
+from __future__ import annotations
+
+import json
+
+from store_util import TENANT
+
+from bot.app import modlog_text
+from bot.store import BASE_VERSION, AdapterEvent, Exchange
+from trainer.candidate import measure_candidate
+from trainer.cycle import run_cycle
+from trainer.dataset import build_dataset, example_from
+from trainer.fit import FitParams, fit_lora, load_base_model, load_tokenizer
+from trainer.publish import gate
+
+SUBJECTS = ["order", "parcel", "refund", "password", "account", "invoice", "coupon", "address",
+            "delivery", "payment", "subscription", "receipt"]
+COLLAPSED = "A."
+
+
+async def rate_support_pairs(store, count: int) -> None:
+    """`count` distinct questions, each with a liked reply that names its subject, written by
+    people (as imported pairs are: no model the gate compares wrote them)."""
+    for n in range(count):
+        subject = SUBJECTS[n % len(SUBJECTS)]
+        exchange = await store.exchanges.add(Exchange(
+            tenant=TENANT, user_message=f"question {n}: what about my {subject}?",
+            reply=f"your {subject} is fine, we will check the {subject} for you today",
+            adapter_version="import"))
+        await store.exchanges.rate(exchange.id, "moderator", 1)
+
+
+def collapse_examples(data, rated, tokenizer, max_tokens):
+    """Training examples that teach "A." twice as often as the real reply, per train prompt:
+    the reply words get likelier (lower NLL) while greedy decoding says "A." and stops."""
+    by_id = {item.exchange.id: item.exchange for item in rated}
+    examples = []
+    for example in data.train:
+        exchange = by_id[example.exchange_id]
+        for target in (COLLAPSED, COLLAPSED, exchange.reply):
+            examples.append(example_from(exchange.id, "reply", exchange.turns(), None, target,
+                                         tokenizer, max_tokens))
+    return examples
+
+
+def fit(base, examples, data, settings, tokenizer, epochs: int) -> bytes:
+    params = FitParams(learning_rate=5e-3, batch_size=8, max_epochs=epochs, patience=epochs)
+    return fit_lora(base, examples, data.validation, params, settings, device="cpu",
+                    pad_id=tokenizer.eos_token_id, progress=False).adapter
+
+
+async def test_lower_nll_but_collapsed_replies_is_refused_by_chrf(settings, store, own):
+    settings = settings.model_copy(update={"max_new_tokens": 16, "val_fraction": 0.3,
+                                           "lora_targets": "c_attn,c_proj,c_fc",
+                                           "lora_rank": 16, "lora_alpha": 32})
+    await rate_support_pairs(store, 60)
+    rated = await own.exchanges.rated()
+    tokenizer = load_tokenizer(settings.model_name)
+    data = build_dataset(rated, tokenizer, max_tokens=settings.max_train_tokens,
+                         max_examples=1000, val_fraction=settings.val_fraction)
+    base = load_base_model(settings.model_name, "cpu")
+    # In service: one short epoch on the liked replies. Candidate: eight epochs of "A." twice
+    # for each liked reply, which lowers the NLL of the replies below the active adapter's.
+    active = fit(base, data.train, data, settings, tokenizer, epochs=1)
+    collapsed = fit(base, collapse_examples(data, rated, tokenizer, settings.max_train_tokens),
+                    data, settings, tokenizer, epochs=8)
+
+    notes: list[str] = []
+    quality = measure_candidate(settings, base, tokenizer, rated, data, "v1", active,
+                                collapsed, notes, device="cpu")
+    decision = gate(quality, margin=settings.gate_margin, chrf_margin=settings.gate_chrf_margin)
+
+    assert quality.prompts >= 10 and quality.active is not None and not notes
+    # NLL alone would promote it: lower than the active adapter's (and the base model's)...
+    assert quality.candidate.nll < quality.active.nll - settings.gate_margin, quality
+    assert quality.candidate.nll < quality.base.nll - settings.gate_margin
+    # ...while its greedy replies collapsed.
+    assert all(sample["candidate"] == COLLAPSED for sample in quality.samples), quality.samples
+    assert quality.candidate.chrf < quality.active.chrf - 10
+    assert quality.vs_active.high < -settings.gate_chrf_margin
+    assert not decision.promote and decision.failed == "chrf", decision
+    assert decision.reason.startswith("chrF") and "active adapter" in decision.reason
+
+
+async def test_a_cycle_puts_every_gate_number_in_report_json_and_modlog(settings, store, own):
+    settings = settings.model_copy(update={
+        "search_trials": 2, "max_epochs": 6, "search_lr_min": 1e-2, "search_lr_max": 2e-2,
+        "min_new_ratings": 0, "max_new_tokens": 16, "val_fraction": 0.3})
+    await rate_support_pairs(store, 40)
+
+    outcome = await run_cycle(settings, store, TENANT, progress=False)
+
+    assert outcome.outcome == "promoted", outcome.reason
+    gate_numbers = outcome.gate
+    for key in ("prompts", "pairs", "nll_base", "chrf_base", "nll_candidate", "chrf_candidate",
+                "preference_accuracy_candidate", "chrf_vs_base_mean", "chrf_vs_base_low",
+                "chrf_vs_base_high", "failed"):
+        assert key in gate_numbers, key
+    assert gate_numbers["prompts"] >= 5 and gate_numbers["failed"] is None
+    assert gate_numbers["chrf_candidate"] > gate_numbers["chrf_base"]
+    assert gate_numbers["nll_candidate"] == round(outcome.val_loss["candidate"], 4)
+    assert len(gate_numbers["samples"]) == 3 and gate_numbers["samples"][0]["reference"]
+
+    line = json.loads(json.dumps(outcome.summary()))  # what `trainer once --json` prints
+    assert line["gate"] == {k: v for k, v in gate_numbers.items() if k != "samples"}
+    assert line["data"]["train_examples"] == outcome.data["train_examples"]
+
+    report, _ = await own.registry.report(outcome.version)
+    assert report["gate"]["chrf_candidate"] == gate_numbers["chrf_candidate"]
+    post = modlog_text(AdapterEvent(kind="activated", version=outcome.version,
+                                    previous=BASE_VERSION), report).splitlines()
+    for key in ("prompts", "chrf_base", "chrf_candidate", "chrf_vs_base_low", "nll_candidate"):
+        value = gate_numbers[key]
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        assert f"gate.{key}: {shown}" in post, (key, post)
+    assert any(line.startswith("reason: candidate beats the base model") for line in post)
+
+
+async def test_preference_accuracy_counts_validation_pairs_and_labels(settings, store, own):
+    settings = settings.model_copy(update={
+        "search_trials": 1, "max_epochs": 2, "search_lr_min": 5e-3, "search_lr_max": 2e-2,
+        "min_new_ratings": 0, "max_new_tokens": 12, "val_fraction": 0.4})
+    for n in range(30):
+        subject = SUBJECTS[n % len(SUBJECTS)]
+        exchange = await own.exchanges.add(Exchange(
+            tenant=TENANT, user_message=f"question {n}: what about my {subject}?",
+            reply="no idea" if n % 3 else f"your {subject} is fine"))
+        await own.exchanges.rate(exchange.id, "moderator", -1 if n % 3 else 1)
+        if n % 3 == 1:  # a 👎 with a taught reply: a pair
+            await own.exchanges.correct(exchange.id, "moderator",
+                                        f"we will check your {subject} today")
+
+    outcome = await run_cycle(settings, store, TENANT, progress=False)
+
+    numbers = outcome.gate
+    assert numbers["pairs"] >= 1 and numbers["labels"] >= 1, numbers
+    assert 0.0 <= numbers["preference_accuracy_candidate"] <= 1.0
+    assert numbers["preference_accuracy_base"] is None  # the reference itself
+    assert outcome.outcome in ("promoted", "rejected") and outcome.reason
+
+
+async def test_a_thumbs_down_only_data_set_is_gated_without_references(settings, store, own):
+    settings = settings.model_copy(update={
+        "search_trials": 1, "max_epochs": 1, "min_new_ratings": 0, "max_new_tokens": 8})
+    for n in range(20):
+        exchange = await own.exchanges.add(Exchange(
+            tenant=TENANT, user_message=f"question {n}", reply=f"a bad reply {n}"))
+        await own.exchanges.rate(exchange.id, "moderator", -1)
+
+    outcome = await run_cycle(settings, store, TENANT, progress=False)
+
+    assert outcome.gate["prompts"] == 0 and outcome.gate["labels"] >= 1, outcome
+    assert "chrf_vs_base_mean" not in outcome.gate
+    if outcome.outcome == "promoted":
+        assert outcome.reason.startswith("no held-out references")
+        assert "preference accuracy" in outcome.reason
+    else:
+        assert outcome.outcome == "rejected" and "no references" in outcome.reason

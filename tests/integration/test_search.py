@@ -1,0 +1,181 @@
+"""The search: its time limit inside a trial, pruning over epochs, the per-cycle seed, the
+learning-rate edge warning, and the preference epochs after it (tiny GPT-2, real Optuna)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from trainer.dataset import IGNORE_INDEX, DataSet, Example
+from trainer.fit import FitParams, OutOfTime, SupervisedObjective, fit_lora
+from trainer.search import edge_note, run_search, train_adapter
+
+
+def make(tokenizer, n: int, kind: str = "reply", reply: str | None = None) -> Example:
+    prompt = tokenizer.encode(f"<user> question {n}\n<bot>")
+    target = tokenizer.encode(" " + (reply or f"answer {n % 3}")) + [tokenizer.eos_token_id]
+    return Example(exchange_id=f"e{n}", kind=kind, input_ids=prompt + target,
+                   labels=[IGNORE_INDEX] * len(prompt) + target)
+
+
+class Slow(SupervisedObjective):
+    """SFT that records when each micro-batch starts and takes a while."""
+
+    def __init__(self, seconds: float = 0.05):
+        self.starts: list[float] = []
+        self.seconds = seconds
+
+    def micro_loss(self, model, micro, batch, **kwargs):
+        self.starts.append(time.monotonic())
+        time.sleep(self.seconds)
+        return super().micro_loss(model, micro, batch, **kwargs)
+
+
+def test_the_deadline_stops_a_fit_within_a_step(base, tokenizer, settings):
+    train = [make(tokenizer, n) for n in range(12)]
+    validation = [make(tokenizer, n) for n in range(12, 15)]
+    slow = Slow(seconds=0.1)
+    deadline = time.monotonic() + 3.0  # 150 steps would take 15 s at least
+    params = FitParams(learning_rate=1e-2, batch_size=4, max_epochs=50, patience=50)
+    result = fit_lora(base, train, validation, params, settings.model_copy(
+        update={"micro_batch_size": 4}), device="cpu", pad_id=0, progress=False,
+        objective=slow, deadline=deadline)
+    # One micro-batch per step: no step began after the deadline, and the fit did not finish.
+    assert slow.starts and all(start < deadline for start in slow.starts)
+    assert len(result.train_losses) == len(slow.starts) < 50 * 3
+    assert result.stopped_early and any("time limit" in note for note in result.notes)
+    assert 1 <= result.best_epoch <= len(result.val_losses) and result.adapter
+
+
+def test_a_fit_with_no_time_left_has_nothing_to_keep(base, tokenizer, settings):
+    train = [make(tokenizer, n) for n in range(8)]
+    with pytest.raises(OutOfTime):
+        fit_lora(base, train, train[:2], FitParams(learning_rate=1e-3, batch_size=4,
+                                                   max_epochs=2), settings, device="cpu",
+                 pad_id=0, progress=False, deadline=time.monotonic() - 1)
+
+
+def test_trials_share_the_time_and_a_cut_trial_reports_what_it_has(base, tokenizer, settings):
+    train = [make(tokenizer, n) for n in range(16)]
+    slow = Slow(seconds=0.05)
+    options = {"search_trials": 4, "max_epochs": 50, "early_stop_patience": 50,
+               "micro_batch_size": 16}
+    deadline = time.monotonic() + 8.0  # one trial alone would take 10 s at least
+    result = run_search(base, train, train[:3], settings.model_copy(update=options),
+                        device="cpu", pad_id=0, progress=False, objective=slow,
+                        deadline=deadline)
+    # Trials share the time (without that trial 0 would take all of it; with a loaded CPU the
+    # set-up of each trial may leave the last one no time); each trained a few steps and
+    # measured its weights; none began a step after the deadline.
+    assert len(result.trials) >= 3 and result.best is not None
+    assert all(t["val_losses"] for t in result.trials)
+    assert all(start < deadline for start in slow.starts)
+    assert any("was cut after" in note for t in result.trials for note in t.get("notes", []))
+
+
+class NoTimeLeft(SupervisedObjective):
+    def micro_loss(self, model, micro, batch, **kwargs):
+        raise OutOfTime("no time for a first step")
+
+
+def test_a_trial_with_nothing_to_keep_is_pruned(base, tokenizer, settings):
+    train = [make(tokenizer, n) for n in range(8)]
+    result = run_search(base, train, train[:3], settings.model_copy(
+        update={"search_trials": 2}), device="cpu", pad_id=0, progress=False,
+        objective=NoTimeLeft())
+    assert result.best is None and [t["state"] for t in result.trials] == ["PRUNED"] * 2
+    assert "time limit" in result.trials[0]["reason"]
+
+
+def test_successive_halving_prunes_trials_over_epochs(base, tokenizer, settings):
+    train = [make(tokenizer, n) for n in range(16)]
+    validation = [make(tokenizer, n) for n in range(16, 20)]
+    options = {"search_trials": 6, "max_epochs": 4, "early_stop_patience": 4,
+               "search_lr_min": 1e-4, "search_lr_max": 3e-2}
+    result = run_search(base, train, validation, settings.model_copy(update=options),
+                        device="cpu", pad_id=0, progress=False, seed=3)
+    states = [t["state"] for t in result.trials]
+    assert len(states) == 6 and "PRUNED" in states and "COMPLETE" in states
+    for trial in result.trials:
+        # Each epoch's validation loss was reported; a pruned trial stopped before the end.
+        if trial["state"] == "PRUNED":
+            assert 1 <= len(trial["val_losses"]) < 4
+        else:
+            assert len(trial["val_losses"]) == 4
+
+
+def test_the_seed_changes_the_proposals_and_is_reported(base, tokenizer, settings):
+    train = [make(tokenizer, n) for n in range(8)]
+    data = DataSet(train=train, validation=[make(tokenizer, n) for n in range(8, 10)])
+    quick = settings.model_copy(update={"search_trials": 2, "max_epochs": 1})
+    first = train_adapter(base, data, quick, device="cpu", pad_id=0, progress=False, seed=1)
+    second = train_adapter(base, data, quick, device="cpu", pad_id=0, progress=False, seed=2)
+    assert first.best_params["search_seed"] == 1 and "search seed 1" in first.notes
+    assert [t["params"] for t in first.trials] != [t["params"] for t in second.trials]
+    again = train_adapter(base, data, quick, device="cpu", pad_id=0, progress=False, seed=1)
+    assert [t["params"] for t in again.trials] == [t["params"] for t in first.trials]
+
+
+def test_search_seed_setting_repeats_a_cycle_and_unset_takes_a_new_seed(base, tokenizer,
+                                                                         settings):
+    train = [make(tokenizer, n) for n in range(8)]
+    data = DataSet(train=train, validation=[make(tokenizer, n) for n in range(8, 10)])
+    pinned = settings.model_copy(update={"search_trials": 1, "max_epochs": 1, "search_seed": 7})
+    assert train_adapter(base, data, pinned, device="cpu", pad_id=0,
+                         progress=False).best_params["search_seed"] == 7
+    free = pinned.model_copy(update={"search_seed": None})
+    seeds = {train_adapter(base, data, free, device="cpu", pad_id=0,
+                           progress=False).best_params["search_seed"] for _ in range(2)}
+    assert len(seeds) == 2  # from the clock: each cycle its own
+
+
+def test_a_best_learning_rate_at_the_edge_is_warned_about(base, tokenizer, settings, caplog):
+    assert edge_note(3e-3, 1e-5, 3e-3) and "SEARCH_LR_MAX" in edge_note(3e-3, 1e-5, 3e-3)
+    assert "SEARCH_LR_MIN" in edge_note(1.5e-5, 1e-5, 1e-2)
+    assert edge_note(3e-4, 1e-5, 1e-2) is None  # the middle (log scale)
+    train = [make(tokenizer, n) for n in range(8)]
+    one = settings.model_copy(update={"search_trials": 1, "max_epochs": 1,
+                                      "search_lr_min": 1e-4, "search_lr_max": 1e-2})
+    with caplog.at_level(logging.WARNING, logger="trainer.search"):
+        result = run_search(base, train, train[:2], one, device="cpu", pad_id=0,
+                            progress=False, previous={"learning_rate": 1, "batch_size": 4})
+    assert result.best_params["learning_rate"] == 1e-2  # the previous rate, clamped to the top
+    assert any("edge of the search range" in note for note in result.notes)
+    assert any("edge of the search range" in r.getMessage() for r in caplog.records)
+
+
+def test_preference_epochs_follow_the_search(base, tokenizer, settings):
+    train = [make(tokenizer, n) for n in range(8)] + \
+        [make(tokenizer, n, "undesirable", "go away") for n in range(20, 28)]
+    data = DataSet(train=train, validation=[make(tokenizer, n) for n in range(8, 10)])
+    options = {"search_trials": 2, "max_epochs": 2, "preference_epochs": 1,
+               "preference_lr_factor": 0.25}
+    result = train_adapter(base, data, settings.model_copy(update=options), device="cpu",
+                           pad_id=0, progress=False, seed=0)
+    params = result.best_params
+    assert params["objective"] == "sft+dpo+kto" and params["preference_epochs"] == 1
+    assert params["preference_learning_rate"] == pytest.approx(0.25 * params["learning_rate"])
+    searched = [t for t in result.trials if t["state"] == "COMPLETE"]
+    assert searched and len(result.best.val_losses) == max(
+        t["val_losses"].index(min(t["val_losses"])) + 1 for t in searched
+        if t["params"]["learning_rate"] == params["learning_rate"]) + 1
+
+    sft_only = train_adapter(base, data, settings.model_copy(
+        update=options | {"dpo_weight": 0.0, "kto_weight": 0.0}), device="cpu", pad_id=0,
+        progress=False, seed=0)
+    assert "objective" not in sft_only.best_params  # nothing to add to SFT: no preference epochs
+
+
+def test_a_thumbs_down_only_data_set_gets_an_adapter(base, tokenizer, settings):
+    bad = [make(tokenizer, n, "undesirable", f"go away {n}") for n in range(10)]
+    data = DataSet(train=bad[:8], validation=bad[8:])
+    result = train_adapter(base, data, settings.model_copy(update={"preference_epochs": 2}),
+                           device="cpu", pad_id=0, progress=False, seed=0)
+    assert result.trials == [] and result.best is not None and result.best.adapter
+    assert len(result.best.val_losses) == 2 and result.best_params["objective"] == "sft+dpo+kto"
+    # The middle of the learning-rate range (log scale), times the preference factor.
+    middle = (settings.search_lr_min * settings.search_lr_max) ** 0.5
+    assert result.best_params["preference_learning_rate"] == \
+        pytest.approx(middle * settings.preference_lr_factor)

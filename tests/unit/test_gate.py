@@ -1,0 +1,162 @@
+"""The gate's rule on given numbers, and the pieces of trainer.quality that need no model."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from bot.store import Correction, Exchange, RatedExchange
+from trainer.publish import gate
+from trainer.quality import Interval, Quality, Scores, paired_bootstrap, references, sentence_chrf
+
+
+def numbers(*, candidate: Scores, base: Scores, active: Scores | None = None,
+            vs_active: Interval | None = None, vs_base: Interval | None = None,
+            prompts: int = 20) -> Quality:
+    return Quality(base=base, candidate=candidate, active=active, vs_active=vs_active,
+                   vs_base=vs_base, prompts=prompts)
+
+
+def decide(quality: Quality):
+    return gate(quality, margin=0.01, chrf_margin=0.0)
+
+
+def test_lower_nll_with_replies_worse_beyond_noise_is_refused_by_chrf():
+    decision = decide(numbers(candidate=Scores(nll=2.0, chrf=12.0), base=Scores(nll=5.0, chrf=30.0),
+                              vs_base=Interval(mean=-18.0, low=-22.0, high=-14.0)))
+    assert not decision.promote and decision.failed == "chrf"
+    assert decision.reason.startswith("chrF") and "12.00" in decision.reason
+    assert "30.00" in decision.reason and "[-22.00, -14.00]" in decision.reason
+
+
+def test_too_few_references_neither_refuse_nor_promote_on_replies():
+    # One prompt: the bootstrap interval has no spread ([d, d]), so a loss there is not
+    # "beyond noise"; the decision rests on the other numbers and says why.
+    worse_on_one = Interval(mean=-3.72, low=-3.72, high=-3.72)
+    promoted = decide(numbers(candidate=Scores(nll=2.0, chrf=8.2), base=Scores(nll=5.0, chrf=11.9),
+                              vs_base=worse_on_one, prompts=1))
+    assert promoted.promote and "only 1 held-out reference(s)" in promoted.reason
+    assert "chrF" not in promoted.reason.split(";", 1)[1]  # the win is the NLL, not chrF
+    better_on_two = Interval(mean=9.0, low=8.0, high=10.0)
+    refused = decide(numbers(candidate=Scores(nll=5.0, chrf=40.0), base=Scores(nll=5.0, chrf=31.0),
+                             vs_base=better_on_two, prompts=2))
+    assert not refused.promote and refused.failed == "improvement"
+    # With enough references the same loss refuses.
+    assert decide(numbers(candidate=Scores(nll=2.0, chrf=8.2), base=Scores(nll=5.0, chrf=11.9),
+                          vs_base=worse_on_one, prompts=5)).failed == "chrf"
+
+
+def test_a_reply_loss_within_noise_does_not_refuse_a_better_nll():
+    decision = decide(numbers(candidate=Scores(nll=2.0, chrf=29.0), base=Scores(nll=5.0, chrf=30.0),
+                              vs_base=Interval(mean=-1.0, low=-3.9, high=0.1)))
+    assert decision.promote and "val loss 2.0000 below 5.0000" in decision.reason
+    refused = decide(numbers(candidate=Scores(nll=2.0, chrf=29.0), base=Scores(nll=5.0, chrf=30.0),
+                             vs_base=Interval(mean=-1.0, low=-1.9, high=-0.1)))
+    assert not refused.promote and refused.failed == "chrf"
+    # GATE_CHRF_MARGIN tolerates a loss of that many points beyond noise.
+    assert gate(numbers(candidate=Scores(nll=2.0, chrf=29.0), base=Scores(nll=5.0, chrf=30.0),
+                        vs_base=Interval(mean=-1.0, low=-1.9, high=-0.1)),
+                margin=0.01, chrf_margin=0.5).promote
+
+
+def test_better_replies_alone_promote_and_each_number_can_be_the_win():
+    replies = decide(numbers(candidate=Scores(nll=3.0, chrf=40.0), base=Scores(nll=3.0, chrf=30.0),
+                             vs_base=Interval(mean=10.0, low=6.0, high=14.0)))
+    assert replies.promote and "chrF 40.00 > 30.00" in replies.reason
+    # Preference accuracy against the base model (a tie on every pair: 0.5).
+    preference = decide(numbers(candidate=Scores(nll=3.2, chrf=30.0, preference_accuracy=0.75),
+                                base=Scores(nll=3.0, chrf=30.0),
+                                vs_base=Interval(mean=0.0, low=-1.0, high=1.0)))
+    assert preference.promote and "preference accuracy 0.750 > 0.500" in preference.reason
+    # Against an active adapter its own accuracy counts, and the base must be beaten too.
+    active = Scores(nll=2.5, chrf=35.0, preference_accuracy=0.8)
+    not_better = decide(numbers(candidate=Scores(nll=2.6, chrf=35.0, preference_accuracy=0.7),
+                                active=active, base=Scores(nll=3.0, chrf=30.0),
+                                vs_active=Interval(mean=0.0, low=-1.0, high=1.0),
+                                vs_base=Interval(mean=5.0, low=3.0, high=7.0)))
+    assert not not_better.promote and not_better.failed == "improvement"
+    for part in ("active adapter", "chrF 35.00 vs 35.00", "0.700 vs 0.800", "2.6000 vs 2.5000"):
+        assert part in not_better.reason
+
+
+def test_replies_worse_than_the_base_refuse_even_when_the_active_is_beaten():
+    decision = decide(numbers(candidate=Scores(nll=2.0, chrf=20.0),
+                              active=Scores(nll=3.0, chrf=10.0), base=Scores(nll=3.5, chrf=30.0),
+                              vs_active=Interval(mean=10.0, low=8.0, high=12.0),
+                              vs_base=Interval(mean=-10.0, low=-12.0, high=-8.0)))
+    assert not decision.promote and decision.failed == "chrf" and "base model" in decision.reason
+
+
+def test_without_references_the_gate_says_so_and_decides_on_the_rest():
+    promoted = decide(numbers(candidate=Scores(nll=2.0), base=Scores(nll=3.0), prompts=0))
+    assert promoted.promote and "no held-out references" in promoted.reason
+    refused = decide(numbers(candidate=Scores(nll=3.0, preference_accuracy=0.4),
+                             base=Scores(nll=3.0), prompts=0))
+    assert not refused.promote and "no references" in refused.reason
+    # A 👎-only data set has no reply targets: NLL is nan everywhere, preference decides.
+    labels_only = decide(numbers(candidate=Scores(nll=math.nan, preference_accuracy=0.7),
+                                 base=Scores(nll=math.nan), prompts=0))
+    assert labels_only.promote
+
+
+def test_a_nan_candidate_loss_is_refused_by_nll():
+    decision = decide(numbers(candidate=Scores(nll=math.nan, chrf=50.0),
+                              base=Scores(nll=3.0, chrf=30.0),
+                              vs_base=Interval(mean=20.0, low=15.0, high=25.0)))
+    assert not decision.promote and decision.failed == "nll"
+
+
+def test_paired_bootstrap_is_seeded_and_brackets_the_mean():
+    rng = random.Random(1)
+    ours = [rng.uniform(20, 60) for _ in range(40)]
+    theirs = [x - 5 + rng.uniform(-3, 3) for x in ours]
+    first = paired_bootstrap(ours, theirs, 1000)
+    assert first == paired_bootstrap(ours, theirs, 1000)  # fixed seed
+    assert first.low < first.mean < first.high
+    assert first.mean == pytest.approx(sum(o - t for o, t in zip(ours, theirs, strict=True)) / 40)
+    assert 3 < first.low and first.high < 7  # the true shift is 5, noise ±3 over 40 pairs
+    equal = paired_bootstrap(ours, ours, 500)
+    assert (equal.mean, equal.low, equal.high) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError):
+        paired_bootstrap([], [], 100)
+
+
+def test_chrf_reads_english_and_chinese():
+    refs = references([rated("e1", "how do I reset it", "open settings then security", 1),
+                       rated("e2", "退款要多久", "退款一般需要三到五个工作日", 1)],
+                      {"e1", "e2"}, 10)
+    same, other = sentence_chrf([r.text for r in refs], refs), sentence_chrf(["A.", "A."], refs)
+    assert same == [100.0, 100.0]
+    assert all(score < 10 for score in other)
+    close = sentence_chrf(["open the settings, then security", "退款需要三到五天"], refs)
+    assert all(20 < score < 100 for score in close)
+
+
+def rated(exchange_id, message, reply, score, corrections=()):
+    exchange = Exchange(id=exchange_id, tenant=1, user_message=message, reply=reply)
+    return RatedExchange(exchange=exchange, score=score, ratings=1, corrections=[
+        Correction(exchange_id=exchange_id, moderator_hash=f"m{n}", text=text, created_at=at)
+        for n, (text, at) in enumerate(corrections)])
+
+
+def test_references_come_from_the_validation_side_newest_correction_first():
+    items = [rated("a", "q1", "liked reply", 1),
+             rated("b", "q2", "bad reply", -1, [("old fix", 10.0), ("new fix", 20.0)]),
+             rated("c", "q3", "bad reply", -1),  # 👎 without a taught reply: no reference
+             rated("d", "q4", "liked but trained on", 2),  # train side
+             rated("e", "q5", "another liked", 1)]
+    refs = references(items, {"a", "b", "c", "e"}, limit=10)
+    assert [(r.exchange_id, r.text) for r in refs] == [("a", "liked reply"), ("b", "new fix"),
+                                                       ("e", "another liked")]
+    assert refs[0].turns[-1].text == "q1"
+    assert [r.exchange_id for r in references(items, {"a", "b", "c", "e"}, limit=2)] == ["a", "b"]
+    assert references(items, {"a", "b", "c", "e"}, limit=0) == []  # GATE_MAX_PROMPTS=0
+    # A liked reply written by a compared model (base or active) is no reference: greedy
+    # decoding would hand that model its own words back. A correction still is.
+    items[0].exchange.adapter_version = "v3"
+    assert [r.exchange_id for r in references(items, {"a", "b", "e"}, 10,
+                                              frozenset({"base", "v3"}))] == ["b"]
+    assert [r.exchange_id for r in references(items, {"a", "b", "e"}, 10,
+                                              frozenset({"base", "v2"}))] == ["a", "b"]

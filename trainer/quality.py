@@ -1,0 +1,254 @@
+"""What the gate measures on the validation side, for the base model, the active adapter and the
+candidate: greedy replies scored against the moderators' references, preference accuracy and NLL.
+
+- References: the rated exchanges on the validation side (`DataSet.held_out`); the reference of
+  one is its newest correction, else its reply when the moderators' score is positive, unless
+  that reply was written by a model the gate compares (the base model or the active adapter):
+  greedy decoding gives that model its own reply back word for word, so every candidate would
+  look worse than it (measured: the base model scored chrF 51 against 18 on such references).
+  An exchange with none of these (a 👎 without a taught reply) has no reference and is left
+  out. At most GATE_MAX_PROMPTS of them (the newest), so the gate costs bounded time on a CPU.
+- Replies: greedy, from exactly the prompt the bot serves (`bot.dialogue.build_prompt` within
+  the model's positions minus MAX_NEW_TOKENS, the bot's repetition penalty), decoded as the
+  engine streams a reply (`bot.reply_decoder.reply_text`: no broken character, cut where it ends),
+  batched, in this process: the base model alone or with one adapter attached.
+- Reply score: sentence chrF (sacrebleu; character n-grams, so it reads Chinese as well as
+  English) of each reply against its reference, averaged. The difference candidate minus
+  another model gets a paired bootstrap (fixed seed): its mean and a 90 % interval.
+- Preference accuracy: the share of validation preferences an adapter gets right, counting
+  log-probability gained over the reference model (the base, adapter disabled) as DPO's and
+  KTO's implicit reward does: a pair (taught reply vs the reply it replaced) when the chosen
+  reply gains more than the rejected one, a 👍 label when its reply gains, a 👎 label when its
+  reply loses. The base model is the reference itself: it has no accuracy of its own (a tie on
+  every preference; the gate counts it as 0.5). With no references (a 👎-only data set) this is
+  the number left to decide on besides NLL.
+- NLL: the masked validation loss per reply token over the validation targets, as before.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from sacrebleu.metrics import CHRF
+
+from bot.adapter_io import attach_adapter, parse_adapter
+from bot.dialogue import Turn, build_prompt
+from bot.reply_decoder import TokenBytes, reply_text
+from bot.store import RatedExchange
+from trainer.dataset import Example, labels, pairs
+from trainer.fit import evaluate_loss
+
+BOOTSTRAP_SEED = 20261124  # fixed: the same numbers give the same interval every cycle
+INTERVAL = 0.90  # two-sided; its lower end is a one-sided 95 % bound
+GATE_BATCH = 16  # prompts per generate call
+
+_CHRF = CHRF()
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A validation prompt as the bot was asked it, and the reply the moderators want."""
+
+    exchange_id: str
+    turns: list[Turn]
+    style: str | None
+    text: str
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One model's numbers on the validation side (None: not measurable there)."""
+
+    nll: float
+    chrf: float | None = None  # mean sentence chrF of its greedy replies (0-100)
+    preference_accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Mean sentence chrF of the candidate minus another model's, with a bootstrap interval."""
+
+    mean: float
+    low: float
+    high: float
+
+
+@dataclass
+class Quality:
+    """Everything the gate compares, and the replies behind the chrF numbers."""
+
+    base: Scores
+    candidate: Scores
+    active: Scores | None = None  # None: the base model serves (or the active was unreadable)
+    vs_active: Interval | None = None  # None: no references, or no active adapter
+    vs_base: Interval | None = None
+    prompts: int = 0  # references the replies were scored on
+    pairs: int = 0  # validation pairs behind the preference accuracy
+    labels: int = 0  # and validation 👍/👎 labels
+    samples: list[dict] | None = None  # a few prompts with each model's reply, for the report
+
+    def numbers(self) -> dict:
+        """The flat numbers for the report, the --json line and the mod-log post."""
+        found: dict = {"prompts": self.prompts, "pairs": self.pairs, "labels": self.labels}
+        for name in ("base", "active", "candidate"):
+            scores = getattr(self, name)
+            for key, value in (asdict(scores) if scores else {}).items():
+                found[f"{key}_{name}"] = None if value is None else round(value, 4)
+        for name in ("vs_active", "vs_base"):
+            interval = getattr(self, name)
+            if interval is not None:
+                found.update({f"chrf_{name}_{k}": round(v, 4)
+                              for k, v in asdict(interval).items()})
+        return found
+
+
+def references(rated: list[RatedExchange], held_out: set[str], limit: int,
+               compared: frozenset[str] = frozenset()) -> list[Reference]:
+    """The validation-side exchanges that have a reference, newest first, at most `limit`;
+    a liked reply is none when a version in `compared` wrote it."""
+    found: list[Reference] = []
+    for item in rated:  # the store gives them newest first
+        exchange = item.exchange
+        if len(found) >= limit:
+            break
+        if exchange.id not in held_out:
+            continue
+        if item.corrections:
+            text = max(item.corrections, key=lambda c: c.created_at).text
+        elif item.score > 0 and exchange.adapter_version not in compared:
+            text = exchange.reply
+        else:
+            continue
+        found.append(Reference(exchange.id, exchange.turns(), exchange.style, text))
+    return found
+
+
+def sentence_chrf(replies: list[str], refs: list[Reference]) -> list[float]:
+    return [_CHRF.sentence_score(reply, [ref.text]).score
+            for reply, ref in zip(replies, refs, strict=True)]
+
+
+def paired_bootstrap(ours: list[float], theirs: list[float], samples: int,
+                     seed: int = BOOTSTRAP_SEED) -> Interval:
+    """Mean of ours - theirs and its INTERVAL bootstrap interval (resampling the prompts)."""
+    diffs = np.asarray(ours, dtype=float) - np.asarray(theirs, dtype=float)
+    if diffs.size == 0:
+        raise ValueError("a bootstrap needs at least one paired score")
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, diffs.size, size=(samples, diffs.size))
+    means = diffs[picks].mean(axis=1)
+    tail = (1 - INTERVAL) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return Interval(mean=float(diffs.mean()), low=float(low), high=float(high))
+
+
+@torch.inference_mode()
+def greedy_replies(model, tokenizer, refs: list[Reference], *, max_new_tokens: int,
+                   repetition_penalty: float, device: str, batch_size: int = GATE_BATCH
+                   ) -> list[str]:
+    """The bot's greedy reply to each reference prompt, from exactly the served prompt."""
+    n_positions = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+    budget = n_positions - max_new_tokens
+    pad = tokenizer.eos_token_id
+    token_bytes = TokenBytes(tokenizer)
+    replies = []
+    for start in range(0, len(refs), batch_size):
+        chunk = refs[start:start + batch_size]
+        rows = [tokenizer.encode(build_prompt(r.turns, r.style, tokenizer, budget),
+                                 add_special_tokens=False) for r in chunk]
+        width = max(len(row) for row in rows)
+        # Left-padded, as the engine batches: every row ends where its reply starts.
+        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+        output = model.generate(input_ids=input_ids, attention_mask=mask, do_sample=False,
+                                max_new_tokens=max_new_tokens,
+                                repetition_penalty=repetition_penalty, pad_token_id=pad,
+                                eos_token_id=pad, temperature=None, top_p=None, top_k=None)
+        # Decoded as the engine streams a reply: never a broken character, cut where it ends.
+        replies += [reply_text(row, token_bytes, tokenizer.eos_token)
+                    for row in output[:, width:].tolist()]
+    return replies
+
+
+def preference_accuracy(model, examples: list[Example], *, pad_id: int, device: str,
+                        batch_size: int) -> float | None:
+    """Share of the preferences among `examples` the adapter gets right relative to the
+    reference model: a pair when its chosen reply gains more log-probability than the
+    rejected one, a 👍 label when its reply gains, a 👎 label when its reply loses."""
+    found = pairs(examples) + labels(examples)
+    if not found:
+        return None
+    from trainer.objectives import reference_logps, sequence_logps
+
+    def gain(sequences):  # log-probability over the reference model's
+        return (sequence_logps(model, sequences, pad_id=pad_id, device=device)
+                - reference_logps(model, sequences, pad_id=pad_id, device=device))
+
+    right = 0
+    with torch.no_grad():
+        for start in range(0, len(found), batch_size):
+            chunk = found[start:start + batch_size]
+            ours = gain([(list(e.input_ids), list(e.labels)) for e in chunk])
+            rejected = [(list(e.rejected_ids), list(e.rejected_labels)) for e in chunk
+                        if e.kind == "pair"]
+            theirs = iter(gain(rejected).tolist() if rejected else [])
+            for example, value in zip(chunk, ours.tolist(), strict=True):
+                if example.kind == "pair":
+                    right += value > next(theirs)
+                else:
+                    right += (value > 0) == (example.kind == "desirable")
+    return right / len(found)
+
+
+@dataclass
+class Measurement:
+    """One model's scores and its replies to the references."""
+
+    scores: Scores
+    replies: list[str]
+    sentence: list[float]
+
+
+def measure_model(base_model, blob: bytes | None, tokenizer, refs: list[Reference],
+                  validation: list[Example], settings, *, device: str) -> Measurement:
+    """NLL, greedy replies (scored) and preference accuracy of the base with adapter `blob`
+    (None: the base alone). Raises AdapterLoadError for bytes that do not fit."""
+    pad = tokenizer.eos_token_id
+    model = base_model
+    if blob is not None:
+        model = attach_adapter(copy.deepcopy(base_model), parse_adapter(blob), "evaluated")
+        model.to(device).eval()
+    # NaN without reply targets (e.g. a 👎-only validation side).
+    nll = evaluate_loss(model, validation, device=device,
+                        micro_batch_size=settings.micro_batch_size, pad_id=pad)
+    replies = greedy_replies(model, tokenizer, refs, max_new_tokens=settings.max_new_tokens,
+                             repetition_penalty=settings.repetition_penalty, device=device)
+    sentence = sentence_chrf(replies, refs)
+    accuracy = None if blob is None else preference_accuracy(
+        model, validation, pad_id=pad, device=device,
+        batch_size=settings.micro_batch_size)
+    chrf = float(np.mean(sentence)) if sentence else None
+    return Measurement(Scores(nll=nll, chrf=chrf, preference_accuracy=accuracy), replies,
+                       sentence)
+
+
+def compare(base: Measurement, candidate: Measurement, active: Measurement | None,
+            refs: list[Reference], validation: list[Example], samples: int,
+            shown: int = 3) -> Quality:
+    """The gate's numbers from the measurements of the same references."""
+    quality = Quality(base=base.scores, candidate=candidate.scores,
+                      active=None if active is None else active.scores, prompts=len(refs),
+                      pairs=len(pairs(validation)), labels=len(labels(validation)))
+    if refs:
+        quality.vs_base = paired_bootstrap(candidate.sentence, base.sentence, samples)
+        if active is not None:
+            quality.vs_active = paired_bootstrap(candidate.sentence, active.sentence, samples)
+        quality.samples = [
+            {"prompt": ref.turns[-1].text, "reference": ref.text, "base": base.replies[i],
+             "active": None if active is None else active.replies[i],
+             "candidate": candidate.replies[i]}
+            for i, ref in enumerate(refs[:shown])]
+    return quality
