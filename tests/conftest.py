@@ -33,6 +33,10 @@ def key_prefix() -> str:
 def settings(redis_server, key_prefix, tiny_model_dir, tmp_path):
     return load_settings(redis_url=redis_server.url, key_prefix=key_prefix,
                          model_name=str(tiny_model_dir), device="cpu",
+                         # float32 everywhere: exact comparisons must not depend on the CPU
+                         model_dtype="float32",
+                         # one seed for every cycle: a test's training must not vary by the clock
+                         search_seed=0,
                          user_hash_secret=TEST_SECRET, reports_dir=tmp_path / "reports",
                          home_guild_id=TENANT, _env_file=None)
 
@@ -75,6 +79,21 @@ def tiny_model_dir(tmp_path_factory):
     from trainer.demo.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="module")
+def base(tiny_model_dir):
+    """The tiny GPT-2 in eval mode, one per test module (fits wrap it with peft)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).eval()
 
 
 @pytest.fixture(scope="session")
