@@ -54,13 +54,16 @@ async def add_rated(store, count: int, vote: int = 1) -> list[Exchange]:
     return added
 
 
-async def test_full_cycle_promotes_then_gate_rejects_a_worse_candidate(settings, store, own):
+async def test_full_cycle_promotes_then_gate_rejects_a_candidate_no_better(settings, store,
+                                                                           own):
     # The publish path on NLL alone: the random tiny model's greedy replies to these five
     # questions stayed babble in some runs even after six epochs (test_gate_replies.py has the
     # gate on replies, with answers the tiny model learns).
     # Three epochs: with two, one split in many runs (the exchange ids, hence the split, are
     # new each run) left the candidate only 0.045 below the base in a full-suite run.
-    settings = train_settings(settings, max_epochs=3, **NLL_GATE)
+    # One trial, so the second cycle (whose first trial repeats v1's hyperparameters, with the
+    # same pinned seed and the same data) trains v1 again: see below.
+    settings = train_settings(settings, max_epochs=3, search_trials=1, **NLL_GATE)
     await add_rated(store, 40)
     await add_rated(store, 5, vote=-1)
     newest_event = (await own.trainer.snapshot()).newest_event
@@ -72,7 +75,7 @@ async def test_full_cycle_promotes_then_gate_rejects_a_worse_candidate(settings,
     assert outcome.val_loss["candidate"] < outcome.val_loss["base"] - 0.05, (
         outcome.learning_rate, outcome.batch_size, outcome.data)
     assert outcome.val_loss["active"] == outcome.val_loss["base"]  # the base was serving
-    assert outcome.trials == 2 and outcome.batch_size in (4, 8, 16, 32)
+    assert outcome.trials == 1 and outcome.batch_size in (4, 8, 16, 32)
     assert await own.registry.active() == "v1"
     assert (await own.trainer.snapshot()).cursor == newest_event
 
@@ -81,7 +84,7 @@ async def test_full_cycle_promotes_then_gate_rejects_a_worse_candidate(settings,
     assert record.hyperparameters["learning_rate"] == outcome.learning_rate
     assert record.hyperparameters["batch_size"] == outcome.batch_size
     assert record.hyperparameters["lora_rank"] == settings.lora_rank
-    assert [t["state"] for t in record.trials] and len(record.trials) == 2
+    assert [t["state"] for t in record.trials] == ["COMPLETE"]
     assert record.data["positives"] == 40 and record.data["not_positive"] == 5
     # Each 👍 reply is an SFT target and a desirable label, each 👎 reply an undesirable one.
     assert record.data["desirable"] == 40 and record.data["undesirable"] == 5
@@ -106,13 +109,15 @@ async def test_full_cycle_promotes_then_gate_rejects_a_worse_candidate(settings,
     assert any(".lora_B.v1." in name and param.abs().sum() > 0
                for name, param in model.named_parameters())
 
-    # A second cycle on the same data cannot beat v1 by a margin of 5 nats: rejected, and
-    # nothing in service changes. Its first trial repeats v1's hyperparameters. (NLL alone
-    # here: a second adapter's babble may score a little above or below v1's on chrF, which
-    # test_gate_replies.py covers.)
-    strict = train_settings(settings, gate_margin=5.0, **NLL_GATE)
+    # A second cycle on the same data repeats v1's hyperparameters and seed, so its candidate
+    # is v1 again: better on no number (not by the NLL margin of 5 nats, not on preference
+    # accuracy, where a different adapter's could beat v1's on the few 👎 labels by chance, as
+    # in one CI run): rejected, and nothing in service changes. (NLL and preference accuracy
+    # only here: test_gate_replies.py has the gate on replies.)
+    strict = train_settings(settings, gate_margin=5.0, max_epochs=3, search_trials=1, **NLL_GATE)
     second = await run_cycle(strict, store, TENANT, force=True, progress=False)
-    assert second.outcome == "rejected"
+    assert second.val_loss["candidate"] == pytest.approx(outcome.val_loss["candidate"], rel=1e-4)
+    assert second.outcome == "rejected", second.reason
     assert "margin 5" in second.reason
     assert second.val_loss["active"] == pytest.approx(outcome.val_loss["candidate"], rel=1e-4)
     assert second.trial_details[0]["params"] == {"learning_rate": outcome.learning_rate,
