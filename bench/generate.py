@@ -272,7 +272,7 @@ async def main(argv=None) -> int:
 
     # The baseline runs on the engine's model thread, idle meanwhile: torch work on the event
     # loop's thread leaves a second OpenMP thread team on the 2 cores, which slowed every later
-    # engine run (mixed adapters most: 0.74-0.76 instead of 0.95 on the quiet machine).
+    # engine run (mixed adapters most: mixed_ratio 0.74-0.78 instead of 0.92-0.96, quiet machine).
     # The bot runs no torch on its event loop either.
     loop = asyncio.get_running_loop()
 

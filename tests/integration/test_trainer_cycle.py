@@ -56,9 +56,10 @@ async def add_rated(store, count: int, vote: int = 1) -> list[Exchange]:
 
 async def test_full_cycle_promotes_then_gate_rejects_a_candidate_no_better(settings, store,
                                                                            own):
-    # The publish path on NLL alone: the random tiny model's greedy replies to these five
-    # questions stayed babble in some runs even after six epochs (test_gate_replies.py has the
-    # gate on replies, with answers the tiny model learns).
+    # The publish path on NLL and preference accuracy, without the replies' chrF: the random
+    # tiny model's greedy replies to these five questions stayed babble in some runs even after
+    # six epochs (test_gate_replies.py has the gate on replies, with answers the tiny model
+    # learns).
     # Three epochs: with two, one split in many runs (the exchange ids, hence the split, are
     # new each run) left the candidate only 0.045 below the base in a full-suite run.
     # One trial, so the second cycle (whose first trial repeats v1's hyperparameters, with the
