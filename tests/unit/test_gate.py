@@ -8,7 +8,7 @@ import random
 import pytest
 
 from bot.store import Correction, Exchange, RatedExchange
-from trainer.publish import gate
+from trainer.publish import MIN_REPLY_PROMPTS, gate
 from trainer.quality import Interval, Quality, Scores, paired_bootstrap, references, sentence_chrf
 
 
@@ -43,9 +43,15 @@ def test_too_few_references_neither_refuse_nor_promote_on_replies():
     refused = decide(numbers(candidate=Scores(nll=5.0, chrf=40.0), base=Scores(nll=5.0, chrf=31.0),
                              vs_base=better_on_two, prompts=2))
     assert not refused.promote and refused.failed == "improvement"
-    # With enough references the same loss refuses.
-    assert decide(numbers(candidate=Scores(nll=2.0, chrf=8.2), base=Scores(nll=5.0, chrf=11.9),
-                          vs_base=worse_on_one, prompts=5)).failed == "chrf"
+    # A few more references are still too few; MIN_REPLY_PROMPTS of them, and the same loss
+    # refuses.
+    def with_references(count: int):
+        return decide(numbers(candidate=Scores(nll=2.0, chrf=8.2), base=Scores(nll=5.0, chrf=11.9),
+                              vs_base=Interval(mean=-3.72, low=-5.0, high=-2.0), prompts=count))
+
+    few, enough = with_references(MIN_REPLY_PROMPTS - 1), with_references(MIN_REPLY_PROMPTS)
+    assert few.promote and f"only {MIN_REPLY_PROMPTS - 1} held-out" in few.reason
+    assert not enough.promote and enough.failed == "chrf"
 
 
 def test_a_reply_loss_within_noise_does_not_refuse_a_better_nll():
