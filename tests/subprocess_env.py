@@ -19,8 +19,8 @@ def clean_env() -> dict[str, str]:
 
 
 def settings_env(settings, **extra) -> dict[str, str]:
-    """`clean_env()` plus the connection, model and privacy settings of `settings`, plus
-    `extra` (NAME=value, values turned into strings)."""
+    """`clean_env()` plus the connection, model, privacy and search-seed settings of
+    `settings`, plus `extra` (NAME=value, values turned into strings)."""
     env = clean_env()
     env.update(REDIS_URL=settings.redis_url, KEY_PREFIX=settings.key_prefix,
                MODEL_NAME=settings.model_name, DEVICE=settings.device,
@@ -28,5 +28,7 @@ def settings_env(settings, **extra) -> dict[str, str]:
                REPORTS_DIR=str(settings.reports_dir))
     if settings.home_guild_id is not None:
         env["HOME_GUILD_ID"] = str(settings.home_guild_id)
+    if settings.search_seed is not None:  # a child's training must not vary with the clock
+        env["SEARCH_SEED"] = str(settings.search_seed)
     env.update({name: str(value) for name, value in extra.items()})
     return env
