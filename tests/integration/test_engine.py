@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from engine_util import engine_settings, running_engine
 
 from bot.adapter_io import AdapterLoadError
 from bot.dialogue import Turn
@@ -16,17 +17,10 @@ from bot.engine import Engine, EngineBusy, Generation, GenerationFailed
 HELLO = [Turn("user", "hello, how are you?")]
 
 
-def engine_settings(settings, **changes):
-    base = dict(temperature=0.0, max_new_tokens=8, batch_max_wait_ms=30)
-    return settings.model_copy(update={**base, **changes})
-
-
 @pytest.fixture
 async def engine(settings):
-    engine = Engine.from_settings(engine_settings(settings))
-    await engine.start()
-    yield engine
-    await engine.close()
+    async with running_engine(engine_settings(settings)) as engine:
+        yield engine
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import torch
+from engine_util import engine_settings, running_engine
 
 from bot.dialogue import Turn, extract_reply
 from bot.engine import Engine
@@ -17,17 +18,13 @@ PROMPTS = ["hi", "what is the weather like today in the mountains?", "tell me " 
            "你好，今天天气怎么样？", "a b c d e f g", "why " * 60]
 
 
-def engine_settings(settings, **changes):
-    base = dict(temperature=0.0, max_new_tokens=24, batch_max_wait_ms=30)
-    return settings.model_copy(update={**base, **changes})
+REPLY_TOKENS = 24  # long enough that a late request joins rows still running
 
 
 @pytest.fixture
 async def engine(settings):
-    engine = Engine.from_settings(engine_settings(settings))
-    await engine.start()
-    yield engine
-    await engine.close()
+    async with running_engine(engine_settings(settings, max_new_tokens=REPLY_TOKENS)) as engine:
+        yield engine
 
 
 def slow_down(engine: Engine, seconds: float):
@@ -95,7 +92,7 @@ async def test_greedy_replies_equal_transformers_generate_also_when_joining_mid_
         assert engine.model_calls - calls > 1  # they did not all start together
     finally:
         hook.remove()
-    expected = [hf_reply(engine, text, 24) for text in PROMPTS]
+    expected = [hf_reply(engine, text, REPLY_TOKENS) for text in PROMPTS]
     assert served == expected
     assert len(set(expected)) > 1  # different prompts, different replies: the check can fail
 
@@ -195,7 +192,8 @@ async def test_loads_and_swaps_mid_stream_fail_nothing_and_versions_are_true(eng
 
 
 async def test_a_bfloat16_engine_serves_and_streams(settings, blobs):
-    engine = Engine.from_settings(engine_settings(settings, model_dtype="bfloat16"))
+    engine = Engine.from_settings(engine_settings(settings, max_new_tokens=REPLY_TOKENS,
+                                                 model_dtype="bfloat16"))
     try:
         assert next(engine.model.parameters()).dtype == torch.bfloat16
         await engine.load("v1", blobs["v1"])
