@@ -166,16 +166,20 @@ def evaluate_loss(model, examples: list[Example], *, device: str, micro_batch_si
     return total / tokens if tokens else math.nan
 
 
+def with_adapter(base_model, blob: bytes | None, device: str):
+    """The base model with the adapter `blob` on a copy, in eval mode (None: the base itself,
+    untouched). Raises AdapterLoadError for bytes that do not fit."""
+    if blob is None:
+        return base_model
+    return attach_adapter(copy.deepcopy(base_model), parse_adapter(blob),
+                          "evaluated").to(device).eval()
+
+
 def evaluate_adapter(base_model, blob: bytes | None, examples: list[Example], *, device: str,
                      micro_batch_size: int, pad_id: int) -> float:
     """Validation loss of the base model with the adapter `blob` (None: the base alone)."""
-    if blob is None:
-        return evaluate_loss(base_model, examples, device=device,
-                             micro_batch_size=micro_batch_size, pad_id=pad_id)
-    model = attach_adapter(copy.deepcopy(base_model), parse_adapter(blob), "evaluated")
-    model.to(device)
-    return evaluate_loss(model, examples, device=device, micro_batch_size=micro_batch_size,
-                         pad_id=pad_id)
+    return evaluate_loss(with_adapter(base_model, blob, device), examples, device=device,
+                         micro_batch_size=micro_batch_size, pad_id=pad_id)
 
 
 @torch.no_grad()

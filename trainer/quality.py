@@ -27,19 +27,17 @@ candidate: greedy replies scored against the moderators' references, preference 
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from sacrebleu.metrics import CHRF
 
-from bot.adapter_io import attach_adapter, parse_adapter
 from bot.dialogue import Turn, build_prompt
 from bot.reply_decoder import TokenBytes, reply_text
 from bot.store import RatedExchange
 from trainer.dataset import Example, labels, pairs
-from trainer.fit import evaluate_loss
+from trainer.fit import evaluate_loss, with_adapter
 
 BOOTSTRAP_SEED = 20261124  # fixed: the same numbers give the same interval every cycle
 INTERVAL = 0.90  # two-sided; its lower end is a one-sided 95 % bound
@@ -217,10 +215,7 @@ def measure_model(base_model, blob: bytes | None, tokenizer, refs: list[Referenc
     """NLL, greedy replies (scored) and preference accuracy of the base with adapter `blob`
     (None: the base alone). Raises AdapterLoadError for bytes that do not fit."""
     pad = tokenizer.eos_token_id
-    model = base_model
-    if blob is not None:
-        model = attach_adapter(copy.deepcopy(base_model), parse_adapter(blob), "evaluated")
-        model.to(device).eval()
+    model = with_adapter(base_model, blob, device)
     # NaN without reply targets (e.g. a 👎-only validation side).
     nll = evaluate_loss(model, validation, device=device,
                         micro_batch_size=settings.micro_batch_size, pad_id=pad)
