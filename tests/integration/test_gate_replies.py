@@ -13,7 +13,7 @@ from trainer.candidate import measure_candidate
 from trainer.cycle import run_cycle
 from trainer.dataset import build_dataset, example_from
 from trainer.fit import FitParams, fit_lora, load_base_model, load_tokenizer
-from trainer.publish import gate
+from trainer.publish import MIN_REPLY_PROMPTS, gate
 
 SUBJECTS = ["order", "parcel", "refund", "password", "account", "invoice", "coupon", "address",
             "delivery", "payment", "subscription", "receipt"]
@@ -22,11 +22,15 @@ COLLAPSED = "A."
 
 async def rate_support_pairs(store, count: int) -> None:
     """`count` distinct questions, each with a liked reply that names its subject, written by
-    people (as imported pairs are: no model the gate compares wrote them)."""
+    people (as imported pairs are: no model the gate compares wrote them). Fixed exchange ids,
+    so the split (a hash of the id) is the same in every run: at VAL_FRACTION 0.3, 12 of 40
+    and 18 of 60 are held out, enough references for chrF to judge (random ids gave fewer
+    than MIN_REPLY_PROMPTS about one run in five with 40)."""
     for n in range(count):
         subject = SUBJECTS[n % len(SUBJECTS)]
         exchange = await store.exchanges.add(Exchange(
-            tenant=TENANT, user_message=f"question {n}: what about my {subject}?",
+            id=f"support-{n:03d}", tenant=TENANT,
+            user_message=f"question {n}: what about my {subject}?",
             reply=f"your {subject} is fine, we will check the {subject} for you today",
             adapter_version="import"))
         await store.exchanges.rate(exchange.id, "moderator", 1)
@@ -98,7 +102,7 @@ async def test_a_cycle_puts_every_gate_number_in_report_json_and_modlog(settings
                 "preference_accuracy_candidate", "chrf_vs_base_mean", "chrf_vs_base_low",
                 "chrf_vs_base_high", "failed"):
         assert key in gate_numbers, key
-    assert gate_numbers["prompts"] >= 5 and gate_numbers["failed"] is None
+    assert gate_numbers["prompts"] >= MIN_REPLY_PROMPTS and gate_numbers["failed"] is None
     assert gate_numbers["chrf_candidate"] > gate_numbers["chrf_base"]
     assert gate_numbers["nll_candidate"] == round(outcome.val_loss["candidate"], 4)
     assert len(gate_numbers["samples"]) == 3 and gate_numbers["samples"][0]["reference"]
