@@ -18,7 +18,6 @@ Last line: `sft_share=A default_share=B full_rate_share=C two_epochs_share=D hel
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import sys
@@ -41,14 +40,13 @@ def main() -> None:
     import sacrebleu
     import torch
 
-    from bot.adapter_io import attach_adapter, parse_adapter
     from bot.config import load_settings
     from bot.dialogue import build_prompt, extract_reply
     from bot.store import Exchange, RatedExchange
     from bot.store.records import Correction
     from trainer.dataset import build_dataset, validation_ids
     from trainer.demo.prepare import demo_model
-    from trainer.fit import load_base_model, load_tokenizer
+    from trainer.fit import load_base_model, load_tokenizer, with_adapter
     from trainer.search import train_adapter
 
     name = demo_model(args.model, Path(args.workdir), print)
@@ -104,8 +102,7 @@ def main() -> None:
                              max_examples=settings.max_train_examples, val_fraction=0.2)
         result = train_adapter(base, data, settings, device="cpu",
                                pad_id=tokenizer.eos_token_id, progress=False, seed=0)
-        model = attach_adapter(copy.deepcopy(base), parse_adapter(result.best.adapter),
-                               "bench").eval()
+        model = with_adapter(base, result.best.adapter, "cpu")
         mean, shares[variant] = evaluate(model)
         ratio = f"{shares[variant] / shares['sft']:.2f}x SFT's share" if shares["sft"] else "-"
         print(f"{variant}: chrF {mean:.2f}, 👍 share {shares[variant]:.2f} ({ratio}); "
