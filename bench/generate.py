@@ -8,7 +8,8 @@ Without --model the model is the GPT-2 small architecture (GPT2Config(): 124M pa
 vocabulary 50257) with random weights, built here (nothing is downloaded); the tokenizer is the
 tiny offline one (its ids are a subset of the model's; decoding is beside the point for speed).
 
-- engine:   --concurrency requests of mixed prompt lengths sent at once to `bot.engine.Engine`;
+- engine:   --concurrency requests of mixed prompt lengths sent at once to
+            `bot.engine.engine.Engine`;
             latency of each from the common start until its reply.
 - baseline: the seed approach: the same prompts, one `model.generate` call per request, one
             after another, on the same model. Latency is measured from the same common start
@@ -82,9 +83,9 @@ def build_engine(args, workdir: Path):
     import torch
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    from bot.config import load_settings
-    from bot.engine import Engine
-    from bot.generation import GenerationConfig
+    from bot.core.config import load_settings
+    from bot.core.generation import GenerationConfig
+    from bot.engine.engine import Engine
     from trainer.demo.tiny_model import build_tiny_model
 
     common = dict(device=args.device, max_new_tokens=args.max_new_tokens,
@@ -104,7 +105,7 @@ def build_engine(args, workdir: Path):
 
 def dialogues(tokenizer, count: int):
     """`count` one- or three-turn dialogues whose newest message has a mixed token length."""
-    from bot.dialogue import Turn
+    from bot.core.dialogue import Turn
     from trainer.demo.tiny_model import corpus_text
 
     words = " ".join(corpus_text().split()).split(" ")
@@ -135,7 +136,7 @@ def run_baseline(engine, prompts: list[str], sampling: dict) -> tuple[float, lis
     """The seed approach: one model.generate per request, one after another."""
     import torch
 
-    from bot.dialogue import extract_reply
+    from bot.core.dialogue import extract_reply
 
     model = engine.model.base_model.model  # the same weights (no adapter is loaded yet)
     tok = engine.tokenizer
@@ -165,8 +166,8 @@ def adapter_blob(engine, seed: int = 1) -> bytes:
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from bot.adapter_io import lora_config, serialize_adapter
-    from bot.config import load_settings
+    from bot.core.adapter_io import lora_config, serialize_adapter
+    from bot.core.config import load_settings
 
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(engine.model.base_model.model.config)

@@ -8,7 +8,7 @@ replies, written for the project), split by a hash of the prompt into a pool and
 
 Base model: the demo's tiny GPT-2, built and pretrained once by the demo's own helpers
 (`trainer.demo.prepare.demo_model`, cached in --workdir; its pretraining text holds none of
-these replies), or --model. A private redis-server (`bot.local_redis`), the demo's training
+these replies), or --model. A private redis-server (`bot.core.local_redis`), the demo's training
 settings, greedy replies (TEMPERATURE=0) so a reply depends on the adapter only.
 
 - Calibration: the base model answers the pool; the 👍 threshold is the chrF that ~25 % of
@@ -16,11 +16,11 @@ settings, greedy replies (TEMPERATURE=0) so a reply depends on the adapter only.
 - Moderation loop, `--rounds` rounds: the bot answers every pool prompt through the real
   conversation path (`bot.runtime.Runtime` -> `Conversation.chat`, stored exchanges, the
   adapter in service); the moderator scores each reply with chrF against its reference and
-  rates it through `bot.actions.Actions` (👍 at or above the threshold, else 👎, and for every
-  third 👎 teaches the reference); then one `trainer.cycle.run_cycle`, and the engine swaps in
-  what the gate promoted. After each round, on the held-out prompts: the share of greedy
-  replies the moderator would 👍, their mean chrF, and the reference NLL (nats per reply
-  token) under the adapter in service.
+  rates it through `bot.service.actions.Actions` (👍 at or above the threshold, else 👎, and
+  for every third 👎 teaches the reference); then one `trainer.cycle.run_cycle`, and the
+  engine swaps in what the gate promoted. After each round, on the held-out prompts: the
+  share of greedy replies the moderator would 👍, their mean chrF, and the reference NLL
+  (nats per reply token) under the adapter in service.
   The loop runs twice in the same run, each on fresh keys: SFT only (DPO_WEIGHT=0,
   KTO_WEIGHT=0) and with the preference objective at its defaults.
 - Import only: the pool imported as rated pairs (`trainer.importer`), one cycle, held-out share
@@ -114,7 +114,7 @@ class Bench:
 
     async def replies(self, runtime, rows: list[dict]) -> list[str]:
         """Greedy replies of the adapter serving GUILD, straight from the engine (not stored)."""
-        from bot.dialogue import Turn
+        from bot.core.dialogue import Turn
 
         version = runtime.serving.version_for(GUILD)
         gate = asyncio.Semaphore(CONCURRENT)
@@ -128,7 +128,7 @@ class Bench:
         return list(await asyncio.gather(*(one(r) for r in rows)))
 
     def nll(self, blob: bytes | None, rows: list[dict]) -> float:
-        from bot.dialogue import Turn
+        from bot.core.dialogue import Turn
         from trainer.dataset import example_from
         from trainer.fit import evaluate_adapter
 
@@ -143,7 +143,7 @@ class Bench:
         replies = await self.replies(runtime, self.held)
         scores = [chrf(reply, row["output"]) for reply, row in zip(replies, self.held,
                                                                    strict=True)]
-        from bot.store import BASE_VERSION
+        from bot.core.store import BASE_VERSION
 
         version = runtime.serving.version_for(GUILD)
         blob = None if version == BASE_VERSION else \
@@ -180,8 +180,8 @@ def share(scores: list[float], threshold: float) -> float:
 async def moderate(bench: Bench, runtime) -> dict:
     """The bot answers every pool prompt through the conversation path; the moderator rates
     each stored exchange (and teaches every third 👎) through the actions moderators use."""
-    from bot.conversation import Failure
-    from bot.dialogue import Turn
+    from bot.core.dialogue import Turn
+    from bot.service.conversation import Failure
 
     gate = asyncio.Semaphore(CONCURRENT)
 
@@ -270,7 +270,7 @@ async def run_import(bench: Bench) -> dict:
 
 
 async def main_async(args) -> int:
-    from bot.local_redis import LocalRedis
+    from bot.core.local_redis import LocalRedis
     from trainer.demo.prepare import demo_model
 
     workdir = Path(args.workdir)

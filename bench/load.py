@@ -93,7 +93,7 @@ def percentile(values: list[float], share: float) -> float:
 def make_store(settings, pool: str):
     import redis.asyncio as aioredis
 
-    from bot.store import Store
+    from bot.core.store import Store
 
     if pool == "bounded":
         return Store.from_settings(settings)
@@ -110,12 +110,12 @@ async def timed(coroutine):
 
 
 async def run(args, redis_url: str, model_name: str) -> int:
-    from bot.actions import Actions
-    from bot.config import load_settings
-    from bot.conversation import Conversation, Failure
-    from bot.dialogue import Turn
-    from bot.engine import BUSY_QUIET_S, Engine
-    from bot.store import Exchange
+    from bot.core.config import load_settings
+    from bot.core.dialogue import Turn
+    from bot.core.store import Exchange
+    from bot.engine.engine import BUSY_QUIET_S, Engine
+    from bot.service.actions import Actions
+    from bot.service.conversation import Conversation, Failure
 
     settings = load_settings(_env_file=None, redis_url=redis_url, key_prefix="load",
                              model_name=model_name, device="cpu", user_hash_secret=SECRET,
@@ -228,7 +228,7 @@ def main(argv=None) -> int:
                             category=FutureWarning)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    from bot.local_redis import LocalRedis
+    from bot.core.local_redis import LocalRedis
     from trainer.demo.tiny_model import build_tiny_model
 
     print(f"machine: {machine()}; load average {load_average()}")

@@ -40,10 +40,10 @@ def main() -> None:
     import sacrebleu
     import torch
 
-    from bot.config import load_settings
-    from bot.dialogue import build_prompt, extract_reply
-    from bot.store import Exchange, RatedExchange
-    from bot.store.records import Correction
+    from bot.core.config import load_settings
+    from bot.core.dialogue import build_prompt, extract_reply
+    from bot.core.store import Exchange, RatedExchange
+    from bot.core.store.records import Correction
     from trainer.dataset import build_dataset, validation_ids
     from trainer.demo.prepare import demo_model
     from trainer.fit import load_base_model, load_tokenizer, with_adapter

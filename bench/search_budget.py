@@ -42,7 +42,7 @@ def gpt2_small_shape(directory: Path) -> Path:
 
 
 def rated_samples():
-    from bot.store import Exchange, RatedExchange
+    from bot.core.store import Exchange, RatedExchange
 
     text = resources.files("trainer").joinpath("data/customer_service.jsonl").read_text("utf-8")
     rows = [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -67,7 +67,7 @@ def main() -> None:
 
     import torch
 
-    from bot.config import load_settings
+    from bot.core.config import load_settings
     from trainer.dataset import build_dataset
     from trainer.fit import load_base_model, load_tokenizer
     from trainer.search import train_adapter

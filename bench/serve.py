@@ -14,7 +14,7 @@ model's with placeholder words so that every generated token has text to stream.
   a BATCH_MAX_WAIT_MS pause), later arrivals wait for it; float32 weights on CPU as before
   (bf16/fp16 on a GPU). Its whole reply arrives at once, so its time to first token is its
   latency.
-- engine: `bot.engine.Engine` with MODEL_DTYPE=--dtype (auto: bf16 where the CPU has native
+- engine: `bot.engine.engine.Engine` with MODEL_DTYPE=--dtype (auto: bf16 where the CPU has native
   bf16), its replies streamed; time to first token is the first streamed piece. The same engine
   in float32 is shown too, to tell scheduling from weight type apart.
 
@@ -224,9 +224,9 @@ async def run(args, workdir: Path) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from bot.engine import Engine
-    from bot.generation import GenerationConfig
-    from bot.model_dtype import resolve_dtype
+    from bot.core.generation import GenerationConfig
+    from bot.engine.engine import Engine
+    from bot.engine.model_dtype import resolve_dtype
 
     hf_logging.disable_progress_bar()
     if args.threads:

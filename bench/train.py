@@ -44,7 +44,7 @@ def peak_rss_mb() -> float:
 
 
 def bench_settings(args):
-    from bot.config import load_settings
+    from bot.core.config import load_settings
 
     return load_settings(redis_url=args.redis, key_prefix=PREFIX, model_name=args.model,
                          device=args.device, user_hash_secret=SECRET, min_new_ratings=0,
@@ -56,7 +56,7 @@ def bench_settings(args):
 
 async def fill(args) -> int:
     """Import the sample pairs, varied and repeated, as rated exchanges."""
-    from bot.store import Store
+    from bot.core.store import Store
     from trainer.importer import import_pairs
 
     text = resources.files("trainer").joinpath("data/customer_service.jsonl").read_text("utf-8")
@@ -73,7 +73,7 @@ async def fill(args) -> int:
 
 
 async def load_data(settings):
-    from bot.store import Store
+    from bot.core.store import Store
     from trainer.dataset import build_dataset
     from trainer.fit import load_tokenizer
 
@@ -90,7 +90,7 @@ async def load_data(settings):
 
 
 async def part_cycle(args) -> dict:
-    from bot.store import Store
+    from bot.core.store import Store
     from trainer.cycle import run_cycle
 
     settings = bench_settings(args)
@@ -201,7 +201,7 @@ def main() -> int:
         print(json.dumps(result))
         return 0
 
-    from bot.local_redis import LocalRedis
+    from bot.core.local_redis import LocalRedis
 
     with tempfile.TemporaryDirectory(prefix="bench-train-") as workdir:
         args.workdir = workdir

@@ -10,9 +10,9 @@ import json
 import logging
 import sys
 
-from bot.config import SettingsError, load_settings
-from bot.fatal import run_main
-from bot.redact import hide_secrets_in_logs
+from bot.core.config import SettingsError, load_settings
+from bot.core.fatal import run_main
+from bot.core.redact import hide_secrets_in_logs
 
 
 def parse_args(argv: list[str] | None):
@@ -64,14 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     hide_secrets_in_logs(settings)
 
     if args.command == "run":
-        from bot.app import run_bot  # imports discord only when serving Discord
+        from bot.frontends.discord.app import run_bot  # imports discord only when serving Discord
 
         return run_main(run_bot(settings), settings, "bot run", interrupted=0)
     if args.command == "servers":
         return run_main(_servers(settings, args), settings, "bot servers")
     if args.command in ("sync", "commands"):
         return run_main(_commands(settings, args), settings, f"bot {args.command}")
-    from bot.console import run_console
+    from bot.frontends.console import run_console
 
     if settings.uses_dev_secret:
         print("note: USER_HASH_SECRET is not set, so the console hashes user ids with the "
@@ -95,8 +95,8 @@ async def _commands(settings, args) -> int:
 
 
 async def _servers(settings, args) -> int:
-    from bot import servers
-    from bot.store import Store
+    from bot.core.store import Store
+    from bot.service import servers
 
     if args.act == "wipe" and not args.yes:
         print(f"this deletes everything of server {args.guild}; add --yes to do it",

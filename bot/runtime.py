@@ -16,19 +16,19 @@ import asyncio
 import contextlib
 import logging
 
-from bot.actions import Actions
-from bot.conversation import Conversation
-from bot.follow import OnChange, Serving
-from bot.generation import AdapterSource, Generator
-from bot.store import Store
+from bot.core.generation import AdapterSource, Generator
+from bot.core.store import Store
+from bot.service.actions import Actions
+from bot.service.conversation import Conversation
+from bot.service.follow import OnChange, Serving
 
 log = logging.getLogger(__name__)
 
 
 def load_engine(settings, adapter_source: AdapterSource) -> Generator:
     """The local engine for MODEL_NAME (imports torch, so only when a process generates)."""
-    from bot.engine import Engine
-    from bot.generation import GenerationConfig
+    from bot.core.generation import GenerationConfig
+    from bot.engine.engine import Engine
 
     engine = Engine.load_model(GenerationConfig.from_settings(settings))
     engine.adapter_source = adapter_source

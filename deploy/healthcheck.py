@@ -2,9 +2,9 @@
 
 Healthy means: the settings in the environment are valid and the store answers with the
 schema this code speaks (`Store.ping`). With `--discord` (the bot's check) also: the bot
-process on this host wrote a heartbeat lately (bot/cogs/health.py) and its gateway connection
-is up, every shard ready. Exits 0 when healthy, 1 otherwise, with one line that says why; it
-never prints a setting's value, so no password or token reaches the logs.
+process on this host wrote a heartbeat lately (bot/frontends/discord/cogs/health.py) and its
+gateway connection is up, every shard ready. Exits 0 when healthy, 1 otherwise, with one line
+that says why; it never prints a setting's value, so no password or token reaches the logs.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import time
 
 from redis.exceptions import RedisError
 
-from bot.config import SettingsError, load_settings
-from bot.redact import redact, secrets_of
-from bot.store import Store, StoreError
+from bot.core.config import SettingsError, load_settings
+from bot.core.redact import redact, secrets_of
+from bot.core.store import Store, StoreError
 
 TIMEOUT_S = 5.0
 HEARTBEAT_STALE_S = 90.0  # three missed beats (the bot writes one every 30 s)

@@ -12,7 +12,7 @@ import torch
 from peft import get_peft_model
 from transformers import AutoModelForCausalLM
 
-from bot.adapter_io import lora_config, serialize_adapter
+from bot.core.adapter_io import lora_config, serialize_adapter
 
 
 def make_adapter_bytes(model_dir: str | Path, settings, *, seed: int = 1, scale: float = 0.5,

@@ -9,9 +9,9 @@ import pytest
 import redis.asyncio as aioredis
 from store_util import TENANT
 
-from bot.config import load_settings
-from bot.local_redis import LocalRedis
-from bot.store import Store
+from bot.core.config import load_settings
+from bot.core.local_redis import LocalRedis
+from bot.core.store import Store
 
 TEST_SECRET = "test-secret-for-hmac"
 
@@ -50,7 +50,7 @@ def fast(settings):
 @pytest.fixture
 async def engine(fast):
     """The real engine on the tiny model, with `fast` settings."""
-    from bot.engine import Engine
+    from bot.engine.engine import Engine
 
     engine = Engine.from_settings(fast)
     await engine.start()

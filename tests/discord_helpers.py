@@ -33,7 +33,7 @@ from discord_fake import (  # noqa: F401 - tests take these from here too
     refusal,
 )
 
-from bot.app import build_bot
+from bot.frontends.discord.app import build_bot
 
 
 async def make_bot(settings, store, engine, *, guilds: int = 1, serving=None):

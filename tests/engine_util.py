@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from bot.engine import Engine
+from bot.engine.engine import Engine
 
 
 def engine_settings(settings, **changes):

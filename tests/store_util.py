@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.store import Correction, Store
+from bot.core.store import Correction, Store
 
 TENANT = 1  # HOME_GUILD_ID of the test settings: the console's server and that of DMs
 

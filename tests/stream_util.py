@@ -1,4 +1,4 @@
-"""A scripted ReplyStream: a test double of our own generation boundary (bot/generation.py),
+"""A scripted ReplyStream: a test double of our own generation boundary (bot/core/generation.py),
 not of a library.
 
 The tiny model cannot be made to decode many pieces, a 3,000-character reply or a failure
@@ -14,7 +14,7 @@ import dataclasses
 import inspect
 from collections.abc import AsyncIterator, Callable
 
-from bot.generation import GenerationFailed
+from bot.core.generation import GenerationFailed
 
 
 class ScriptedStream:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from bot.config import Settings
+from bot.core.config import Settings
 
 SETTING_NAMES = {name.upper() for name in Settings.model_fields}
 

@@ -36,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         path = build_tiny_model(args.directory)
         print(f"tiny GPT-2 written to {path} (load it with MODEL_NAME={path})")
         return 0
-    from bot.config import SettingsError, get_settings
-    from bot.fatal import run_main
-    from bot.redact import hide_secrets_in_logs
+    from bot.core.config import SettingsError, get_settings
+    from bot.core.fatal import run_main
+    from bot.core.redact import hide_secrets_in_logs
 
     try:
         settings = get_settings()
@@ -70,7 +70,7 @@ def _guild(settings, args) -> int | None:
 
 
 async def _once(settings, args) -> int:
-    from bot.store import Store
+    from bot.core.store import Store
     from trainer.cycle import due_tenants, run_cycle
 
     guild = None if args.all else _guild(settings, args)
@@ -111,7 +111,7 @@ def _print_outcome(outcome, as_json: bool) -> None:
 
 
 async def _import(settings, args) -> int:
-    from bot.store import Store
+    from bot.core.store import Store
     from trainer.importer import ImportRejected, import_file
 
     guild = _guild(settings, args)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from bot.adapter_io import AdapterLoadError
-from bot.generation import BASE_VERSION
-from bot.store import RatedExchange
+from bot.core.adapter_io import AdapterLoadError
+from bot.core.generation import BASE_VERSION
+from bot.core.store import RatedExchange
 from trainer.dataset import DataSet, build_dataset
 from trainer.fit import load_base_model, load_tokenizer
 from trainer.quality import Quality, compare, measure_model, references

@@ -25,8 +25,15 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from bot.store import BASE_VERSION, AdapterRecord, Store, StoreError, TenantStore, UnknownAdapter
-from bot.store.registry import Registry
+from bot.core.store import (
+    BASE_VERSION,
+    AdapterRecord,
+    Store,
+    StoreError,
+    TenantStore,
+    UnknownAdapter,
+)
+from bot.core.store.registry import Registry
 from trainer.candidate import Candidate, train_candidate
 from trainer.publish import PublishRefused, gate, publish
 from trainer.report import write_report_files

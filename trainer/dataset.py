@@ -9,7 +9,7 @@ Every moderator signal becomes data (issue 11):
   SFT target, and also a "desirable" label;
 - "undesirable": the bot's reply when the score is negative (a score of 0 gives nothing).
 
-Each example is the served prompt (`bot.dialogue.training_ids`) followed by " " + reply +
+Each example is the served prompt (`bot.core.dialogue.training_ids`) followed by " " + reply +
 end-of-text; the labels mask the prompt with -100 so losses count the reply tokens only. A
 target or desirable reply holding U+FFFD (a character broken in decoding) is never taught: it
 is dropped and counted as broken_text (a rejected or undesirable reply may hold one).
@@ -25,8 +25,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Literal
 
-from bot.dialogue import PromptTooLong, training_ids
-from bot.store import RatedExchange
+from bot.core.dialogue import PromptTooLong, training_ids
+from bot.core.store import RatedExchange
 
 log = logging.getLogger(__name__)
 

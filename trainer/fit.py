@@ -26,7 +26,7 @@ import torch
 from peft import get_peft_model
 from tqdm import tqdm
 
-from bot.adapter_io import attach_adapter, lora_config, parse_adapter, serialize_adapter
+from bot.core.adapter_io import attach_adapter, lora_config, parse_adapter, serialize_adapter
 from trainer.dataset import IGNORE_INDEX, TARGET_KINDS, Example
 
 log = logging.getLogger(__name__)

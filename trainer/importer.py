@@ -30,9 +30,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.config import Settings
-from bot.store import Exchange, TenantStore, TurnRecord
-from bot.text import invisible_characters
+from bot.core.config import Settings
+from bot.core.store import Exchange, TenantStore, TurnRecord
+from bot.core.text import invisible_characters
 
 IMPORT_MODERATOR = "import"
 ALLOWED_KEYS = {"input", "output", "style", "context"}

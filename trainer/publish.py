@@ -36,8 +36,8 @@ import logging
 import math
 from dataclasses import dataclass
 
-from bot.store import AdapterRecord, StoreError
-from bot.store.registry import Registry
+from bot.core.store import AdapterRecord, StoreError
+from bot.core.store.registry import Registry
 from trainer.quality import Interval, Quality, Scores
 
 log = logging.getLogger(__name__)

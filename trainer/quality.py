@@ -8,10 +8,10 @@ candidate: greedy replies scored against the moderators' references, preference 
   look worse than it (measured: the base model scored chrF 51 against 18 on such references).
   An exchange with none of these (a 👎 without a taught reply) has no reference and is left
   out. At most GATE_MAX_PROMPTS of them (the newest), so the gate costs bounded time on a CPU.
-- Replies: greedy, from exactly the prompt the bot serves (`bot.dialogue.build_prompt` within
+- Replies: greedy, from exactly the prompt the bot serves (`bot.core.dialogue.build_prompt` within
   the model's positions minus MAX_NEW_TOKENS, the bot's repetition penalty), decoded as the
-  engine streams a reply (`bot.reply_decoder.reply_text`: no broken character, cut where it ends),
-  batched, in this process: the base model alone or with one adapter attached.
+  engine streams a reply (`bot.core.reply_decoder.reply_text`: no broken character, cut where it
+  ends), batched, in this process: the base model alone or with one adapter attached.
 - Reply score: sentence chrF (sacrebleu; character n-grams, so it reads Chinese as well as
   English) of each reply against its reference, averaged. The difference candidate minus
   another model gets a paired bootstrap (fixed seed): its mean and a 90 % interval.
@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from sacrebleu.metrics import CHRF
 
-from bot.dialogue import Turn, build_prompt
-from bot.reply_decoder import TokenBytes, reply_text
-from bot.store import RatedExchange
+from bot.core.dialogue import Turn, build_prompt
+from bot.core.reply_decoder import TokenBytes, reply_text
+from bot.core.store import RatedExchange
 from trainer.dataset import Example, labels, pairs
 from trainer.fit import evaluate_loss, with_adapter
 

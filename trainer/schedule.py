@@ -17,7 +17,7 @@ from datetime import datetime
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.store import Store
+from bot.core.store import Store
 from trainer.cycle import CycleOutcome, due_tenants, run_cycle
 
 log = logging.getLogger(__name__)

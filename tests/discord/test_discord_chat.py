@@ -15,11 +15,11 @@ from discord_helpers import (
 )
 from store_util import exchange_count
 
-from bot.app import build_bot
-from bot.cogs.chat import COOLDOWN_REPLY
-from bot.cogs.replies import THUMBS_DOWN, THUMBS_UP, send_reply, split_message
-from bot.conversation import FAILED_REPLY
-from bot.dialogue import BOT_MARK, USER_MARK, build_prompt
+from bot.core.dialogue import BOT_MARK, USER_MARK, build_prompt
+from bot.frontends.discord.app import build_bot
+from bot.frontends.discord.cogs.chat import COOLDOWN_REPLY
+from bot.frontends.discord.cogs.replies import THUMBS_DOWN, THUMBS_UP, send_reply, split_message
+from bot.service.conversation import FAILED_REPLY
 
 
 def mention(bot) -> str:
@@ -129,7 +129,7 @@ async def test_a_reply_cannot_ping_anyone(bot):
     text = f"@everyone @here look <@&{asked.guild.id}> and <@{alice.id}>"
     [sent] = await send_reply(asked, text)
 
-    fresh = build_bot(bot.settings, bot.store, bot.generator)
+    fresh = build_bot(bot.settings, bot.core.store, bot.generator)
     assert fresh.allowed_mentions.to_dict() == discord.AllowedMentions.none().to_dict()
     assert sent.content == text
     # Discord pings nothing for an empty parse list; replied_user defaults to false.

@@ -26,9 +26,9 @@ from discord_helpers import (
 )
 from store_util import corrections
 
-from bot.app import APOLOGY
+from bot.core.store import AdapterRecord, Store
+from bot.frontends.discord.app import APOLOGY
 from bot.runtime import Runtime
-from bot.store import AdapterRecord, Store
 
 REFUSED_ADMIN = "Only server admins can do that."
 REFUSED_MOD = "Only moderators can do that."
@@ -225,7 +225,7 @@ async def test_an_unexpected_error_is_logged_and_answered_with_an_apology(fast, 
     async def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(bot.actions, "stats", broken)
+    monkeypatch.setattr(bot.service.actions, "stats", broken)
     try:
         await dpytest.add_role(member("mod"), make_role(dpytest.get_config().guilds[0],
                                                         fast.moderator_role))
@@ -270,8 +270,8 @@ async def test_a_promotion_is_swapped_in_and_posted_to_the_modlog(fast, store, e
 
 
 def test_modlog_text_shows_the_numbers_of_a_trainer_report():
-    from bot.app import modlog_text
-    from bot.store import AdapterEvent
+    from bot.core.store import AdapterEvent
+    from bot.frontends.discord.app import modlog_text
 
     report = {"outcome": "promoted", "reason": "candidate val loss 2.1 beats the active 2.4",
               "parent": "v1", "version": "v2",

@@ -12,11 +12,11 @@ from discord.ext.test import callbacks
 from discord_helpers import cleanup, make_bot, make_role, member, sent_messages
 from stream_util import script, words
 
-from bot import conversation as conversation_module
-from bot.cogs.replies import THUMBS_UP
-from bot.conversation import CUT_NOTES, STORE_REPLY
-from bot.local_redis import LocalRedis
-from bot.store import Store
+from bot.core.local_redis import LocalRedis
+from bot.core.store import Store
+from bot.frontends.discord.cogs.replies import THUMBS_UP
+from bot.service import conversation as conversation_module
+from bot.service.conversation import CUT_NOTES, STORE_REPLY
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import time
 from paths import REPO
 from subprocess_env import settings_env
 
-from bot.app import build_bot
-from bot.cogs.health import HEARTBEAT_TTL_S, heartbeat_of
+from bot.frontends.discord.app import build_bot
+from bot.frontends.discord.cogs.health import HEARTBEAT_TTL_S, heartbeat_of
 
 sys.path.insert(0, str(REPO / "deploy"))
 from healthcheck import discord_problem  # noqa: E402

@@ -6,7 +6,7 @@ from __future__ import annotations
 import discord.ext.test as dpytest
 from discord_helpers import cleanup, make_bot, make_role, member, sent_messages, slash_as
 
-from bot.cogs.replies import THUMBS_DOWN, THUMBS_UP
+from bot.frontends.discord.cogs.replies import THUMBS_DOWN, THUMBS_UP
 
 
 async def everything_under(store) -> list[bytes]:
@@ -49,7 +49,7 @@ async def test_forget_me_leaves_nothing_of_the_person(fast, store, engine):
         await dpytest.add_reaction(bob, alices, THUMBS_UP)
         await dpytest.add_reaction(mod, alices, THUMBS_DOWN)
         exchange = await store.exchanges.for_message(alices.id)
-        await bot.actions.teach(guild.id, exchange.id, bob.id, "I cannot make calls.")
+        await bot.service.actions.teach(guild.id, exchange.id, bob.id, "I cannot make calls.")
         await slash_as(bot, bob, channel, "style", "set", prefix="Be kind:")
         await slash_as(bot, bob, channel, "train", "now")
         assert any("555-0100" in t.text and t.author_hash == bob_hash for t in exchange.context)

@@ -6,7 +6,7 @@ import discord.ext.test as dpytest
 from discord_helpers import make_role, member, sent_messages
 from store_util import score
 
-from bot.cogs.replies import THUMBS_DOWN, THUMBS_UP
+from bot.frontends.discord.cogs.replies import THUMBS_DOWN, THUMBS_UP
 
 
 async def bot_reply(bot, store):

@@ -20,7 +20,7 @@ from discord_helpers import (
 from store_util import exchange_count
 from stream_util import script
 
-from bot.cogs.replies import THUMBS_DOWN, THUMBS_UP, open_fence, split_message
+from bot.frontends.discord.cogs.replies import THUMBS_DOWN, THUMBS_UP, open_fence, split_message
 
 SKIN_TONED_UP = "\N{THUMBS UP SIGN}\N{EMOJI MODIFIER FITZPATRICK TYPE-4}"
 SKIN_TONED_DOWN = "\N{THUMBS DOWN SIGN}\N{EMOJI MODIFIER FITZPATRICK TYPE-6}"

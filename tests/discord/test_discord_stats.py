@@ -6,7 +6,7 @@ from __future__ import annotations
 import discord.ext.test as dpytest
 from discord_helpers import FakeClock, RecordingAdapter, member, slash_as
 
-from bot.store.exchanges import Exchanges
+from bot.core.store.exchanges import Exchanges
 
 
 async def test_stats_defers_so_a_slow_read_is_still_answered(bot, store, own, monkeypatch):

@@ -24,9 +24,14 @@ from discord_helpers import (
 from store_util import exchange_count
 from stream_util import script, words
 
-from bot.cogs.replies import EDIT_INTERVAL_S, MESSAGE_LIMIT, THUMBS_DOWN, THUMBS_UP
-from bot.conversation import BUSY_REPLY, CUT_NOTES, cut_off
-from bot.generation import EngineBusy, GenerationFailed
+from bot.core.generation import EngineBusy, GenerationFailed
+from bot.frontends.discord.cogs.replies import (
+    EDIT_INTERVAL_S,
+    MESSAGE_LIMIT,
+    THUMBS_DOWN,
+    THUMBS_UP,
+)
+from bot.service.conversation import BUSY_REPLY, CUT_NOTES, cut_off
 
 
 def mention(bot) -> str:
@@ -194,13 +199,13 @@ async def test_a_piece_deleted_while_the_rest_is_written_keeps_the_reply_out_of_
 
     script(monkeypatch, bot.generator, words(400, "streamed"), before_piece=step)
     kept = []
-    keep = bot.conversation.keep
+    keep = bot.service.conversation.keep
 
     async def keep_and_note(*args, **kwargs):
         kept.append(await keep(*args, **kwargs))
         return kept[-1]
 
-    monkeypatch.setattr(bot.conversation, "keep", keep_and_note)
+    monkeypatch.setattr(bot.service.conversation, "keep", keep_and_note)
 
     await dpytest.message(f"{mention(bot)} tell me everything", member=member("alice"))
     messages = await sent_messages()

@@ -15,9 +15,9 @@ from discord_helpers import make_role, member, sent_messages, slash_as
 from paths import REPO
 from subprocess_env import clean_env
 
-from bot.app import build_bot, command_payloads, sync_tree
-from bot.cogs.replies import THUMBS_UP
-from bot.local_redis import free_port
+from bot.core.local_redis import free_port
+from bot.frontends.discord.app import build_bot, command_payloads, sync_tree
+from bot.frontends.discord.cogs.replies import THUMBS_UP
 
 MANAGE_SERVER = str(discord.Permissions(manage_guild=True).value)
 MANAGE_MESSAGES = str(discord.Permissions(manage_messages=True).value)

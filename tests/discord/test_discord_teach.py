@@ -22,7 +22,7 @@ from stream_util import script
 
 def live_ratings_module():
     """The module the bot's extension loader made (it loads a fresh copy per bot)."""
-    return sys.modules["bot.cogs.ratings"]
+    return sys.modules["bot.frontends.discord.cogs.ratings"]
 
 
 async def fixed_reply(bot, monkeypatch, text: str) -> None:

@@ -10,8 +10,8 @@ import pytest
 from discord.ext.test import backend
 from discord_helpers import cleanup, make_bot, make_role, member, sent_messages, slash_as
 
-from bot.cogs.replies import THUMBS_UP
-from bot.console import Console
+from bot.frontends.console import Console
+from bot.frontends.discord.cogs.replies import THUMBS_UP
 from bot.runtime import Runtime
 from trainer.cycle import run_cycle
 
@@ -45,7 +45,7 @@ async def ask(bot, guild, text: str):
     await dpytest.message(f"<@{bot.user.id}> {text}", channel=text_channel(guild),
                           member=member("alice", guild))
     [reply] = await sent_messages()
-    return reply, await bot.store.exchanges.for_message(reply.id)
+    return reply, await bot.core.store.exchanges.for_message(reply.id)
 
 
 async def eventually(predicate, timeout: float = 20.0) -> None:
@@ -88,7 +88,7 @@ async def test_training_in_one_server_changes_only_its_replies(two, fast, store)
 async def test_one_servers_rollback_and_train_now_leave_the_other_alone(two, store,
                                                                          tiny_model_dir,
                                                                          blobs):
-    from bot.store import AdapterRecord
+    from bot.core.store import AdapterRecord
 
     bot, runtime, one, two_, _ = two
     versions = {}
@@ -129,7 +129,7 @@ async def test_a_moderator_of_another_server_cannot_rate_here(two, store):
         exchange.id]
     assert await store.tenant(two_.id).exchanges.rated() == []
     # Even through the store, server two cannot rate server one's reply.
-    answer = await bot.actions.rate(two_.id, exchange.id, member("mod", two_).id, 1)
+    answer = await bot.service.actions.rate(two_.id, exchange.id, member("mod", two_).id, 1)
     assert not answer.ok and "another server" in answer.text
 
 

@@ -1,4 +1,4 @@
-"""Moderator and admin acts (bot.actions) against real Redis and the real engine."""
+"""Moderator and admin acts (bot.service.actions) against real Redis and the real engine."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import asyncio
 
 from store_util import TENANT
 
-from bot.actions import Actions
-from bot.store import AdapterRecord
+from bot.core.store import AdapterRecord
+from bot.service.actions import Actions
 
 
 async def test_concurrent_rollbacks_each_name_the_step_they_made(fast, store, engine, blobs,

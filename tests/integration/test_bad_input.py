@@ -13,10 +13,10 @@ from paths import REPO
 from store_util import corrections
 from subprocess_env import settings_env
 
-from bot.actions import Actions
-from bot.console import CONSOLE_CHANNEL, CONSOLE_USER, Console
-from bot.conversation import StyleRejected, validate_style
-from bot.text import CLIPPED
+from bot.core.text import CLIPPED
+from bot.frontends.console import CONSOLE_CHANNEL, CONSOLE_USER, Console
+from bot.service.actions import Actions
+from bot.service.conversation import StyleRejected, validate_style
 
 LONE = "\ud800"  # a lone surrogate: what a terminal's undecodable byte can become
 

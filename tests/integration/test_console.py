@@ -15,10 +15,10 @@ from store_util import TENANT, corrections, exchange_count
 from stream_util import script, words
 from subprocess_env import settings_env
 
-from bot.console import CONSOLE_CHANNEL, CONSOLE_USER, HELP, Console, Quit
-from bot.conversation import BUSY_REPLY, CUT_NOTES
-from bot.dialogue import Turn
-from bot.generation import EngineBusy
+from bot.core.dialogue import Turn
+from bot.core.generation import EngineBusy
+from bot.frontends.console import CONSOLE_CHANNEL, CONSOLE_USER, HELP, Console, Quit
+from bot.service.conversation import BUSY_REPLY, CUT_NOTES
 
 
 @pytest.fixture
@@ -146,8 +146,8 @@ async def test_the_console_swaps_in_a_promoted_adapter_while_chatting(fast, stor
     """run_console follows the registry: a trainer's promotion changes the next reply's adapter."""
     from adapters_util import make_adapter_bytes
 
-    from bot.console import run_console
-    from bot.store import AdapterRecord
+    from bot.core.store import AdapterRecord
+    from bot.frontends.console import run_console
 
     read_fd, write_fd = os.pipe()
     stdin, feed = os.fdopen(read_fd, "r"), os.fdopen(write_fd, "w")
@@ -176,7 +176,7 @@ async def test_the_console_swaps_in_a_promoted_adapter_while_chatting(fast, stor
 
 
 def test_the_console_path_does_not_import_discord():
-    code = ("import sys, bot.console, bot.conversation, bot.actions; "
+    code = ("import sys, bot.frontends.console, bot.service.conversation, bot.service.actions; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'discord'))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
@@ -186,7 +186,7 @@ def test_the_console_path_does_not_import_discord():
 
 async def test_adapter_status_shows_a_trainer_record_without_its_loss_curves(console, store,
                                                                             tiny_model_dir, own):
-    from bot.store import AdapterRecord
+    from bot.core.store import AdapterRecord
 
     record = await own.registry.save(AdapterRecord(
         base_model=str(tiny_model_dir), parent="base",

@@ -1,4 +1,4 @@
-"""The shared conversation path (bot.conversation): the real engine, the tiny model, Redis."""
+"""The shared conversation path (bot.service.conversation): real engine, tiny model, Redis."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import pytest
 from store_util import exchange_count
 from stream_util import script, words
 
-from bot.conversation import (
+from bot.core.dialogue import BOT_MARK, USER_MARK, Turn
+from bot.core.generation import EngineBusy
+from bot.engine.engine import Engine
+from bot.service.conversation import (
     BUSY_REPLY,
     CUT_NOTES,
     FAILED_REPLY,
@@ -20,9 +23,6 @@ from bot.conversation import (
     cut_off,
     validate_style,
 )
-from bot.dialogue import BOT_MARK, USER_MARK, Turn
-from bot.engine import Engine
-from bot.generation import EngineBusy
 
 
 async def test_chat_stores_the_exchange_with_style_and_adapter_version(fast, store, engine):

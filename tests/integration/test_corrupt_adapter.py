@@ -10,12 +10,12 @@ import logging
 
 from store_util import TENANT
 
-from bot.actions import Actions
-from bot.console import run_console
-from bot.dialogue import Turn
-from bot.follow import Serving
+from bot.core.dialogue import Turn
+from bot.core.store import AdapterRecord
+from bot.frontends.console import run_console
 from bot.runtime import Runtime
-from bot.store import AdapterRecord
+from bot.service.actions import Actions
+from bot.service.follow import Serving
 
 
 async def save(own, settings, blob: bytes, *, activate: bool = True) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from store_util import TENANT
 
-from bot.dialogue import build_prompt
-from bot.store import Exchange, TurnRecord
+from bot.core.dialogue import build_prompt
+from bot.core.store import Exchange, TurnRecord
 from trainer.dataset import IGNORE_INDEX, build_dataset, labels, pairs, split_point, validation_ids
 from trainer.dataset import targets as sft_targets
 

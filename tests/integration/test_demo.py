@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from bot.local_redis import free_port
+from bot.core.local_redis import free_port
 
 
 def _run_demo(tmp_path: Path, **env) -> subprocess.CompletedProcess:

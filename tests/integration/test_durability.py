@@ -6,8 +6,8 @@ import redis.asyncio as aioredis
 from paths import REPO
 from store_util import TENANT, score
 
-from bot.local_redis import LocalRedis
-from bot.store import Exchange, Store
+from bot.core.local_redis import LocalRedis
+from bot.core.store import Exchange, Store
 
 DEPLOY_REDIS_CONF = REPO / "deploy" / "redis.conf"
 

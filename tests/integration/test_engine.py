@@ -10,9 +10,9 @@ import time
 import pytest
 from engine_util import engine_settings, running_engine
 
-from bot.adapter_io import AdapterLoadError
-from bot.dialogue import Turn
-from bot.engine import Engine, EngineBusy, Generation, GenerationFailed
+from bot.core.adapter_io import AdapterLoadError
+from bot.core.dialogue import Turn
+from bot.engine.engine import Engine, EngineBusy, Generation, GenerationFailed
 
 HELLO = [Turn("user", "hello, how are you?")]
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from engine_util import engine_settings, running_engine
 
-from bot.dialogue import Turn, extract_reply
-from bot.engine import Engine
+from bot.core.dialogue import Turn, extract_reply
+from bot.engine.engine import Engine
 
 HELLO = [Turn("user", "hello, how are you?")]
 PROMPTS = ["hi", "what is the weather like today in the mountains?", "tell me " * 30 + "more",

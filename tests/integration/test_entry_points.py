@@ -13,7 +13,7 @@ import redis
 from paths import REPO
 from subprocess_env import clean_env
 
-from bot.local_redis import LocalRedis, free_port
+from bot.core.local_redis import LocalRedis, free_port
 
 SECRET = "wrong-s3cret-pw"  # what must never be printed
 PASSWORD = "right-pw-0123456789"

@@ -10,11 +10,11 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from bot.dialogue import Turn
-from bot.engine import Engine
-from bot.follow import Serving
-from bot.local_redis import LocalRedis
-from bot.store import AdapterRecord, Store
+from bot.core.dialogue import Turn
+from bot.core.local_redis import LocalRedis
+from bot.core.store import AdapterRecord, Store
+from bot.engine.engine import Engine
+from bot.service.follow import Serving
 
 HELLO = [Turn("user", "hello, how are you?")]
 ONE, TWO = 101, 202  # two servers

@@ -11,8 +11,8 @@ import pytest
 from store_util import TENANT, exchange_count
 from subprocess_env import settings_env
 
-from bot.dialogue import Turn
-from bot.store import Exchange
+from bot.core.dialogue import Turn
+from bot.core.store import Exchange
 from trainer.importer import ImportRejected, import_file, import_pairs, validate_rows
 
 GOOD = [
@@ -222,7 +222,7 @@ async def test_the_counters_match_a_rating_made_by_hand(store, own):
 
 
 def _limited(max_chars: int, style: int = 200):
-    from bot.config import load_settings
+    from bot.core.config import load_settings
 
     return load_settings(_env_file=None, max_message_chars=max_chars,
                          style_max_chars=style)

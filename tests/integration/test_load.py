@@ -10,13 +10,13 @@ import pytest
 import redis.asyncio as aioredis
 from store_util import TENANT
 
-from bot import conversation as conversation_module
-from bot import engine as engine_module
-from bot.actions import RATING_UNAVAILABLE, Actions
-from bot.conversation import BUSY_REPLY, STORE_REPLY, Conversation, Failure
-from bot.dialogue import Turn
-from bot.engine import Engine
-from bot.store import Exchange, Store
+from bot.core.dialogue import Turn
+from bot.core.store import Exchange, Store
+from bot.engine import engine as engine_module
+from bot.engine.engine import Engine
+from bot.service import conversation as conversation_module
+from bot.service.actions import RATING_UNAVAILABLE, Actions
+from bot.service.conversation import BUSY_REPLY, STORE_REPLY, Conversation, Failure
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ async def test_a_burst_of_refusals_is_counted_and_logged_once(fast, store, caplo
                     await asyncio.sleep(0.05)
         warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
         assert len(warnings) == 1, [r.message for r in warnings]
-        assert warnings[0].name == "bot.engine"
+        assert warnings[0].name == "bot.engine.engine"
         assert f"turned away {len(busy)} request(s)" in warnings[0].message
     finally:
         await engine.close()

@@ -9,8 +9,8 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from bot.follow import Serving
-from bot.store import Store, StoreError
+from bot.core.store import Store, StoreError
+from bot.service.follow import Serving
 
 HOME, OTHER = 10, 20
 

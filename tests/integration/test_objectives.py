@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bot.adapter_io import attach_adapter, parse_adapter
+from bot.core.adapter_io import attach_adapter, parse_adapter
 from trainer.dataset import IGNORE_INDEX, Example
 from trainer.fit import FitParams, fit_lora, objective_loss, summed_loss
 from trainer.objectives import PreferenceObjective, reference_logps, sequence_logps

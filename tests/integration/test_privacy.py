@@ -1,4 +1,4 @@
-"""Forgetting people and deleted messages in the store (bot/store/privacy.py), on real Redis:
+"""Forgetting people and deleted messages in the store (bot/core/store/privacy.py), on real Redis:
 across servers, with the counters right, and with indexes that live exactly as long as the
 exchanges they find."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 from store_util import TENANT
 from test_store import make_exchange
 
-from bot.store import Store, TurnRecord
+from bot.core.store import Store, TurnRecord
 
 OTHER = 2  # a second server
 

@@ -9,7 +9,7 @@ import sys
 from store_util import TENANT
 from subprocess_env import settings_env
 
-from bot.store import AdapterRecord, Exchange
+from bot.core.store import AdapterRecord, Exchange
 
 OTHER = 2
 

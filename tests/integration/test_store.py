@@ -8,7 +8,7 @@ import json
 import pytest
 from store_util import TENANT, corrections, exchange_count, score
 
-from bot.store import (
+from bot.core.store import (
     AdapterCorrupt,
     AdapterRecord,
     Exchange,

@@ -13,8 +13,8 @@ import torch
 from store_util import TENANT
 from transformers import AutoModelForCausalLM
 
-from bot.adapter_io import attach_adapter, parse_adapter
-from bot.store import BASE_VERSION, AdapterRecord, Exchange, Store
+from bot.core.adapter_io import attach_adapter, parse_adapter
+from bot.core.store import BASE_VERSION, AdapterRecord, Exchange, Store
 from trainer.cycle import LOCK_HELD, TrainingLock, run_cycle, warm_start
 from trainer.publish import PublishRefused, gate, publish
 from trainer.quality import Interval, Quality, Scores

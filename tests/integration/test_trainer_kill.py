@@ -16,7 +16,7 @@ import time
 from store_util import TENANT
 from subprocess_env import settings_env
 
-from bot.store import BASE_VERSION, Exchange
+from bot.core.store import BASE_VERSION, Exchange
 
 LOCK_TTL = 5  # the smallest TRAIN_LOCK_TTL_SECONDS allowed
 

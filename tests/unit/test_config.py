@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.config import DEV_USER_HASH_SECRET, SettingsError, load_settings, redis_address
+from bot.core.config import DEV_USER_HASH_SECRET, SettingsError, load_settings, redis_address
 
 
 def test_defaults_and_environment(monkeypatch):

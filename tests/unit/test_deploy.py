@@ -1,5 +1,5 @@
 """deploy/ and .env.example, checked as far as this machine allows (no Docker daemon, no
-systemd as PID 1): they must agree with the settings the code reads (`bot.config.Settings`),
+systemd as PID 1): they must agree with the settings the code reads (`bot.core.config.Settings`),
 and the Redis configuration and the health check run for real against a redis-server.
 """
 
@@ -23,8 +23,8 @@ from packaging.version import Version
 from paths import REPO
 from subprocess_env import SETTING_NAMES, clean_env
 
-from bot.config import Settings
-from bot.local_redis import free_port
+from bot.core.config import Settings
+from bot.core.local_redis import free_port
 
 DEPLOY = REPO / "deploy"
 SECRET_NAMES = {name.upper() for name, field in Settings.model_fields.items()
@@ -54,7 +54,7 @@ def env_example() -> dict[str, str]:
 def test_env_example_names_exactly_the_settings():
     names = set(env_example())
     assert not SETTING_NAMES - names, f"missing from .env.example: {SETTING_NAMES - names}"
-    assert not names - SETTING_NAMES, f"not settings of bot/config.py: {names - SETTING_NAMES}"
+    assert not names - SETTING_NAMES, f"not settings of bot/core/config.py: {names - SETTING_NAMES}"
 
 
 def test_env_example_documents_each_setting_and_leaves_secrets_blank():

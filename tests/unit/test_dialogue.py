@@ -7,7 +7,7 @@ import random
 import pytest
 from transformers import AutoTokenizer
 
-from bot.dialogue import (
+from bot.core.dialogue import (
     FALLBACK_REPLY,
     PromptTooLong,
     Turn,

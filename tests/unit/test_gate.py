@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from bot.store import Correction, Exchange, RatedExchange
+from bot.core.store import Correction, Exchange, RatedExchange
 from trainer.publish import MIN_REPLY_PROMPTS, gate
 from trainer.quality import Interval, Quality, Scores, paired_bootstrap, references, sentence_chrf
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bot import model_dtype
-from bot.config import SettingsError, load_settings
+from bot.core.config import SettingsError, load_settings
+from bot.engine import model_dtype
 
 
 def test_explicit_types_are_taken_as_given():

@@ -6,7 +6,7 @@ import re
 
 from paths import REPO
 
-from bot.config import Settings
+from bot.core.config import Settings
 
 README = (REPO / "README.md").read_text()
 

@@ -1,5 +1,5 @@
 """Secrets never reach a message or a log line: every credential form of REDIS_URL, the token
-and the hash secret are hidden by bot.redact, also in tracebacks."""
+and the hash secret are hidden by bot.core.redact, also in tracebacks."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from bot.config import Settings, load_settings
-from bot.redact import MASK, hide_secrets_in_logs, redact, secrets_of
+from bot.core.config import Settings, load_settings
+from bot.core.redact import MASK, hide_secrets_in_logs, redact, secrets_of
 
 PASSWORD = "s3cret-pw"
 

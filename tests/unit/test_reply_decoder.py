@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from bot.dialogue import FALLBACK_REPLY, extract_reply, settled_reply
-from bot.reply_decoder import ReplyDecoder, TokenBytes, reply_text
+from bot.core.dialogue import FALLBACK_REPLY, extract_reply, settled_reply
+from bot.core.reply_decoder import ReplyDecoder, TokenBytes, reply_text
 
 EOS = "<|endoftext|>"
 

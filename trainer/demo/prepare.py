@@ -15,8 +15,8 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from bot.local_redis import LocalRedis
-from bot.store import Store
+from bot.core.local_redis import LocalRedis
+from bot.core.store import Store
 
 
 async def redis_answers(url: str, timeout_s: float = 1.0) -> bool:

@@ -22,12 +22,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bot.config import SettingsError, load_settings
-from bot.console import Console
-from bot.fatal import run_main
-from bot.redact import hide_secrets_in_logs
+from bot.core.config import SettingsError, load_settings
+from bot.core.fatal import run_main
+from bot.core.redact import hide_secrets_in_logs
+from bot.core.store import BASE_VERSION, Store
+from bot.frontends.console import Console
 from bot.runtime import Runtime
-from bot.store import BASE_VERSION, Store
 from trainer.cycle import CycleOutcome, run_cycle
 from trainer.dataset import validation_ids
 from trainer.demo.prepare import MODEL_DIR, delete_prefix, demo_model, demo_prefix, demo_redis

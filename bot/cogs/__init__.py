@@ -1,3 +1,0 @@
-"""The discord.py cogs: chat, moderator ratings, admin commands.
-
-With bot/app.py, the only code that imports discord."""

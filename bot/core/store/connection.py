@@ -1,0 +1,148 @@
+"""`Store`: one Redis connection, the schema check, user hashing, and the focused stores on it.
+
+    store.exchanges   exchanges by id or message, forgetting them (exchanges.py)
+    store.styles      style prefixes per channel and server (styles.py)
+    store.chat        channels where the bot answers every message (styles.py)
+    store.registry    adapter versions by name: bytes, records, reports; the default tenant;
+                      change events (registry.py)
+    store.tenant(id)  one server's own data: .exchanges (rating, teaching, its rated exchanges
+                      and counters), .registry (its active pointer, history, versions),
+                      .trainer (its cursor, lock, "train now", recent runs), .modlog channel
+
+`store.forget_user` and `store.forget_messages` remove a person's data and deleted Discord
+messages (privacy.py). Every key is named by bot/core/store/keys.py, which documents the layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from bot.core.store.exchanges import Exchanges
+from bot.core.store.keys import SCHEMA_VERSION, Keys
+from bot.core.store.migrate import migrate_from_1
+from bot.core.store.privacy import Deleted, Forgotten, forget_messages, forget_user
+from bot.core.store.records import StoreError
+from bot.core.store.registry import Registry
+from bot.core.store.styles import ChatChannels, Styles
+from bot.core.store.trainer_state import TrainerState
+
+# What a store call raises when Redis cannot be reached or refuses the command (down, wrong
+# password, no free connection within REDIS_POOL_TIMEOUT_SECONDS, out of memory, ...): every
+# front end catches it and answers with a short apology instead of a traceback.
+StoreUnavailable = RedisError
+
+
+class TenantStore:
+    """What one tenant (server) owns; every act through it stays inside that tenant."""
+
+    def __init__(self, store: Store, tenant: int):
+        keys = store.keys.of(tenant)
+        self.tenant = tenant
+        self.exchanges = Exchanges(store.r, keys, store.user_hash, store.exchanges.unrated_ttl_s)
+        self.registry = Registry(store.r, keys)
+        self.trainer = TrainerState(store.r, keys)
+        self._r, self._keys = store.r, keys
+
+    async def modlog_channel(self) -> int | None:
+        """The channel where this server's adapter changes are posted (None: not set here)."""
+        raw = await self._r.get(self._keys.modlog)
+        return int(raw) if raw is not None else None
+
+    async def set_modlog_channel(self, channel_id: int | None) -> None:
+        if channel_id is None:
+            await self._r.delete(self._keys.modlog)
+        else:
+            await self._r.set(self._keys.modlog, channel_id)
+
+
+class Store:
+    """Async access to everything the bot and the trainer keep in Redis."""
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str, user_secret: str,
+                 unrated_ttl_days: int = 30, home_tenant: int | None = None):
+        self.r = client
+        self.prefix = prefix
+        self.keys = Keys(prefix)
+        self.home_tenant = home_tenant  # HOME_GUILD_ID: where schema 1 data moves
+        self._secret = user_secret.encode()
+        self.exchanges = Exchanges(client, self.keys, self.user_hash,
+                                   int(unrated_ttl_days * 86400))
+        self.styles = Styles(client, self.keys, self.user_hash)
+        self.chat = ChatChannels(client, self.keys)
+        self.registry = Registry(client, self.keys)
+
+    @classmethod
+    def from_settings(cls, settings) -> Store:
+        """A store on REDIS_URL through a bounded pool that waits for a free connection.
+
+        redis-py's default pool refuses a command outright (MaxConnectionsError) once 100 are
+        in flight; this one holds at most REDIS_MAX_CONNECTIONS and makes a command wait up to
+        REDIS_POOL_TIMEOUT_SECONDS for one (then redis ConnectionError, which callers handle).
+        """
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=settings.redis_max_connections,
+            timeout=settings.redis_pool_timeout_seconds, decode_responses=False)
+        client = aioredis.Redis.from_pool(pool)  # closing the client closes its pool
+        return cls(client, prefix=settings.key_prefix,
+                   user_secret=settings.user_hash_secret.get_secret_value(),
+                   unrated_ttl_days=settings.unrated_ttl_days,
+                   home_tenant=settings.home_guild_id)
+
+    def tenant(self, tenant: int) -> TenantStore:
+        return TenantStore(self, tenant)
+
+    async def tenants(self) -> list[int]:
+        """Every tenant with exchanges or adapters, in id order."""
+        return sorted(int(t) for t in await self.r.smembers(self.keys.tenants))
+
+    def k(self, *parts: object) -> str:
+        """The key P:parts (see bot/core/store/keys.py for the named ones)."""
+        return self.keys(*parts)
+
+    async def close(self) -> None:
+        await self.r.aclose()
+
+    async def ping(self) -> None:
+        """Check the connection and record (or verify) the schema version; data of schema 1
+        is moved to schema 2 once (see bot/core/store/migrate.py)."""
+        await self.r.ping()
+        stored = await self.r.set(self.keys("schema"), SCHEMA_VERSION, nx=True, get=True)
+        if stored is not None and int(stored) == 1:
+            await migrate_from_1(self)
+        elif stored is not None and int(stored) != SCHEMA_VERSION:
+            raise StoreError(f"Redis holds schema version {int(stored)} under prefix "
+                             f"{self.prefix!r}; this code speaks version {SCHEMA_VERSION}")
+
+    async def forget_user(self, user_id: int | str) -> Forgotten:
+        """Delete everything of this person, in every server (see bot/core/store/privacy.py)."""
+        return await forget_user(self, user_id)
+
+    async def forget_messages(self, message_ids) -> Deleted:
+        """Apply deleted Discord messages (see bot/core/store/privacy.py)."""
+        return await forget_messages(self, message_ids)
+
+    async def write_heartbeat(self, host: str, beat: dict, ttl_s: float) -> None:
+        """The bot process on `host` says how its Discord connection is (JSON, expires)."""
+        await self.r.set(self.keys.heartbeat(host), json.dumps(beat),
+                         px=max(1, int(ttl_s * 1000)))
+
+    async def heartbeat(self, host: str) -> dict | None:
+        """The last heartbeat of the bot process on `host` (None: none, or it expired)."""
+        raw = await self.r.get(self.keys.heartbeat(host))
+        return json.loads(raw) if raw is not None else None
+
+    def user_hash(self, user_id: int | str) -> str:
+        return hmac.new(self._secret, str(user_id).encode(), hashlib.sha256).hexdigest()
+
+    async def claim(self, *parts: object, ttl_s: float) -> bool:
+        """True for the first caller to claim key P:parts within `ttl_s` (SET NX with expiry).
+
+        One claim is shared by every bot process: per-user cooldowns, one mod-log post per change.
+        """
+        return bool(await self.r.set(self.keys(*parts), b"1", nx=True,
+                                     px=max(1, int(ttl_s * 1000))))

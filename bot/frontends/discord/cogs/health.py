@@ -1,0 +1,78 @@
+"""The bot's heartbeat: every HEARTBEAT_S it writes how its Discord connection is (gateway
+latency, ready shards) to the store, where `deploy/healthcheck.py --discord` reads it.
+
+The record is keyed by host name (a container's, or a machine's), so the health check run on
+the same host reads its own bot's; it expires after HEARTBEAT_TTL_S, so a bot that hangs or
+stops is seen as such.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import time
+
+from discord.ext import commands, tasks
+
+from bot.core.store import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 30.0
+HEARTBEAT_TTL_S = 3 * HEARTBEAT_S
+
+
+def _ms(seconds: float | None) -> float | None:
+    """Seconds as milliseconds, None when not measured yet (discord.py says inf or nan)."""
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return round(seconds * 1000, 1)
+
+
+def heartbeat_of(bot) -> dict:
+    """How the client's gateway connection is, as JSON-ready numbers."""
+    shards = getattr(bot, "shards", None)
+    if shards:  # an auto-sharded bot
+        states = [{"id": shard_id, "ready": not info.is_closed(), "latency_ms": _ms(info.latency)}
+                  for shard_id, info in sorted(shards.items())]
+        count = bot.shard_count or len(states)
+    else:  # a plain bot, or a sharded one before its shards connect
+        states = [{"id": 0, "ready": bot.is_ready() and not bot.is_closed(),
+                   "latency_ms": _ms(bot.latency)}]
+        count = getattr(bot, "shard_count", None) or 1
+    return {"at": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
+            "ready": bot.is_ready(), "latency_ms": _ms(bot.latency), "shard_count": count,
+            "shards_ready": sum(1 for state in states if state["ready"]), "shards": states,
+            "guilds": len(bot.guilds)}
+
+
+class Health(commands.Cog):
+    def __init__(self, bot):
+        self.bot = bot
+
+    @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        """Beat once connected (a bot that only lists or syncs its commands never is)."""
+        if not self.beat.is_running():
+            self.beat.start()
+
+    async def cog_unload(self) -> None:
+        self.beat.cancel()
+
+    async def write(self) -> dict:
+        beat = heartbeat_of(self.bot)
+        await self.bot.core.store.write_heartbeat(beat["host"], beat, HEARTBEAT_TTL_S)
+        return beat
+
+    @tasks.loop(seconds=HEARTBEAT_S)
+    async def beat(self) -> None:
+        try:
+            await self.write()
+        except StoreUnavailable as error:  # the health check will say so too
+            log.warning("heartbeat not written: the store is unavailable (%s)", error)
+
+
+async def setup(bot) -> None:
+    await bot.add_cog(Health(bot))

@@ -1,0 +1,168 @@
+"""Which adapter version serves each server, kept current from the registry.
+
+A server (tenant) is served by its own active adapter, else by the default adapter (the active
+one of the default tenant: the operator's choice, else HOME_GUILD_ID), else the base model.
+`Serving` holds that table for one process; `follow()` keeps it current:
+
+- at start-up it reads every tenant's active version and loads it into the generator; a version
+  that cannot be served (damaged bytes, another base model) is skipped for the newest readable
+  one in that tenant's history, or the base model, with one log line;
+- on every registry event it loads the tenant's new version first and only then serves it, so
+  a swap or rollback fails no request, and a version that cannot be served never replaces one
+  that can;
+- a lost Redis connection is retried with backoff, and the table is read again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bot.core.generation import BASE_VERSION, AdapterLoadError, Generator
+from bot.core.store import AdapterCorrupt, AdapterEvent, AdapterRecord, Store, UnknownAdapter
+
+log = logging.getLogger(__name__)
+
+OnChange = Callable[[AdapterEvent, AdapterRecord | None], Awaitable[None]]
+# A version that cannot be served: logged and skipped.
+_UNSERVABLE = (AdapterCorrupt, AdapterLoadError, UnknownAdapter)
+_CONNECTION_LOST = (RedisConnectionError, RedisTimeoutError, OSError)
+_RECONNECT_MAX_S = 30.0
+
+
+class Serving:
+    """The version serving each tenant in this process; see the module docstring."""
+
+    def __init__(self, store: Store, generator: Generator, home_tenant: int | None = None):
+        self.store, self.generator = store, generator
+        self.home_tenant = home_tenant
+        self.default_tenant = home_tenant
+        self._own: dict[int, str] = {}  # tenant -> its own version, as loaded here
+        self.ready = asyncio.Event()  # set once start_up has served every tenant
+
+    def version_for(self, tenant: int | None) -> str:
+        """The version that answers in `tenant` now (None, no server: the base model)."""
+        if tenant is None:
+            return BASE_VERSION
+        own = self._own.get(tenant, BASE_VERSION)
+        if own != BASE_VERSION or self.default_tenant in (None, tenant):
+            return own
+        return self._own.get(self.default_tenant, BASE_VERSION)
+
+    def own_version(self, tenant: int) -> str:
+        """The tenant's own adapter as served here (BASE_VERSION: none)."""
+        return self._own.get(tenant, BASE_VERSION)
+
+    async def refresh(self, tenant: int) -> str:
+        """Serve `tenant`'s active version if it loads, else keep what serves it now; returns
+        the tenant's own version now served. Raises what loading raised (AdapterCorrupt,
+        AdapterLoadError, ...) when the active version cannot be served."""
+        version = await self.store.tenant(tenant).registry.active()
+        await self._load(version)
+        self._own[tenant] = version
+        return version
+
+    async def _load(self, version: str) -> None:
+        if version != BASE_VERSION:
+            await self.generator.load(version, await self.store.registry.blob(version))
+
+    async def start_up(self) -> None:
+        """Read the default tenant and every tenant's version (see the module docstring)."""
+        self.default_tenant = await self.store.registry.default_tenant() or self.home_tenant
+        for tenant in await self.store.tenants():
+            registry = self.store.tenant(tenant).registry
+            active = await registry.active()
+            for version in [active, *await registry.history(), BASE_VERSION]:
+                try:
+                    await self._load(version)
+                except _UNSERVABLE as error:
+                    log.error("adapter %s of server %s cannot be served (%s); trying the one "
+                              "before it", version, tenant, error)
+                    continue
+                self._own[tenant] = version
+                if version != active:
+                    log.error("server %s is served by %s instead of its active adapter %s",
+                              tenant, version, active)
+                break
+        self.ready.set()
+
+    async def follow(self, on_change: OnChange | None = None) -> None:
+        """Run until cancelled: start up, then apply every adapter event (module docstring).
+
+        `on_change(event, record or None)` is awaited after each change this process served.
+        """
+        delay = 1.0
+        while True:
+            subscribed = asyncio.Event()
+            try:
+                await self._follow_once(on_change, subscribed)
+            except _CONNECTION_LOST as error:
+                if subscribed.is_set():  # it had worked: start the backoff afresh
+                    delay = 1.0
+                log.warning("lost the adapter event subscription (%s); retrying in %.0f s",
+                            error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RECONNECT_MAX_S)
+
+    async def _follow_once(self, on_change: OnChange | None,
+                           subscribed: asyncio.Event) -> None:
+        events = self.store.registry.events(subscribed=subscribed)
+        pending = asyncio.ensure_future(anext(events))  # runs the subscription to its 1st event
+        try:
+            waiter = asyncio.ensure_future(subscribed.wait())
+            await asyncio.wait({pending, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if pending.done() and pending.exception() is not None:
+                raise pending.exception()  # subscribing failed
+            await self.start_up()  # after subscribing: no change made meanwhile is missed
+            while True:
+                event = await pending
+                pending = asyncio.ensure_future(anext(events))
+                log.info("adapter event: %s %s for server %s (was %s)", event.kind,
+                         event.version, event.tenant, event.previous)
+                if await self._apply(event):
+                    await _notify(self.store, on_change, event)
+        finally:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
+                await pending
+            await events.aclose()
+
+    async def _apply(self, event: AdapterEvent) -> bool:
+        """Serve what the event changed; True when this process now serves its version."""
+        if event.kind == "default":
+            self.default_tenant = event.tenant
+            return False
+        if event.tenant is None:
+            return False
+        before = self.own_version(event.tenant)
+        try:
+            now = await self.refresh(event.tenant)
+        except _CONNECTION_LOST:
+            raise
+        except _UNSERVABLE as error:
+            log.error("adapter %s cannot be served, server %s keeps %s: %s", event.version,
+                      event.tenant, before, error)
+            return False
+        except Exception:  # an unforeseen loader failure must not stop the follower
+            log.exception("loading adapter %s failed, server %s keeps %s", event.version,
+                          event.tenant, before)
+            return False
+        # An event superseded by a newer change is not announced: the newer one has its own.
+        return now == event.version and now != before
+
+
+async def _notify(store: Store, on_change: OnChange | None, event: AdapterEvent) -> None:
+    if on_change is None:
+        return
+    version = event.version
+    try:
+        record = None if version == BASE_VERSION else await store.registry.record(version)
+        await on_change(event, record)
+    except Exception:  # a failing notification must not stop the bot following the registry
+        log.exception("on_change callback failed for adapter %s", version)
