@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _commands(settings, args) -> int:
-    from bot import app  # imports discord only for the Discord commands
+    from bot.frontends.discord import app  # imports discord only for the Discord commands
 
     if args.command == "sync":
         print(await app.sync_commands(settings, args.guild, clear=args.clear))

@@ -129,7 +129,7 @@ async def test_a_reply_cannot_ping_anyone(bot):
     text = f"@everyone @here look <@&{asked.guild.id}> and <@{alice.id}>"
     [sent] = await send_reply(asked, text)
 
-    fresh = build_bot(bot.settings, bot.core.store, bot.generator)
+    fresh = build_bot(bot.settings, bot.store, bot.generator)
     assert fresh.allowed_mentions.to_dict() == discord.AllowedMentions.none().to_dict()
     assert sent.content == text
     # Discord pings nothing for an empty parse list; replied_user defaults to false.

@@ -225,7 +225,7 @@ async def test_an_unexpected_error_is_logged_and_answered_with_an_apology(fast, 
     async def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(bot.service.actions, "stats", broken)
+    monkeypatch.setattr(bot.actions, "stats", broken)
     try:
         await dpytest.add_role(member("mod"), make_role(dpytest.get_config().guilds[0],
                                                         fast.moderator_role))

@@ -21,14 +21,14 @@ def reactions_on(bot, message) -> list[str]:
 def deleting_while_generating(bot, monkeypatch, doomed: list):
     """Make the bot's next reply delete the messages in `doomed` once it is asked for, before
     anything is sent (as a user deleting theirs while the bot thinks)."""
-    stream_draft = bot.service.conversation.stream_draft
+    stream_draft = bot.conversation.stream_draft
 
     async def stream_then_delete(*args, **kwargs):
         stream = await stream_draft(*args, **kwargs)
         await delete_messages(*doomed, wait=False)
         return stream
 
-    monkeypatch.setattr(bot.service.conversation, "stream_draft", stream_then_delete)
+    monkeypatch.setattr(bot.conversation, "stream_draft", stream_then_delete)
 
 
 async def test_a_question_deleted_while_generating_still_gets_its_reply(bot, store, channel,

@@ -44,13 +44,13 @@ async def test_the_fake_refuses_messages_over_2000_characters_as_discord_does(bo
 async def test_an_interaction_answered_after_3_seconds_is_refused(bot, channel, monkeypatch):
     clock = FakeClock()
     recorder = RecordingAdapter(clock=clock)
-    show = bot.service.actions.show_style
+    show = bot.actions.show_style
 
     async def slow(*args, **kwargs):
         clock.advance(3.5)
         return await show(*args, **kwargs)
 
-    monkeypatch.setattr(bot.service.actions, "show_style", slow)
+    monkeypatch.setattr(bot.actions, "show_style", slow)
     payload = interaction_payload(bot, member("admin"), channel, slash_data("style", "show"))
 
     await invoke(bot, payload, recorder)

@@ -49,7 +49,7 @@ async def test_forget_me_leaves_nothing_of_the_person(fast, store, engine):
         await dpytest.add_reaction(bob, alices, THUMBS_UP)
         await dpytest.add_reaction(mod, alices, THUMBS_DOWN)
         exchange = await store.exchanges.for_message(alices.id)
-        await bot.service.actions.teach(guild.id, exchange.id, bob.id, "I cannot make calls.")
+        await bot.actions.teach(guild.id, exchange.id, bob.id, "I cannot make calls.")
         await slash_as(bot, bob, channel, "style", "set", prefix="Be kind:")
         await slash_as(bot, bob, channel, "train", "now")
         assert any("555-0100" in t.text and t.author_hash == bob_hash for t in exchange.context)

@@ -199,13 +199,13 @@ async def test_a_piece_deleted_while_the_rest_is_written_keeps_the_reply_out_of_
 
     script(monkeypatch, bot.generator, words(400, "streamed"), before_piece=step)
     kept = []
-    keep = bot.service.conversation.keep
+    keep = bot.conversation.keep
 
     async def keep_and_note(*args, **kwargs):
         kept.append(await keep(*args, **kwargs))
         return kept[-1]
 
-    monkeypatch.setattr(bot.service.conversation, "keep", keep_and_note)
+    monkeypatch.setattr(bot.conversation, "keep", keep_and_note)
 
     await dpytest.message(f"{mention(bot)} tell me everything", member=member("alice"))
     messages = await sent_messages()

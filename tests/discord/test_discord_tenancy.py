@@ -45,7 +45,7 @@ async def ask(bot, guild, text: str):
     await dpytest.message(f"<@{bot.user.id}> {text}", channel=text_channel(guild),
                           member=member("alice", guild))
     [reply] = await sent_messages()
-    return reply, await bot.core.store.exchanges.for_message(reply.id)
+    return reply, await bot.store.exchanges.for_message(reply.id)
 
 
 async def eventually(predicate, timeout: float = 20.0) -> None:
@@ -129,7 +129,7 @@ async def test_a_moderator_of_another_server_cannot_rate_here(two, store):
         exchange.id]
     assert await store.tenant(two_.id).exchanges.rated() == []
     # Even through the store, server two cannot rate server one's reply.
-    answer = await bot.service.actions.rate(two_.id, exchange.id, member("mod", two_).id, 1)
+    answer = await bot.actions.rate(two_.id, exchange.id, member("mod", two_).id, 1)
     assert not answer.ok and "another server" in answer.text
 
 

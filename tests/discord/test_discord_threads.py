@@ -11,7 +11,7 @@ async def ask_in(bot, channel, text: str, who: str = "alice"):
     await dpytest.message(f"<@{bot.user.id}> {text}", channel=channel,
                           member=member(who, channel.guild))
     [reply] = await sent_messages()
-    return reply, await bot.core.store.exchanges.for_message(reply.id)
+    return reply, await bot.store.exchanges.for_message(reply.id)
 
 
 async def test_a_channels_style_applies_in_its_threads(bot, store, channel):

@@ -85,7 +85,7 @@ class Admin(commands.Cog):
 
     def __init__(self, bot):
         self.bot = bot
-        self.actions: actions.Actions = bot.service.actions
+        self.actions: actions.Actions = bot.actions
 
     # --- /style -------------------------------------------------------------------------------
 
@@ -140,7 +140,7 @@ class Admin(commands.Cog):
     @train.command(name="now", description="Ask the trainer for a training cycle now")
     @admin_only()
     async def train_now(self, interaction: discord.Interaction) -> None:
-        requested_by = requester(self.bot.core.store.user_hash(interaction.user.id))
+        requested_by = requester(self.bot.store.user_hash(interaction.user.id))
         await _answer(interaction, await self.actions.train_now(interaction.guild_id,
                                                                 requested_by))
 

@@ -71,7 +71,7 @@ class Chat(commands.Cog):
     def __init__(self, bot):
         self.bot = bot
         self.settings = bot.settings
-        self.conversation: Conversation = bot.service.conversation
+        self.conversation: Conversation = bot.conversation
         self._deleted: dict[int, float] = {}  # message id -> when its deletion was seen
         self.clock = time.monotonic  # paces a streamed reply's edits (a test may replace it)
 

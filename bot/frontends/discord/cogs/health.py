@@ -63,7 +63,7 @@ class Health(commands.Cog):
 
     async def write(self) -> dict:
         beat = heartbeat_of(self.bot)
-        await self.bot.core.store.write_heartbeat(beat["host"], beat, HEARTBEAT_TTL_S)
+        await self.bot.store.write_heartbeat(beat["host"], beat, HEARTBEAT_TTL_S)
         return beat
 
     @tasks.loop(seconds=HEARTBEAT_S)

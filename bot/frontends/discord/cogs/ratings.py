@@ -98,7 +98,7 @@ class TeachModal(discord.ui.Modal, title="Teach a better reply"):
 class Ratings(commands.Cog):
     def __init__(self, bot):
         self.bot = bot
-        self.actions: Actions = bot.service.actions
+        self.actions: Actions = bot.actions
         self.open_forms: set[str] = set()  # custom_ids of teach forms still open
         self.teach_menu = app_commands.ContextMenu(name="Teach a better reply",
                                                    callback=self.teach)
