@@ -42,6 +42,8 @@ import sys
 import tempfile
 import time
 import warnings
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -219,20 +221,36 @@ async def main(argv=None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def run(args, workdir: Path) -> int:
+@dataclass
+class Servers:
+    """Both sides of the comparison, on one model, with the requests they answer."""
+
+    engine: object
+    engine32: object | None  # the engine in float32 too, when --dtype chose another type
+    static: StaticServer
+    convos: list  # conversations for the engine
+    prompt_ids: list[list[int]]  # the same, tokenised for the static side
+    sampling: dict
+
+    @property
+    def engines(self) -> list[tuple[str, object]]:
+        return [("engine", self.engine)] + ([("engine fp32", self.engine32)]
+                                            if self.engine32 else [])
+
+    async def close(self) -> None:
+        await self.static.close()
+        for _, engine in self.engines:
+            await engine.close()
+
+
+def start_servers(args, model_dir: str) -> Servers:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
     from bot.core.generation import GenerationConfig
     from bot.engine.engine import Engine
     from bot.engine.model_dtype import resolve_dtype
 
-    hf_logging.disable_progress_bar()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    model_dir = args.model or build_model_dir(workdir)
     n, max_new = args.requests, args.max_new_tokens
     common = dict(model_name=model_dir, device=args.device, max_new_tokens=max_new,
                   batch_max_size=n, queue_max=max(64, 4 * args.arrivals))
@@ -249,7 +267,6 @@ async def run(args, workdir: Path) -> int:
                        repetition_penalty=engine.default_sampling.repetition_penalty)
     static = StaticServer(static_model, tokenizer, n, engine.config.batch_max_wait_ms / 1000,
                           hf_sampling)
-
     convos = dialogues(tokenizer, max(n, args.arrivals))
     budget = engine.n_positions - max_new
     prompt_ids = [engine._encode_prompt(c, None, budget)[1] for c in convos]
@@ -261,21 +278,22 @@ async def run(args, workdir: Path) -> int:
           f"{platform.processor() or platform.machine()}; load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"prompt tokens {min(lengths)}..{max(lengths)}, {max_new} new tokens per request")
+    return Servers(engine, engine32, static, convos, prompt_ids, sampling)
 
-    engines = [("engine", engine)] + ([("engine fp32", engine32)] if engine32 else [])
-    for _, e in engines:  # warm up: first-call allocations
-        await e.generate(convos[0], max_new_tokens=2, min_new_tokens=2)
-    await static.ask(prompt_ids[0])
 
-    # 1. burst
+async def run_burst(args, servers: Servers, model_dir: str) -> dict:
+    """1. every request at once; name -> (wall seconds, figures)."""
+    n = args.requests
     rows = {}
-    wall, results = await burst(static.ask, prompt_ids[:n])
+    wall, results = await burst(servers.static.ask, servers.prompt_ids[:n])
     rows["static"] = (wall, figures(results))
-    for name, e in engines:
-        wall, results = await burst(lambda c, e=e: ask_engine(e, c, "base", sampling), convos[:n])
+    for name, e in servers.engines:
+        wall, results = await burst(lambda c, e=e: ask_engine(e, c, "base", servers.sampling),
+                                    servers.convos[:n])
         rows[name] = (wall, figures(results))
-    ct2_tps = ctranslate2_burst(model_dir, prompt_ids[:n], tokenizer, max_new)
-    print(f"\n1. burst: {n} requests at once x {max_new} tokens")
+    ct2_tps = ctranslate2_burst(model_dir, servers.prompt_ids[:n], servers.static.tokenizer,
+                                args.max_new_tokens)
+    print(f"\n1. burst: {n} requests at once x {args.max_new_tokens} tokens")
     print(f"{'server':<12} {'tokens':>7} {'wall s':>7} {'tokens/s':>9} {'ttft p95':>9} "
           f"{'p95 ms':>8} {'failed':>6}")
     for name, (wall, f) in rows.items():
@@ -283,19 +301,19 @@ async def run(args, workdir: Path) -> int:
               f"{f['ttft95']:>9.0f} {f['p95']:>8.0f} {f['failed']:>6}")
     print("ctranslate2 int8: " + (f"{ct2_tps:.1f} tokens/s" if ct2_tps is not None else
                                   "not installed (pip install '.[ct2]'), column left out"))
-    tps = {name: f["tokens"] / wall for name, (wall, f) in rows.items()}
-    throughput_ratio = tps["engine"] / tps["static"]
-    print(f"throughput_ratio engine/static: {throughput_ratio:.2f} (goal >= 2.0)"
-          + (f"; engine fp32/static: {tps['engine fp32'] / tps['static']:.2f}"
-             if engine32 else ""))
+    return rows
 
-    # 2. Poisson arrivals at --load of the static burst's capacity
-    capacity = n / rows["static"][0]  # requests per second
+
+async def run_poisson(args, servers: Servers, capacity: float) -> dict:
+    """2. Poisson arrivals at --load of the static burst's capacity (requests/s), with a hot
+    swap midway; the engine's figures."""
+    engine = servers.engine
     rate = args.load * capacity
     rng = random.Random(args.seed)
     gaps = [0.0] + [rng.expovariate(rate) for _ in range(args.arrivals - 1)]
     items = list(range(args.arrivals))
-    static_results = await poisson(lambda i: static.ask(prompt_ids[i]), items, gaps)
+    static_results = await poisson(lambda i: servers.static.ask(servers.prompt_ids[i]),
+                                   items, gaps)
     blob = adapter_blob(engine)
     adapter = {"version": "base"}
 
@@ -306,12 +324,10 @@ async def run(args, workdir: Path) -> int:
         adapter["ms"] = (time.perf_counter() - started) * 1000
 
     engine_results = await poisson(
-        lambda i: ask_engine(engine, convos[i], adapter["version"], sampling), items, gaps, swap)
+        lambda i: ask_engine(engine, servers.convos[i], adapter["version"], servers.sampling),
+        items, gaps, swap)
     st, en = figures(static_results), figures(engine_results)
-    served = {}
-    for r in engine_results:
-        if not isinstance(r, BaseException):
-            served[r["version"]] = served.get(r["version"], 0) + 1
+    served = Counter(r["version"] for r in engine_results if not isinstance(r, BaseException))
     print(f"\n2. Poisson: {args.arrivals} requests at {rate:.2f}/s ({args.load:.0%} of the "
           f"static capacity {capacity:.2f}/s), mixed prompt lengths")
     print(f"{'server':<12} {'ttft p50':>9} {'ttft p95':>9} {'p50 ms':>8} {'p95 ms':>8} "
@@ -319,21 +335,44 @@ async def run(args, workdir: Path) -> int:
     for name, f in (("static", st), ("engine", en)):
         print(f"{name:<12} {f['ttft50']:>9.0f} {f['ttft95']:>9.0f} {f['p50']:>8.0f} "
               f"{f['p95']:>8.0f} {f['failed']:>6}")
-    p95_ratio = en["p95"] / st["p95"]
-    print(f"p95_ratio engine/static: {p95_ratio:.2f} (goal <= 0.5); engine TTFT p95 "
+    en["p95_ratio"] = en["p95"] / st["p95"]
+    print(f"p95_ratio engine/static: {en['p95_ratio']:.2f} (goal <= 0.5); engine TTFT p95 "
           f"{en['ttft95']:.0f} ms (goal <= 1000)")
     print(f"hot swap midway: bench-v2 loaded in {adapter.get('ms', 0):.0f} ms while serving; "
-          f"served by {served}")
-    failed = sum(f["failed"] for _, f in rows.values() if f is not rows["static"][1])
-    failed += en["failed"]
-    for error in (en["errors"] + [e for _, f in rows.values() for e in f["errors"]])[:3]:
+          f"served by {dict(served)}")
+    return en
+
+
+async def run(args, workdir: Path) -> int:
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    model_dir = args.model or build_model_dir(workdir)
+    servers = start_servers(args, model_dir)
+    for _, e in servers.engines:  # warm up: first-call allocations
+        await e.generate(servers.convos[0], max_new_tokens=2, min_new_tokens=2)
+    await servers.static.ask(servers.prompt_ids[0])
+
+    rows = await run_burst(args, servers, model_dir)
+    tps = {name: f["tokens"] / wall for name, (wall, f) in rows.items()}
+    throughput_ratio = tps["engine"] / tps["static"]
+    print(f"throughput_ratio engine/static: {throughput_ratio:.2f} (goal >= 2.0)"
+          + (f"; engine fp32/static: {tps['engine fp32'] / tps['static']:.2f}"
+             if servers.engine32 else ""))
+    en = await run_poisson(args, servers, capacity=args.requests / rows["static"][0])
+    engine_rows = [f for name, (_, f) in rows.items() if name != "static"]
+    failed = en["failed"] + sum(f["failed"] for f in engine_rows)
+    for error in (en["errors"] + [e for f in engine_rows for e in f["errors"]])[:3]:
         print(f"  failed: {type(error).__name__}: {error}")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    await static.close()
-    for _, e in engines:
-        await e.close()
-    print(f"ttft_p95_ms={en['ttft95']:.0f} p95_ms={en['p95']:.0f} p95_ratio={p95_ratio:.2f} "
-          f"throughput_ratio={throughput_ratio:.2f} failed={failed}")
+    await servers.close()
+    print(f"ttft_p95_ms={en['ttft95']:.0f} p95_ms={en['p95']:.0f} "
+          f"p95_ratio={en['p95_ratio']:.2f} throughput_ratio={throughput_ratio:.2f} "
+          f"failed={failed}")
     return 1 if failed else 0
 
 
