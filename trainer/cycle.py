@@ -6,7 +6,8 @@ a cycle trains on its server's ratings only and moves only its server's adapter.
     snapshot where training stands (newest rating event, cursor, new ratings, "train now")
     enough new ratings since the cursor, a "train now" request or `force`? (else: skipped)
         (the request stays in the store until the cycle ends; a failed cycle keeps it)
-    data set from every rated exchange -> search (in a worker thread) -> candidate
+    the endorsed view of every rated exchange (trainer/trust.py; held items are queued for
+        review) -> data set -> search (in a worker thread) -> candidate
     the gate's numbers for base, active and candidate on the same validation side (greedy
         replies scored with chrF, preference accuracy, NLL) -> gate
     publish (last step: save, report, compare-and-set of the active pointer) or reject
@@ -35,8 +36,10 @@ from bot.core.store import (
 )
 from bot.core.store.registry import Registry
 from trainer.candidate import Candidate, train_candidate
+from trainer.importer import IMPORT_MODERATOR
 from trainer.publish import PublishRefused, gate, publish
 from trainer.report import write_report_files
+from trainer.trust import TrustPolicy, judge
 
 log = logging.getLogger(__name__)
 
@@ -241,11 +244,17 @@ async def _locked_cycle(settings, store: TenantStore, lock: TrainingLock, snapsh
     parent, active_blob = await _active_adapter(store)
     first_trial = await warm_start(store.registry)
     rated = await store.exchanges.rated()
-    candidate = await asyncio.to_thread(train_candidate, settings, rated, parent, active_blob,
-                                        first_trial, progress)
+    # Only the endorsed view trains and gives the gate its references (trainer/trust.py).
+    verdict = await asyncio.to_thread(judge, rated, await store.trust.state(),
+                                      TrustPolicy.from_settings(settings),
+                                      {store.exchanges.user_hash(IMPORT_MODERATOR)})
+    queued = await store.trust.hold(verdict.held)
+    candidate = await asyncio.to_thread(train_candidate, settings, verdict.rated, parent,
+                                        active_blob, first_trial, progress)
     outcome = CycleOutcome("rejected", "", parent=parent, new_ratings=snapshot.new_ratings,
-                           ratings_used=True, data=candidate.data.counts,
-                           notes=candidate.notes)
+                           ratings_used=True, notes=[*candidate.notes, verdict.note()],
+                           data={**candidate.data.counts,
+                                 "trust": {**verdict.counts(), "newly_held": queued}})
     if not candidate.data.train or not candidate.data.validation:
         outcome.outcome = "skipped"
         outcome.reason = (f"no usable data: {len(candidate.data.train)} train and "

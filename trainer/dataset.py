@@ -1,6 +1,8 @@
 """Rated exchanges to training examples, in exactly the format the bot serves.
 
-Every moderator signal becomes data (issue 11):
+The rated exchanges are the endorsed view a cycle gets from `trainer.trust.judge` (without
+distrusted moderators, held teachings, or signals over a moderator's share). Every signal in
+it becomes data (issue 11):
 - "correction": every moderator correction (one per moderator, the store keeps each
   moderator's newest), whatever the score, is an SFT target;
 - "pair": each correction with the bot reply it replaced is a preference pair (chosen = the

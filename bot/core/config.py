@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     gate_bootstrap_samples: int = Field(1000, ge=100, le=100_000)
     gate_chrf_margin: float = Field(0.0, ge=0.0, le=100.0)
 
+    # --- moderator trust (trainer/trust.py) -----------------------------------------------------
+    trust_max_share: float = Field(0.5, gt=0.0, le=1.0)
+    trust_min_signals: int = Field(20, ge=1)
+    trust_repeat_prompts: int = Field(3, ge=2)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("redis_url")
