@@ -34,8 +34,9 @@ from bot.core.store import (
     UnknownAdapter,
 )
 from bot.core.store.registry import Registry
-from trainer.candidate import Candidate, train_candidate
-from trainer.publish import PublishRefused, gate, publish
+from trainer.candidate import Candidate, fit_candidate
+from trainer.gate import gate
+from trainer.publish import PublishRefused, publish
 from trainer.report import write_report_files
 
 log = logging.getLogger(__name__)
@@ -241,7 +242,7 @@ async def _locked_cycle(settings, store: TenantStore, lock: TrainingLock, snapsh
     parent, active_blob = await _active_adapter(store)
     first_trial = await warm_start(store.registry)
     rated = await store.exchanges.rated()
-    candidate = await asyncio.to_thread(train_candidate, settings, rated, parent, active_blob,
+    candidate = await asyncio.to_thread(fit_candidate, settings, rated, parent, active_blob,
                                         first_trial, progress)
     outcome = CycleOutcome("rejected", "", parent=parent, new_ratings=snapshot.new_ratings,
                            ratings_used=True, data=candidate.data.counts,

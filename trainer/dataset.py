@@ -1,6 +1,6 @@
 """Rated exchanges to training examples, in exactly the format the bot serves.
 
-Every moderator signal becomes data (issue 11):
+Every moderator signal becomes data:
 - "correction": every moderator correction (one per moderator, the store keeps each
   moderator's newest), whatever the score, is an SFT target;
 - "pair": each correction with the bot reply it replaced is a preference pair (chosen = the

@@ -16,7 +16,8 @@ from transformers import AutoModelForCausalLM
 from bot.core.adapter_io import attach_adapter, parse_adapter
 from bot.core.store import BASE_VERSION, AdapterRecord, Exchange, Store
 from trainer.cycle import LOCK_HELD, TrainingLock, run_cycle, warm_start
-from trainer.publish import PublishRefused, gate, publish
+from trainer.gate import gate
+from trainer.publish import PublishRefused, publish
 from trainer.quality import Interval, Quality, Scores
 from trainer.schedule import TrainerService, build_scheduler
 

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from bot.core.store import Correction, Exchange, RatedExchange
-from trainer.publish import MIN_REPLY_PROMPTS, gate
+from trainer.gate import MIN_REPLY_PROMPTS, gate
 from trainer.quality import Interval, Quality, Scores, paired_bootstrap, references, sentence_chrf
 
 
