@@ -84,7 +84,7 @@ def test_the_demo_builds_its_tiny_model_once_and_says_so(tmp_path):
     said.clear()
     assert tiny_demo_model(tmp_path / "work", said.append, steps=3,
                            instead_of="no-such-model-here") == built
-    assert said == [said[0]] and "pretrained earlier for 3 steps" in said[0]
+    assert len(said) == 1 and "pretrained earlier for 3 steps" in said[0]
     assert tiny_demo_model(tmp_path / "work", said.append, steps=4) == built  # another recipe
     assert "building a tiny GPT-2" in said[1]
 
