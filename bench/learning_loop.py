@@ -130,7 +130,7 @@ class Bench:
     def nll(self, blob: bytes | None, rows: list[dict]) -> float:
         from bot.core.dialogue import Turn
         from trainer.dataset import example_from
-        from trainer.fit import evaluate_adapter
+        from trainer.evaluate import evaluate_adapter
 
         examples = [example_from(str(i), "reply", [Turn("user", r["input"])], None,
                                  r["output"], self.tokenizer, self.settings.max_train_tokens)

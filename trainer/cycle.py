@@ -35,9 +35,10 @@ from bot.core.store import (
     UnknownAdapter,
 )
 from bot.core.store.registry import Registry
-from trainer.candidate import Candidate, train_candidate
+from trainer.candidate import Candidate, fit_candidate
+from trainer.gate import gate
 from trainer.importer import IMPORT_MODERATOR
-from trainer.publish import PublishRefused, gate, publish
+from trainer.publish import PublishRefused, publish
 from trainer.report import write_report_files
 from trainer.trust import TrustPolicy, judge
 
@@ -249,7 +250,7 @@ async def _locked_cycle(settings, store: TenantStore, lock: TrainingLock, snapsh
                                       TrustPolicy.from_settings(settings),
                                       {store.exchanges.user_hash(IMPORT_MODERATOR)})
     queued = await store.trust.hold(verdict.held)
-    candidate = await asyncio.to_thread(train_candidate, settings, verdict.rated, parent,
+    candidate = await asyncio.to_thread(fit_candidate, settings, verdict.rated, parent,
                                         active_blob, first_trial, progress)
     outcome = CycleOutcome("rejected", "", parent=parent, new_ratings=snapshot.new_ratings,
                            ratings_used=True, notes=[*candidate.notes, verdict.note()],

@@ -2,7 +2,7 @@
 
 The rated exchanges are the endorsed view a cycle gets from `trainer.trust.judge` (without
 distrusted moderators, held teachings, or signals over a moderator's share). Every signal in
-it becomes data (issue 11):
+it becomes data:
 - "correction": every moderator correction (one per moderator, the store keeps each
   moderator's newest), whatever the score, is an SFT target;
 - "pair": each correction with the bot reply it replaced is a preference pair (chosen = the

@@ -22,7 +22,7 @@ candidate: greedy replies scored against the moderators' references, preference 
   reply loses. The base model is the reference itself: it has no accuracy of its own (a tie on
   every preference; the gate counts it as 0.5). With no references (a 👎-only data set) this is
   the number left to decide on besides NLL.
-- NLL: the masked validation loss per reply token over the validation targets, as before.
+- NLL: the masked validation loss per reply token over the validation targets.
 """
 
 from __future__ import annotations
@@ -37,13 +37,33 @@ from bot.core.dialogue import Turn, build_prompt
 from bot.core.reply_decoder import TokenBytes, reply_text
 from bot.core.store import RatedExchange
 from trainer.dataset import Example, labels, pairs
-from trainer.fit import evaluate_loss, with_adapter
+from trainer.evaluate import evaluate_loss, with_adapter
 
 BOOTSTRAP_SEED = 20261124  # fixed: the same numbers give the same interval every cycle
 INTERVAL = 0.90  # two-sided; its lower end is a one-sided 95 % bound
 GATE_BATCH = 16  # prompts per generate call
 
 _CHRF = CHRF()
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """What the gate's measurements need of the settings."""
+
+    device: str = "cpu"  # resolved: cpu, cuda, cuda:N or mps
+    max_prompts: int = 48  # GATE_MAX_PROMPTS: references the replies are generated for
+    bootstrap_samples: int = 1000  # GATE_BOOTSTRAP_SAMPLES
+    max_new_tokens: int = 64  # the bot's reply length and repetition penalty: replies as served
+    repetition_penalty: float = 1.2
+    micro_batch_size: int = 8  # most examples in one forward pass
+
+    @classmethod
+    def from_settings(cls, settings) -> GateConfig:
+        return cls(device=settings.resolved_device(), max_prompts=settings.gate_max_prompts,
+                   bootstrap_samples=settings.gate_bootstrap_samples,
+                   max_new_tokens=settings.max_new_tokens,
+                   repetition_penalty=settings.repetition_penalty,
+                   micro_batch_size=settings.micro_batch_size)
 
 
 @dataclass(frozen=True)
@@ -211,20 +231,19 @@ class Measurement:
 
 
 def measure_model(base_model, blob: bytes | None, tokenizer, refs: list[Reference],
-                  validation: list[Example], settings, *, device: str) -> Measurement:
+                  validation: list[Example], config: GateConfig) -> Measurement:
     """NLL, greedy replies (scored) and preference accuracy of the base with adapter `blob`
     (None: the base alone). Raises AdapterLoadError for bytes that do not fit."""
-    pad = tokenizer.eos_token_id
+    pad, device = tokenizer.eos_token_id, config.device
     model = with_adapter(base_model, blob, device)
     # NaN without reply targets (e.g. a 👎-only validation side).
     nll = evaluate_loss(model, validation, device=device,
-                        micro_batch_size=settings.micro_batch_size, pad_id=pad)
-    replies = greedy_replies(model, tokenizer, refs, max_new_tokens=settings.max_new_tokens,
-                             repetition_penalty=settings.repetition_penalty, device=device)
+                        micro_batch_size=config.micro_batch_size, pad_id=pad)
+    replies = greedy_replies(model, tokenizer, refs, max_new_tokens=config.max_new_tokens,
+                             repetition_penalty=config.repetition_penalty, device=device)
     sentence = sentence_chrf(replies, refs)
     accuracy = None if blob is None else preference_accuracy(
-        model, validation, pad_id=pad, device=device,
-        batch_size=settings.micro_batch_size)
+        model, validation, pad_id=pad, device=device, batch_size=config.micro_batch_size)
     chrf = float(np.mean(sentence)) if sentence else None
     return Measurement(Scores(nll=nll, chrf=chrf, preference_accuracy=accuracy), replies,
                        sentence)

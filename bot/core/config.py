@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     preference_epochs: int = Field(1, ge=0)
     preference_lr_factor: float = Field(0.25, gt=0.0, le=1.0)
 
-    # --- the gate (trainer/publish.py, trainer/quality.py) ------------------------------------
+    # --- the gate (trainer/gate.py, trainer/quality.py) ---------------------------------------
     gate_max_prompts: int = Field(48, ge=0, le=10_000)
     gate_bootstrap_samples: int = Field(1000, ge=100, le=100_000)
     gate_chrf_margin: float = Field(0.0, ge=0.0, le=100.0)

@@ -12,8 +12,9 @@ from bot.frontends.discord.app import modlog_text
 from trainer.candidate import measure_candidate
 from trainer.cycle import run_cycle
 from trainer.dataset import build_dataset, example_from
-from trainer.fit import FitParams, fit_lora, load_base_model, load_tokenizer
-from trainer.publish import MIN_REPLY_PROMPTS, gate
+from trainer.fit import FitConfig, FitParams, FitRun, fit_lora, load_base_model, load_tokenizer
+from trainer.gate import MIN_REPLY_PROMPTS, gate
+from trainer.quality import GateConfig
 
 SUBJECTS = ["order", "parcel", "refund", "password", "account", "invoice", "coupon", "address",
             "delivery", "payment", "subscription", "receipt"]
@@ -51,8 +52,8 @@ def collapse_examples(data, rated, tokenizer, max_tokens):
 
 def fit(base, examples, data, settings, tokenizer, epochs: int) -> bytes:
     params = FitParams(learning_rate=5e-3, batch_size=8, max_epochs=epochs, patience=epochs)
-    return fit_lora(base, examples, data.validation, params, settings, device="cpu",
-                    pad_id=tokenizer.eos_token_id, progress=False).adapter
+    return fit_lora(base, examples, data.validation, params, FitConfig.from_settings(settings),
+                    pad_id=tokenizer.eos_token_id, run=FitRun(progress=False)).adapter
 
 
 async def test_lower_nll_but_collapsed_replies_is_refused_by_chrf(settings, store, own):
@@ -72,8 +73,8 @@ async def test_lower_nll_but_collapsed_replies_is_refused_by_chrf(settings, stor
                     data, settings, tokenizer, epochs=8)
 
     notes: list[str] = []
-    quality = measure_candidate(settings, base, tokenizer, rated, data, "v1", active,
-                                collapsed, notes, device="cpu")
+    quality = measure_candidate(GateConfig.from_settings(settings), base, tokenizer, rated, data,
+                                "v1", active, collapsed, notes)
     decision = gate(quality, margin=settings.gate_margin, chrf_margin=settings.gate_chrf_margin)
 
     assert quality.prompts >= 10 and quality.active is not None and not notes

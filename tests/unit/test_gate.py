@@ -8,7 +8,7 @@ import random
 import pytest
 
 from bot.core.store import Correction, Exchange, RatedExchange
-from trainer.publish import MIN_REPLY_PROMPTS, gate
+from trainer.gate import MIN_REPLY_PROMPTS, gate
 from trainer.quality import Interval, Quality, Scores, paired_bootstrap, references, sentence_chrf
 
 
@@ -166,3 +166,26 @@ def test_references_come_from_the_validation_side_newest_correction_first():
                                               frozenset({"base", "v3"}))] == ["b"]
     assert [r.exchange_id for r in references(items, {"a", "b", "e"}, 10,
                                               frozenset({"base", "v2"}))] == ["a", "b"]
+
+
+def nll_only(candidate: float, active: float | None, base: float) -> Quality:
+    """Gate numbers where the replies of every model score the same (chrF 30, a bootstrap
+    interval around 0 within the chrF margin), so only the NLL can make a difference."""
+    same = Interval(mean=0.0, low=-1.0, high=1.0)
+    return Quality(base=Scores(nll=base, chrf=30.0), candidate=Scores(nll=candidate, chrf=30.0),
+                   active=None if active is None else Scores(nll=active, chrf=30.0),
+                   vs_active=None if active is None else same, vs_base=same, prompts=10)
+
+
+def test_gate_needs_the_margin_and_a_win_over_the_base():
+    def decide_on_nll(candidate, active, base, margin):
+        return gate(nll_only(candidate, active, base), margin=margin, chrf_margin=0.0)
+
+    assert decide_on_nll(candidate=2.0, active=None, base=3.0, margin=0.1).promote
+    assert not decide_on_nll(candidate=2.95, active=None, base=3.0, margin=0.1).promote
+    assert decide_on_nll(candidate=2.0, active=2.5, base=3.0, margin=0.1).promote
+    assert not decide_on_nll(candidate=2.45, active=2.5, base=3.0, margin=0.1).promote
+    # Beating a poor active adapter is not enough when the base model is better still.
+    decision = decide_on_nll(candidate=3.2, active=4.0, base=3.1, margin=0.1)
+    assert not decision.promote and "base" in decision.reason
+    assert not decide_on_nll(candidate=math.nan, active=2.5, base=3.0, margin=0.0).promote
