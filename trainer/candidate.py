@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 
 from bot.core.adapter_io import AdapterLoadError
 from bot.core.generation import BASE_VERSION
-from bot.core.store import RatedExchange
+from bot.core.store import Exchange, RatedExchange
 from trainer.dataset import DataSet, build_dataset
+from trainer.exam import exam_references
 from trainer.fit import load_base_model, load_tokenizer
-from trainer.quality import GateConfig, Quality, compare, measure_model, references
+from trainer.forgetting import general_examples
+from trainer.quality import GateConfig, Quality, compare, measure_model
 from trainer.report import loss_curve_png
 from trainer.search import SearchConfig, SearchResult
 from trainer.tune import tuned_best_fit
@@ -32,10 +34,11 @@ class Candidate:
     png: bytes | None = None  # the loss curve of the winning trial
 
 
-def fit_candidate(settings, rated: list[RatedExchange], parent: str,
+def fit_candidate(settings, rated: list[RatedExchange], pinned: list[Exchange], parent: str,
                   active_blob: bytes | None, first_trial: dict | None,
                   progress: bool) -> Candidate:
-    """Build the data set, search for the best adapter and measure it against base and active.
+    """Build the data set (`rated`: the endorsed view; `pinned`: the exam's pinned exchanges,
+    never trained on), search for the best adapter and measure it against base and active.
 
     The search and the losses are skipped when the data set has no train or no validation
     examples; `search.best` is None when every trial failed or was pruned.
@@ -45,7 +48,8 @@ def fit_candidate(settings, rated: list[RatedExchange], parent: str,
     tokenizer = load_tokenizer(settings.model_name)
     data = build_dataset(rated, tokenizer, max_tokens=settings.max_train_tokens,
                          max_examples=settings.max_train_examples,
-                         val_fraction=settings.val_fraction)
+                         val_fraction=settings.val_fraction,
+                         exam_ids=frozenset(exchange.id for exchange in pinned))
     candidate = Candidate(data=data)
     if not data.train or not data.validation:
         return candidate
@@ -60,8 +64,8 @@ def fit_candidate(settings, rated: list[RatedExchange], parent: str,
         return candidate
 
     candidate.quality = measure_candidate(GateConfig.from_settings(settings), base, tokenizer,
-                                          rated, data, parent, active_blob, best.adapter,
-                                          candidate.notes)
+                                          rated, pinned, data, parent, active_blob,
+                                          best.adapter, candidate.notes)
     quality = candidate.quality
     losses = candidate.val_loss
     losses["base"] = quality.base.nll
@@ -78,18 +82,20 @@ def fit_candidate(settings, rated: list[RatedExchange], parent: str,
 
 
 def measure_candidate(config: GateConfig, base, tokenizer, rated: list[RatedExchange],
-                      data: DataSet, parent: str, active_blob: bytes | None,
-                      candidate_blob: bytes, notes: list[str]) -> Quality:
+                      pinned: list[Exchange], data: DataSet, parent: str,
+                      active_blob: bytes | None, candidate_blob: bytes,
+                      notes: list[str]) -> Quality:
     """The gate's numbers: base, active (unless the base serves) and candidate, on the same
-    references and validation examples. An active adapter that cannot be loaded is noted and
-    left out (the gate then compares with the base model)."""
-    refs = references(rated, data.held_out, config.max_prompts,
-                      frozenset({BASE_VERSION, parent}))
-    log.info("gate: greedy replies to %d validation prompt(s) from base, active and candidate",
+    exam, validation examples and general text. An active adapter that cannot be loaded is
+    noted and left out (the gate then compares with the base model)."""
+    refs = exam_references(rated, data.held_out, pinned, config.max_prompts,
+                           frozenset({BASE_VERSION, parent}))
+    general = general_examples(tokenizer, config.max_train_tokens)
+    log.info("gate: greedy replies to %d exam prompt(s) from base, active and candidate",
              len(refs))
 
     def measure(blob: bytes | None):
-        return measure_model(base, blob, tokenizer, refs, data.validation, config)
+        return measure_model(base, blob, tokenizer, refs, data.validation, general, config)
 
     base_measured = measure(None)
     active = None

@@ -36,7 +36,7 @@ from bot.core.store import (
 )
 from bot.core.store.registry import Registry
 from trainer.candidate import Candidate, fit_candidate
-from trainer.gate import gate
+from trainer.gate import GateRules, gate
 from trainer.importer import IMPORT_MODERATOR
 from trainer.publish import PublishRefused, publish
 from trainer.report import write_report_files
@@ -244,13 +244,8 @@ async def _locked_cycle(settings, store: TenantStore, lock: TrainingLock, snapsh
 
     parent, active_blob = await _active_adapter(store)
     first_trial = await warm_start(store.registry)
-    rated = await store.exchanges.rated()
-    # Only the endorsed view trains and gives the gate its references (trainer/trust.py).
-    verdict = await asyncio.to_thread(judge, rated, await store.trust.state(),
-                                      TrustPolicy.from_settings(settings),
-                                      {store.exchanges.user_hash(IMPORT_MODERATOR)})
-    queued = await store.trust.hold(verdict.held)
-    candidate = await asyncio.to_thread(fit_candidate, settings, verdict.rated, parent,
+    verdict, queued, pinned = await _endorsed(settings, store)
+    candidate = await asyncio.to_thread(fit_candidate, settings, verdict.rated, pinned, parent,
                                         active_blob, first_trial, progress)
     outcome = CycleOutcome("rejected", "", parent=parent, new_ratings=snapshot.new_ratings,
                            ratings_used=True, notes=[*candidate.notes, verdict.note()],
@@ -260,7 +255,7 @@ async def _locked_cycle(settings, store: TenantStore, lock: TrainingLock, snapsh
         outcome.outcome = "skipped"
         outcome.reason = (f"no usable data: {len(candidate.data.train)} train and "
                           f"{len(candidate.data.validation)} validation examples from "
-                          f"{len(rated)} rated exchanges")
+                          f"{candidate.data.counts['rated_exchanges']} endorsed rated exchanges")
         return outcome
     search = candidate.search
     outcome.trials, outcome.trial_details = len(search.trials), search.trials
@@ -269,8 +264,7 @@ async def _locked_cycle(settings, store: TenantStore, lock: TrainingLock, snapsh
         return outcome
 
     _describe_candidate(outcome, candidate, settings)
-    decision = gate(candidate.quality, margin=settings.gate_margin,
-                    chrf_margin=settings.gate_chrf_margin)
+    decision = gate(candidate.quality, GateRules.from_settings(settings))
     outcome.reason = decision.reason
     outcome.gate["failed"] = decision.failed
     if not decision.promote:
@@ -294,6 +288,19 @@ async def _locked_cycle(settings, store: TenantStore, lock: TrainingLock, snapsh
     outcome.outcome, outcome.version = "promoted", saved.version
     _keep_files(outcome, settings, saved.version, candidate.png)
     return outcome
+
+
+async def _endorsed(settings, store: TenantStore):
+    """The endorsed view of every rated exchange (trainer/trust.py): only it trains and gives
+    the exam its references; held items are queued for review. Returns the verdict, how many
+    items were newly queued and the exam's pinned exchanges."""
+    rated = await store.exchanges.rated()
+    verdict = await asyncio.to_thread(judge, rated, await store.trust.state(),
+                                      TrustPolicy.from_settings(settings),
+                                      {store.exchanges.user_hash(IMPORT_MODERATOR)})
+    queued = await store.trust.hold(verdict.held)
+    pinned = await store.exchanges.get_many(await store.trust.exam_pins())
+    return verdict, queued, pinned
 
 
 def _describe_candidate(outcome: CycleOutcome, candidate: Candidate, settings) -> None:

@@ -106,6 +106,7 @@ class Settings(BaseSettings):
     gate_max_prompts: int = Field(48, ge=0, le=10_000)
     gate_bootstrap_samples: int = Field(1000, ge=100, le=100_000)
     gate_chrf_margin: float = Field(0.0, ge=0.0, le=100.0)
+    gate_forget_nats: float = Field(0.5, ge=0.0)
 
     # --- moderator trust (trainer/trust.py) -----------------------------------------------------
     trust_max_share: float = Field(0.5, gt=0.0, le=1.0)

@@ -13,7 +13,7 @@ from trainer.candidate import measure_candidate
 from trainer.cycle import run_cycle
 from trainer.dataset import build_dataset, example_from
 from trainer.fit import FitConfig, FitParams, FitRun, fit_lora, load_base_model, load_tokenizer
-from trainer.gate import MIN_REPLY_PROMPTS, gate
+from trainer.gate import MIN_REPLY_PROMPTS, GateRules, gate
 from trainer.quality import GateConfig
 
 SUBJECTS = ["order", "parcel", "refund", "password", "account", "invoice", "coupon", "address",
@@ -22,8 +22,9 @@ COLLAPSED = "A."
 
 
 async def rate_support_pairs(store, count: int) -> None:
-    """`count` distinct questions, each with a liked reply that names its subject, written by
-    people (as imported pairs are: no model the gate compares wrote them). Fixed exchange ids,
+    """`count` distinct questions, each with a reply that names its subject, written by people
+    (as imported pairs are: no model the gate compares wrote them) and liked by two moderators,
+    so each is an endorsed exam reference (trainer/exam.py). Fixed exchange ids,
     so the split (a hash of the id) is the same in every run: at VAL_FRACTION 0.3, 12 of 40
     and 18 of 60 are held out, enough references for chrF to judge (random ids gave fewer
     than MIN_REPLY_PROMPTS about one run in five with 40)."""
@@ -35,6 +36,7 @@ async def rate_support_pairs(store, count: int) -> None:
             reply=f"your {subject} is fine, we will check the {subject} for you today",
             adapter_version="import"))
         await store.exchanges.rate(exchange.id, "moderator", 1)
+        await store.exchanges.rate(exchange.id, "second moderator", 1)
 
 
 def collapse_examples(data, rated, tokenizer, max_tokens):
@@ -73,9 +75,9 @@ async def test_lower_nll_but_collapsed_replies_is_refused_by_chrf(settings, stor
                     data, settings, tokenizer, epochs=8)
 
     notes: list[str] = []
-    quality = measure_candidate(GateConfig.from_settings(settings), base, tokenizer, rated, data,
-                                "v1", active, collapsed, notes)
-    decision = gate(quality, margin=settings.gate_margin, chrf_margin=settings.gate_chrf_margin)
+    quality = measure_candidate(GateConfig.from_settings(settings), base, tokenizer, rated, [],
+                                data, "v1", active, collapsed, notes)
+    decision = gate(quality, GateRules.from_settings(settings))
 
     assert quality.prompts >= 10 and quality.active is not None and not notes
     # NLL alone would promote it: lower than the active adapter's (and the base model's)...
@@ -85,6 +87,12 @@ async def test_lower_nll_but_collapsed_replies_is_refused_by_chrf(settings, stor
     assert all(sample["candidate"] == COLLAPSED for sample in quality.samples), quality.samples
     assert quality.candidate.chrf < quality.active.chrf - 10
     assert quality.vs_active.high < -settings.gate_chrf_margin
+    # The collapse is caught first by the check on its own replies, which no data can move...
+    assert not decision.promote and decision.failed == "degeneracy", decision
+    assert "collapsed" in decision.reason or "share one" in decision.reason
+    # ...and without that check, by chrF against the active adapter.
+    quality.replies.clear()
+    decision = gate(quality, GateRules.from_settings(settings))
     assert not decision.promote and decision.failed == "chrf", decision
     assert decision.reason.startswith("chrF") and "active adapter" in decision.reason
 
@@ -159,7 +167,7 @@ async def test_a_thumbs_down_only_data_set_is_gated_without_references(settings,
     assert outcome.gate["prompts"] == 0 and outcome.gate["labels"] >= 1, outcome
     assert "chrf_vs_base_mean" not in outcome.gate
     if outcome.outcome == "promoted":
-        assert outcome.reason.startswith("no held-out references")
+        assert outcome.reason.startswith("no exam references")
         assert "preference accuracy" in outcome.reason
     else:
-        assert outcome.outcome == "rejected" and "no references" in outcome.reason
+        assert outcome.outcome == "rejected" and "no references to judge" in outcome.reason
