@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 from bot.core.adapter_io import AdapterLoadError
 from bot.core.generation import BASE_VERSION
-from bot.core.store import Exchange, RatedExchange
+from bot.core.store import RatedExchange
 from trainer.dataset import DataSet, build_dataset
-from trainer.exam import exam_references
+from trainer.exam import ExamSource, exam_references
 from trainer.fit import load_base_model, load_tokenizer
 from trainer.forgetting import general_examples
 from trainer.quality import GateConfig, Quality, compare, measure_model
@@ -34,11 +34,11 @@ class Candidate:
     png: bytes | None = None  # the loss curve of the winning trial
 
 
-def fit_candidate(settings, rated: list[RatedExchange], pinned: list[Exchange], parent: str,
+def fit_candidate(settings, rated: list[RatedExchange], exam: ExamSource, parent: str,
                   active_blob: bytes | None, first_trial: dict | None,
                   progress: bool) -> Candidate:
-    """Build the data set (`rated`: the endorsed view; `pinned`: the exam's pinned exchanges,
-    never trained on), search for the best adapter and measure it against base and active.
+    """Build the data set (`rated`: the endorsed view; the exam's pinned exchanges never
+    train), search for the best adapter and measure it against base and active.
 
     The search and the losses are skipped when the data set has no train or no validation
     examples; `search.best` is None when every trial failed or was pruned.
@@ -49,7 +49,7 @@ def fit_candidate(settings, rated: list[RatedExchange], pinned: list[Exchange], 
     data = build_dataset(rated, tokenizer, max_tokens=settings.max_train_tokens,
                          max_examples=settings.max_train_examples,
                          val_fraction=settings.val_fraction,
-                         exam_ids=frozenset(exchange.id for exchange in pinned))
+                         exam_ids=exam.pinned_ids)
     candidate = Candidate(data=data)
     if not data.train or not data.validation:
         return candidate
@@ -64,7 +64,7 @@ def fit_candidate(settings, rated: list[RatedExchange], pinned: list[Exchange], 
         return candidate
 
     candidate.quality = measure_candidate(GateConfig.from_settings(settings), base, tokenizer,
-                                          rated, pinned, data, parent, active_blob,
+                                          rated, exam, data, parent, active_blob,
                                           best.adapter, candidate.notes)
     quality = candidate.quality
     losses = candidate.val_loss
@@ -82,14 +82,14 @@ def fit_candidate(settings, rated: list[RatedExchange], pinned: list[Exchange], 
 
 
 def measure_candidate(config: GateConfig, base, tokenizer, rated: list[RatedExchange],
-                      pinned: list[Exchange], data: DataSet, parent: str,
+                      exam: ExamSource, data: DataSet, parent: str,
                       active_blob: bytes | None, candidate_blob: bytes,
                       notes: list[str]) -> Quality:
     """The gate's numbers: base, active (unless the base serves) and candidate, on the same
     exam, validation examples and general text. An active adapter that cannot be loaded is
     noted and left out (the gate then compares with the base model)."""
-    refs = exam_references(rated, data.held_out, pinned, config.max_prompts,
-                           frozenset({BASE_VERSION, parent}))
+    refs = exam_references(rated, data.held_out, list(exam.pinned), config.max_prompts,
+                           frozenset({BASE_VERSION, parent}), exam.importers)
     general = general_examples(tokenizer, config.max_train_tokens)
     log.info("gate: greedy replies to %d exam prompt(s) from base, active and candidate",
              len(refs))

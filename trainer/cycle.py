@@ -36,6 +36,7 @@ from bot.core.store import (
 )
 from bot.core.store.registry import Registry
 from trainer.candidate import Candidate, fit_candidate
+from trainer.exam import ExamSource
 from trainer.gate import GateRules, gate
 from trainer.importer import IMPORT_MODERATOR
 from trainer.publish import PublishRefused, publish
@@ -244,8 +245,8 @@ async def _locked_cycle(settings, store: TenantStore, lock: TrainingLock, snapsh
 
     parent, active_blob = await _active_adapter(store)
     first_trial = await warm_start(store.registry)
-    verdict, queued, pinned = await _endorsed(settings, store)
-    candidate = await asyncio.to_thread(fit_candidate, settings, verdict.rated, pinned, parent,
+    verdict, queued, exam = await _endorsed(settings, store)
+    candidate = await asyncio.to_thread(fit_candidate, settings, verdict.rated, exam, parent,
                                         active_blob, first_trial, progress)
     outcome = CycleOutcome("rejected", "", parent=parent, new_ratings=snapshot.new_ratings,
                            ratings_used=True, notes=[*candidate.notes, verdict.note()],
@@ -293,14 +294,14 @@ async def _locked_cycle(settings, store: TenantStore, lock: TrainingLock, snapsh
 async def _endorsed(settings, store: TenantStore):
     """The endorsed view of every rated exchange (trainer/trust.py): only it trains and gives
     the exam its references; held items are queued for review. Returns the verdict, how many
-    items were newly queued and the exam's pinned exchanges."""
+    items were newly queued and what the exam needs besides."""
     rated = await store.exchanges.rated()
+    importers = frozenset({store.exchanges.user_hash(IMPORT_MODERATOR)})
     verdict = await asyncio.to_thread(judge, rated, await store.trust.state(),
-                                      TrustPolicy.from_settings(settings),
-                                      {store.exchanges.user_hash(IMPORT_MODERATOR)})
+                                      TrustPolicy.from_settings(settings), set(importers))
     queued = await store.trust.hold(verdict.held)
     pinned = await store.exchanges.get_many(await store.trust.exam_pins())
-    return verdict, queued, pinned
+    return verdict, queued, ExamSource(tuple(pinned), importers)
 
 
 def _describe_candidate(outcome: CycleOutcome, candidate: Candidate, settings) -> None:

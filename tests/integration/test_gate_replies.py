@@ -12,6 +12,7 @@ from bot.frontends.discord.app import modlog_text
 from trainer.candidate import measure_candidate
 from trainer.cycle import run_cycle
 from trainer.dataset import build_dataset, example_from
+from trainer.exam import ExamSource
 from trainer.fit import FitConfig, FitParams, FitRun, fit_lora, load_base_model, load_tokenizer
 from trainer.gate import MIN_REPLY_PROMPTS, GateRules, gate
 from trainer.quality import GateConfig
@@ -75,8 +76,8 @@ async def test_lower_nll_but_collapsed_replies_is_refused_by_chrf(settings, stor
                     data, settings, tokenizer, epochs=8)
 
     notes: list[str] = []
-    quality = measure_candidate(GateConfig.from_settings(settings), base, tokenizer, rated, [],
-                                data, "v1", active, collapsed, notes)
+    quality = measure_candidate(GateConfig.from_settings(settings), base, tokenizer, rated,
+                                ExamSource(), data, "v1", active, collapsed, notes)
     decision = gate(quality, GateRules.from_settings(settings))
 
     assert quality.prompts >= 10 and quality.active is not None and not notes

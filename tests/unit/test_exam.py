@@ -64,6 +64,15 @@ def test_the_order_is_by_hash_so_a_capped_exam_asks_the_same_prompts():
     assert kept == [r.exchange_id for r in first][:len(kept)]
 
 
+def test_an_imported_pair_is_endorsed_by_the_operator():
+    imported = rated("i", "imported question", "a reply people wrote", {"importer": 1},
+                     version="import")
+    refs = exam_references([imported], {"i"}, [], limit=10,
+                           importers=frozenset({"importer"}))
+    assert [(r.text, r.source) for r in refs] == [("a reply people wrote", "imported")]
+    assert exam_references([imported], {"i"}, [], limit=10) == []
+
+
 def test_an_agreed_reply_a_compared_model_wrote_is_no_reference():
     refs = exam_references(ITEMS, HELD_OUT, [], limit=10, compared=frozenset({"base", "v1"}))
     assert [r.exchange_id for r in refs] == ["b"]
