@@ -26,7 +26,11 @@ from dataclasses import asdict, dataclass
 
 N_CHARS = 24  # long enough that ordinary phrases ("thank you for your order") rarely fill it
 SHARED_MARGIN = 0.15  # share of replies the top n-gram may cover beyond the others' highest
-DISTINCT_FLOOR = 0.5  # distinct-2 may fall to this fraction of the references' (or base's)
+# distinct-2 may fall to this fraction of the lower of the base model's and the references'
+# (not the active adapter's, so cycle after cycle cannot ratchet it down). A learned voice
+# repeats itself more than either: on the support dialogues an honest candidate reached 0.23
+# against the base model's 0.40 and the references' 0.70, a collapse to "A." about 0.05.
+DISTINCT_FLOOR = 0.35
 LINK_ALLOWANCE = 1  # replies with a new link beyond the others' count
 
 _LINK = re.compile(r"https?://|www\.|\b[\w-]+\.(?:com|net|org|io|gg|ru|xyz|info|biz)\b|"
@@ -94,10 +98,11 @@ def refusal(candidate: ReplyFigures, others: dict[str, ReplyFigures],
         return (f"{candidate.top_shared:.0%} of its replies share one {N_CHARS}-character "
                 f"passage (the highest of {', '.join(yardsticks)}: "
                 f"{shared_bound - SHARED_MARGIN:.0%})")
-    floor_from = references or others.get("base model")
-    if floor_from and candidate.distinct_2 < DISTINCT_FLOOR * floor_from.distinct_2:
+    fixed = [f.distinct_2 for f in (references, others.get("base model")) if f]
+    if fixed and candidate.distinct_2 < DISTINCT_FLOOR * min(fixed):
         return (f"its replies collapsed: distinct word pairs {candidate.distinct_2:.2f} "
-                f"against {floor_from.distinct_2:.2f}")
+                f"against {min(fixed):.2f} (base model or references; the floor is "
+                f"{DISTINCT_FLOOR:g} of that)")
     link_bound = max(f.link_replies for f in yardsticks.values()) + LINK_ALLOWANCE
     if candidate.link_replies > link_bound:
         return (f"{candidate.link_replies} of its replies carry a link, invite or mention that "

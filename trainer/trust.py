@@ -252,7 +252,8 @@ def _suspects(signals: list[_Signals], policy: TrustPolicy,
         if reasons:
             found.append((index, HeldItem(
                 exchange_id=correction.exchange_id, moderator_hash=correction.moderator_hash,
-                kind="teach", text=correction.text, reason=", ".join(reasons))))
+                kind="teach", text=correction.text, reason=", ".join(reasons),
+                moderator_name=correction.moderator_name)))
     for index, exchange in enumerate(signals):
         reasons = marks(exchange.item.exchange.reply)
         for moderator, value in exchange.votes.items():

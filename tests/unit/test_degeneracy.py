@@ -63,3 +63,15 @@ def test_shared_passages_are_counted_in_chinese_too():
     replies = [spam + f"订单{i}" for i in range(10)]
     assert top_shared(replies) == 1.0
     assert top_shared([f"您的订单{i}今天发货。" for i in range(10)]) < 0.5
+
+
+def test_a_learned_voice_less_varied_than_its_references_is_no_collapse():
+    """Figures measured on the support dialogues: an honest round-3 candidate."""
+    from trainer.degeneracy import ReplyFigures
+
+    def made(distinct):
+        return ReplyFigures(replies=17, top_shared=0.12, distinct_2=distinct, link_replies=0)
+
+    yardsticks = {"base model": made(0.40), "active adapter": made(0.34)}
+    assert refusal(made(0.225), yardsticks, made(0.70)) is None
+    assert "collapsed" in refusal(made(0.05), yardsticks, made(0.70))

@@ -28,10 +28,11 @@ from bot.core.redact import hide_secrets_in_logs
 from bot.core.store import BASE_VERSION, Store
 from bot.frontends.console import Console
 from bot.runtime import Runtime
-from trainer.cycle import CycleOutcome, run_cycle
+from trainer.cycle import run_cycle
 from trainer.dataset import validation_ids
 from trainer.demo.prepare import MODEL_DIR, delete_prefix, demo_model, demo_prefix, demo_redis
 from trainer.importer import import_pairs, read_rows, validate_rows
+from trainer.outcome import CycleOutcome
 
 STYLE = "Answer as a polite support agent:"
 DEMO_GUILD = 1  # the demo's one server (its keys live under a prefix of their own)

@@ -178,15 +178,16 @@ class Exchanges:
         raw = await self.r.hgetall(self.keys.ratings(exchange_id))
         return {key.decode(): int(value) for key, value in raw.items()}
 
-    async def correct(self, exchange_id: str, moderator_id: int | str,
-                      text: str) -> Correction:
+    async def correct(self, exchange_id: str, moderator_id: int | str, text: str,
+                      moderator_name: str | None = None) -> Correction:
         """Store a moderator's better reply, replacing that moderator's earlier one."""
         text = text.strip()
         if not text:
             raise StoreError("a correction needs the text of the better reply")
         _, own, lifetime, messages = await self._indexes(exchange_id)
         correction = Correction(exchange_id=exchange_id,
-                                moderator_hash=self.user_hash(moderator_id), text=text)
+                                moderator_hash=self.user_hash(moderator_id), text=text,
+                                moderator_name=moderator_name)
         k = self.keys
         try:
             await self._correct(

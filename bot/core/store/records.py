@@ -106,6 +106,9 @@ class Correction(BaseModel):
     moderator_hash: str
     text: str
     created_at: float = Field(default_factory=time.time)
+    # Shown where the mod-log says what was learned (None: not known, e.g. the console's
+    # anonymous user or older data); `/forget me` removes it with the correction.
+    moderator_name: str | None = None
 
 
 class Style(BaseModel):
@@ -134,6 +137,7 @@ class HeldItem(BaseModel):
     kind: Literal["teach", "like"]  # a taught reply, or a 👍 on the bot's reply
     text: str  # the taught reply, or the liked bot reply
     reason: str
+    moderator_name: str | None = None  # for the review queue and the mod log, when known
     held_at: float = Field(default_factory=time.time)
     status: Literal["pending", "approved", "rejected"] = "pending"
     decided_at: float | None = None
