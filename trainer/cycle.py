@@ -9,6 +9,7 @@ a cycle trains on its server's ratings only and moves only its server's adapter.
     data set from every rated exchange -> search (in a worker thread) -> candidate
     the gate's numbers for base, active and candidate on the same validation side (greedy
         replies scored with chrF, preference accuracy, NLL) -> gate
+    the adapter checks every adapter passes before it serves (trainer/transfer.py)
     publish (last step: save, report, compare-and-set of the active pointer) or reject
     record the outcome; move the cursor to the snapshot if the cycle used the ratings; unlock
 
@@ -37,6 +38,7 @@ from bot.core.store.registry import Registry
 from trainer.candidate import Candidate, train_candidate
 from trainer.publish import PublishRefused, gate, publish
 from trainer.report import write_report_files
+from trainer.transfer import service_refusal
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +269,9 @@ async def _locked_cycle(settings, store: TenantStore, lock: TrainingLock, snapsh
         _keep_files(outcome, settings,
                     f"g{store.tenant}-rejected-{time.strftime('%Y%m%d-%H%M%S')}", candidate.png)
         return outcome
+    refused = await asyncio.to_thread(service_refusal, settings, search.best.adapter)
+    if refused is not None:  # the checks every adapter passes before it serves
+        return _refused_by_checks(outcome, refused)
     if not await lock.still_held():
         outcome.reason = "lost the training lock before publishing; nothing was published"
         outcome.ratings_used = False  # whoever holds the lock now trains on them
@@ -283,6 +288,12 @@ async def _locked_cycle(settings, store: TenantStore, lock: TrainingLock, snapsh
         return outcome
     outcome.outcome, outcome.version = "promoted", saved.version
     _keep_files(outcome, settings, saved.version, candidate.png)
+    return outcome
+
+
+def _refused_by_checks(outcome: CycleOutcome, refused: str) -> CycleOutcome:
+    outcome.reason = f"refused by the adapter checks: {refused}"
+    outcome.gate["failed"] = "sanity"
     return outcome
 
 

@@ -19,8 +19,13 @@ Static checks, on the parsed blob (`check_static`, called by `adapter_io.parse_a
 The probe, where a model is (`greedy_probe` + `check_probe`; the engine runs it when it
 attaches an adapter, the trainer before it publishes): a few fixed prompts, a few greedy
 tokens each. Every logit must be finite, and the replies must not be degenerate: an adapter
-whose replies are the same whatever the prompt says is refused (unless the base model does the
-same).
+that answers every prompt with one token over and over (the collapse of a model whose
+activations an adapter swamps; an empty reply, end-of-text only, counts too) is refused.
+The base model's replies are the yardstick: only where they run on without repeating a token
+can collapse be told from the model's own babble (a random tiny GPT-2 repeats one token per
+prompt, and an epoch of training on it makes that one token the same for every prompt), so
+with a base model that repeats itself the probe checks the logits only. Replies that merely
+resemble each other pass: a server may well have taught its bot one canned answer.
 
 A refusal is `AdapterRefused`: an AdapterLoadError whose `check` names the failed check and
 whose message is one line.
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import math
 import re
 from collections.abc import Callable
@@ -193,10 +199,13 @@ def greedy_probe(next_logits: NextLogits, prompts: list[list[int]],
 
 
 def check_probe(adapter: list[tuple[int, ...]], base: list[tuple[int, ...]]) -> None:
-    """Refuse replies that are the same whatever the prompt (unless the base model's are)."""
-    if len(set(adapter)) == 1 and len(set(base)) > 1:
-        raise AdapterRefused("degenerate text", f"every probe prompt gets the same reply "
-                                                f"(tokens {list(adapter[0])}) whatever it says")
+    """Refuse replies that are one token over and over for every prompt, where the base
+    model's replies repeat no token back to back (see the module docstring)."""
+    collapsed = len({token for reply in adapter for token in reply}) == 1
+    base_repeats = any(a == b for reply in base for a, b in itertools.pairwise(reply))
+    if collapsed and not base_repeats:
+        raise AdapterRefused("degenerate text", f"every probe prompt gets token "
+                                                f"{adapter[0][0]} over and over")
 
 
 class Prober:
