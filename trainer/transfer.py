@@ -23,6 +23,7 @@ import copy
 import logging
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,9 @@ def _load_base(settings):
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a command's output is its result line
+    # peft asks transformers a deprecated question on every attach; no operator can act on it.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated",
+                            category=FutureWarning)
     device = settings.resolved_device()
     model = AutoModelForCausalLM.from_pretrained(settings.model_name).to(device).eval()
     return model, AutoTokenizer.from_pretrained(settings.model_name)

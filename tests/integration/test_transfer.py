@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from bad_adapters import collapsing
 from lively import build_lively
 from store_util import TENANT
 from subprocess_env import settings_env
@@ -155,3 +156,18 @@ async def test_the_command_line_round_trip_and_a_refused_file(settings, store, o
     assert len(lines) == 1 and lines[0].startswith("publish: refused: non-finite weights: ")
     assert await store.tenant(OTHER).registry.active() == version
     assert len(await store.tenant(OTHER).registry.records()) == 1
+
+
+async def test_a_file_the_probe_refuses_is_one_line_on_the_command_line(settings, store,
+                                                                        tmp_path):
+    """Refused after the model is loaded and the adapter attached: still one line."""
+    lively = build_lively(tmp_path / "lively")
+    path = tmp_path / "collapse.safetensors"
+    path.write_bytes(collapsing(lively, settings))
+    done = trainer_command(settings.model_copy(update={"model_name": str(lively)}),
+                           "publish", str(path), "--guild", str(OTHER))
+    assert done.returncode == 1 and done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert line.startswith("publish: refused: degenerate text: every probe prompt gets token ")
+    assert line.endswith(" over and over")
+    assert await store.tenant(OTHER).registry.active() == BASE_VERSION
