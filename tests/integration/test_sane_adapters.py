@@ -6,7 +6,9 @@ status) and to the follower's listeners (the mod log). Real Redis, engine, peft,
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
+import os
 
 import pytest
 from lively import adapter_kit, build_lively
@@ -15,6 +17,7 @@ from store_util import TENANT
 from bot.core.dialogue import Turn
 from bot.core.store import AdapterRecord
 from bot.engine.engine import Engine
+from bot.frontends.console import run_console
 from bot.frontends.discord.app import modlog_text
 from bot.runtime import Runtime
 from bot.service.actions import Actions
@@ -178,3 +181,32 @@ async def test_the_refusal_is_recorded_once_and_told_once(sane, store, own, engi
     assert heard == ["refused"]
     assert (await own.registry.refusal()).version == bad
     assert serving.version_for(TENANT) == good
+
+
+async def test_the_console_says_so_and_answers_with_the_version_before(sane, own, kit):
+    read_fd, write_fd = os.pipe()
+    stdin, feed = os.fdopen(read_fd, "r"), os.fdopen(write_fd, "w")
+    out = io.StringIO()
+    session = asyncio.create_task(run_console(sane, stdin=stdin, stdout=out))
+
+    async def wait_for(text: str) -> None:
+        async with asyncio.timeout(30):
+            while text not in out.getvalue():
+                await asyncio.sleep(0.05)
+
+    feed.write("hello\n")
+    feed.flush()
+    await wait_for("bot [base]: ")
+    await asyncio.sleep(0.2)  # the follower subscribed before the first line was read
+    good = await save(own, sane, kit["v1"])
+    await wait_for(f"[adapter activated: now serving {good}]")
+    bad = await save(own, sane, kit["bad"]["lora_alpha 1e38"][0])
+    line = f"{bad} refused: scale too large; serving {good}"
+    await wait_for(f"[adapter {line}]")
+    feed.write("hello again\n/adapter status\n")
+    feed.close()
+
+    assert await asyncio.wait_for(session, 30) == 0
+    assert f"bot [{good}]: " in out.getvalue()
+    assert f"Active adapter: {bad}\n{line}\n" in out.getvalue()
+    stdin.close()
