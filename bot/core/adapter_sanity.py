@@ -43,6 +43,7 @@ from collections.abc import Callable
 import torch
 from peft import LoraConfig
 from peft.utils.other import get_pattern_key
+from transformers.cache_utils import DynamicCache
 
 from bot.core import dialogue
 from bot.core.generation import AdapterLoadError
@@ -170,7 +171,9 @@ def _short(key: str) -> str:
 
 # --- the probe ----------------------------------------------------------------------------------
 
-NextLogits = Callable[[list[int]], torch.Tensor]  # token ids -> the next token's logits [vocab]
+# (new token ids, the row's cache) -> the logits [vocab] of the token after them: a prompt
+# pass, then one token at a time on the same cache.
+NextLogits = Callable[[list[int], DynamicCache], torch.Tensor]
 
 
 def probe_prompt_ids(tokenizer) -> list[list[int]]:
@@ -187,14 +190,15 @@ def greedy_probe(next_logits: NextLogits, prompts: list[list[int]],
     logit."""
     replies = []
     for number, prompt in enumerate(prompts, 1):
-        ids = list(prompt)
+        cache, new, reply = DynamicCache(), list(prompt), []
         for _ in range(PROBE_TOKENS):
-            logits = next_logits(ids).float()
+            logits = next_logits(new, cache).float()
             if not bool(torch.isfinite(logits).all()):
                 raise AdapterRefused("non-finite logits", f"{who} gives NaN or infinite "
                                                           f"logits on probe prompt {number}")
-            ids.append(int(logits.argmax()))
-        replies.append(tuple(ids[len(prompt):]))
+            new = [int(logits.argmax())]
+            reply += new
+        replies.append(tuple(reply))
     return replies
 
 
@@ -238,11 +242,11 @@ def probe_model(model, tokenizer) -> None:
     device = next(model.parameters()).device
 
     def next_logits_for(adapter: str | None) -> NextLogits:
-        def next_logits(ids: list[int]) -> torch.Tensor:
+        def next_logits(ids: list[int], cache: DynamicCache) -> torch.Tensor:
             off = model.disable_adapter() if adapter is None else contextlib.nullcontext()
             with off:
-                return model(input_ids=torch.tensor([ids], device=device),
-                             use_cache=False).logits[0, -1]
+                return model(input_ids=torch.tensor([ids], device=device), cache=cache,
+                             use_cache=True, logits_to_keep=1).logits[0, -1]
         return next_logits
 
     Prober(tokenizer, next_logits_for).check("active")

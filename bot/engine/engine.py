@@ -344,7 +344,7 @@ class Engine:
             raise
 
     def _next_logits(self, name: str | None) -> NextLogits:
-        """For the probe, on the model thread: one row, no cache, adapter `name` (None: base)."""
-        return lambda ids: self._forward(
+        """For the probe, on the model thread: one row, adapter `name` (None: base)."""
+        return lambda ids, cache: self._forward(
             [name or BASE_NAME], input_ids=torch.tensor([ids], device=self.device),
-            use_cache=False, logits_to_keep=1)[0, -1]
+            cache=cache, use_cache=True, logits_to_keep=1)[0, -1]
