@@ -171,9 +171,9 @@ def _short(key: str) -> str:
 
 # --- the probe ----------------------------------------------------------------------------------
 
-# (new token ids, the row's cache) -> the logits [vocab] of the token after them: a prompt
-# pass, then one token at a time on the same cache.
-NextLogits = Callable[[list[int], DynamicCache], torch.Tensor]
+# forward(cache, input_ids=, attention_mask=, position_ids=) -> the logits [rows, vocab] of
+# each row's next token: the prompts' pass, then one token a row at a time on the same cache.
+NextLogits = Callable[..., torch.Tensor]
 
 
 def probe_prompt_ids(tokenizer) -> list[list[int]]:
@@ -184,22 +184,27 @@ def probe_prompt_ids(tokenizer) -> list[list[int]]:
             for text in PROBE_PROMPTS]
 
 
-def greedy_probe(next_logits: NextLogits, prompts: list[list[int]],
-                 who: str = "the adapter") -> list[tuple[int, ...]]:
-    """PROBE_TOKENS greedy tokens after each prompt; AdapterRefused at the first non-finite
-    logit."""
-    replies = []
-    for number, prompt in enumerate(prompts, 1):
-        cache, new, reply = DynamicCache(), list(prompt), []
-        for _ in range(PROBE_TOKENS):
-            logits = next_logits(new, cache).float()
-            if not bool(torch.isfinite(logits).all()):
-                raise AdapterRefused("non-finite logits", f"{who} gives NaN or infinite "
-                                                          f"logits on probe prompt {number}")
-            new = [int(logits.argmax())]
-            reply += new
-        replies.append(tuple(reply))
-    return replies
+def greedy_probe(next_logits: NextLogits, prompts: list[list[int]], who: str = "the adapter",
+                 device: torch.device | str = "cpu") -> list[tuple[int, ...]]:
+    """PROBE_TOKENS greedy tokens after each prompt, the prompts left-padded into one batch;
+    AdapterRefused at the first non-finite logit."""
+    width = max(map(len, prompts))
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # each row counts from its first token
+    cache, replies = DynamicCache(), []
+    for _ in range(PROBE_TOKENS):
+        logits = next_logits(cache, input_ids=ids, attention_mask=mask,
+                             position_ids=positions).float()
+        broken = (~torch.isfinite(logits).all(dim=-1)).nonzero()
+        if len(broken):
+            raise AdapterRefused("non-finite logits", f"{who} gives NaN or infinite logits "
+                                                      f"on probe prompt {int(broken[0]) + 1}")
+        ids = logits.argmax(dim=-1, keepdim=True)
+        replies.append(ids)
+        mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
+        positions = positions[:, -1:] + 1
+    return [tuple(reply) for reply in torch.cat(replies, dim=1).tolist()]
 
 
 def check_probe(adapter: list[tuple[int, ...]], base: list[tuple[int, ...]]) -> None:
@@ -216,9 +221,11 @@ class Prober:
     """The probe for one model: the base model's replies once, then each adapter's against
     them. `next_logits_for(adapter)` gives the NextLogits of that adapter (None: the base)."""
 
-    def __init__(self, tokenizer, next_logits_for: Callable[[str | None], NextLogits]):
+    def __init__(self, tokenizer, next_logits_for: Callable[[str | None], NextLogits],
+                 device: torch.device | str = "cpu"):
         self._prompts = probe_prompt_ids(tokenizer)
         self._next_logits_for = next_logits_for
+        self._device = device
         self._base: list[tuple[int, ...]] | None = None
 
     def base_replies(self) -> list[tuple[int, ...]]:
@@ -226,14 +233,16 @@ class Prober:
         if self._base is None:
             with torch.inference_mode():
                 self._base = greedy_probe(self._next_logits_for(None), self._prompts,
-                                          "the base model")
+                                          "the base model", self._device)
         return self._base
 
     def check(self, adapter: str) -> None:
         """Refuse (AdapterRefused) the adapter `adapter` if it fails the probe."""
         base = self.base_replies()
         with torch.inference_mode():
-            check_probe(greedy_probe(self._next_logits_for(adapter), self._prompts), base)
+            replies = greedy_probe(self._next_logits_for(adapter), self._prompts,
+                                   device=self._device)
+            check_probe(replies, base)
 
 
 def probe_model(model, tokenizer) -> None:
@@ -242,11 +251,11 @@ def probe_model(model, tokenizer) -> None:
     device = next(model.parameters()).device
 
     def next_logits_for(adapter: str | None) -> NextLogits:
-        def next_logits(ids: list[int], cache: DynamicCache) -> torch.Tensor:
+        def next_logits(cache: DynamicCache, **inputs) -> torch.Tensor:
             off = model.disable_adapter() if adapter is None else contextlib.nullcontext()
             with off:
-                return model(input_ids=torch.tensor([ids], device=device), cache=cache,
-                             use_cache=True, logits_to_keep=1).logits[0, -1]
+                return model(**inputs, cache=cache, use_cache=True,
+                             logits_to_keep=1).logits[:, -1]
         return next_logits
 
-    Prober(tokenizer, next_logits_for).check("active")
+    Prober(tokenizer, next_logits_for, device).check("active")

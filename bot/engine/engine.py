@@ -96,7 +96,7 @@ class Engine:
         self._tasks: set[asyncio.Task] = set()
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-model")
         self._token_bytes = TokenBytes(tokenizer)
-        self._prober = Prober(tokenizer, self._next_logits)
+        self._prober = Prober(tokenizer, self._next_logits, config.device)
         self.kv = KVBatch(self._forward, model_config.n_layer, self.eos_token_id, self.device,
                           cache_dtype)
         self._scheduler = Scheduler(
@@ -344,7 +344,7 @@ class Engine:
             raise
 
     def _next_logits(self, name: str | None) -> NextLogits:
-        """For the probe, on the model thread: one row, adapter `name` (None: base)."""
-        return lambda ids, cache: self._forward(
-            [name or BASE_NAME], input_ids=torch.tensor([ids], device=self.device),
-            cache=cache, use_cache=True, logits_to_keep=1)[0, -1]
+        """For the probe, on the model thread: its rows with adapter `name` (None: base)."""
+        return lambda cache, **inputs: self._forward(
+            [name or BASE_NAME] * len(inputs["input_ids"]), cache=cache, use_cache=True,
+            logits_to_keep=1, **inputs)[:, -1]
