@@ -10,6 +10,7 @@ a cycle trains on its server's ratings only and moves only its server's adapter.
         review) -> data set -> search (in a worker thread) -> candidate
     the gate's numbers for base, active and candidate on the same validation side (greedy
         replies scored with chrF, preference accuracy, NLL) -> gate
+    the adapter checks every adapter passes before it serves (trainer/transfer.py)
     publish (last step: save, report, compare-and-set of the active pointer) or reject
     record the outcome; move the cursor to the snapshot if the cycle used the ratings; unlock
 
@@ -41,6 +42,7 @@ from trainer.outcome import CycleOutcome
 from trainer.publish import PublishRefused, publish
 from trainer.report import write_report_files
 from trainer.summary import exam_answers, headline, held_items, taught_since
+from trainer.transfer import service_refusal
 from trainer.trust import TrustPolicy, judge
 
 log = logging.getLogger(__name__)
@@ -197,7 +199,7 @@ async def _locked_cycle(settings, store: TenantStore, lock: TrainingLock, snapsh
 
     parent, active_blob = await _active_adapter(store)
     first_trial = await warm_start(store.registry)
-    verdict, queued, exam = await _endorsed(settings, store)
+    verdict, queued, exam = await endorsed_view(settings, store)
     since = await _previous_cycle_at(store)
     candidate = await asyncio.to_thread(fit_candidate, settings, verdict.rated, exam, parent,
                                         active_blob, first_trial, progress)
@@ -238,6 +240,9 @@ async def _judge_and_publish(settings, store: TenantStore, lock: TrainingLock,
         _keep_files(outcome, settings,
                     f"g{store.tenant}-rejected-{time.strftime('%Y%m%d-%H%M%S')}", candidate.png)
         return outcome
+    refused = await asyncio.to_thread(service_refusal, settings, search.best.adapter)
+    if refused is not None:  # the checks every adapter passes before it serves
+        return _refused_by_checks(outcome, refused)
     if not await lock.still_held():
         outcome.reason = "lost the training lock before publishing; nothing was published"
         outcome.ratings_used = False  # whoever holds the lock now trains on them
@@ -266,7 +271,7 @@ async def _previous_cycle_at(store: TenantStore) -> float | None:
     return None
 
 
-async def _endorsed(settings, store: TenantStore):
+async def endorsed_view(settings, store: TenantStore):
     """The endorsed view of every rated exchange (trainer/trust.py): only it trains and gives
     the exam its references; held items are queued for review. Returns the verdict, how many
     items were newly queued and what the exam needs besides."""
@@ -277,6 +282,12 @@ async def _endorsed(settings, store: TenantStore):
     queued = await store.trust.hold(verdict.held)
     pinned = await store.exchanges.get_many(await store.trust.exam_pins())
     return verdict, queued, ExamSource(tuple(pinned), importers)
+
+
+def _refused_by_checks(outcome: CycleOutcome, refused: str) -> CycleOutcome:
+    outcome.reason = f"refused by the adapter checks: {refused}"
+    outcome.gate["failed"] = "sanity"
+    return outcome
 
 
 def _describe_candidate(outcome: CycleOutcome, candidate: Candidate, settings) -> None:

@@ -23,6 +23,7 @@ from bot.core.store import Exchange, Store, StoreUnavailable
 from bot.core.text import clean_text
 from bot.runtime import Runtime
 from bot.service.actions import Actions
+from bot.service.answer_text import refusal_line
 from bot.service.conversation import CUT_NOTES, STORE_REPLY, Conversation, Failure
 from bot.service.follow import Serving
 
@@ -214,9 +215,11 @@ async def run_console(settings, stdin: TextIO = sys.stdin, stdout: TextIO = sys.
                           guild_id=guild_id, channel_id=channel_id, user=user, write=write)
 
         async def announce(event, record) -> None:
-            if event.tenant == console.guild_id:
-                print(f"[adapter {event.kind}: now serving {event.version}]", file=stdout,
-                      flush=True)
+            if event.tenant != console.guild_id:
+                return
+            text = (refusal_line(event.version, event.reason, event.previous)
+                    if event.kind == "refused" else f"{event.kind}: now serving {event.version}")
+            print(f"[adapter {text}]", file=stdout, flush=True)
 
         runtime.on_change(announce)
         if stdin.isatty():

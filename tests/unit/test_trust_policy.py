@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from bot.core.store import Correction, Exchange, HeldItem, RatedExchange, TrustState
-from trainer.quality import references
+from trainer.exam import exam_references
 from trainer.trust import NEAR_DUPLICATE, TrustPolicy, grams, judge, marks, related
 
 POLICY = TrustPolicy(max_share=0.5, min_signals=20, repeat_prompts=3)
@@ -129,13 +129,12 @@ def test_a_distrusted_moderators_ratings_and_teachings_are_dropped():
     assert all(item.score == 1 for item in distrusting.rated)
     assert distrusting.moderators["rogue"].distrusted == 11
     assert "rogue" not in {m for item in distrusting.rated for m in item.votes}
-    # nor are they the gate's references, which the endorsed view gives
+    # nor are they the exam's references, which the endorsed view gives (a reply one
+    # moderator liked is none either way)
     every = {item.exchange.id for item in items}
     rogue_answers = {f"rogue answer {n}" for n in range(5)}
-    assert {r.text for r in references(trusting.rated, every, 100)} == {
-        *rogue_answers, "a bot reply"}
-    kept = references(distrusting.rated, every, 100)
-    assert [r.text for r in kept] == ["a bot reply"] * 5  # the replies the honest one liked
+    assert {r.text for r in exam_references(trusting.rated, every, [], 100)} == rogue_answers
+    assert exam_references(distrusting.rated, every, [], 100) == []
 
 
 def test_a_single_moderator_is_not_bounded_but_still_held():

@@ -52,6 +52,9 @@ One tenant's (`T` = P:g:{tenant}):
     T:ad:all                     zset  versions trained for this tenant -> created_at
     T:ad:active                  the version serving this tenant (absent: "base")
     T:ad:history                 list  versions that were active before, newest first
+    T:ad:refused                 JSON Refusal: the active version a bot refused (the check it
+                                 failed) and the version serving instead; removed once the
+                                 active version serves
     T:tr:cursor                  id of the last rating event a finished training cycle used
     T:tr:lock                    token of the trainer holding this tenant's lock (with a TTL)
     T:tr:request                 JSON "train now" request from the bot; kept until a cycle
@@ -181,6 +184,10 @@ class Keys:
     @property
     def history(self) -> str:
         return self._own("ad", "history")
+
+    @property
+    def refused(self) -> str:
+        return self._own("ad", "refused")
 
     @property
     def modlog(self) -> str:

@@ -166,7 +166,10 @@ class AdapterRecord(BaseModel):
 
 
 class AdapterEvent(BaseModel):
-    kind: Literal["activated", "rollback", "default"]  # default: another default tenant
+    # default: another default tenant; refused: a version a bot would not serve (told to its
+    # own listeners, never published)
+    kind: Literal["activated", "rollback", "default", "refused"]
     tenant: int | None = None  # the server whose active adapter changed
     version: str
-    previous: str
+    previous: str  # refused: the version serving instead
+    reason: str | None = None  # refused: the check it failed

@@ -23,6 +23,7 @@ from bot.core.store import Store, StoreUnavailable
 from bot.frontends.discord.cogs.replies import MESSAGE_LIMIT
 from bot.runtime import Runtime
 from bot.service.actions import Actions
+from bot.service.answer_text import refusal_line
 from bot.service.conversation import Conversation
 from bot.service.follow import Serving
 
@@ -71,7 +72,10 @@ async def on_app_command_error(interaction: discord.Interaction,
 
 def modlog_text(event, report: dict | None) -> str:
     """The post for an adapter change: the report's numbers, nested ones (val_loss.candidate,
-    hyperparameters.learning_rate, ...) flattened one level; long lists are left out."""
+    hyperparameters.learning_rate, ...) flattened one level; long lists are left out. A
+    refused adapter is one line."""
+    if event.kind == "refused":
+        return f"Adapter {refusal_line(event.version, event.reason, event.previous)}"
     verb = "rolled back to" if event.kind == "rollback" else "now serving"
     lines = [f"Adapter change: {verb} **{event.version}** (was {event.previous})"]
     flat: dict = {}
@@ -154,7 +158,8 @@ class _BotCore:
             if not await self.store.claim("modlog", event.kind, event.version, event.previous,
                                           ttl_s=MODLOG_CLAIM_S):
                 return
-            report, png = await self.store.registry.report(event.version)
+            report, png = ((None, None) if event.kind == "refused"
+                           else await self.store.registry.report(event.version))
         except StoreUnavailable as error:
             log.warning("adapter change to %s not posted to the modlog: the store is "
                         "unavailable (%s)", event.version, error)
