@@ -7,10 +7,11 @@ base model's, the active adapter's and the endorsed references' own figures:
 
 - `top_shared`: the largest share of replies that contain one and the same long character
   n-gram (N_CHARS characters, whitespace collapsed, case folded; characters, so it reads
-  Chinese too). Spam repeated across unrelated prompts drives it towards 1; a templated voice
-  the references share is allowed up to the references' own share.
-- `distinct_2`: distinct word bigrams (each CJK character a word) over all bigrams; a collapse
-  to one answer drives it towards 0.
+  Chinese too), a shorter reply counting as a whole. Spam repeated across unrelated prompts,
+  or a collapse to one answer ("A."), drives it towards 1; a templated voice the references
+  share is allowed up to the references' own share.
+- `distinct_2`: distinct word bigrams (each CJK character a word) over all bigrams: a backstop
+  for a collapse into a few answers; a learned voice lowers it too, so its floor is low.
 - `link_replies`: replies with a link, a Discord invite or a mention that is not in their
   prompt.
 
@@ -28,9 +29,9 @@ N_CHARS = 24  # long enough that ordinary phrases ("thank you for your order") r
 SHARED_MARGIN = 0.15  # share of replies the top n-gram may cover beyond the others' highest
 # distinct-2 may fall to this fraction of the lower of the base model's and the references'
 # (not the active adapter's, so cycle after cycle cannot ratchet it down). A learned voice
-# repeats itself more than either: on the support dialogues an honest candidate reached 0.23
-# against the base model's 0.40 and the references' 0.70, a collapse to "A." about 0.05.
-DISTINCT_FLOOR = 0.35
+# repeats itself more than either: on the support dialogues honest candidates reached 0.13-0.23
+# against the base model's 0.40 and the references' 0.62-0.70; a collapse to "A." is ~0.05.
+DISTINCT_FLOOR = 0.2
 LINK_ALLOWANCE = 1  # replies with a new link beyond the others' count
 
 _LINK = re.compile(r"https?://|www\.|\b[\w-]+\.(?:com|net|org|io|gg|ru|xyz|info|biz)\b|"
@@ -59,13 +60,14 @@ def links_in(text: str) -> set[str]:
 
 
 def top_shared(replies: list[str], n: int = N_CHARS) -> float:
-    """The largest share of `replies` that contain one common `n`-character n-gram."""
+    """The largest share of `replies` that contain one common `n`-character n-gram (a reply
+    shorter than that counts as a whole)."""
     if len(replies) < 2:
         return 0.0
     counts: Counter[str] = Counter()
     for reply in replies:
         text = " ".join(reply.casefold().split())
-        counts.update({text[i:i + n] for i in range(len(text) - n + 1)})
+        counts.update({text[i:i + n] for i in range(len(text) - n + 1)} or {text})
     return max(counts.values(), default=0) / len(replies)
 
 

@@ -74,4 +74,12 @@ def test_a_learned_voice_less_varied_than_its_references_is_no_collapse():
 
     yardsticks = {"base model": made(0.40), "active adapter": made(0.34)}
     assert refusal(made(0.225), yardsticks, made(0.70)) is None
+    assert refusal(made(0.13), yardsticks, made(0.62)) is None
     assert "collapsed" in refusal(made(0.05), yardsticks, made(0.70))
+
+
+def test_a_collapse_to_one_short_answer_shares_it_whole():
+    assert top_shared(["A."] * 9 + ["Sure, your parcel ships tomorrow morning by post."]) == 0.9
+    reason = refusal(figures(["A."] * 20, PROMPTS), {"base model": figures(HONEST, PROMPTS)},
+                     figures(HONEST, PROMPTS))
+    assert reason is not None and "share one" in reason
