@@ -20,11 +20,12 @@ effect from the next cycle, on old data as on new. In order:
    An item an admin approved trains (and counts as agreed); one rejected is dropped for good.
 3. Bounded share: a signal is one moderator's say on one exchange (their rating, their teaching
    or both). It is agreed when another moderator gave the same rating there or taught a
-   near-identical reply, or an admin approved it. When two or more moderators have signals, each
-   keeps at most max(TRUST_MIN_SIGNALS, TRUST_MAX_SHARE x all signals) unagreed signals, the
-   newest (the store gives the rated exchanges newest first); the older rest is dropped, not
-   down-weighted, so the bound is exact. With a single moderator there is no bound: a server
-   with one moderator learns from them (the holds still apply).
+   near-identical reply, or an admin approved it. When two or more moderators give at least
+   TRUST_MIN_SIGNALS signals each, each moderator keeps at most max(TRUST_MIN_SIGNALS,
+   TRUST_MAX_SHARE x all signals) unagreed signals, the newest (the store gives the rated
+   exchanges newest first); the older rest is dropped, not down-weighted, so the bound is
+   exact. With a single such moderator there is no bound: a
+   server with one moderator learns from them (the holds still apply).
 
 The operator's imports (`python -m trainer import`, moderator "import") are exempt from all
 three: the operator chose those pairs.
@@ -288,7 +289,8 @@ def _repeats(signals: list[_Signals], taught: list[tuple[int, Correction]],
 def _bound(signals: list[_Signals], policy: TrustPolicy, exempt: frozenset[str],
            approved: set[tuple[int, str]], count) -> int | None:
     """Drop each moderator's unagreed signals over the cap, oldest first; returns the cap
-    (None when fewer than two moderators have signals)."""
+    (None when fewer than two moderators give TRUST_MIN_SIGNALS signals or more: a handful of
+    ratings by a second moderator must not cut the main moderator's data in half)."""
     agreed: dict[str, list[int]] = {}
     alone: dict[str, list[int]] = {}
     for index, exchange in enumerate(signals):  # newest first
@@ -297,8 +299,10 @@ def _bound(signals: list[_Signals], policy: TrustPolicy, exempt: frozenset[str],
             (agreed if backed else alone).setdefault(moderator, []).append(index)
     moderators = set(agreed) | set(alone)
     total = sum(map(len, agreed.values())) + sum(map(len, alone.values()))
+    substantial = [m for m in moderators
+                   if len(agreed.get(m, [])) + len(alone.get(m, [])) >= policy.min_signals]
     cap = (max(policy.min_signals, math.ceil(policy.max_share * total))
-           if len(moderators) > 1 else None)
+           if len(substantial) > 1 else None)
     for moderator in moderators:
         mine, theirs = count(moderator), alone.get(moderator, [])
         over = theirs[cap:] if cap is not None else []
