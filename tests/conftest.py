@@ -48,14 +48,25 @@ def fast(settings):
 
 
 @pytest.fixture
-async def engine(fast):
-    """The real engine on the tiny model, with `fast` settings."""
+async def engine(fast, store):
+    """The real engine on the tiny model, with `fast` settings; its adapters come from the
+    store's registry."""
     from bot.engine.engine import Engine
 
-    engine = Engine.from_settings(fast)
+    engine = Engine.from_settings(fast, store.registry.blob)
     await engine.start()
     yield engine
     await engine.close()
+
+
+@pytest.fixture
+async def runtime(fast, store, engine):
+    """What a serving process builds (router, conversation, actions, ...), on this test's store
+    and engine, following the registry."""
+    from bot.runtime import Runtime
+
+    async with Runtime(fast, store=store, generator=engine) as runtime:
+        yield runtime
 
 
 @pytest.fixture

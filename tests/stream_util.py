@@ -1,5 +1,5 @@
-"""A scripted ReplyStream: a test double of our own generation boundary (bot/core/generation.py),
-not of a library.
+"""A scripted ReplyStream and a recording ReplySink: test doubles of our own boundaries
+(bot/core/generation.py, bot/service/conversation.py), not of a library.
 
 The tiny model cannot be made to decode many pieces, a 3,000-character reply or a failure
 half-way on demand; the front ends (console, Discord) must handle all of those. `script()`
@@ -15,6 +15,7 @@ import inspect
 from collections.abc import AsyncIterator, Callable
 
 from bot.core.generation import GenerationFailed
+from bot.service.drafts import Failure
 
 
 class ScriptedStream:
@@ -84,3 +85,38 @@ def script(monkeypatch, generator, pieces: list[str], **options) -> list[Scripte
 def words(count: int, word: str = "word") -> list[str]:
     """`count` pieces as a model decodes them: each word with its leading space."""
     return [f" {word}{n}" for n in range(count)]
+
+
+class RecordingSink:
+    """A ReplySink (bot/service/conversation.py) that shows nothing: it records what it was
+    told, in order, and says the reply is held by `message_ids` (none: a console's reply)."""
+
+    def __init__(self, message_ids: list[int] | None = None):
+        self.calls: list[tuple] = []
+        self.message_ids = list(message_ids or [])
+
+    async def start(self, version: str) -> None:
+        self.calls.append(("start", version))
+
+    async def show(self, text: str) -> None:
+        self.calls.append(("show", text))
+
+    async def finish(self, text: str) -> list[int]:
+        self.calls.append(("finish", text))
+        return self.message_ids
+
+    async def fail(self, failure, text: str) -> None:
+        self.calls.append(("fail", failure, text))
+
+    async def kept(self, exchange) -> None:
+        self.calls.append(("kept", exchange.id))
+
+
+async def drafted(conversation, turns, **where):
+    """`conversation.stream_draft(turns, **where)` read to its end: the Draft, or the Failure."""
+    stream = await conversation.stream_draft(turns, **where)
+    if isinstance(stream, Failure):
+        return stream
+    async for _ in stream:
+        pass
+    return stream.draft or stream.failure

@@ -19,8 +19,8 @@ def fast(settings):
 
 
 @pytest.fixture
-async def bot(fast, store, engine):
-    bot = await make_bot(fast, store, engine)
+async def bot(fast, runtime):
+    bot = await make_bot(runtime)
     guild = dpytest.get_config().guilds[0]
     await dpytest.add_role(member("admin"), make_role(guild, "Staff", manage_guild=True))
     await dpytest.add_role(member("mod"), make_role(guild, fast.moderator_role))

@@ -81,7 +81,7 @@ def test_a_hard_cut_never_splits_a_visible_character():
 
 async def test_every_piece_of_a_split_reply_can_be_rated_and_taught(bot, store, channel,
                                                                    monkeypatch):
-    script(monkeypatch, bot.generator, [code_reply()])
+    script(monkeypatch, bot.runtime.generator, [code_reply()])
     await dpytest.message(f"<@{bot.user.id}> write me a script", member=member("alice"))
     pieces = await sent_messages()
     assert len(pieces) >= 3 and bot.refusals == []

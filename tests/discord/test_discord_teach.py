@@ -26,7 +26,7 @@ def live_ratings_module():
 
 
 async def fixed_reply(bot, monkeypatch, text: str) -> None:
-    script(monkeypatch, bot.generator, [text])
+    script(monkeypatch, bot.runtime.generator, [text])
 
 
 async def open_teach_form(bot, channel, reply) -> tuple[dict, RecordingAdapter]:

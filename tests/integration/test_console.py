@@ -18,12 +18,12 @@ from subprocess_env import settings_env
 from bot.core.dialogue import Turn
 from bot.core.generation import EngineBusy
 from bot.frontends.console import CONSOLE_CHANNEL, CONSOLE_USER, HELP, Console, Quit
-from bot.service.conversation import BUSY_REPLY, CUT_NOTES
+from bot.service.drafts import BUSY_REPLY, CUT_NOTES
 
 
 @pytest.fixture
-async def console(fast, store, engine):
-    return Console(fast, store, engine)
+async def console(runtime):
+    return Console(runtime)
 
 
 async def test_chat_rate_and_teach_leave_their_records(console, store):
@@ -208,12 +208,13 @@ async def test_adapter_status_shows_a_trainer_record_without_its_loss_curves(con
 
 # --- replies shown as they are decoded ----------------------------------------------------------
 
-async def test_the_console_writes_each_piece_as_it_arrives(fast, store, engine, monkeypatch):
+async def test_the_console_writes_each_piece_as_it_arrives(runtime, store, engine,
+                                                    monkeypatch):
     written: list[str] = []
     seen_before: list[int] = []  # how many writes were made when each piece was decoded
     script(monkeypatch, engine, ["  ", *words(5)],
            before_piece=lambda number: seen_before.append(len(written)))
-    console = Console(fast, store, engine, write=written.append)
+    console = Console(runtime, write=written.append)
 
     assert await console.handle_line("tell me something") == ""
 
@@ -226,10 +227,10 @@ async def test_the_console_writes_each_piece_as_it_arrives(fast, store, engine, 
 
 
 async def test_a_console_reply_cut_part_way_ends_with_a_note_and_keeps_nothing(
-        fast, store, engine, monkeypatch):
+        runtime, store, engine, monkeypatch):
     written: list[str] = []
     script(monkeypatch, engine, words(5), fail_after=2)
-    console = Console(fast, store, engine, write=written.append)
+    console = Console(runtime, write=written.append)
 
     assert await console.handle_line("tell me something") == ""
 
@@ -237,16 +238,16 @@ async def test_a_console_reply_cut_part_way_ends_with_a_note_and_keeps_nothing(
     assert console.last is None and console.turns == []
     assert await exchange_count(store) == 0
     # Without a writer the console answers with the same words in one line.
-    assert await Console(fast, store, engine).handle_line("again") == (
+    assert await Console(runtime).handle_line("again") == (
         f"bot [base]: word0 word1 {CUT_NOTES['failed']}")
     assert await exchange_count(store) == 0
 
 
 async def test_a_console_reply_refused_before_any_text_is_the_usual_apology(
-        fast, store, engine, monkeypatch):
+        runtime, store, engine, monkeypatch):
     written: list[str] = []
     script(monkeypatch, engine, words(5), fail_after=0, error=EngineBusy("full"))
-    console = Console(fast, store, engine, write=written.append)
+    console = Console(runtime, write=written.append)
 
     assert await console.handle_line("hello?") == f"bot: {BUSY_REPLY}"
     assert written == []
