@@ -70,6 +70,20 @@ async def runtime(fast, store, engine):
 
 
 @pytest.fixture
+async def fake_runtime(fast, store):
+    """The runtime on a FakeGenerator (tests/fake_generator.py), whose replies a test
+    scripts: `fake_runtime.generator.script(pieces, ...)`."""
+    from fake_generator import FakeGenerator
+
+    from bot.core.generation import GenerationConfig
+    from bot.runtime import Runtime
+
+    generator = FakeGenerator(GenerationConfig.from_settings(fast), store.registry.blob)
+    async with Runtime(fast, store=store, generator=generator) as runtime:
+        yield runtime
+
+
+@pytest.fixture
 async def store(redis_server, key_prefix):
     client = aioredis.from_url(redis_server.url)
     store = Store(client, prefix=key_prefix, user_secret=TEST_SECRET, unrated_ttl_days=30,

@@ -39,10 +39,10 @@ from bot.runtime import Runtime
 
 
 @contextlib.asynccontextmanager
-async def running_bot(settings, store, engine, *, guilds: int = 1):
-    """`make_bot` in a runtime of its own on `store` and `engine` (for settings other than the
-    `bot` fixture's); drained and checked at the end."""
-    async with Runtime(settings, store=store, generator=engine) as runtime:
+async def running_bot(settings, store, generator, *, guilds: int = 1):
+    """`make_bot` in a runtime of its own on `store` and `generator` (for settings other than
+    the `bot` fixture's); drained and checked at the end."""
+    async with Runtime(settings, store=store, generator=generator) as runtime:
         bot = await make_bot(runtime, guilds=guilds)
         try:
             yield bot

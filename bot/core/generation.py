@@ -104,10 +104,6 @@ class Generator(Protocol):
     def loaded_versions(self) -> list[str]:
         """The adapter versions loaded now (others load on demand)."""
 
-    @property
-    def max_prompt_tokens(self) -> int:
-        """The longest prompt (in tokens) a request may carry with the default reply length."""
-
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...

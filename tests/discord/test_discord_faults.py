@@ -10,8 +10,10 @@ import pytest
 import redis.asyncio as aioredis
 from discord.ext.test import callbacks
 from discord_helpers import make_role, member, running_bot, sent_messages, slash_as
-from stream_util import script, words
+from fake_generator import FakeGenerator
+from stream_util import words
 
+from bot.core.generation import GenerationConfig
 from bot.core.local_redis import LocalRedis
 from bot.core.store import Store
 from bot.frontends.discord.cogs.replies import THUMBS_UP
@@ -29,13 +31,14 @@ async def own_redis(tmp_path):
 
 
 @pytest.fixture
-async def fragile_bot(fast, own_redis, engine, monkeypatch):
-    """The bot on a Redis of its own, which a test may stop."""
+async def fragile_bot(fast, own_redis, monkeypatch):
+    """The bot on a Redis of its own, which a test may stop, and a FakeGenerator."""
     monkeypatch.setattr(retry, "RETRY_DELAYS_S", (0.01, 0.01))
     store = Store(aioredis.from_url(own_redis.url), prefix=fast.key_prefix,
                   user_secret="test-secret-for-hmac")
     await store.ping()
-    async with running_bot(fast, store, engine) as bot:
+    generator = FakeGenerator(GenerationConfig.from_settings(fast), store.registry.blob)
+    async with running_bot(fast, store, generator) as bot:
         guild = dpytest.get_config().guilds[0]
         await dpytest.add_role(member("mod"), make_role(guild, fast.moderator_role))
         yield bot, store
@@ -89,7 +92,7 @@ async def test_a_streamed_reply_the_store_cannot_keep_says_so_and_invites_no_rat
         if number == 3:  # Redis goes away while the reply is being shown
             own_redis.stop()
 
-    script(monkeypatch, bot.runtime.generator, words(6), before_piece=step)
+    bot.runtime.generator.script(words(6), before_piece=step)
 
     await dpytest.message(f"<@{bot.user.id}> tell me", member=member("alice"))
 

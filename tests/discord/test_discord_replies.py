@@ -18,7 +18,6 @@ from discord_helpers import (
     user_message,
 )
 from store_util import exchange_count
-from stream_util import script
 
 from bot.frontends.discord.cogs.replies import THUMBS_DOWN, THUMBS_UP, open_fence, split_message
 
@@ -79,9 +78,10 @@ def test_a_hard_cut_never_splits_a_visible_character():
 
 # --- every piece is one exchange --------------------------------------------------------------
 
-async def test_every_piece_of_a_split_reply_can_be_rated_and_taught(bot, store, channel,
-                                                                   monkeypatch):
-    script(monkeypatch, bot.runtime.generator, [code_reply()])
+async def test_every_piece_of_a_split_reply_can_be_rated_and_taught(scripted_bot, store,
+                                                                   channel):
+    bot = scripted_bot
+    bot.runtime.generator.script([code_reply()])
     await dpytest.message(f"<@{bot.user.id}> write me a script", member=member("alice"))
     pieces = await sent_messages()
     assert len(pieces) >= 3 and bot.refusals == []

@@ -2,9 +2,9 @@
 once per EDIT_INTERVAL_S, the last writes carrying the stored reply and only then the 👍/👎,
 long replies continued in new messages, a cut reply ended with a note and kept nowhere.
 
-Most tests drive the bot with a scripted ReplyStream (tests/stream_util.py, a double of our own
-generation boundary) and a clock they move per piece; the last one runs the real engine on the
-tiny model with the real clock.
+Most tests drive the bot on a FakeGenerator (tests/fake_generator.py, a double of our own
+generation boundary) with scripted pieces and a clock they move per piece; the last one runs
+the real engine on the tiny model with the real clock.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 import discord.ext.test as dpytest
+import pytest
 from discord_helpers import (
     FakeClock,
     delete_messages,
@@ -21,7 +22,7 @@ from discord_helpers import (
     sent_messages,
 )
 from store_util import exchange_count
-from stream_util import script, words
+from stream_util import words
 
 from bot.core.generation import EngineBusy, GenerationFailed
 from bot.frontends.discord.cogs import replies
@@ -32,6 +33,17 @@ from bot.frontends.discord.cogs.replies import (
     THUMBS_UP,
 )
 from bot.service.drafts import BUSY_REPLY, CUT_NOTES, cut_off
+
+
+@pytest.fixture
+def bot(scripted_bot):
+    return scripted_bot
+
+
+def script(bot, pieces: list[str], **options) -> list:
+    """Every next reply of `bot` decodes `pieces`; the streams it makes, oldest first."""
+    bot.runtime.generator.script(pieces, **options)
+    return bot.runtime.generator.streams
 
 
 def mention(bot) -> str:
@@ -63,7 +75,7 @@ async def test_edits_are_throttled_and_the_last_one_carries_the_stored_reply(bot
                                                                            monkeypatch):
     clock = paced(monkeypatch)
     pieces = ["", " ", "\n", *words(40)]
-    script(monkeypatch, bot.runtime.generator, pieces, before_piece=lambda _: clock.advance(0.25))
+    script(bot, pieces, before_piece=lambda _: clock.advance(0.25))
 
     await dpytest.message(f"{mention(bot)} tell me a long story", member=member("alice"))
 
@@ -88,7 +100,7 @@ async def test_a_long_streamed_reply_continues_in_new_messages(bot, store, chann
                                                                monkeypatch):
     clock = paced(monkeypatch)
     pieces = words(500, "streamed")  # 5,889 characters
-    script(monkeypatch, bot.runtime.generator, pieces, before_piece=lambda _: clock.advance(0.1))
+    script(bot, pieces, before_piece=lambda _: clock.advance(0.1))
 
     await dpytest.message(f"{mention(bot)} tell me everything", member=member("alice"))
 
@@ -123,7 +135,7 @@ async def test_a_long_streamed_reply_continues_in_new_messages(bot, store, chann
 async def test_a_stream_cut_part_way_ends_with_a_note_and_keeps_nothing(bot, store,
                                                                         monkeypatch):
     clock = paced(monkeypatch)
-    script(monkeypatch, bot.runtime.generator, words(10), fail_after=6,
+    script(bot, words(10), fail_after=6,
            error=GenerationFailed("the model call failed"),
            before_piece=lambda _: clock.advance(0.4))
 
@@ -139,7 +151,7 @@ async def test_a_stream_cut_part_way_ends_with_a_note_and_keeps_nothing(bot, sto
 
 async def test_a_stream_refused_before_any_words_is_the_usual_apology(bot, store,
                                                                       monkeypatch):
-    script(monkeypatch, bot.runtime.generator, words(3), fail_after=0, error=EngineBusy("full"))
+    script(bot, words(3), fail_after=0, error=EngineBusy("full"))
 
     await dpytest.message(f"{mention(bot)} hello?", member=member("alice"))
 
@@ -158,7 +170,7 @@ async def test_a_reply_whose_message_is_deleted_while_streaming_stops_and_keeps_
             sent = bot.writes[0][1]
             await delete_messages(bot._connection._get_message(sent), wait=False)
 
-    streams = script(monkeypatch, bot.runtime.generator, words(12), before_piece=step)
+    streams = script(bot, words(12), before_piece=step)
 
     await dpytest.message(f"{mention(bot)} hello?", member=member("alice"))
     await sent_messages()
@@ -196,7 +208,7 @@ async def test_a_piece_deleted_while_the_rest_is_written_keeps_the_reply_out_of_
         if number == 300 and len(sends) == 2:  # the first message is whole, the second grows
             await delete_messages(bot._connection._get_message(sends[0]), wait=False)
 
-    script(monkeypatch, bot.runtime.generator, words(400, "streamed"), before_piece=step)
+    script(bot, words(400, "streamed"), before_piece=step)
     kept = []
     keep = bot.conversation.keep
 
@@ -222,7 +234,7 @@ async def test_a_piece_deleted_while_the_rest_is_written_keeps_the_reply_out_of_
 async def test_a_reply_that_ends_shorter_than_it_was_shown_keeps_only_what_holds_it(
         bot, store, monkeypatch):
     clock = paced(monkeypatch)
-    script(monkeypatch, bot.runtime.generator, words(300), reply="word0 word1",
+    script(bot, words(300), reply="word0 word1",
            before_piece=lambda _: clock.advance(0.5))
 
     await dpytest.message(f"{mention(bot)} tell me", member=member("alice"))

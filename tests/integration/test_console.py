@@ -12,7 +12,7 @@ import sys
 import pytest
 from paths import REPO
 from store_util import TENANT, corrections, exchange_count
-from stream_util import script, words
+from stream_util import words
 from subprocess_env import settings_env
 
 from bot.core.dialogue import Turn
@@ -208,13 +208,12 @@ async def test_adapter_status_shows_a_trainer_record_without_its_loss_curves(con
 
 # --- replies shown as they are decoded ----------------------------------------------------------
 
-async def test_the_console_writes_each_piece_as_it_arrives(runtime, store, engine,
-                                                    monkeypatch):
+async def test_the_console_writes_each_piece_as_it_arrives(fake_runtime, store):
     written: list[str] = []
     seen_before: list[int] = []  # how many writes were made when each piece was decoded
-    script(monkeypatch, engine, ["  ", *words(5)],
-           before_piece=lambda number: seen_before.append(len(written)))
-    console = Console(runtime, write=written.append)
+    fake_runtime.generator.script(["  ", *words(5)],
+                                  before_piece=lambda number: seen_before.append(len(written)))
+    console = Console(fake_runtime, write=written.append)
 
     assert await console.handle_line("tell me something") == ""
 
@@ -227,10 +226,10 @@ async def test_the_console_writes_each_piece_as_it_arrives(runtime, store, engin
 
 
 async def test_a_console_reply_cut_part_way_ends_with_a_note_and_keeps_nothing(
-        runtime, store, engine, monkeypatch):
+        fake_runtime, store):
     written: list[str] = []
-    script(monkeypatch, engine, words(5), fail_after=2)
-    console = Console(runtime, write=written.append)
+    fake_runtime.generator.script(words(5), fail_after=2)
+    console = Console(fake_runtime, write=written.append)
 
     assert await console.handle_line("tell me something") == ""
 
@@ -238,16 +237,16 @@ async def test_a_console_reply_cut_part_way_ends_with_a_note_and_keeps_nothing(
     assert console.last is None and console.turns == []
     assert await exchange_count(store) == 0
     # Without a writer the console answers with the same words in one line.
-    assert await Console(runtime).handle_line("again") == (
+    assert await Console(fake_runtime).handle_line("again") == (
         f"bot [base]: word0 word1 {CUT_NOTES['failed']}")
     assert await exchange_count(store) == 0
 
 
 async def test_a_console_reply_refused_before_any_text_is_the_usual_apology(
-        runtime, store, engine, monkeypatch):
+        fake_runtime):
     written: list[str] = []
-    script(monkeypatch, engine, words(5), fail_after=0, error=EngineBusy("full"))
-    console = Console(runtime, write=written.append)
+    fake_runtime.generator.script(words(5), fail_after=0, error=EngineBusy("full"))
+    console = Console(fake_runtime, write=written.append)
 
     assert await console.handle_line("hello?") == f"bot: {BUSY_REPLY}"
     assert written == []

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 from store_util import exchange_count
-from stream_util import RecordingSink, drafted, script, words
+from stream_util import RecordingSink, drafted, words
 
 from bot.core.dialogue import BOT_MARK, USER_MARK, Turn
 from bot.core.generation import EngineBusy
@@ -160,14 +160,14 @@ async def test_a_streamed_reply_is_stored_once_as_the_drafted_one_is(conversatio
     assert stored.user_message == "my order is late" and stored.user_message_id == 13
 
 
-async def test_a_stream_cut_part_way_keeps_nothing_and_says_why(conversation, store, engine,
-                                                                monkeypatch):
-    made = script(monkeypatch, engine, words(6), fail_after=3)
+async def test_a_stream_cut_part_way_keeps_nothing_and_says_why(fake_runtime, store):
+    conversation, fake = fake_runtime.conversation, fake_runtime.generator
+    fake.script(words(6), fail_after=3)
 
     stream = await conversation.stream_draft([Turn("user", "hello")], guild_id=None,
                                              channel_id=1)
     pieces = [piece async for piece in stream]
-    [scripted] = made
+    [scripted] = fake.streams
 
     assert pieces == words(3) and stream.text == "".join(words(3))
     assert stream.draft is None and stream.failure == Failure("failed", FAILED_REPLY)
@@ -176,9 +176,9 @@ async def test_a_stream_cut_part_way_keeps_nothing_and_says_why(conversation, st
     assert await exchange_count(store) == 0
 
 
-async def test_a_stream_refused_before_any_text_is_a_busy_failure(conversation, engine,
-                                                                  monkeypatch):
-    script(monkeypatch, engine, words(3), fail_after=0, error=EngineBusy("full"))
+async def test_a_stream_refused_before_any_text_is_a_busy_failure(fake_runtime):
+    conversation = fake_runtime.conversation
+    fake_runtime.generator.script(words(3), fail_after=0, error=EngineBusy("full"))
 
     stream = await conversation.stream_draft([Turn("user", "hello")], guild_id=None,
                                              channel_id=1)
@@ -187,10 +187,12 @@ async def test_a_stream_refused_before_any_text_is_a_busy_failure(conversation, 
     assert stream.failure == Failure("busy", BUSY_REPLY) and stream.text == ""
 
 
-async def test_a_stream_given_up_part_way_is_closed(conversation, store, engine, monkeypatch):
+async def test_a_stream_given_up_part_way_is_closed(fake_runtime, store):
     """A front end that stops reading (its message was deleted) closes the generator's
     stream, so the engine can drop the request; nothing is kept."""
-    made = script(monkeypatch, engine, words(10))
+    conversation, fake = fake_runtime.conversation, fake_runtime.generator
+    fake.script(words(10))
+    made = fake.streams
     stream = await conversation.stream_draft([Turn("user", "hello")], guild_id=None,
                                              channel_id=1)
 
@@ -204,9 +206,9 @@ async def test_a_stream_given_up_part_way_is_closed(conversation, store, engine,
 
 # --- one reply on a sink ----------------------------------------------------------------------
 
-async def test_a_reply_is_shown_then_kept_under_the_ids_the_sink_gives(conversation, store,
-                                                                       engine, monkeypatch):
-    script(monkeypatch, engine, words(3))
+async def test_a_reply_is_shown_then_kept_under_the_ids_the_sink_gives(fake_runtime, store):
+    conversation = fake_runtime.conversation
+    fake_runtime.generator.script(words(3))
     sink = RecordingSink(message_ids=[31, 32])
 
     exchange = await conversation.reply([Turn("user", "hello")], sink, source="discord",
@@ -221,13 +223,14 @@ async def test_a_reply_is_shown_then_kept_under_the_ids_the_sink_gives(conversat
     assert (stored.message_id, stored.extra_message_ids, stored.user_message_id) == (31, [32], 30)
 
 
-async def test_a_question_deleted_while_its_reply_was_made_keeps_nothing(conversation, store,
-                                                                         engine, monkeypatch):
+async def test_a_question_deleted_while_its_reply_was_made_keeps_nothing(fake_runtime, store):
+    conversation = fake_runtime.conversation
+
     async def delete_the_question(number: int) -> None:
         if number == 1:
             await conversation.deletions.deleted({30})
 
-    script(monkeypatch, engine, words(3), before_piece=delete_the_question)
+    fake_runtime.generator.script(words(3), before_piece=delete_the_question)
     sink = RecordingSink(message_ids=[31])
 
     await conversation.reply([Turn("user", "hello")], sink, source="discord", user_id=5,
