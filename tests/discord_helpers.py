@@ -196,6 +196,14 @@ async def delete_messages(*messages: discord.Message, wait: bool = True) -> None
         await dpytest.run_all_events()
 
 
+async def dm_reply(name: str, text: str = "hello in private") -> discord.Message:
+    """Member `name` writes `text` to the bot in a DM; the bot's one reply."""
+    who = member(name)
+    await dpytest.message(text, channel=await who.create_dm(), member=who)
+    [reply] = await sent_messages()
+    return reply
+
+
 async def sent_messages() -> list[discord.Message]:
     """Every message the bot sent since the last call, oldest first."""
     await dpytest.run_all_events()

@@ -15,20 +15,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from stream_util import ScriptedStream
 
 from bot.core import dialogue
 from bot.core.adapter_io import AdapterLoadError, parse_adapter
 from bot.core.dialogue import Turn
-from bot.core.generation import (
-    BASE_VERSION,
-    AdapterSource,
-    EngineBusy,
-    Generation,
-    GenerationConfig,
-    GenerationFailed,
-)
+from bot.core.generation import BASE_VERSION, EngineBusy, Generation, GenerationFailed
+
+if TYPE_CHECKING:
+    from bot.core.generation import AdapterSource, GenerationConfig
 
 
 class FakeStream(ScriptedStream):

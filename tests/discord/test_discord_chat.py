@@ -57,16 +57,20 @@ async def test_plain_messages_bots_and_itself_are_not_answered(bot, store):
     assert await exchange_count(store, dpytest.get_config().guilds[0].id) == 0
 
 
-async def test_a_reply_to_the_bot_is_answered_with_the_chain_as_context(bot, store):
+async def asked_then_followed_up(bot, store, follow_up: str):
+    """alice asks the bot, then replies to its answer: that answer, and the exchange of the
+    reply to her follow-up."""
     alice = member("alice")
-    channel = dpytest.get_config().channels[0]
     await dpytest.message(f"{mention(bot)} first question", member=alice)
     [first] = await sent_messages()
-
-    reply_message("and a follow-up", alice, channel, replied_to=first)
+    reply_message(follow_up, alice, dpytest.get_config().channels[0], replied_to=first)
     [second] = await sent_messages()
+    return first, await store.exchanges.for_message(second.id)
 
-    exchange = await store.exchanges.for_message(second.id)
+
+async def test_a_reply_to_the_bot_is_answered_with_the_chain_as_context(bot, store):
+    first, exchange = await asked_then_followed_up(bot, store, "and a follow-up")
+
     assert exchange.user_message == "and a follow-up"
     assert [(t.role, t.text) for t in exchange.context] == [
         ("user", "first question"), ("bot", first.content)]
@@ -75,14 +79,7 @@ async def test_a_reply_to_the_bot_is_answered_with_the_chain_as_context(bot, sto
 async def test_the_chain_is_cut_at_context_messages(fast, store, engine):
     context_1 = fast.model_copy(update={"context_messages": 1})
     async with running_bot(context_1, store, engine) as bot:
-        alice = member("alice")
-        channel = dpytest.get_config().channels[0]
-        await dpytest.message(f"{mention(bot)} first question", member=alice)
-        [first] = await sent_messages()
-        reply_message("second", alice, channel, replied_to=first)
-        [second] = await sent_messages()
-
-        exchange = await store.exchanges.for_message(second.id)
+        first, exchange = await asked_then_followed_up(bot, store, "second")
         assert [(t.role, t.text) for t in exchange.context] == [("bot", first.content)]
 
 

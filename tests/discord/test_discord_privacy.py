@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import discord.ext.test as dpytest
 from discord_helpers import (
+    dm_reply,
     make_role,
     member,
     running_bot,
@@ -88,9 +89,7 @@ async def test_forget_me_leaves_nothing_of_the_person(fast, store, engine):
 
 async def test_forget_me_is_deferred_and_reaches_direct_messages(bot, store):
     alice = member("alice")
-    dm = await alice.create_dm()
-    await dpytest.message("hello in private", channel=dm, member=alice)
-    [reply] = await sent_messages()
+    reply = await dm_reply("alice")
     assert await store.exchanges.for_message(reply.id) is not None
 
     done = await slash_as(bot, alice, dpytest.get_config().channels[0], "forget", "me")

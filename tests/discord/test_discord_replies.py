@@ -10,6 +10,7 @@ import discord.ext.test as dpytest
 from discord_helpers import (
     RecordingAdapter,
     attachment,
+    dm_reply,
     interaction_payload,
     invoke,
     member,
@@ -106,11 +107,7 @@ async def test_every_piece_of_a_split_reply_can_be_rated_and_taught(scripted_bot
 # --- reactions --------------------------------------------------------------------------------
 
 async def test_a_dm_reply_carries_no_rating_buttons(bot, store):
-    alice = member("alice")
-    dm = await alice.create_dm()
-    await dpytest.message("hello in private", channel=dm, member=alice)
-
-    [reply] = await sent_messages()
+    reply = await dm_reply("alice")
 
     assert await store.exchanges.for_message(reply.id) is not None
     assert reactions_on(bot, reply) == []
