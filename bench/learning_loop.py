@@ -1,10 +1,13 @@
 """Benchmark: does the bot learn from its moderators? A simulated moderator, the real bot path.
 
     .venv/bin/python bench/learning_loop.py [--model DIR_OR_NAME] [--rounds 3] [--quick]
+                                            [--data support|chitchat]
 
-Data: trainer/data/support_dialogues.jsonl (English and Chinese support prompts with reference
-replies, written for the project), split by a hash of the prompt into a pool and a held-out set
-(HELD_OUT_FRACTION). Held-out prompts are never rated, taught or imported.
+Data (--data): trainer/data/support_dialogues.jsonl (English and Chinese support prompts with
+reference replies, written for the project; the default) or chitchat_dialogues.jsonl (everyday
+chit-chat with short answers, English and Chinese, written for the project), split by a hash
+of the prompt into a pool and a held-out set (HELD_OUT_FRACTION). Held-out prompts are never
+rated, taught or imported.
 
 Base model: the demo's tiny GPT-2, built and pretrained once by the demo's own helpers
 (`trainer.demo.prepare.demo_model`, cached in --workdir; its pretraining text holds none of
@@ -63,10 +66,13 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def load_rows() -> list[dict]:
+DATA_SETS = {"support": "support_dialogues.jsonl", "chitchat": "chitchat_dialogues.jsonl"}
+
+
+def load_rows(data: str = "support") -> list[dict]:
     from trainer.importer import parse_rows, read_text
 
-    path = resources.files("trainer").joinpath("data/support_dialogues.jsonl")
+    path = resources.files("trainer").joinpath(f"data/{DATA_SETS[data]}")
     return [row for _, row in parse_rows(read_text(path))[0]]
 
 
@@ -99,7 +105,7 @@ class Bench:
                 "max_new_tokens": 24, "gate_max_prompts": 16})
         self.tokenizer = load_tokenizer(model_name)
         self.base_model = load_base_model(model_name, "cpu")
-        rows = load_rows()
+        rows = load_rows(args.data)
         self.pool = [r for r in rows if not held_out(r["input"])]
         self.held = [r for r in rows if held_out(r["input"])]
         if args.quick:
@@ -130,7 +136,7 @@ class Bench:
     def nll(self, blob: bytes | None, rows: list[dict]) -> float:
         from bot.core.dialogue import Turn
         from trainer.dataset import example_from
-        from trainer.fit import evaluate_adapter
+        from trainer.evaluate import evaluate_adapter
 
         examples = [example_from(str(i), "reply", [Turn("user", r["input"])], None,
                                  r["output"], self.tokenizer, self.settings.max_train_tokens)
@@ -177,9 +183,10 @@ def share(scores: list[float], threshold: float) -> float:
     return sum(1 for s in scores if s >= threshold) / len(scores)
 
 
-async def moderate(bench: Bench, runtime) -> dict:
+async def moderate(bench: Bench, runtime, answered: list | None = None) -> dict:
     """The bot answers every pool prompt through the conversation path; the moderator rates
-    each stored exchange (and teaches every third 👎) through the actions moderators use."""
+    each stored exchange (and teaches every third 👎) through the actions moderators use.
+    `answered`, when given, receives each (row, stored exchange)."""
     from bot.core.dialogue import Turn
     from bot.frontends.console import ConsoleSink
     from bot.service.drafts import Failure
@@ -198,6 +205,8 @@ async def moderate(bench: Bench, runtime) -> dict:
         if isinstance(exchange, Failure):
             counts["failed"] += 1
             continue
+        if answered is not None:
+            answered.append((row, exchange))
         liked = chrf(exchange.reply, row["output"]) >= bench.threshold
         answer = await runtime.actions.rate(GUILD, exchange.id, MODERATOR, 1 if liked else -1)
         if not answer.ok:
@@ -280,8 +289,8 @@ async def main_async(args) -> int:
     server = LocalRedis().start()
     try:
         bench = Bench(args, server.url, model_name, workdir)
-        say(f"model {model_name}; {len(bench.pool)} pool / {len(bench.held)} held-out prompts; "
-            f"load average {os.getloadavg()[0]:.2f}")
+        say(f"model {model_name}; data {args.data}; {len(bench.pool)} pool / "
+            f"{len(bench.held)} held-out prompts; load average {os.getloadavg()[0]:.2f}")
         base = await bench.calibrate()
         say(f"base: held-out 👍 share {base['share']:.3f}, chrF {base['chrf']:.2f}, "
             f"reference NLL {base['nll']:.3f}")
@@ -319,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=str(ROOT / ".bench"),
                         help="where the tiny model and the reports go (default .bench)")
     parser.add_argument("--json", action="store_true", help="print every number as JSON too")
+    parser.add_argument("--data", choices=sorted(DATA_SETS), default="support",
+                        help="the dialogues the moderator and the held-out prompts come from: "
+                             "support (default) or chitchat (short everyday answers)")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -7,7 +7,7 @@ Base model: the demo's pretrained tiny GPT-2 (built once in --workdir, as `make 
 held out, never rated). A simulated moderator rates the base model's greedy reply to each pool
 prompt by chrF (sacrebleu) against the sample answer: 👍 at or above the score that about a
 quarter of the base replies reach, 👎 below, and every third 👎 is taught the sample answer.
-Then `trainer.search.train_adapter` (the demo's search settings, seed 0) trains one adapter per
+Then `trainer.tune.tuned_best_fit` (the demo's search settings, seed 0) trains one adapter per
 variant on the same data: SFT alone (DPO_WEIGHT=KTO_WEIGHT=0, the baseline), the defaults
 (one preference epoch at a quarter of the winner's rate), the preference epoch at the full
 rate, and two preference epochs. Each is scored on the held-out prompts: mean chrF and the
@@ -46,8 +46,10 @@ def main() -> None:
     from bot.core.store.records import Correction
     from trainer.dataset import build_dataset, validation_ids
     from trainer.demo.prepare import demo_model
-    from trainer.fit import load_base_model, load_tokenizer, with_adapter
-    from trainer.search import train_adapter
+    from trainer.evaluate import with_adapter
+    from trainer.fit import load_base_model, load_tokenizer
+    from trainer.search import SearchConfig
+    from trainer.tune import tuned_best_fit
 
     name = demo_model(args.model, Path(args.workdir), print)
     tokenizer, base = load_tokenizer(name), load_base_model(name, "cpu")
@@ -100,8 +102,8 @@ def main() -> None:
         settings = load_settings(**demo, **extra)
         data = build_dataset(rated, tokenizer, max_tokens=settings.max_train_tokens,
                              max_examples=settings.max_train_examples, val_fraction=0.2)
-        result = train_adapter(base, data, settings, device="cpu",
-                               pad_id=tokenizer.eos_token_id, progress=False, seed=0)
+        result = tuned_best_fit(base, data, SearchConfig.from_settings(settings),
+                                pad_id=tokenizer.eos_token_id, progress=False, seed=0)
         model = with_adapter(base, result.best.adapter, "cpu")
         mean, shares[variant] = evaluate(model)
         ratio = f"{shares[variant] / shares['sft']:.2f}x SFT's share" if shares["sft"] else "-"

@@ -7,7 +7,7 @@ Without --model it builds a model of GPT-2 small's shape (12 layers, width 768, 
 vocabulary 50,257, 124M parameters) with random weights and the tiny model's tokenizer:
 the time per step is GPT-2's, no download needed. The data: the demo's sample dialogues
 (trainer/data/customer_service.jsonl) as 👍-rated exchanges in the demo's style, plus two
-👎 replies, built by trainer.dataset like a cycle does. It runs `trainer.search.train_adapter`
+👎 replies, built by trainer.dataset like a cycle does. It runs `trainer.tune.tuned_best_fit`
 with the demo's settings (4 trials of up to 12 epochs, patience 3, a 150 s limit) and reports
 the trials. The baseline is the search before issue 11, which checked the limit only between
 trials: it ran trial 0 to its end (the issue measured one trial on this model), so its count
@@ -70,7 +70,8 @@ def main() -> None:
     from bot.core.config import load_settings
     from trainer.dataset import build_dataset
     from trainer.fit import load_base_model, load_tokenizer
-    from trainer.search import train_adapter
+    from trainer.search import SearchConfig
+    from trainer.tune import tuned_best_fit
 
     with tempfile.TemporaryDirectory() as workdir:
         model_name = args.model or str(gpt2_small_shape(Path(workdir) / "gpt2-small-shape"))
@@ -84,8 +85,8 @@ def main() -> None:
         base = load_base_model(model_name, "cpu")
         parameters = sum(p.numel() for p in base.parameters())
         started = time.monotonic()
-        result = train_adapter(base, data, settings, device="cpu",
-                               pad_id=tokenizer.eos_token_id, progress=False, seed=0)
+        result = tuned_best_fit(base, data, SearchConfig.from_settings(settings),
+                                pad_id=tokenizer.eos_token_id, progress=False, seed=0)
         seconds = time.monotonic() - started
     with_epoch = [t for t in result.trials if t["val_losses"]]
     print(f"model: {parameters / 1e6:.0f}M parameters, torch threads {torch.get_num_threads()}")

@@ -119,7 +119,8 @@ async def part_seed(args) -> dict:
     from transformers import Trainer, TrainingArguments
 
     from trainer.dataset import targets
-    from trainer.fit import evaluate_loss, load_base_model
+    from trainer.evaluate import evaluate_loss
+    from trainer.fit import load_base_model
 
     settings = bench_settings(args)
     baseline = peak_rss_mb()

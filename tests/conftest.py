@@ -1,12 +1,15 @@
 """Shared fixtures: a private redis-server per test session, a fresh key prefix per test, the
-offline tiny GPT-2 and adapter blobs for it."""
+offline tiny GPT-2 and adapter blobs for it, and the demo's pretrained tiny GPT-2."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import uuid
 
 import pytest
 import redis.asyncio as aioredis
+from paths import REPO
 from store_util import TENANT
 
 from bot.core.config import load_settings
@@ -14,6 +17,8 @@ from bot.core.local_redis import LocalRedis
 from bot.core.store import Store
 
 TEST_SECRET = "test-secret-for-hmac"
+# Pretrained models kept between test runs, one folder per recipe digest.
+PRETRAINED_CACHE = REPO / ".cache" / "pretrained"
 
 
 @pytest.fixture(scope="session")
@@ -104,6 +109,33 @@ def tiny_model_dir(tmp_path_factory):
     from trainer.demo.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def pretrained_model_dir():
+    """The demo's tiny GPT-2, pretrained as `make demo` does in its quick mode: built at most
+    once per test run, and kept in PRETRAINED_CACHE under its recipe's digest, so a run
+    rebuilds it only when its text, shape or pretraining changes. It is built aside and moved
+    in whole: a run killed mid-build leaves nothing half-made under the digest."""
+    from trainer.demo.prepare import (
+        MODEL_DIR,
+        PRETRAIN_STEPS,
+        demo_recipe,
+        recipe_digest,
+        tiny_demo_model,
+    )
+    from trainer.demo.pretrain import pretrain_text
+
+    steps = PRETRAIN_STEPS["quick"]
+    home = PRETRAINED_CACHE / recipe_digest(demo_recipe(pretrain_text(), steps))
+    if not (home / MODEL_DIR).is_dir():
+        staging = home.with_name(f"{home.name}.building-{os.getpid()}")
+        tiny_demo_model(staging, print, steps=steps)
+        try:
+            staging.rename(home)
+        except OSError:  # another test run moved the same model in first
+            shutil.rmtree(staging)
+    return home / MODEL_DIR
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ and test_engine_scheduler.py (each asks for the reply length it relies on)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -36,3 +37,14 @@ async def running_engine(settings, blobs: dict[str, bytes] | None = None
         yield engine
     finally:
         await engine.close()
+
+
+async def swap_through(engine: Engine, serving: dict, versions=("v1", "v2", "base", "v1", "v2"),
+                       pause_s: float = 0.04) -> None:
+    """Move `serving["version"]` (a server's table) through `versions`, one every `pause_s`,
+    each loaded before it serves, as the router does."""
+    for version in versions:
+        await asyncio.sleep(pause_s)
+        if version != "base":
+            await engine.load(version)
+        serving["version"] = version

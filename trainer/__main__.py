@@ -28,6 +28,16 @@ def main(argv: list[str] | None = None) -> int:
     importing.add_argument("file")
     importing.add_argument("--guild", type=int, default=None,
                            help="the server whose data they become (default: HOME_GUILD_ID)")
+    export = commands.add_parser("export", help="write a server's adapter (default: its "
+                                                "active one) as a safetensors FILE")
+    export.add_argument("file")
+    export.add_argument("--version", default=None, help="the version to write")
+    publish = commands.add_parser("publish", help="bring an adapter FILE into service for a "
+                                                  "server, through the adapter checks and gate")
+    publish.add_argument("file")
+    for command in (export, publish):
+        command.add_argument("--guild", type=int, default=None,
+                             help="the server (default: HOME_GUILD_ID)")
     args = parser.parse_args(argv)
 
     if args.command == "init-tiny-model":
@@ -48,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     hide_secrets_in_logs(settings)
-    commands_run = {"run": _serve, "once": _once, "import": _import}
+    commands_run = {"run": _serve, "once": _once, "import": _import, "export": _transfer,
+                    "publish": _transfer}
     # One clear line and exit status 1 on failure (no secret; the traceback only at DEBUG).
     return run_main(commands_run[args.command](settings, args), settings, args.command)
 
@@ -129,6 +140,13 @@ async def _import(settings, args) -> int:
     print(f"imported {result.stored} pair(s) from {args.file} into server {guild}; "
           f"{result.duplicates} duplicate(s) skipped")
     return 0
+
+
+async def _transfer(settings, args) -> int:
+    from trainer.transfer import run_command
+
+    guild = _guild(settings, args)
+    return 2 if guild is None else await run_command(settings, args, guild)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,13 @@ from bot.core.adapter_io import AdapterLoadError
 from bot.core.generation import BASE_VERSION
 from bot.core.store import RatedExchange
 from trainer.dataset import DataSet, build_dataset
+from trainer.exam import ExamSource, exam_references
 from trainer.fit import load_base_model, load_tokenizer
-from trainer.quality import Quality, compare, measure_model, references
+from trainer.forgetting import general_examples
+from trainer.quality import GateConfig, Quality, compare, measure_model
 from trainer.report import loss_curve_png
-from trainer.search import SearchResult, train_adapter
+from trainer.search import SearchConfig, SearchResult
+from trainer.tune import tuned_best_fit
 
 log = logging.getLogger(__name__)
 
@@ -31,36 +34,38 @@ class Candidate:
     png: bytes | None = None  # the loss curve of the winning trial
 
 
-def train_candidate(settings, rated: list[RatedExchange], parent: str,
-                    active_blob: bytes | None, first_trial: dict | None,
-                    progress: bool) -> Candidate:
-    """Build the data set, search for the best adapter and measure it against base and active.
+def fit_candidate(settings, rated: list[RatedExchange], exam: ExamSource, parent: str,
+                  active_blob: bytes | None, first_trial: dict | None,
+                  progress: bool) -> Candidate:
+    """Build the data set (`rated`: the endorsed view; the exam's pinned exchanges never
+    train), search for the best adapter and measure it against base and active.
 
     The search and the losses are skipped when the data set has no train or no validation
     examples; `search.best` is None when every trial failed or was pruned.
     """
-    device = settings.resolved_device()
+    search_config = SearchConfig.from_settings(settings)
+    device = search_config.fit.device
     tokenizer = load_tokenizer(settings.model_name)
     data = build_dataset(rated, tokenizer, max_tokens=settings.max_train_tokens,
                          max_examples=settings.max_train_examples,
-                         val_fraction=settings.val_fraction)
+                         val_fraction=settings.val_fraction,
+                         exam_ids=exam.pinned_ids)
     candidate = Candidate(data=data)
     if not data.train or not data.validation:
         return candidate
     base = load_base_model(settings.model_name, device)
-    pad_id = tokenizer.eos_token_id
     log.info("training: %d train / %d validation examples on %s, up to %d trials",
-             len(data.train), len(data.validation), device, settings.search_trials)
-    candidate.search = train_adapter(base, data, settings, device=device, pad_id=pad_id,
-                                     previous=first_trial, progress=progress)
+             len(data.train), len(data.validation), device, search_config.trials)
+    candidate.search = tuned_best_fit(base, data, search_config, pad_id=tokenizer.eos_token_id,
+                                      previous=first_trial, progress=progress)
     candidate.notes += candidate.search.notes
     best = candidate.search.best
     if best is None:
         return candidate
 
-    candidate.quality = measure_candidate(settings, base, tokenizer, rated, data, parent,
-                                          active_blob, best.adapter, candidate.notes,
-                                          device=device)
+    candidate.quality = measure_candidate(GateConfig.from_settings(settings), base, tokenizer,
+                                          rated, exam, data, parent, active_blob,
+                                          best.adapter, candidate.notes)
     quality = candidate.quality
     losses = candidate.val_loss
     losses["base"] = quality.base.nll
@@ -76,20 +81,21 @@ def train_candidate(settings, rated: list[RatedExchange], parent: str,
     return candidate
 
 
-def measure_candidate(settings, base, tokenizer, rated: list[RatedExchange], data: DataSet,
-                      parent: str, active_blob: bytes | None, candidate_blob: bytes,
-                      notes: list[str], *, device: str) -> Quality:
+def measure_candidate(config: GateConfig, base, tokenizer, rated: list[RatedExchange],
+                      exam: ExamSource, data: DataSet, parent: str,
+                      active_blob: bytes | None, candidate_blob: bytes,
+                      notes: list[str]) -> Quality:
     """The gate's numbers: base, active (unless the base serves) and candidate, on the same
-    references and validation examples. An active adapter that cannot be loaded is noted and
-    left out (the gate then compares with the base model)."""
-    refs = references(rated, data.held_out, settings.gate_max_prompts,
-                      frozenset({BASE_VERSION, parent}))
-    log.info("gate: greedy replies to %d validation prompt(s) from base, active and candidate",
+    exam, validation examples and general text. An active adapter that cannot be loaded is
+    noted and left out (the gate then compares with the base model)."""
+    refs = exam_references(rated, data.held_out, list(exam.pinned), config.max_prompts,
+                           frozenset({BASE_VERSION, parent}), exam.importers)
+    general = general_examples(tokenizer, config.max_train_tokens)
+    log.info("gate: greedy replies to %d exam prompt(s) from base, active and candidate",
              len(refs))
 
     def measure(blob: bytes | None):
-        return measure_model(base, blob, tokenizer, refs, data.validation, settings,
-                             device=device)
+        return measure_model(base, blob, tokenizer, refs, data.validation, general, config)
 
     base_measured = measure(None)
     active = None
@@ -102,4 +108,4 @@ def measure_candidate(settings, base, tokenizer, rated: list[RatedExchange], dat
     # The candidate is measured from its serialized bytes, as the bot will load it.
     measured = measure(candidate_blob)
     return compare(base_measured, measured, active, refs, data.validation,
-                   settings.gate_bootstrap_samples)
+                   config.bootstrap_samples)

@@ -6,9 +6,11 @@ a cycle trains on its server's ratings only and moves only its server's adapter.
     snapshot where training stands (newest rating event, cursor, new ratings, "train now")
     enough new ratings since the cursor, a "train now" request or `force`? (else: skipped)
         (the request stays in the store until the cycle ends; a failed cycle keeps it)
-    data set from every rated exchange -> search (in a worker thread) -> candidate
+    the endorsed view of every rated exchange (trainer/trust.py; held items are queued for
+        review) -> data set -> search (in a worker thread) -> candidate
     the gate's numbers for base, active and candidate on the same validation side (greedy
         replies scored with chrF, preference accuracy, NLL) -> gate
+    the adapter checks every adapter passes before it serves (trainer/transfer.py)
     publish (last step: save, report, compare-and-set of the active pointer) or reject
     record the outcome; move the cursor to the snapshot if the cycle used the ratings; unlock
 
@@ -22,8 +24,6 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
-from typing import Literal
 
 from bot.core.store import (
     BASE_VERSION,
@@ -34,64 +34,21 @@ from bot.core.store import (
     UnknownAdapter,
 )
 from bot.core.store.registry import Registry
-from trainer.candidate import Candidate, train_candidate
-from trainer.publish import PublishRefused, gate, publish
+from trainer.candidate import Candidate, fit_candidate
+from trainer.exam import ExamSource
+from trainer.gate import GateRules, gate
+from trainer.importer import IMPORT_MODERATOR
+from trainer.outcome import CycleOutcome
+from trainer.publish import PublishRefused, publish
 from trainer.report import write_report_files
+from trainer.summary import exam_answers, headline, held_items, taught_since
+from trainer.transfer import service_refusal
+from trainer.trust import TrustPolicy, judge
 
 log = logging.getLogger(__name__)
 
 LOCK_HELD = "another trainer holds the lock"
 REQUEST_ATTEMPTS = 3  # failed cycles a "train now" request survives
-
-
-@dataclass
-class CycleOutcome:
-    """What one cycle did: the `--json` line, the recorded run and the report derive from it."""
-
-    outcome: Literal["promoted", "rejected", "skipped"]
-    reason: str
-    guild: int | None = None  # the server (tenant) trained
-    version: str | None = None  # the promoted adapter (or the one saved but refused)
-    parent: str | None = None  # the version active when the cycle started
-    new_ratings: int | None = None
-    ratings_used: bool = False  # the cursor moves past the ratings this cycle saw
-    data: dict = field(default_factory=dict)
-    val_loss: dict = field(default_factory=lambda: {"base": None, "active": None,
-                                                    "candidate": None})
-    # The gate's numbers (trainer.quality.Quality.numbers) and "failed": the number that
-    # refused the candidate; "samples": a few prompts with each model's reply (report only).
-    gate: dict = field(default_factory=dict)
-    learning_rate: float | None = None
-    batch_size: int | None = None
-    hyperparameters: dict = field(default_factory=dict)
-    metrics: dict = field(default_factory=dict)
-    trials: int | None = None  # how many trials the search ran
-    trial_details: list[dict] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    report_path: str | None = None
-    png_path: str | None = None
-    seconds: float = 0.0
-
-    def summary(self) -> dict:
-        """The one-line JSON of `python -m trainer once --json`."""
-        return {"outcome": self.outcome, "reason": self.reason, "guild": self.guild,
-                "version": self.version, "val_loss": dict(self.val_loss),
-                "gate": {k: v for k, v in self.gate.items() if k != "samples"},
-                "data": dict(self.data), "learning_rate": self.learning_rate,
-                "batch_size": self.batch_size, "trials": self.trials}
-
-    def report(self) -> dict:
-        """The training report saved with the adapter and written to the reports folder."""
-        # The gate's numbers come first: the mod-log post shows the report's first lines.
-        return {"outcome": self.outcome, "reason": self.reason, "guild": self.guild,
-                "version": self.version, "parent": self.parent, "gate": self.gate,
-                "val_loss": self.val_loss, "data": self.data,
-                "hyperparameters": self.hyperparameters, "metrics": self.metrics,
-                "trials": self.trial_details, "notes": self.notes}
-
-    def as_record(self) -> dict:
-        """The entry kept in the store's list of recent runs."""
-        return {**asdict(self), "at": time.time()}
 
 
 class TrainingLock:
@@ -192,6 +149,8 @@ async def run_cycle(settings, store: Store, guild: int, *, force: bool = False,
         outcome = await _locked_cycle(settings, store, lock, snapshot, force=force,
                                       progress=progress)
         outcome.guild = guild
+        outcome.learned["headline"] = headline(outcome.outcome, outcome.version, outcome.parent,
+                                               outcome.reason, outcome.gate.get("failed"))
         if outcome.ratings_used:
             await store.trainer.set_cursor(snapshot.newest_event)
         # A "train now" request stays until here, so a trainer killed mid-cycle leaves it
@@ -240,17 +199,28 @@ async def _locked_cycle(settings, store: TenantStore, lock: TrainingLock, snapsh
 
     parent, active_blob = await _active_adapter(store)
     first_trial = await warm_start(store.registry)
-    rated = await store.exchanges.rated()
-    candidate = await asyncio.to_thread(train_candidate, settings, rated, parent, active_blob,
-                                        first_trial, progress)
+    verdict, queued, exam = await endorsed_view(settings, store)
+    since = await _previous_cycle_at(store)
+    candidate = await asyncio.to_thread(fit_candidate, settings, verdict.rated, exam, parent,
+                                        active_blob, first_trial, progress)
     outcome = CycleOutcome("rejected", "", parent=parent, new_ratings=snapshot.new_ratings,
-                           ratings_used=True, data=candidate.data.counts,
-                           notes=candidate.notes)
+                           ratings_used=True, notes=[*candidate.notes, verdict.note()],
+                           data={**candidate.data.counts,
+                                 "trust": {**verdict.counts(), "newly_held": queued}},
+                           learned={"taught": taught_since(verdict.rated, since),
+                                    "held": held_items(verdict.held, queued)})
+    return await _judge_and_publish(settings, store, lock, outcome, candidate)
+
+
+async def _judge_and_publish(settings, store: TenantStore, lock: TrainingLock,
+                             outcome: CycleOutcome, candidate: Candidate) -> CycleOutcome:
+    """The gate's decision on a trained candidate and, when it passes, publishing."""
+    parent = outcome.parent
     if not candidate.data.train or not candidate.data.validation:
         outcome.outcome = "skipped"
         outcome.reason = (f"no usable data: {len(candidate.data.train)} train and "
                           f"{len(candidate.data.validation)} validation examples from "
-                          f"{len(rated)} rated exchanges")
+                          f"{candidate.data.counts['rated_exchanges']} endorsed rated exchanges")
         return outcome
     search = candidate.search
     outcome.trials, outcome.trial_details = len(search.trials), search.trials
@@ -259,14 +229,20 @@ async def _locked_cycle(settings, store: TenantStore, lock: TrainingLock, snapsh
         return outcome
 
     _describe_candidate(outcome, candidate, settings)
-    decision = gate(candidate.quality, margin=settings.gate_margin,
-                    chrf_margin=settings.gate_chrf_margin)
+    decision = gate(candidate.quality, GateRules.from_settings(settings))
     outcome.reason = decision.reason
     outcome.gate["failed"] = decision.failed
+    outcome.learned["exam"] = exam_answers(outcome.gate.get("samples"), parent)
+    # The report saved with a promoted adapter carries the headline the mod log shows.
+    outcome.learned["headline"] = headline("promoted" if decision.promote else "rejected", "",
+                                           parent, decision.reason, decision.failed)
     if not decision.promote:
         _keep_files(outcome, settings,
                     f"g{store.tenant}-rejected-{time.strftime('%Y%m%d-%H%M%S')}", candidate.png)
         return outcome
+    refused = await asyncio.to_thread(service_refusal, settings, search.best.adapter)
+    if refused is not None:  # the checks every adapter passes before it serves
+        return _refused_by_checks(outcome, refused)
     if not await lock.still_held():
         outcome.reason = "lost the training lock before publishing; nothing was published"
         outcome.ratings_used = False  # whoever holds the lock now trains on them
@@ -283,6 +259,34 @@ async def _locked_cycle(settings, store: TenantStore, lock: TrainingLock, snapsh
         return outcome
     outcome.outcome, outcome.version = "promoted", saved.version
     _keep_files(outcome, settings, saved.version, candidate.png)
+    return outcome
+
+
+async def _previous_cycle_at(store: TenantStore) -> float | None:
+    """When the server's last cycle that trained ended (None: never): taught replies newer
+    than that are what this cycle learns."""
+    for run in await store.trainer.recent_runs():
+        if run.get("outcome") in ("promoted", "rejected") and run.get("at"):
+            return float(run["at"])
+    return None
+
+
+async def endorsed_view(settings, store: TenantStore):
+    """The endorsed view of every rated exchange (trainer/trust.py): only it trains and gives
+    the exam its references; held items are queued for review. Returns the verdict, how many
+    items were newly queued and what the exam needs besides."""
+    rated = await store.exchanges.rated()
+    importers = frozenset({store.exchanges.user_hash(IMPORT_MODERATOR)})
+    verdict = await asyncio.to_thread(judge, rated, await store.trust.state(),
+                                      TrustPolicy.from_settings(settings), set(importers))
+    queued = await store.trust.hold(verdict.held)
+    pinned = await store.exchanges.get_many(await store.trust.exam_pins())
+    return verdict, queued, ExamSource(tuple(pinned), importers)
+
+
+def _refused_by_checks(outcome: CycleOutcome, refused: str) -> CycleOutcome:
+    outcome.reason = f"refused by the adapter checks: {refused}"
+    outcome.gate["failed"] = "sanity"
     return outcome
 
 

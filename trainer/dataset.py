@@ -1,6 +1,8 @@
 """Rated exchanges to training examples, in exactly the format the bot serves.
 
-Every moderator signal becomes data (issue 11):
+The rated exchanges are the endorsed view a cycle gets from `trainer.trust.judge` (without
+distrusted moderators, held teachings, or signals over a moderator's share). Every signal in
+it becomes data:
 - "correction": every moderator correction (one per moderator, the store keeps each
   moderator's newest), whatever the score, is an SFT target;
 - "pair": each correction with the bot reply it replaced is a preference pair (chosen = the
@@ -140,9 +142,10 @@ COUNT_OF: dict[str, str] = {"reply": "positives", "correction": "corrections", "
 
 
 def build_dataset(rated: list[RatedExchange], tokenizer, *, max_tokens: int,
-                  max_examples: int, val_fraction: float) -> DataSet:
+                  max_examples: int, val_fraction: float,
+                  exam_ids: frozenset[str] = frozenset()) -> DataSet:
     """Examples from rated exchanges (newest first), from the newest `max_examples` exchanges
-    that give any."""
+    that give any. Exchanges in `exam_ids` (pinned to the exam) are always held out."""
     examples: list[Example] = []
     counts = {"rated_exchanges": len(rated), "positives": 0, "corrections": 0, "pairs": 0,
               "desirable": 0, "undesirable": 0, "negatives_used": 0, "not_positive": 0,
@@ -176,7 +179,7 @@ def build_dataset(rated: list[RatedExchange], tokenizer, *, max_tokens: int,
             negative_used |= item.score < 0 and kind in ("pair", "undesirable")
         counts["negatives_used"] += negative_used
 
-    held_out = validation_ids([e.exchange_id for e in examples], val_fraction)
+    held_out = validation_ids([e.exchange_id for e in examples], val_fraction) | exam_ids
     train = [e for e in examples if e.exchange_id not in held_out]
     validation = [e for e in examples if e.exchange_id in held_out]
     counts.update(train_examples=len(train), validation_examples=len(validation),

@@ -1,6 +1,6 @@
 """Training objectives over the masked, served format: SFT, DPO on pairs, KTO on labels.
 
-Each objective gives what one micro-batch adds to its batch's loss (fit.Objective), so the
+Each objective gives what one micro-batch adds to its batch's loss (`Objective`), so the
 fit's gradient accumulation stays exact. The reference model of the preference terms is the
 same model with its LoRA adapter disabled (peft `disable_adapter()`), i.e. the base model;
 reference passes run without dropout and without gradients, and their log-probs are cached
@@ -26,13 +26,49 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
 from trainer.dataset import IGNORE_INDEX, LABEL_KINDS, TARGET_KINDS, Example
+from trainer.evaluate import collate, eval_mode, summed_loss
 
 Sequence = tuple[list[int], list[int]]  # (input ids, labels with IGNORE_INDEX over the prompt)
+
+
+class Objective(Protocol):
+    """A training loss over examples; the fit steps once per batch of micro-batches."""
+
+    name: str
+
+    def uses(self, example: Example) -> bool:
+        """Whether the loss learns from `example` (the fit batches only those)."""
+        ...
+
+    def micro_loss(self, model, micro: list[Example], batch: list[Example], *, pad_id: int,
+                   device: str) -> torch.Tensor:
+        """The share of `micro` (a slice of `batch`) in the batch's loss: the shares of all
+        micro-batches add up to it. May be zero-valued (no gradient) for examples it skips."""
+        ...
+
+
+class SupervisedObjective:
+    """SFT: mean cross-entropy per target token over the batch's target examples."""
+
+    name = "sft"
+
+    def uses(self, example: Example) -> bool:
+        return example.kind in TARGET_KINDS
+
+    def micro_loss(self, model, micro: list[Example], batch: list[Example], *, pad_id: int,
+                   device: str) -> torch.Tensor:
+        targets = [e for e in micro if e.kind in TARGET_KINDS]
+        batch_tokens = sum(e.target_tokens for e in batch if e.kind in TARGET_KINDS)
+        if not targets or not batch_tokens:
+            return torch.zeros((), device=device)
+        loss, _ = summed_loss(model, collate(targets, pad_id, device))
+        return loss / batch_tokens
 
 
 def _tensors(sequences: list[Sequence], pad_id: int, device: str):
@@ -59,24 +95,13 @@ def sequence_logps(model, sequences: list[Sequence], *, pad_id: int,
     return (token_logps * keep).sum(dim=-1)
 
 
-@contextlib.contextmanager
-def _no_dropout(model):
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        if was_training:
-            model.train()
-
-
 def reference_logps(model, sequences: list[Sequence], *, pad_id: int,
                     device: str) -> torch.Tensor:
     """`sequence_logps` of the reference: the same model with its LoRA adapter disabled (a
     model without adapters is its own reference); no dropout, no gradients."""
     disabled = model.disable_adapter() if hasattr(model, "disable_adapter") else \
         contextlib.nullcontext()
-    with torch.no_grad(), _no_dropout(model), disabled:
+    with torch.no_grad(), eval_mode(model), disabled:
         return sequence_logps(model, sequences, pad_id=pad_id, device=device)
 
 
@@ -191,7 +216,7 @@ class PreferenceObjective:
             return torch.zeros((), device=device)
         chosen = [(e.input_ids, e.labels) for e in micro_pairs]
         rejected = [(list(e.rejected_ids), list(e.rejected_labels)) for e in micro_pairs]
-        with _no_dropout(model):
+        with eval_mode(model):
             policy = sequence_logps(model, chosen + rejected, pad_id=pad_id, device=device)
         ref = self.reference(model, chosen + rejected, pad_id=pad_id, device=device)
         n = len(micro_pairs)
@@ -206,7 +231,7 @@ class PreferenceObjective:
             return self._z0[1]
         batch_labels = [e for e in batch if e.kind in LABEL_KINDS]
         sequences = mismatched(batch_labels)
-        with torch.no_grad(), _no_dropout(model):
+        with torch.no_grad(), eval_mode(model):
             policy = sequence_logps(model, sequences, pad_id=pad_id, device=device)
         ref = reference_logps(model, sequences, pad_id=pad_id, device=device)
         z0 = kto_reference_point(policy, ref)
@@ -223,7 +248,7 @@ class PreferenceObjective:
             return torch.zeros((), device=device)
         z0 = self.batch_z0(model, batch, pad_id, device)
         sequences = [(e.input_ids, e.labels) for e in active]
-        with _no_dropout(model):
+        with eval_mode(model):
             policy = sequence_logps(model, sequences, pad_id=pad_id, device=device)
         ref = self.reference(model, sequences, pad_id=pad_id, device=device)
         desirable = torch.tensor([e.kind == "desirable" for e in active], device=device)
@@ -233,8 +258,22 @@ class PreferenceObjective:
         return (weights * losses).sum() / count
 
 
-def objective_from(settings) -> PreferenceObjective:
-    """The training objective the settings ask for (DPO_WEIGHT=KTO_WEIGHT=0: SFT only)."""
-    return PreferenceObjective(dpo_weight=settings.dpo_weight, kto_weight=settings.kto_weight,
-                               beta=settings.preference_beta,
-                               desirable_weight=settings.kto_desirable_weight)
+@dataclass(frozen=True)
+class PreferenceConfig:
+    """The preference epochs' loss as the settings ask for it (DPO_WEIGHT=KTO_WEIGHT=0: SFT
+    only): DPO_WEIGHT, KTO_WEIGHT, PREFERENCE_BETA, KTO_DESIRABLE_WEIGHT."""
+
+    dpo_weight: float = 0.5
+    kto_weight: float = 0.5
+    beta: float = 1.0
+    desirable_weight: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings) -> PreferenceConfig:
+        return cls(dpo_weight=settings.dpo_weight, kto_weight=settings.kto_weight,
+                   beta=settings.preference_beta, desirable_weight=settings.kto_desirable_weight)
+
+    def objective(self) -> PreferenceObjective:
+        """A fresh objective: its cache of reference log-probs serves one base model."""
+        return PreferenceObjective(dpo_weight=self.dpo_weight, kto_weight=self.kto_weight,
+                                   beta=self.beta, desirable_weight=self.desirable_weight)

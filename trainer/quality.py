@@ -1,43 +1,43 @@
-"""What the gate measures on the validation side, for the base model, the active adapter and the
-candidate: greedy replies scored against the moderators' references, preference accuracy and NLL.
+"""What the gate measures on the exam, for the base model, the active adapter and the candidate:
+greedy replies scored against the endorsed references, checks on the replies themselves,
+preference accuracy, NLL on the validation side and on general text.
 
-- References: the rated exchanges on the validation side (`DataSet.held_out`); the reference of
-  one is its newest correction, else its reply when the moderators' score is positive, unless
-  that reply was written by a model the gate compares (the base model or the active adapter):
-  greedy decoding gives that model its own reply back word for word, so every candidate would
-  look worse than it (measured: the base model scored chrF 51 against 18 on such references).
-  An exchange with none of these (a 👎 without a taught reply) has no reference and is left
-  out. At most GATE_MAX_PROMPTS of them (the newest), so the gate costs bounded time on a CPU.
-- Replies: greedy, from exactly the prompt the bot serves (`bot.core.dialogue.build_prompt` within
-  the model's positions minus MAX_NEW_TOKENS, the bot's repetition penalty), decoded as the
-  engine streams a reply (`bot.core.reply_decoder.reply_text`: no broken character, cut where it
-  ends), batched, in this process: the base model alone or with one adapter attached.
+- References: the server's exam (`trainer.exam`): pinned replies and the validation side's
+  endorsed references, at most GATE_MAX_PROMPTS, the same ones every cycle.
+- Replies: greedy, from exactly the prompt the bot serves (`bot.core.dialogue.build_prompt`
+  within the model's positions minus MAX_NEW_TOKENS, the bot's repetition penalty), decoded as
+  the engine streams a reply (`bot.core.reply_decoder.reply_text`: no broken character, cut
+  where it ends), batched, in this process: the base model alone or with one adapter attached.
 - Reply score: sentence chrF (sacrebleu; character n-grams, so it reads Chinese as well as
   English) of each reply against its reference, averaged. The difference candidate minus
   another model gets a paired bootstrap (fixed seed): its mean and a 90 % interval.
+- Degeneracy (`trainer.degeneracy`): shared long passages, distinct word pairs and new links
+  in each model's replies and in the references.
 - Preference accuracy: the share of validation preferences an adapter gets right, counting
   log-probability gained over the reference model (the base, adapter disabled) as DPO's and
   KTO's implicit reward does: a pair (taught reply vs the reply it replaced) when the chosen
   reply gains more than the rejected one, a 👍 label when its reply gains, a 👎 label when its
   reply loses. The base model is the reference itself: it has no accuracy of its own (a tie on
-  every preference; the gate counts it as 0.5). With no references (a 👎-only data set) this is
-  the number left to decide on besides NLL.
-- NLL: the masked validation loss per reply token over the validation targets, as before.
+  every preference; the gate counts it as 0.5). The difference to another model gets the same
+  paired bootstrap as chrF, over the preferences.
+- NLL: the masked validation loss per reply token over the validation targets; and the same on
+  general text (`trainer.forgetting`), which no moderator's data can move.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 from sacrebleu.metrics import CHRF
 
-from bot.core.dialogue import Turn, build_prompt
+from bot.core.dialogue import build_prompt
 from bot.core.reply_decoder import TokenBytes, reply_text
-from bot.core.store import RatedExchange
 from trainer.dataset import Example, labels, pairs
-from trainer.fit import evaluate_loss, with_adapter
+from trainer.degeneracy import ReplyFigures, figures
+from trainer.evaluate import evaluate_loss, with_adapter
+from trainer.exam import Reference
 
 BOOTSTRAP_SEED = 20261124  # fixed: the same numbers give the same interval every cycle
 INTERVAL = 0.90  # two-sided; its lower end is a one-sided 95 % bound
@@ -47,13 +47,25 @@ _CHRF = CHRF()
 
 
 @dataclass(frozen=True)
-class Reference:
-    """A validation prompt as the bot was asked it, and the reply the moderators want."""
+class GateConfig:
+    """What the gate's measurements need of the settings."""
 
-    exchange_id: str
-    turns: list[Turn]
-    style: str | None
-    text: str
+    device: str = "cpu"  # resolved: cpu, cuda, cuda:N or mps
+    max_prompts: int = 48  # GATE_MAX_PROMPTS: references the replies are generated for
+    bootstrap_samples: int = 1000  # GATE_BOOTSTRAP_SAMPLES
+    max_new_tokens: int = 64  # the bot's reply length and repetition penalty: replies as served
+    repetition_penalty: float = 1.2
+    micro_batch_size: int = 8  # most examples in one forward pass
+    max_train_tokens: int = 256  # the general-text examples are cut as training examples are
+
+    @classmethod
+    def from_settings(cls, settings) -> GateConfig:
+        return cls(device=settings.resolved_device(), max_prompts=settings.gate_max_prompts,
+                   bootstrap_samples=settings.gate_bootstrap_samples,
+                   max_new_tokens=settings.max_new_tokens,
+                   repetition_penalty=settings.repetition_penalty,
+                   micro_batch_size=settings.micro_batch_size,
+                   max_train_tokens=settings.max_train_tokens)
 
 
 @dataclass(frozen=True)
@@ -63,11 +75,13 @@ class Scores:
     nll: float
     chrf: float | None = None  # mean sentence chrF of its greedy replies (0-100)
     preference_accuracy: float | None = None
+    general_nll: float | None = None  # reply-format NLL on the general text (forgetting)
 
 
 @dataclass(frozen=True)
 class Interval:
-    """Mean sentence chrF of the candidate minus another model's, with a bootstrap interval."""
+    """The mean of the candidate's score minus another model's, paired over the same items,
+    with its bootstrap interval (chrF over exam prompts, hits over preferences)."""
 
     mean: float
     low: float
@@ -83,6 +97,11 @@ class Quality:
     active: Scores | None = None  # None: the base model serves (or the active was unreadable)
     vs_active: Interval | None = None  # None: no references, or no active adapter
     vs_base: Interval | None = None
+    # Preference accuracy's difference, the same way (None: no preferences to count).
+    preference_vs_active: Interval | None = None
+    preference_vs_base: Interval | None = None
+    # base / active / candidate / references -> figures of their replies (trainer.degeneracy)
+    replies: dict[str, ReplyFigures] = field(default_factory=dict)
     prompts: int = 0  # references the replies were scored on
     pairs: int = 0  # validation pairs behind the preference accuracy
     labels: int = 0  # and validation 👍/👎 labels
@@ -95,33 +114,17 @@ class Quality:
             scores = getattr(self, name)
             for key, value in (asdict(scores) if scores else {}).items():
                 found[f"{key}_{name}"] = None if value is None else round(value, 4)
-        for name in ("vs_active", "vs_base"):
+        for prefix, name in (("chrf", "vs_active"), ("chrf", "vs_base"),
+                             ("preference", "preference_vs_active"),
+                             ("preference", "preference_vs_base")):
             interval = getattr(self, name)
             if interval is not None:
-                found.update({f"chrf_{name}_{k}": round(v, 4)
+                found.update({f"{prefix}_{name.removeprefix('preference_')}_{k}": round(v, 4)
                               for k, v in asdict(interval).items()})
+        for name, reply_figures in self.replies.items():
+            found.update({f"{key}_{name}": round(value, 4) if isinstance(value, float) else value
+                          for key, value in reply_figures.as_dict().items()})
         return found
-
-
-def references(rated: list[RatedExchange], held_out: set[str], limit: int,
-               compared: frozenset[str] = frozenset()) -> list[Reference]:
-    """The validation-side exchanges that have a reference, newest first, at most `limit`;
-    a liked reply is none when a version in `compared` wrote it."""
-    found: list[Reference] = []
-    for item in rated:  # the store gives them newest first
-        exchange = item.exchange
-        if len(found) >= limit:
-            break
-        if exchange.id not in held_out:
-            continue
-        if item.corrections:
-            text = max(item.corrections, key=lambda c: c.created_at).text
-        elif item.score > 0 and exchange.adapter_version not in compared:
-            text = exchange.reply
-        else:
-            continue
-        found.append(Reference(exchange.id, exchange.turns(), exchange.style, text))
-    return found
 
 
 def sentence_chrf(replies: list[str], refs: list[Reference]) -> list[float]:
@@ -171,21 +174,19 @@ def greedy_replies(model, tokenizer, refs: list[Reference], *, max_new_tokens: i
     return replies
 
 
-def preference_accuracy(model, examples: list[Example], *, pad_id: int, device: str,
-                        batch_size: int) -> float | None:
-    """Share of the preferences among `examples` the adapter gets right relative to the
-    reference model: a pair when its chosen reply gains more log-probability than the
-    rejected one, a 👍 label when its reply gains, a 👎 label when its reply loses."""
+def preference_hits(model, examples: list[Example], *, pad_id: int, device: str,
+                    batch_size: int) -> list[float]:
+    """For each preference among `examples`, 1.0 when the adapter gets it right relative to
+    the reference model, else 0.0: a pair when its chosen reply gains more log-probability
+    than the rejected one, a 👍 label when its reply gains, a 👎 label when its reply loses."""
     found = pairs(examples) + labels(examples)
-    if not found:
-        return None
     from trainer.objectives import reference_logps, sequence_logps
 
     def gain(sequences):  # log-probability over the reference model's
         return (sequence_logps(model, sequences, pad_id=pad_id, device=device)
                 - reference_logps(model, sequences, pad_id=pad_id, device=device))
 
-    right = 0
+    hits = []
     with torch.no_grad():
         for start in range(0, len(found), batch_size):
             chunk = found[start:start + batch_size]
@@ -194,56 +195,70 @@ def preference_accuracy(model, examples: list[Example], *, pad_id: int, device: 
                         if e.kind == "pair"]
             theirs = iter(gain(rejected).tolist() if rejected else [])
             for example, value in zip(chunk, ours.tolist(), strict=True):
-                if example.kind == "pair":
-                    right += value > next(theirs)
-                else:
-                    right += (value > 0) == (example.kind == "desirable")
-    return right / len(found)
+                right = (value > next(theirs) if example.kind == "pair"
+                         else (value > 0) == (example.kind == "desirable"))
+                hits.append(float(right))
+    return hits
 
 
 @dataclass
 class Measurement:
-    """One model's scores and its replies to the references."""
+    """One model's scores, its replies to the references and its hits on the preferences."""
 
     scores: Scores
     replies: list[str]
     sentence: list[float]
+    hits: list[float] | None = None  # None: the base model (the reference: a tie on each)
 
 
 def measure_model(base_model, blob: bytes | None, tokenizer, refs: list[Reference],
-                  validation: list[Example], settings, *, device: str) -> Measurement:
-    """NLL, greedy replies (scored) and preference accuracy of the base with adapter `blob`
-    (None: the base alone). Raises AdapterLoadError for bytes that do not fit."""
-    pad = tokenizer.eos_token_id
+                  validation: list[Example], general: list[Example],
+                  config: GateConfig) -> Measurement:
+    """NLL (validation and `general` text), greedy replies (scored) and preference hits of the
+    base with adapter `blob` (None: the base alone). Raises AdapterLoadError for bytes that do
+    not fit."""
+    pad, device = tokenizer.eos_token_id, config.device
     model = with_adapter(base_model, blob, device)
-    # NaN without reply targets (e.g. a 👎-only validation side).
-    nll = evaluate_loss(model, validation, device=device,
-                        micro_batch_size=settings.micro_batch_size, pad_id=pad)
-    replies = greedy_replies(model, tokenizer, refs, max_new_tokens=settings.max_new_tokens,
-                             repetition_penalty=settings.repetition_penalty, device=device)
+
+    def nll(examples):  # NaN without reply targets (e.g. a 👎-only validation side)
+        return evaluate_loss(model, examples, device=device,
+                             micro_batch_size=config.micro_batch_size, pad_id=pad)
+
+    replies = greedy_replies(model, tokenizer, refs, max_new_tokens=config.max_new_tokens,
+                             repetition_penalty=config.repetition_penalty, device=device)
     sentence = sentence_chrf(replies, refs)
-    accuracy = None if blob is None else preference_accuracy(
-        model, validation, pad_id=pad, device=device,
-        batch_size=settings.micro_batch_size)
-    chrf = float(np.mean(sentence)) if sentence else None
-    return Measurement(Scores(nll=nll, chrf=chrf, preference_accuracy=accuracy), replies,
-                       sentence)
+    hits = None if blob is None else preference_hits(
+        model, validation, pad_id=pad, device=device, batch_size=config.micro_batch_size)
+    scores = Scores(nll=nll(validation), chrf=float(np.mean(sentence)) if sentence else None,
+                    preference_accuracy=float(np.mean(hits)) if hits else None,
+                    general_nll=nll(general) if general else None)
+    return Measurement(scores, replies, sentence, hits)
 
 
 def compare(base: Measurement, candidate: Measurement, active: Measurement | None,
             refs: list[Reference], validation: list[Example], samples: int,
             shown: int = 3) -> Quality:
-    """The gate's numbers from the measurements of the same references."""
+    """The gate's numbers from the measurements of the same references and preferences."""
     quality = Quality(base=base.scores, candidate=candidate.scores,
                       active=None if active is None else active.scores, prompts=len(refs),
                       pairs=len(pairs(validation)), labels=len(labels(validation)))
+    if candidate.hits:
+        quality.preference_vs_base = paired_bootstrap(
+            candidate.hits, [0.5] * len(candidate.hits), samples)
+        if active is not None and active.hits:
+            quality.preference_vs_active = paired_bootstrap(candidate.hits, active.hits, samples)
     if refs:
         quality.vs_base = paired_bootstrap(candidate.sentence, base.sentence, samples)
         if active is not None:
             quality.vs_active = paired_bootstrap(candidate.sentence, active.sentence, samples)
+        prompts = [ref.turns[-1].text for ref in refs]
+        measured = {"base": base, "active": active, "candidate": candidate}
+        quality.replies = {name: figures(m.replies, prompts)
+                           for name, m in measured.items() if m is not None}
+        quality.replies["references"] = figures([ref.text for ref in refs], prompts)
         quality.samples = [
-            {"prompt": ref.turns[-1].text, "reference": ref.text, "base": base.replies[i],
-             "active": None if active is None else active.replies[i],
+            {"prompt": ref.turns[-1].text, "reference": ref.text, "source": ref.source,
+             "base": base.replies[i], "active": None if active is None else active.replies[i],
              "candidate": candidate.replies[i]}
             for i, ref in enumerate(refs[:shown])]
     return quality

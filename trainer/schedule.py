@@ -18,7 +18,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.core.store import Store
-from trainer.cycle import CycleOutcome, due_tenants, run_cycle
+from trainer.cycle import due_tenants, run_cycle
+from trainer.outcome import CycleOutcome
 
 log = logging.getLogger(__name__)
 

@@ -102,10 +102,16 @@ class Settings(BaseSettings):
     preference_epochs: int = Field(1, ge=0)
     preference_lr_factor: float = Field(0.25, gt=0.0, le=1.0)
 
-    # --- the gate (trainer/publish.py, trainer/quality.py) ------------------------------------
+    # --- the gate (trainer/gate.py, trainer/quality.py) ---------------------------------------
     gate_max_prompts: int = Field(48, ge=0, le=10_000)
     gate_bootstrap_samples: int = Field(1000, ge=100, le=100_000)
     gate_chrf_margin: float = Field(0.0, ge=0.0, le=100.0)
+    gate_forget_nats: float = Field(0.5, ge=0.0)
+
+    # --- moderator trust (trainer/trust.py) -----------------------------------------------------
+    trust_max_share: float = Field(0.5, gt=0.0, le=1.0)
+    trust_min_signals: int = Field(20, ge=1)
+    trust_repeat_prompts: int = Field(3, ge=2)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -10,10 +10,11 @@ running rows and their key/value cache live on the model thread (kv_batch.py).
 Each request names the adapter version that serves it (its server's). Rows of one step mix
 versions: one forward with peft's `adapter_names`, one per row. A version not loaded yet is
 loaded on demand, off the serving path: its requests wait aside while the bytes are fetched
-from the adapter source, checked in a worker thread and attached between ticks; other requests
-keep running meanwhile. At most MAX_LOADED_ADAPTERS stay loaded: the least recently used one
-that no running row needs is deleted to make room (adapter_cache.py). A request keeps the
-version it started with, so a server's swap or rollback fails none.
+from the adapter source, checked in a worker thread (bot/core/adapter_sanity.py's static
+checks) and attached between ticks, where the probe runs before any row may use it; other
+requests keep running meanwhile. At most MAX_LOADED_ADAPTERS stay loaded: the least recently
+used one that no running row needs is deleted to make room (adapter_cache.py). A request keeps
+the version it started with, so a server's swap or rollback fails none.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from bot.core.adapter_io import (
     parse_adapter,
     wrap_for_adapters,
 )
+from bot.core.adapter_sanity import NextLogits, Prober
 from bot.core.dialogue import Turn
 from bot.core.generation import (
     BASE_VERSION,
@@ -66,8 +68,7 @@ class Engine:
     def __init__(self, model, tokenizer, config: GenerationConfig,
                  adapter_source: AdapterSource | None = None):
         """`model` is already on `config.device`; `config.model_name` is what adapters must
-        have been trained on; `adapter_source` gives a version's bytes to `load` (without one
-        the engine serves the base model only)."""
+        have been trained on; `adapter_source` gives `load` its bytes (None: base model only)."""
         cache_dtype = None
         if torch.device(config.device).type == "cpu" and model.dtype != torch.float32:
             speed_up_half_precision_on_cpu(model)
@@ -95,6 +96,7 @@ class Engine:
         self._tasks: set[asyncio.Task] = set()
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-model")
         self._token_bytes = TokenBytes(tokenizer)
+        self._prober = Prober(tokenizer, self._next_logits, config.device)
         self.kv = KVBatch(self._forward, model_config.n_layer, self.eos_token_id, self.device,
                           cache_dtype)
         self._scheduler = Scheduler(
@@ -134,10 +136,6 @@ class Engine:
         """Admissions so far: each starts the requests that joined the batch at one tick (as
         one `generate` call started a static batch), in prompt passes grouped by length."""
         return self.kv.admissions
-
-    @property
-    def prompt_passes(self) -> int:
-        return self.kv.prefills
 
     @property
     def decode_steps(self) -> int:
@@ -282,10 +280,9 @@ class Engine:
     # --- adapters -------------------------------------------------------------------------------
 
     async def load(self, version: str) -> None:
-        """Fetch `version` from the adapter source, check it and attach it, so its requests run
-        without waiting (a no-op when it is loaded). Raises AdapterLoadError when the bytes do
-        not fit this model (damaged, another base model, wrong shapes) or there is no source,
-        and what the source raises when it has none; the model is then as it was."""
+        """Fetch `version` from the adapter source, check and attach it (a no-op when loaded).
+        Raises what the source raises when it has none, AdapterLoadError without a source and
+        AdapterRefused naming the failed check (adapter_sanity.py); the model is as it was."""
         if version in self._adapters:
             return
         if version not in self._loads:
@@ -302,7 +299,7 @@ class Engine:
             raise AdapterLoadError("the engine has no adapter source to load it from")
         adapter_bytes = await self._adapter_source(version)
         started = time.perf_counter()
-        parsed = await asyncio.to_thread(self._parse_for_this_model, adapter_bytes)
+        parsed = await asyncio.to_thread(parse_adapter, adapter_bytes, self.model_name)
         name, evicted = self._adapters.plan()
         await asyncio.get_running_loop().run_in_executor(
             self._model_thread, self._attach_on_model_thread, name, parsed, evicted)
@@ -329,21 +326,23 @@ class Engine:
             return
         self._scheduler.requeue(self._aside.pop(version, []))
 
-    def _parse_for_this_model(self, blob: bytes) -> ParsedAdapter:
-        parsed = parse_adapter(blob)
-        if not parsed.base_model:
-            raise AdapterLoadError("adapter does not say which base model it was trained on")
-        if parsed.base_model != self.model_name:
-            raise AdapterLoadError(f"adapter was trained on base model {parsed.base_model!r}, "
-                                   f"this engine serves {self.model_name!r}")
-        return parsed
-
     def _attach_on_model_thread(self, name: str, parsed: ParsedAdapter,
                                 evicted: str | None) -> None:
-        """Between ticks: delete the evicted adapter, attach the new one. attach_adapter
-        checks every tensor's name and shape and removes a half-added adapter."""
+        """Between ticks: delete the evicted adapter, attach the new one (shapes checked) and
+        probe it; a refused one is removed before any row could use it."""
         if evicted is not None:
             self.model.delete_adapter(evicted)
         self.model = attach_adapter(self.model, parsed, name).eval()
-        # Rows name their adapter, but peft's generate wants some active adapter loaded.
+        # Rows name their adapter, but peft's forward wants some active adapter loaded.
         self.model.set_adapter(name, inference_mode=True)
+        try:
+            self._prober.check(name)
+        except BaseException:
+            self.model.delete_adapter(name)  # peft makes another one active
+            raise
+
+    def _next_logits(self, name: str | None) -> NextLogits:
+        """For the probe, on the model thread: its rows with adapter `name` (None: base)."""
+        return lambda cache, **inputs: self._forward(
+            [name or BASE_NAME] * len(inputs["input_ids"]), cache=cache, use_cache=True,
+            logits_to_keep=1, **inputs)[:, -1]

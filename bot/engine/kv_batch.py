@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from bot.engine.sampler import Sampling, next_tokens
+from bot.engine.sampler import NO_TOKEN, Sampling, next_tokens
 
 GROW = 64  # cache columns added at a time, so a decode step writes one column in place
 PAD_SLACK = 8  # prompts this many tokens apart (or a quarter of the longest) share a pass
@@ -118,9 +118,10 @@ class KVBatch:
         """Drop `leaving`; prefill `joining` (in groups of similar length), splice them in
         and hand their first tokens to `first_tokens` at once (a newcomer's first words need
         not wait for the decode step); then decode one token for every row: (row, its new
-        token). A row may decode a token its caller no longer needs (it ended at its first):
-        dropped at the next tick. On an exception the batch is emptied (the caller fails its
-        rows)."""
+        token), NO_TOKEN for a row whose logits were not finite (its caller fails it alone;
+        the row decodes end-of-text until it is dropped). A row may decode a token its caller
+        no longer needs (it ended at its first): dropped at the next tick. On an exception the
+        batch is emptied (the caller fails its rows)."""
         try:
             with torch.inference_mode():
                 if leaving:
@@ -145,8 +146,8 @@ class KVBatch:
         self.positions += 1
         tokens = next_tokens(logits[:, -1], self.history, [r.sampling for r in self.rows],
                              [r.generated for r in self.rows], self._eos)
-        self.last = tokens
-        self.history = torch.cat([self.history, tokens[:, None]], dim=1)
+        self.last = self._usable(tokens)
+        self.history = torch.cat([self.history, self.last[:, None]], dim=1)
         return _count(self.rows, tokens)
 
     def _prefill(self, joining: list[Row]) -> list[tuple[Row, int]]:
@@ -165,9 +166,15 @@ class KVBatch:
         history = torch.where(mask.bool(), ids, first[:, None])
         tokens = next_tokens(logits[:, -1], history, [r.sampling for r in joining],
                              [0] * len(joining), self._eos)
-        self._splice(joining, cache, mask, positions[:, -1] + 1, tokens,
-                     torch.cat([history, tokens[:, None]], dim=1))
+        usable = self._usable(tokens)
+        self._splice(joining, cache, mask, positions[:, -1] + 1, usable,
+                     torch.cat([history, usable[:, None]], dim=1))
         return _count(joining, tokens)
+
+    def _usable(self, tokens: torch.Tensor) -> torch.Tensor:
+        """`tokens` with end-of-text for NO_TOKEN: a failed row stays a valid row until it
+        leaves."""
+        return tokens.masked_fill(tokens == NO_TOKEN, self._eos)
 
     def _splice(self, joining: list[Row], cache: _RowCache, mask: torch.Tensor,
                 positions: torch.Tensor, last: torch.Tensor, history: torch.Tensor) -> None:

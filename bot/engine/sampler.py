@@ -4,6 +4,10 @@ The order and meaning follow transformers' `generate`: repetition penalty over t
 what was generated, end-of-text forbidden before `min_new_tokens`, then for sampled rows
 temperature, top-k 50 (transformers' default, which the static-batch engine used) and top-p;
 a row with temperature 0 takes the most likely token.
+
+A row whose logits are not finite (NaN or infinite: a broken adapter, an overflow) gets
+NO_TOKEN instead of a token, and only that row: its neighbours in the batch, of any server,
+are sampled as if it were not there.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 TOP_K = 50
+NO_TOKEN = -1  # the "token" of a row whose logits were not finite
 
 
 @dataclass(frozen=True)
@@ -28,12 +33,16 @@ class Sampling:
 
 def next_tokens(logits: torch.Tensor, history: torch.Tensor, samplings: list[Sampling],
                 generated: list[int], eos_token_id: int) -> torch.Tensor:
-    """The next token of each row. `logits` [rows, vocab] (any float dtype); `history` [rows,
-    length] holds each row's prompt and new tokens, left-filled with repeats of its own tokens
-    (a repeat changes nothing); `generated` counts each row's new tokens so far. Only the
-    history's tokens and the top k are touched: a step stays cheap next to the forward pass."""
+    """The next token of each row, NO_TOKEN for a row whose logits are not finite. `logits`
+    [rows, vocab] (any float dtype); `history` [rows, length] holds each row's prompt and new
+    tokens, left-filled with repeats of its own tokens (a repeat changes nothing); `generated`
+    counts each row's new tokens so far. Only the history's tokens and the top k are touched:
+    a step stays cheap next to the forward pass."""
     logits = logits.float()
     device = logits.device
+    broken = ~torch.isfinite(logits).all(dim=-1)  # [rows]
+    if broken.any():  # harmless stand-ins, so the other rows are sampled as usual
+        logits = logits.masked_fill(broken[:, None], 0.0)
     penalty = [s.repetition_penalty for s in samplings]
     if any(p != 1.0 for p in penalty):
         penalty = torch.tensor(penalty, device=device)[:, None]
@@ -53,10 +62,14 @@ def next_tokens(logits: torch.Tensor, history: torch.Tensor, samplings: list[Sam
         # The top k of logits / t are the top k of the logits: divide only those.
         values, indices = logits[rows].topk(min(TOP_K, logits.shape[-1]))
         probs = (values / temperature).softmax(dim=-1)
+        unusable = ~torch.isfinite(probs).all(dim=-1)  # a temperature that overflowed
+        if unusable.any():
+            broken[rows[unusable]] = True
+            probs[unusable] = torch.eye(1, probs.shape[-1], device=device)
         # Keep the most likely tokens until their mass reaches top_p (the first always stays).
         beyond = (probs.cumsum(dim=-1) - probs) >= top_p
         beyond[:, 0] = False
         probs = probs.masked_fill(beyond, 0.0)
         pick = torch.multinomial(probs, 1)
         chosen[rows] = indices.gather(-1, pick).squeeze(-1)
-    return chosen
+    return chosen.masked_fill(broken, NO_TOKEN)

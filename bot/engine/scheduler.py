@@ -4,7 +4,8 @@ Between two ticks of the model thread (bot/engine/kv_batch.py) the scheduler tak
 free rows, drops rows whose caller gave up, and turns each row's new token into a piece of its
 reply stream. A request never waits for another's reply: it joins at the next tick (at most one
 decode step later), prefilled on its own and spliced in. A row leaves as soon as its reply is
-complete (end-of-text, a turn marker, or its token limit), freeing its place at once.
+complete (end-of-text, a turn marker, or its token limit), freeing its place at once. A row
+whose logits were not finite (NO_TOKEN) fails alone; its neighbours, of any server, go on.
 
 Adapter changes are jobs on the same single model thread, so they run between ticks; a version
 is pinned (bot/engine/adapter_cache.py) from a row's admission to its end, so it is never evicted
@@ -24,11 +25,12 @@ from bot.core.generation import Generation, GenerationFailed
 from bot.core.reply_decoder import ReplyDecoder
 from bot.engine.adapter_cache import AdapterCache
 from bot.engine.kv_batch import KVBatch, Row
-from bot.engine.sampler import Sampling
+from bot.engine.sampler import NO_TOKEN, Sampling
 
 log = logging.getLogger(__name__)
 
 _END = None  # the last item of a request's piece queue
+MODEL_FAILED = "the model failed to generate a reply"
 
 
 @dataclass(eq=False)
@@ -123,7 +125,7 @@ class Scheduler:
                 raise
             except Exception:
                 log.exception("generation failed for %d running request(s)", len(self.running))
-                self._fail_running("the model failed to generate a reply")
+                self._fail_running(MODEL_FAILED)
                 continue
             self._take(out)
 
@@ -132,8 +134,12 @@ class Scheduler:
         by_row = {id(r.row): r for r in self.running}
         for row, token in out:
             request = by_row.get(id(row))
-            if request is not None and self._advance(request, token):
-                self._finish(request)  # a token after this one is not wanted: skipped above
+            if request is None:
+                continue  # it ended (or failed) at an earlier token
+            if token == NO_TOKEN:
+                self._fail_alone(request)
+            elif self._advance(request, token):
+                self._finish(request)
 
     async def _admit(self) -> list[Request]:
         """Requests for the free rows: at once when rows are running; when idle, the first
@@ -201,6 +207,12 @@ class Scheduler:
         self.running.remove(request)
         self._leaving.append(request.row)
         self._adapters.release([request.adapter])
+
+    def _fail_alone(self, request: Request) -> None:
+        log.error("a reply by adapter %s failed alone after %d token(s): its logits were not "
+                  "finite", request.adapter, request.tokens)
+        self._release(request)
+        fail([request], MODEL_FAILED)
 
     def _drop_abandoned(self) -> None:
         for request in [r for r in self.running if r.future.done()]:

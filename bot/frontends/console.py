@@ -22,6 +22,7 @@ from bot.core.store import Exchange
 from bot.core.text import clean_text
 from bot.runtime import Runtime
 from bot.service.actions import Answer
+from bot.service.answer_text import refusal_line
 from bot.service.drafts import CUT_NOTES, Failure
 
 log = logging.getLogger(__name__)
@@ -252,9 +253,11 @@ async def run_console(settings, stdin: TextIO = sys.stdin, stdout: TextIO = sys.
                           write=write)
 
         async def announce(event, record) -> None:
-            if event.tenant == console.guild_id:
-                print(f"[adapter {event.kind}: now serving {event.version}]", file=stdout,
-                      flush=True)
+            if event.tenant != console.guild_id:
+                return
+            text = (refusal_line(event.version, event.reason, event.previous)
+                    if event.kind == "refused" else f"{event.kind}: now serving {event.version}")
+            print(f"[adapter {text}]", file=stdout, flush=True)
 
         runtime.on_change(announce)
         if stdin.isatty():

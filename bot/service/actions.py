@@ -26,7 +26,7 @@ from bot.core.store import (
     UnknownAdapter,
 )
 from bot.core.text import clean_text
-from bot.service.answer_text import count, pairs, stats_text, when
+from bot.service.answer_text import count, pairs, refusal_line, stats_text, when
 from bot.service.follow import AdapterRouter
 from bot.service.retry import with_retries
 from bot.service.style_prefix import StyleRejected, validate_style
@@ -243,9 +243,12 @@ class Actions:
         serving = self.router.version_for(tenant)
         if self.router.own_version(tenant) != version:
             problem = await self._unreadable(version)
+            refusal = await own.registry.refusal()
             if problem:
                 lines.append(f"(it cannot be loaded: {problem}; this process keeps serving "
                              f"{serving})")
+            elif refusal is not None and refusal.version == version:
+                lines.append(refusal_line(version, refusal.check, serving))
             else:
                 lines.append(f"(this process still serves {serving}; it swaps shortly)")
         if version == BASE_VERSION:

@@ -28,6 +28,11 @@ def pairs(values: dict) -> str:
     return ", ".join(f"{key} {fmt(value)}" for key, value in shown.items()) or "none recorded"
 
 
+def refusal_line(version: str, check: str | None, serving: str) -> str:
+    """One refused adapter, the same words in /adapter status and the mod log."""
+    return f"{version} refused: {check or 'it does not load'}; serving {serving}"
+
+
 def share(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0%}"
 

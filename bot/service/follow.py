@@ -6,11 +6,15 @@ one of the default tenant: the operator's choice, else HOME_GUILD_ID), else the 
 `follow()` keeps it current:
 
 - at start-up it reads every tenant's active version and loads it into the generator; a version
-  that cannot be served (damaged bytes, another base model) is skipped for the newest readable
-  one in that tenant's history, or the base model, with one log line;
+  that cannot be served (damaged bytes, another base model, a failed check of
+  bot/core/adapter_sanity.py) is skipped for the newest one in that tenant's history that
+  loads, or the base model, with one log line;
 - on every registry event it loads the tenant's new version first and only then serves it, so
   a swap or rollback fails no request, and a version that cannot be served never replaces one
   that can;
+- a refused active version is kept as the tenant's refusal in the store (the version, the
+  failed check, what serves instead; `/adapter status` reads it) and told to `on_change` as a
+  "refused" event (the mod log) when it is news; it is cleared once the active version serves;
 - a lost Redis connection is retried with backoff, and the table is read again.
 """
 
@@ -26,6 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.core.generation import BASE_VERSION, AdapterLoadError, Generator
 from bot.core.store import AdapterCorrupt, AdapterEvent, AdapterRecord, Store, UnknownAdapter
+from bot.core.store.registry import Refusal
 
 log = logging.getLogger(__name__)
 
@@ -63,39 +68,61 @@ class AdapterRouter:
         """Serve `tenant`'s active version if it loads, else keep what serves it now; returns
         the tenant's own version now served. Raises what loading raised (AdapterCorrupt,
         AdapterLoadError, ...) when the active version cannot be served."""
-        version = await self.store.tenant(tenant).registry.active()
+        registry = self.store.tenant(tenant).registry
+        version = await registry.active()
         await self._load(version)
         self._own[tenant] = version
+        await registry.clear_refusal()
         return version
 
     async def _load(self, version: str) -> None:
         if version != BASE_VERSION:
             await self.generator.load(version)
 
-    async def start_up(self) -> None:
+    async def start_up(self, on_change: OnChange | None = None) -> None:
         """Read the default tenant and every tenant's version (see the module docstring)."""
         self.default_tenant = await self.store.registry.default_tenant() or self.home_tenant
         for tenant in await self.store.tenants():
-            registry = self.store.tenant(tenant).registry
-            active = await registry.active()
-            for version in [active, *await registry.history(), BASE_VERSION]:
-                try:
-                    await self._load(version)
-                except _UNSERVABLE as error:
-                    log.error("adapter %s of server %s cannot be served (%s); trying the one "
-                              "before it", version, tenant, error)
-                    continue
-                self._own[tenant] = version
-                if version != active:
-                    log.error("server %s is served by %s instead of its active adapter %s",
-                              tenant, version, active)
-                break
+            await self._start_tenant(tenant, on_change)
         self.ready.set()
+
+    async def _start_tenant(self, tenant: int, on_change: OnChange | None) -> None:
+        registry = self.store.tenant(tenant).registry
+        active = await registry.active()
+        refused: Exception | None = None  # why the active version was not served
+        for version in [active, *await registry.history(), BASE_VERSION]:
+            try:
+                await self._load(version)
+            except _UNSERVABLE as error:
+                log.error("adapter %s of server %s cannot be served (%s); trying the one "
+                          "before it", version, tenant, error)
+                refused = refused or error
+                continue
+            self._own[tenant] = version
+            if version != active:
+                log.error("server %s is served by %s instead of its active adapter %s",
+                          tenant, version, active)
+            break
+        if refused is None:
+            await registry.clear_refusal()
+        else:
+            await self._refused(tenant, active, refused, on_change)
+
+    async def _refused(self, tenant: int, version: str, error: Exception,
+                       on_change: OnChange | None) -> None:
+        """Keep the tenant's refusal of `version`; tell `on_change` when it is news."""
+        refusal = Refusal(version=version, check=getattr(error, "check", None) or str(error),
+                          serving=self.version_for(tenant))
+        if await self.store.tenant(tenant).registry.record_refusal(refusal):
+            await _notify(self.store, on_change, AdapterEvent(
+                kind="refused", tenant=tenant, version=version, previous=refusal.serving,
+                reason=refusal.check))
 
     async def follow(self, on_change: OnChange | None = None) -> None:
         """Run until cancelled: start up, then apply every adapter event (module docstring).
 
-        `on_change(event, record or None)` is awaited after each change this process served.
+        `on_change(event, record or None)` is awaited after each change this process served,
+        and with a "refused" event (record None) for each new refusal.
         """
         delay = 1.0
         while True:
@@ -120,13 +147,13 @@ class AdapterRouter:
             waiter.cancel()
             if pending.done() and pending.exception() is not None:
                 raise pending.exception()  # subscribing failed
-            await self.start_up()  # after subscribing: no change made meanwhile is missed
+            await self.start_up(on_change)  # after subscribing: no change is missed
             while True:
                 event = await pending
                 pending = asyncio.ensure_future(anext(events))
                 log.info("adapter event: %s %s for server %s (was %s)", event.kind,
                          event.version, event.tenant, event.previous)
-                if await self._apply(event):
+                if await self._apply(event, on_change):
                     await _notify(self.store, on_change, event)
         finally:
             pending.cancel()
@@ -134,7 +161,7 @@ class AdapterRouter:
                 await pending
             await events.aclose()
 
-    async def _apply(self, event: AdapterEvent) -> bool:
+    async def _apply(self, event: AdapterEvent, on_change: OnChange | None = None) -> bool:
         """Serve what the event changed; True when this process now serves its version."""
         if event.kind == "default":
             self.default_tenant = event.tenant
@@ -149,6 +176,7 @@ class AdapterRouter:
         except _UNSERVABLE as error:
             log.error("adapter %s cannot be served, server %s keeps %s: %s", event.version,
                       event.tenant, before, error)
+            await self._refused(event.tenant, event.version, error, on_change)
             return False
         except Exception:  # an unforeseen loader failure must not stop the follower
             log.exception("loading adapter %s failed, server %s keeps %s", event.version,
@@ -163,7 +191,8 @@ async def _notify(store: Store, on_change: OnChange | None, event: AdapterEvent)
         return
     version = event.version
     try:
-        record = None if version == BASE_VERSION else await store.registry.record(version)
+        record = (None if version == BASE_VERSION or event.kind == "refused"
+                  else await store.registry.record(version))
         await on_change(event, record)
     except Exception:  # a failing notification must not stop the bot following the registry
         log.exception("on_change callback failed for adapter %s", version)

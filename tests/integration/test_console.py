@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import subprocess
 import sys
 
 import pytest
+from console_session import PipedConsole
 from paths import REPO
 from store_util import TENANT, corrections, exchange_count
 from stream_util import words
@@ -147,32 +147,19 @@ async def test_the_console_swaps_in_a_promoted_adapter_while_chatting(fast, stor
     from adapters_util import make_adapter_bytes
 
     from bot.core.store import AdapterRecord
-    from bot.frontends.console import run_console
 
-    read_fd, write_fd = os.pipe()
-    stdin, feed = os.fdopen(read_fd, "r"), os.fdopen(write_fd, "w")
-    out = io.StringIO()
-    session = asyncio.create_task(run_console(fast, stdin=stdin, stdout=out))
-
-    async def wait_for(text: str) -> None:
-        async with asyncio.timeout(30):
-            while text not in out.getvalue():
-                await asyncio.sleep(0.05)
-
-    feed.write("hello\n")
-    feed.flush()
-    await wait_for("bot [base]: ")
+    console = PipedConsole(fast)
+    console.say("hello")
+    await console.wait_for("bot [base]: ")
     await asyncio.sleep(0.2)  # the follower subscribed before the first line was read
     record = await own.registry.save(AdapterRecord(base_model=str(tiny_model_dir)),
                                       make_adapter_bytes(tiny_model_dir, fast))
     await own.registry.activate(record.version)
-    await wait_for(f"[adapter activated: now serving {record.version}]")
-    feed.write("hello again\n")
-    feed.close()
+    await console.wait_for(f"[adapter activated: now serving {record.version}]")
+    console.say("hello again")
 
-    assert await asyncio.wait_for(session, 30) == 0
-    assert f"bot [{record.version}]: " in out.getvalue()
-    stdin.close()
+    assert await console.end() == 0
+    assert f"bot [{record.version}]: " in console.out.getvalue()
 
 
 def test_the_console_path_does_not_import_discord():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,11 @@ from pathlib import Path
 import redis
 
 from bot.core.local_redis import free_port
+from trainer.demo.prepare import MODEL_DIR, PRETRAIN_STEPS, tiny_demo_model
+
+# For hangs only: the quick demo takes a few minutes on a loaded 2-core machine (its model is
+# pretrained beforehand, by the pretrained_model_dir fixture).
+DEMO_TIMEOUT_S = 1200
 
 
 def _run_demo(tmp_path: Path, **env) -> subprocess.CompletedProcess:
@@ -21,7 +27,7 @@ def _run_demo(tmp_path: Path, **env) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "USER_HASH_SECRET": "demo-test", "SEARCH_SEED": "0", **env}
     return subprocess.run([sys.executable, "-m", "trainer.demo", "--quick", "--json",
                            "--workdir", str(tmp_path / "work")],
-                          capture_output=True, text=True, timeout=600, env=full_env,
+                          capture_output=True, text=True, timeout=DEMO_TIMEOUT_S, env=full_env,
                           cwd=tmp_path)
 
 
@@ -44,12 +50,18 @@ def _check_outcome(result: subprocess.CompletedProcess) -> dict:
     return summary
 
 
-def test_demo_on_a_fresh_machine_starts_its_own_redis_and_builds_the_tiny_model(tmp_path):
+def test_demo_without_redis_or_model_starts_its_own_redis_and_uses_its_tiny_model(
+        tmp_path, pretrained_model_dir):
+    # Its workdir holds the tiny model as an earlier run left it (built in this test run or
+    # an earlier one: see test_the_demo_builds_its_tiny_model_once_and_says_so).
+    shutil.copytree(pretrained_model_dir, tmp_path / "work" / MODEL_DIR)
     result = _run_demo(tmp_path, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
                        MODEL_NAME="no-such-model-here")
     summary = _check_outcome(result)
     assert "starting a private redis-server" in result.stdout
-    assert "building a tiny GPT-2" in result.stdout and "pretraining it for" in result.stdout
+    assert "'no-such-model-here' cannot be loaded offline; using the tiny GPT-2" in result.stdout
+    # The same recipe as the fixture's: no rebuild.
+    assert f"pretrained earlier for {PRETRAIN_STEPS['quick']} steps" in result.stdout
     assert (tmp_path / "work" / "tiny-gpt2" / "model.safetensors").exists()
     # On the pretrained demo model the loop really learns: the new adapter is clearly better
     # on the held-out dialogues than the base model, so it is promoted.
@@ -57,6 +69,24 @@ def test_demo_on_a_fresh_machine_starts_its_own_redis_and_builds_the_tiny_model(
     assert losses["candidate"] < losses["base"] - 0.2, losses
     assert summary["outcome"] == "promoted"
     assert "warn" not in result.stdout.lower() + result.stderr.lower()
+
+
+def test_the_demo_builds_its_tiny_model_once_and_says_so(tmp_path):
+    """Without a model that loads offline the demo builds and pretrains its tiny GPT-2 in its
+    workdir, and a second run with the same recipe takes it from there (a few steps here: the
+    full pretraining runs once per test run, for pretrained_model_dir)."""
+    said: list[str] = []
+    built = tiny_demo_model(tmp_path / "work", said.append, steps=3,
+                            instead_of="no-such-model-here")
+    assert "building a tiny GPT-2" in said[0] and "pretraining it for" in said[0]
+    assert (tmp_path / "work" / "tiny-gpt2" / "model.safetensors").exists()
+    assert built == str(tmp_path / "work" / MODEL_DIR)
+    said.clear()
+    assert tiny_demo_model(tmp_path / "work", said.append, steps=3,
+                           instead_of="no-such-model-here") == built
+    assert len(said) == 1 and "pretrained earlier for 3 steps" in said[0]
+    assert tiny_demo_model(tmp_path / "work", said.append, steps=4) == built  # another recipe
+    assert "building a tiny GPT-2" in said[1]
 
 
 def _runs(text: str, size: int, words: bool) -> set:

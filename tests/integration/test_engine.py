@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from engine_util import blob_source, engine_settings, running_engine
+from engine_util import blob_source, engine_settings, running_engine, swap_through
 
 from bot.core.adapter_io import AdapterLoadError
 from bot.core.dialogue import Turn
@@ -216,11 +216,7 @@ async def test_swaps_during_a_stream_fail_nothing_and_versions_are_true(engine, 
         return await engine.generate(HELLO, adapter=serving["version"])
 
     stream = [asyncio.create_task(one_request(i * 0.01)) for i in range(60)]
-    for version in ("v1", "v2", "base", "v1", "v2"):
-        await asyncio.sleep(0.04)
-        if version != "base":
-            await engine.load(version)
-        serving["version"] = version
+    await swap_through(engine, serving)
     results = await asyncio.gather(*stream)  # any failure would raise here
     seen = set()
     for result in results:

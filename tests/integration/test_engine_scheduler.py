@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from engine_util import blob_source, engine_settings, running_engine
+from engine_util import blob_source, engine_settings, running_engine, swap_through
 
 from bot.core.dialogue import Turn, extract_reply
 from bot.engine.engine import Engine
@@ -172,11 +172,7 @@ async def test_loads_and_swaps_mid_stream_fail_nothing_and_versions_are_true(eng
 
     try:
         tasks = [asyncio.create_task(one(i * 0.01)) for i in range(40)]
-        for version in ("v1", "v2", "base", "v1", "v2"):
-            await asyncio.sleep(0.04)
-            if version != "base":
-                await engine.load(version)
-            serving["version"] = version
+        await swap_through(engine, serving)
         results = await asyncio.gather(*tasks)  # any failure would raise here
     finally:
         hook.remove()

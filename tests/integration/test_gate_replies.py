@@ -12,8 +12,10 @@ from bot.frontends.discord.modlog import modlog_text
 from trainer.candidate import measure_candidate
 from trainer.cycle import run_cycle
 from trainer.dataset import build_dataset, example_from
-from trainer.fit import FitParams, fit_lora, load_base_model, load_tokenizer
-from trainer.publish import MIN_REPLY_PROMPTS, gate
+from trainer.exam import ExamSource
+from trainer.fit import FitConfig, FitParams, FitRun, fit_lora, load_base_model, load_tokenizer
+from trainer.gate import MIN_REPLY_PROMPTS, GateRules, gate
+from trainer.quality import GateConfig
 
 SUBJECTS = ["order", "parcel", "refund", "password", "account", "invoice", "coupon", "address",
             "delivery", "payment", "subscription", "receipt"]
@@ -21,8 +23,9 @@ COLLAPSED = "A."
 
 
 async def rate_support_pairs(store, count: int) -> None:
-    """`count` distinct questions, each with a liked reply that names its subject, written by
-    people (as imported pairs are: no model the gate compares wrote them). Fixed exchange ids,
+    """`count` distinct questions, each with a reply that names its subject, written by people
+    (as imported pairs are: no model the gate compares wrote them) and liked by two moderators,
+    so each is an endorsed exam reference (trainer/exam.py). Fixed exchange ids,
     so the split (a hash of the id) is the same in every run: at VAL_FRACTION 0.3, 12 of 40
     and 18 of 60 are held out, enough references for chrF to judge (random ids gave fewer
     than MIN_REPLY_PROMPTS about one run in five with 40)."""
@@ -34,6 +37,7 @@ async def rate_support_pairs(store, count: int) -> None:
             reply=f"your {subject} is fine, we will check the {subject} for you today",
             adapter_version="import"))
         await store.exchanges.rate(exchange.id, "moderator", 1)
+        await store.exchanges.rate(exchange.id, "second moderator", 1)
 
 
 def collapse_examples(data, rated, tokenizer, max_tokens):
@@ -51,8 +55,8 @@ def collapse_examples(data, rated, tokenizer, max_tokens):
 
 def fit(base, examples, data, settings, tokenizer, epochs: int) -> bytes:
     params = FitParams(learning_rate=5e-3, batch_size=8, max_epochs=epochs, patience=epochs)
-    return fit_lora(base, examples, data.validation, params, settings, device="cpu",
-                    pad_id=tokenizer.eos_token_id, progress=False).adapter
+    return fit_lora(base, examples, data.validation, params, FitConfig.from_settings(settings),
+                    pad_id=tokenizer.eos_token_id, run=FitRun(progress=False)).adapter
 
 
 async def test_lower_nll_but_collapsed_replies_is_refused_by_chrf(settings, store, own):
@@ -72,9 +76,9 @@ async def test_lower_nll_but_collapsed_replies_is_refused_by_chrf(settings, stor
                     data, settings, tokenizer, epochs=8)
 
     notes: list[str] = []
-    quality = measure_candidate(settings, base, tokenizer, rated, data, "v1", active,
-                                collapsed, notes, device="cpu")
-    decision = gate(quality, margin=settings.gate_margin, chrf_margin=settings.gate_chrf_margin)
+    quality = measure_candidate(GateConfig.from_settings(settings), base, tokenizer, rated,
+                                ExamSource(), data, "v1", active, collapsed, notes)
+    decision = gate(quality, GateRules.from_settings(settings))
 
     assert quality.prompts >= 10 and quality.active is not None and not notes
     # NLL alone would promote it: lower than the active adapter's (and the base model's)...
@@ -84,7 +88,9 @@ async def test_lower_nll_but_collapsed_replies_is_refused_by_chrf(settings, stor
     assert all(sample["candidate"] == COLLAPSED for sample in quality.samples), quality.samples
     assert quality.candidate.chrf < quality.active.chrf - 10
     assert quality.vs_active.high < -settings.gate_chrf_margin
-    assert not decision.promote and decision.failed == "chrf", decision
+    # (The random tiny base model babbles one token over and over itself, so the check on
+    # the candidate's own replies has no healthy yardstick here; chrF refuses it.)
+    assert not decision.promote and decision.failed == "chrf", (decision, quality.replies)
     assert decision.reason.startswith("chrF") and "active adapter" in decision.reason
 
 
@@ -158,7 +164,7 @@ async def test_a_thumbs_down_only_data_set_is_gated_without_references(settings,
     assert outcome.gate["prompts"] == 0 and outcome.gate["labels"] >= 1, outcome
     assert "chrf_vs_base_mean" not in outcome.gate
     if outcome.outcome == "promoted":
-        assert outcome.reason.startswith("no held-out references")
+        assert outcome.reason.startswith("no exam references")
         assert "preference accuracy" in outcome.reason
     else:
-        assert outcome.outcome == "rejected" and "no references" in outcome.reason
+        assert outcome.outcome == "rejected" and "no references to judge" in outcome.reason

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from bot.core.adapter_io import attach_adapter, parse_adapter
 from trainer.dataset import IGNORE_INDEX, Example
-from trainer.fit import FitParams, fit_lora, objective_loss, summed_loss
+from trainer.evaluate import objective_loss, summed_loss
+from trainer.fit import FitConfig, FitParams, FitRun, Keep, fit_lora
 from trainer.objectives import PreferenceObjective, reference_logps, sequence_logps
 
 
@@ -135,8 +136,8 @@ def test_a_thumbs_down_only_data_set_trains(base, tokenizer, settings):
     assert before_loss == pytest.approx(0.25)
     result = fit_lora(base, bad[:9], bad[9:], FitParams(learning_rate=1e-3, batch_size=4,
                                                         max_epochs=3, patience=3),
-                      settings, device="cpu", pad_id=pad, progress=False,
-                      objective=objective, keep_last=True)
+                      FitConfig.from_settings(settings), pad_id=pad, objective=objective,
+                      keep=Keep.LAST_EPOCH, run=FitRun(progress=False))
     assert result.adapter and len(result.val_losses) == 3 and result.best_epoch == 3
     # The validation loss (KTO on held-out 👎 replies) falls: the model moves away from them.
     assert result.val_losses[-1] < before_loss - 0.01

@@ -9,8 +9,15 @@ import time
 import pytest
 
 from trainer.dataset import IGNORE_INDEX, DataSet, Example
-from trainer.fit import FitParams, OutOfTime, SupervisedObjective, fit_lora
-from trainer.search import edge_note, run_search, train_adapter
+from trainer.fit import FitConfig, FitParams, FitRun, Keep, OutOfTime, fit_lora
+from trainer.objectives import SupervisedObjective
+from trainer.search import SearchConfig, edge_note, search_best_fit
+from trainer.tune import tuned_best_fit
+
+
+def search_config(settings, **options) -> SearchConfig:
+    """The search's part of `settings` with `options` (setting names) changed."""
+    return SearchConfig.from_settings(settings.model_copy(update=options))
 
 
 def make(tokenizer, n: int, kind: str = "reply", reply: str | None = None) -> Example:
@@ -39,9 +46,9 @@ def test_the_deadline_stops_a_fit_within_a_step(base, tokenizer, settings):
     slow = Slow(seconds=0.1)
     deadline = time.monotonic() + 3.0  # 150 steps would take 15 s at least
     params = FitParams(learning_rate=1e-2, batch_size=4, max_epochs=50, patience=50)
-    result = fit_lora(base, train, validation, params, settings.model_copy(
-        update={"micro_batch_size": 4}), device="cpu", pad_id=0, progress=False,
-        objective=slow, deadline=deadline)
+    config = FitConfig.from_settings(settings.model_copy(update={"micro_batch_size": 4}))
+    result = fit_lora(base, train, validation, params, config, pad_id=0, objective=slow,
+                      run=FitRun(deadline=deadline, progress=False))
     # One micro-batch per step: no step began after the deadline, and the fit did not finish.
     assert slow.starts and all(start < deadline for start in slow.starts)
     assert len(result.train_losses) == len(slow.starts) < 50 * 3
@@ -53,8 +60,8 @@ def test_a_fit_with_no_time_left_has_nothing_to_keep(base, tokenizer, settings):
     train = [make(tokenizer, n) for n in range(8)]
     with pytest.raises(OutOfTime):
         fit_lora(base, train, train[:2], FitParams(learning_rate=1e-3, batch_size=4,
-                                                   max_epochs=2), settings, device="cpu",
-                 pad_id=0, progress=False, deadline=time.monotonic() - 1)
+                                                   max_epochs=2), FitConfig.from_settings(settings),
+                 pad_id=0, run=FitRun(deadline=time.monotonic() - 1, progress=False))
 
 
 def test_trials_share_the_time_and_a_cut_trial_reports_what_it_has(base, tokenizer, settings):
@@ -63,9 +70,8 @@ def test_trials_share_the_time_and_a_cut_trial_reports_what_it_has(base, tokeniz
     options = {"search_trials": 4, "max_epochs": 50, "early_stop_patience": 50,
                "micro_batch_size": 16}
     deadline = time.monotonic() + 8.0  # one trial alone would take 10 s at least
-    result = run_search(base, train, train[:3], settings.model_copy(update=options),
-                        device="cpu", pad_id=0, progress=False, objective=slow,
-                        deadline=deadline)
+    result = search_best_fit(base, train, train[:3], search_config(settings, **options),
+                             pad_id=0, progress=False, objective=slow, deadline=deadline)
     # Trials share the time (without that trial 0 would take all of it; with a loaded CPU the
     # set-up of each trial may leave the last one no time); each trained a few steps and
     # measured its weights; none began a step after the deadline. Trial 0 (50 steps of 0.05 s
@@ -91,21 +97,21 @@ class StallsOnce(SupervisedObjective):
         return super().micro_loss(model, micro, batch, **kwargs)
 
 
-@pytest.mark.parametrize("measure_cut", [True, False])
-def test_an_epoch_cut_part_way_is_measured_for_a_trial(base, tokenizer, settings, measure_cut):
+@pytest.mark.parametrize("keep", [Keep.BEST_EPOCH, Keep.BEST_WHOLE_EPOCH])
+def test_an_epoch_cut_part_way_is_measured_for_a_trial(base, tokenizer, settings, keep):
     # Three steps per epoch; the second outlasts the deadline, so the third does not start.
     train = [make(tokenizer, n) for n in range(12)]
     validation = [make(tokenizer, n) for n in range(12, 15)]
     deadline = time.monotonic() + 2.0
     params = FitParams(learning_rate=1e-2, batch_size=4, max_epochs=5, patience=5)
-    fit = dict(device="cpu", pad_id=0, progress=False, deadline=deadline,
-               objective=StallsOnce(at=2, deadline=deadline), measure_cut=measure_cut)
-    options = settings.model_copy(update={"micro_batch_size": 4})
-    if not measure_cut:  # a plain fit keeps whole epochs only: nothing to keep
+    fit = dict(pad_id=0, run=FitRun(deadline=deadline, progress=False),
+               objective=StallsOnce(at=2, deadline=deadline), keep=keep)
+    config = FitConfig.from_settings(settings.model_copy(update={"micro_batch_size": 4}))
+    if keep is Keep.BEST_WHOLE_EPOCH:  # a plain fit keeps whole epochs only: nothing to keep
         with pytest.raises(OutOfTime):
-            fit_lora(base, train, validation, params, options, **fit)
+            fit_lora(base, train, validation, params, config, **fit)
         return
-    result = fit_lora(base, train, validation, params, options, **fit)
+    result = fit_lora(base, train, validation, params, config, **fit)
     assert len(result.train_losses) == 2 and len(result.val_losses) == 1
     assert result.best_epoch == 1 and result.adapter and result.stopped_early
     assert any("epoch 1 was cut after 2 of 3 steps" in note for note in result.notes)
@@ -118,9 +124,8 @@ class NoTimeLeft(SupervisedObjective):
 
 def test_a_trial_with_nothing_to_keep_is_pruned(base, tokenizer, settings):
     train = [make(tokenizer, n) for n in range(8)]
-    result = run_search(base, train, train[:3], settings.model_copy(
-        update={"search_trials": 2}), device="cpu", pad_id=0, progress=False,
-        objective=NoTimeLeft())
+    result = search_best_fit(base, train, train[:3], search_config(settings, search_trials=2),
+                             pad_id=0, progress=False, objective=NoTimeLeft())
     assert result.best is None and [t["state"] for t in result.trials] == ["PRUNED"] * 2
     assert "time limit" in result.trials[0]["reason"]
 
@@ -130,8 +135,8 @@ def test_successive_halving_prunes_trials_over_epochs(base, tokenizer, settings)
     validation = [make(tokenizer, n) for n in range(16, 20)]
     options = {"search_trials": 6, "max_epochs": 4, "early_stop_patience": 4,
                "search_lr_min": 1e-4, "search_lr_max": 3e-2}
-    result = run_search(base, train, validation, settings.model_copy(update=options),
-                        device="cpu", pad_id=0, progress=False, seed=3)
+    result = search_best_fit(base, train, validation, search_config(settings, **options),
+                             pad_id=0, progress=False, seed=3)
     states = [t["state"] for t in result.trials]
     assert len(states) == 6 and "PRUNED" in states and "COMPLETE" in states
     for trial in result.trials:
@@ -145,12 +150,12 @@ def test_successive_halving_prunes_trials_over_epochs(base, tokenizer, settings)
 def test_the_seed_changes_the_proposals_and_is_reported(base, tokenizer, settings):
     train = [make(tokenizer, n) for n in range(8)]
     data = DataSet(train=train, validation=[make(tokenizer, n) for n in range(8, 10)])
-    quick = settings.model_copy(update={"search_trials": 2, "max_epochs": 1})
-    first = train_adapter(base, data, quick, device="cpu", pad_id=0, progress=False, seed=1)
-    second = train_adapter(base, data, quick, device="cpu", pad_id=0, progress=False, seed=2)
+    quick = search_config(settings, search_trials=2, max_epochs=1)
+    first = tuned_best_fit(base, data, quick, pad_id=0, progress=False, seed=1)
+    second = tuned_best_fit(base, data, quick, pad_id=0, progress=False, seed=2)
     assert first.best_params["search_seed"] == 1 and "search seed 1" in first.notes
     assert [t["params"] for t in first.trials] != [t["params"] for t in second.trials]
-    again = train_adapter(base, data, quick, device="cpu", pad_id=0, progress=False, seed=1)
+    again = tuned_best_fit(base, data, quick, pad_id=0, progress=False, seed=1)
     assert [t["params"] for t in again.trials] == [t["params"] for t in first.trials]
 
 
@@ -158,12 +163,12 @@ def test_search_seed_setting_repeats_a_cycle_and_unset_takes_a_new_seed(base, to
                                                                          settings):
     train = [make(tokenizer, n) for n in range(8)]
     data = DataSet(train=train, validation=[make(tokenizer, n) for n in range(8, 10)])
-    pinned = settings.model_copy(update={"search_trials": 1, "max_epochs": 1, "search_seed": 7})
-    assert train_adapter(base, data, pinned, device="cpu", pad_id=0,
-                         progress=False).best_params["search_seed"] == 7
-    free = pinned.model_copy(update={"search_seed": None})
-    seeds = {train_adapter(base, data, free, device="cpu", pad_id=0,
-                           progress=False).best_params["search_seed"] for _ in range(2)}
+    pinned = search_config(settings, search_trials=1, max_epochs=1, search_seed=7)
+    assert tuned_best_fit(base, data, pinned, pad_id=0,
+                          progress=False).best_params["search_seed"] == 7
+    free = search_config(settings, search_trials=1, max_epochs=1, search_seed=None)
+    seeds = {tuned_best_fit(base, data, free, pad_id=0,
+                            progress=False).best_params["search_seed"] for _ in range(2)}
     assert len(seeds) == 2  # from the clock: each cycle its own
 
 
@@ -172,11 +177,11 @@ def test_a_best_learning_rate_at_the_edge_is_warned_about(base, tokenizer, setti
     assert "SEARCH_LR_MIN" in edge_note(1.5e-5, 1e-5, 1e-2)
     assert edge_note(3e-4, 1e-5, 1e-2) is None  # the middle (log scale)
     train = [make(tokenizer, n) for n in range(8)]
-    one = settings.model_copy(update={"search_trials": 1, "max_epochs": 1,
-                                      "search_lr_min": 1e-4, "search_lr_max": 1e-2})
+    one = search_config(settings, search_trials=1, max_epochs=1, search_lr_min=1e-4,
+                        search_lr_max=1e-2)
     with caplog.at_level(logging.WARNING, logger="trainer.search"):
-        result = run_search(base, train, train[:2], one, device="cpu", pad_id=0,
-                            progress=False, previous={"learning_rate": 1, "batch_size": 4})
+        result = search_best_fit(base, train, train[:2], one, pad_id=0, progress=False,
+                                 previous={"learning_rate": 1, "batch_size": 4})
     assert result.best_params["learning_rate"] == 1e-2  # the previous rate, clamped to the top
     assert any("edge of the search range" in note for note in result.notes)
     assert any("edge of the search range" in r.getMessage() for r in caplog.records)
@@ -188,8 +193,8 @@ def test_preference_epochs_follow_the_search(base, tokenizer, settings):
     data = DataSet(train=train, validation=[make(tokenizer, n) for n in range(8, 10)])
     options = {"search_trials": 2, "max_epochs": 2, "preference_epochs": 1,
                "preference_lr_factor": 0.25}
-    result = train_adapter(base, data, settings.model_copy(update=options), device="cpu",
-                           pad_id=0, progress=False, seed=0)
+    result = tuned_best_fit(base, data, search_config(settings, **options), pad_id=0,
+                            progress=False, seed=0)
     params = result.best_params
     assert params["objective"] == "sft+dpo+kto" and params["preference_epochs"] == 1
     assert params["preference_learning_rate"] == pytest.approx(0.25 * params["learning_rate"])
@@ -198,8 +203,8 @@ def test_preference_epochs_follow_the_search(base, tokenizer, settings):
         t["val_losses"].index(min(t["val_losses"])) + 1 for t in searched
         if t["params"]["learning_rate"] == params["learning_rate"]) + 1
 
-    sft_only = train_adapter(base, data, settings.model_copy(
-        update=options | {"dpo_weight": 0.0, "kto_weight": 0.0}), device="cpu", pad_id=0,
+    sft_only = tuned_best_fit(base, data, search_config(
+        settings, **options | {"dpo_weight": 0.0, "kto_weight": 0.0}), pad_id=0,
         progress=False, seed=0)
     assert "objective" not in sft_only.best_params  # nothing to add to SFT: no preference epochs
 
@@ -207,8 +212,8 @@ def test_preference_epochs_follow_the_search(base, tokenizer, settings):
 def test_a_thumbs_down_only_data_set_gets_an_adapter(base, tokenizer, settings):
     bad = [make(tokenizer, n, "undesirable", f"go away {n}") for n in range(10)]
     data = DataSet(train=bad[:8], validation=bad[8:])
-    result = train_adapter(base, data, settings.model_copy(update={"preference_epochs": 2}),
-                           device="cpu", pad_id=0, progress=False, seed=0)
+    result = tuned_best_fit(base, data, search_config(settings, preference_epochs=2),
+                            pad_id=0, progress=False, seed=0)
     assert result.trials == [] and result.best is not None and result.best.adapter
     assert len(result.best.val_losses) == 2 and result.best_params["objective"] == "sft+dpo+kto"
     # The middle of the learning-rate range (log scale), times the preference factor.

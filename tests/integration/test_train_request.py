@@ -30,7 +30,7 @@ async def test_a_cycle_cut_short_leaves_the_request_for_the_next(settings, store
         release.wait(30)
         raise RuntimeError("released")
 
-    monkeypatch.setattr(cycle_module, "train_candidate", stuck)
+    monkeypatch.setattr(cycle_module, "fit_candidate", stuck)
     await own.trainer.request_training("admin")
     task = asyncio.create_task(run_cycle(quick(settings), store, TENANT, progress=False))
     try:
@@ -49,7 +49,7 @@ async def test_a_failed_cycle_keeps_the_request_a_few_times(settings, store, own
     def broken(*args, **kwargs):
         raise RuntimeError("out of GPU memory")
 
-    monkeypatch.setattr(cycle_module, "train_candidate", broken)
+    monkeypatch.setattr(cycle_module, "fit_candidate", broken)
     await own.trainer.request_training("admin")
     for attempt in range(1, REQUEST_ATTEMPTS):
         with pytest.raises(RuntimeError):
@@ -66,7 +66,7 @@ async def test_a_failed_cycle_keeps_the_request_a_few_times(settings, store, own
 
 async def test_an_ended_cycle_settles_its_request_but_not_a_newer_one(settings, store, own,
                                                                       monkeypatch):
-    real = cycle_module.train_candidate
+    real = cycle_module.fit_candidate
     key = store.k("g", TENANT, "tr", "request")
 
     def asked_again_meanwhile(*args, **kwargs):
@@ -80,7 +80,7 @@ async def test_an_ended_cycle_settles_its_request_but_not_a_newer_one(settings, 
     assert not await own.trainer.training_requested()  # the ended cycle used it up
 
     await own.trainer.request_training("admin")
-    monkeypatch.setattr(cycle_module, "train_candidate", asked_again_meanwhile)
+    monkeypatch.setattr(cycle_module, "fit_candidate", asked_again_meanwhile)
     await run_cycle(quick(settings), store, TENANT, progress=False)
     assert (await own.trainer.snapshot()).request["by"] == "second admin"
 

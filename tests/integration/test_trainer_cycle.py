@@ -16,8 +16,7 @@ from transformers import AutoModelForCausalLM
 from bot.core.adapter_io import attach_adapter, parse_adapter
 from bot.core.store import BASE_VERSION, AdapterRecord, Exchange, Store
 from trainer.cycle import LOCK_HELD, TrainingLock, run_cycle, warm_start
-from trainer.publish import PublishRefused, gate, publish
-from trainer.quality import Interval, Quality, Scores
+from trainer.publish import PublishRefused, publish
 from trainer.schedule import TrainerService, build_scheduler
 
 QA = [("what is the capital of france", "paris is the capital of france"),
@@ -54,22 +53,25 @@ async def add_rated(store, count: int, vote: int = 1) -> list[Exchange]:
     return added
 
 
-async def test_full_cycle_promotes_then_gate_rejects_a_candidate_no_better(settings, store,
-                                                                           own):
+async def promote_v1(settings, store, own):
+    """A first cycle on 40 👍 and 5 👎 exchanges: (its settings, its outcome, the newest rating
+    event before it)."""
     # The publish path on NLL and preference accuracy, without the replies' chrF: the random
-    # tiny model's greedy replies to these five questions stayed babble in some runs even after
-    # six epochs (test_gate_replies.py has the gate on replies, with answers the tiny model
-    # learns).
-    # Three epochs: with two, one split in many runs (the exchange ids, hence the split, are
-    # new each run) left the candidate only 0.045 below the base in a full-suite run.
-    # One trial, so the second cycle (whose first trial repeats v1's hyperparameters, with the
-    # same pinned seed and the same data) trains v1 again: see below.
+    # tiny model's greedy replies to these five questions can stay babble even after six
+    # epochs (test_gate_replies.py has the gate on replies, with answers the tiny model
+    # learns). Three epochs: the exchange ids, hence the split, are new each run, and with two
+    # some splits leave the candidate too close to the base. One trial, so a second cycle
+    # (whose first trial repeats v1's hyperparameters, with the same pinned seed and the same
+    # data) trains v1 again.
     settings = train_settings(settings, max_epochs=3, search_trials=1, **NLL_GATE)
     await add_rated(store, 40)
     await add_rated(store, 5, vote=-1)
     newest_event = (await own.trainer.snapshot()).newest_event
+    return settings, await run_cycle(settings, store, TENANT, progress=False), newest_event
 
-    outcome = await run_cycle(settings, store, TENANT, progress=False)
+
+async def test_a_cycle_promotes_a_candidate_better_than_the_base(settings, store, own):
+    settings, outcome, newest_event = await promote_v1(settings, store, own)
 
     assert outcome.outcome == "promoted", outcome.reason
     assert outcome.version == "v1"
@@ -79,6 +81,13 @@ async def test_full_cycle_promotes_then_gate_rejects_a_candidate_no_better(setti
     assert outcome.trials == 1 and outcome.batch_size in (4, 8, 16, 32)
     assert await own.registry.active() == "v1"
     assert (await own.trainer.snapshot()).cursor == newest_event
+    (run,) = await own.trainer.recent_runs(1)
+    assert run["outcome"] == "promoted" and run["version"] == "v1"
+
+
+async def test_a_promoted_adapter_records_its_parent_hyperparameters_data_and_metrics(
+        settings, store, own):
+    settings, outcome, _ = await promote_v1(settings, store, own)
 
     record = await store.registry.record("v1")
     assert record.parent == BASE_VERSION and record.base_model == settings.model_name
@@ -93,6 +102,11 @@ async def test_full_cycle_promotes_then_gate_rejects_a_candidate_no_better(setti
     assert record.metrics["val_loss"] == outcome.val_loss
     assert len(record.metrics["train_loss_curve"]) >= 2
 
+
+async def test_a_promoted_adapters_report_is_in_the_registry_and_in_named_files(settings, store,
+                                                                                 own):
+    settings, outcome, _ = await promote_v1(settings, store, own)
+
     report, png = await store.registry.report("v1")
     assert report["version"] == "v1" and report["val_loss"] == outcome.val_loss
     assert png.startswith(b"\x89PNG")
@@ -101,20 +115,26 @@ async def test_full_cycle_promotes_then_gate_rejects_a_candidate_no_better(setti
     assert outcome.png_path == str(named.with_suffix(".png"))
     assert named.with_suffix(".png").read_bytes() == png
     assert json.loads(named.with_suffix(".json").read_text())["version"] == "v1"
-    (run,) = await own.trainer.recent_runs(1)
-    assert run["outcome"] == "promoted" and run["version"] == "v1"
 
-    # The stored bytes load into a fresh base model and give the recorded loss back.
+
+async def test_a_promoted_adapters_bytes_load_into_a_fresh_base_model(settings, store, own):
+    settings, _, _ = await promote_v1(settings, store, own)
+
     model = AutoModelForCausalLM.from_pretrained(settings.model_name)
     model = attach_adapter(model, parse_adapter(await store.registry.blob("v1")), "v1")
     assert any(".lora_B.v1." in name and param.abs().sum() > 0
                for name, param in model.named_parameters())
 
+
+async def test_a_second_cycle_no_better_than_the_active_adapter_is_rejected(settings, store,
+                                                                            own):
+    settings, outcome, _ = await promote_v1(settings, store, own)
+
     # A second cycle on the same data repeats v1's hyperparameters and seed, so its candidate
     # is v1 again: better on no number (not by the NLL margin of 5 nats, not on preference
-    # accuracy, where a different adapter's could beat v1's on the few 👎 labels by chance, as
-    # in one CI run): rejected, and nothing in service changes. (NLL and preference accuracy
-    # only here: test_gate_replies.py has the gate on replies.)
+    # accuracy, where a different adapter's could beat v1's on the few 👎 labels by chance):
+    # rejected, and nothing in service changes. (NLL and preference accuracy only here:
+    # test_gate_replies.py has the gate on replies.)
     strict = train_settings(settings, gate_margin=5.0, max_epochs=3, search_trials=1, **NLL_GATE)
     second = await run_cycle(strict, store, TENANT, force=True, progress=False)
     assert second.val_loss["candidate"] == pytest.approx(outcome.val_loss["candidate"], rel=1e-4)
@@ -127,29 +147,6 @@ async def test_full_cycle_promotes_then_gate_rejects_a_candidate_no_better(setti
     assert [r.version for r in await own.registry.records()] == ["v1"]
     assert (await own.trainer.recent_runs(1))[0]["outcome"] == "rejected"
     assert second.png_path and second.png_path.endswith(".png")
-
-
-def nll_only(candidate: float, active: float | None, base: float) -> Quality:
-    """Gate numbers where the replies of every model score the same (chrF 30, a bootstrap
-    interval around 0 within the chrF margin), so only the NLL can make a difference."""
-    same = Interval(mean=0.0, low=-1.0, high=1.0)
-    return Quality(base=Scores(nll=base, chrf=30.0), candidate=Scores(nll=candidate, chrf=30.0),
-                   active=None if active is None else Scores(nll=active, chrf=30.0),
-                   vs_active=None if active is None else same, vs_base=same, prompts=10)
-
-
-def test_gate_needs_the_margin_and_a_win_over_the_base():
-    def decide(candidate, active, base, margin):
-        return gate(nll_only(candidate, active, base), margin=margin, chrf_margin=0.0)
-
-    assert decide(candidate=2.0, active=None, base=3.0, margin=0.1).promote
-    assert not decide(candidate=2.95, active=None, base=3.0, margin=0.1).promote
-    assert decide(candidate=2.0, active=2.5, base=3.0, margin=0.1).promote
-    assert not decide(candidate=2.45, active=2.5, base=3.0, margin=0.1).promote
-    # Beating a poor active adapter is not enough when the base model is better still.
-    decision = decide(candidate=3.2, active=4.0, base=3.1, margin=0.1)
-    assert not decision.promote and "base" in decision.reason
-    assert not decide(candidate=math.nan, active=2.5, base=3.0, margin=0.0).promote
 
 
 async def test_two_cycles_started_at_once_train_once(settings, store, redis_server, own):

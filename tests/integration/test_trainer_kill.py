@@ -82,7 +82,8 @@ async def test_killed_cycle_publishes_nothing_and_the_lock_expires(settings, sto
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(summary) == {"outcome", "reason", "guild", "version", "val_loss", "gate", "data",
-                            "learning_rate", "batch_size", "trials"}
+                            "learning_rate", "batch_size", "trials", "learned"}
+    assert summary["learned"]["headline"]
     # The gate's numbers: these liked replies were written by the base model itself, so they
     # are no chrF references (greedy decoding hands the base its own words back).
     assert summary["gate"]["prompts"] == 0 and summary["gate"]["failed"] is None

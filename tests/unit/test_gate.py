@@ -7,20 +7,27 @@ import random
 
 import pytest
 
-from bot.core.store import Correction, Exchange, RatedExchange
-from trainer.publish import MIN_REPLY_PROMPTS, gate
-from trainer.quality import Interval, Quality, Scores, paired_bootstrap, references, sentence_chrf
+from trainer.degeneracy import ReplyFigures
+from trainer.exam import Reference
+from trainer.gate import MIN_PREFERENCES, MIN_REPLY_PROMPTS, GateRules, gate
+from trainer.quality import Interval, Quality, Scores, paired_bootstrap, sentence_chrf
 
 
 def numbers(*, candidate: Scores, base: Scores, active: Scores | None = None,
             vs_active: Interval | None = None, vs_base: Interval | None = None,
-            prompts: int = 20) -> Quality:
+            preference_vs_active: Interval | None = None,
+            preference_vs_base: Interval | None = None, prompts: int = 20,
+            pairs: int = 0) -> Quality:
     return Quality(base=base, candidate=candidate, active=active, vs_active=vs_active,
-                   vs_base=vs_base, prompts=prompts)
+                   vs_base=vs_base, preference_vs_active=preference_vs_active,
+                   preference_vs_base=preference_vs_base, prompts=prompts, pairs=pairs)
+
+
+RULES = GateRules(margin=0.01, chrf_margin=0.0, forget_nats=0.5)
 
 
 def decide(quality: Quality):
-    return gate(quality, margin=0.01, chrf_margin=0.0)
+    return gate(quality, RULES)
 
 
 def test_lower_nll_with_replies_worse_beyond_noise_is_refused_by_chrf():
@@ -37,7 +44,7 @@ def test_too_few_references_neither_refuse_nor_promote_on_replies():
     worse_on_one = Interval(mean=-3.72, low=-3.72, high=-3.72)
     promoted = decide(numbers(candidate=Scores(nll=2.0, chrf=8.2), base=Scores(nll=5.0, chrf=11.9),
                               vs_base=worse_on_one, prompts=1))
-    assert promoted.promote and "only 1 held-out reference(s)" in promoted.reason
+    assert promoted.promote and "only 1 exam reference(s)" in promoted.reason
     assert "chrF" not in promoted.reason.split(";", 1)[1]  # the win is the NLL, not chrF
     better_on_two = Interval(mean=9.0, low=8.0, high=10.0)
     refused = decide(numbers(candidate=Scores(nll=5.0, chrf=40.0), base=Scores(nll=5.0, chrf=31.0),
@@ -50,7 +57,7 @@ def test_too_few_references_neither_refuse_nor_promote_on_replies():
                               vs_base=Interval(mean=-3.72, low=-5.0, high=-2.0), prompts=count))
 
     few, enough = with_references(MIN_REPLY_PROMPTS - 1), with_references(MIN_REPLY_PROMPTS)
-    assert few.promote and f"only {MIN_REPLY_PROMPTS - 1} held-out" in few.reason
+    assert few.promote and f"only {MIN_REPLY_PROMPTS - 1} exam" in few.reason
     assert not enough.promote and enough.failed == "chrf"
 
 
@@ -64,27 +71,77 @@ def test_a_reply_loss_within_noise_does_not_refuse_a_better_nll():
     # GATE_CHRF_MARGIN tolerates a loss of that many points beyond noise.
     assert gate(numbers(candidate=Scores(nll=2.0, chrf=29.0), base=Scores(nll=5.0, chrf=30.0),
                         vs_base=Interval(mean=-1.0, low=-1.9, high=-0.1)),
-                margin=0.01, chrf_margin=0.5).promote
+                GateRules(margin=0.01, chrf_margin=0.5)).promote
 
 
 def test_better_replies_alone_promote_and_each_number_can_be_the_win():
     replies = decide(numbers(candidate=Scores(nll=3.0, chrf=40.0), base=Scores(nll=3.0, chrf=30.0),
                              vs_base=Interval(mean=10.0, low=6.0, high=14.0)))
     assert replies.promote and "chrF 40.00 > 30.00" in replies.reason
-    # Preference accuracy against the base model (a tie on every pair: 0.5).
+    # Preference accuracy against the base model (a tie on every pair: 0.5), beyond noise.
     preference = decide(numbers(candidate=Scores(nll=3.2, chrf=30.0, preference_accuracy=0.75),
                                 base=Scores(nll=3.0, chrf=30.0),
-                                vs_base=Interval(mean=0.0, low=-1.0, high=1.0)))
+                                vs_base=Interval(mean=0.0, low=-1.0, high=1.0),
+                                preference_vs_base=Interval(mean=0.25, low=0.1, high=0.4),
+                                pairs=MIN_PREFERENCES))
     assert preference.promote and "preference accuracy 0.750 > 0.500" in preference.reason
     # Against an active adapter its own accuracy counts, and the base must be beaten too.
     active = Scores(nll=2.5, chrf=35.0, preference_accuracy=0.8)
     not_better = decide(numbers(candidate=Scores(nll=2.6, chrf=35.0, preference_accuracy=0.7),
                                 active=active, base=Scores(nll=3.0, chrf=30.0),
                                 vs_active=Interval(mean=0.0, low=-1.0, high=1.0),
-                                vs_base=Interval(mean=5.0, low=3.0, high=7.0)))
+                                vs_base=Interval(mean=5.0, low=3.0, high=7.0),
+                                preference_vs_active=Interval(mean=-0.1, low=-0.3, high=0.1),
+                                pairs=MIN_PREFERENCES))
     assert not not_better.promote and not_better.failed == "improvement"
     for part in ("active adapter", "chrF 35.00 vs 35.00", "0.700 vs 0.800", "2.6000 vs 2.5000"):
         assert part in not_better.reason
+
+
+def test_a_gain_within_noise_promotes_nothing():
+    """A higher mean whose interval reaches 0 is no win, for chrF and preference alike."""
+    within = decide(numbers(candidate=Scores(nll=3.0, chrf=31.0, preference_accuracy=0.513),
+                            active=Scores(nll=3.0, chrf=30.0, preference_accuracy=0.5),
+                            base=Scores(nll=3.0, chrf=30.0),
+                            vs_active=Interval(mean=1.0, low=-2.0, high=4.0),
+                            vs_base=Interval(mean=1.0, low=-2.0, high=4.0),
+                            preference_vs_active=Interval(mean=0.013, low=-0.1, high=0.12),
+                            preference_vs_base=Interval(mean=0.013, low=-0.1, high=0.12),
+                            pairs=40))
+    assert not within.promote and within.failed == "improvement", within
+    # The same preference win over too few pairs is not read at all.
+    few = decide(numbers(candidate=Scores(nll=3.0, chrf=30.0, preference_accuracy=1.0),
+                         base=Scores(nll=3.0, chrf=30.0),
+                         vs_base=Interval(mean=0.0, low=-1.0, high=1.0),
+                         preference_vs_base=Interval(mean=0.5, low=0.5, high=0.5),
+                         pairs=MIN_PREFERENCES - 1))
+    assert not few.promote and "too few preferences" in few.reason
+
+
+def test_forgetting_general_text_refuses_whatever_else_improved():
+    quality = numbers(candidate=Scores(nll=2.0, chrf=40.0, general_nll=6.9),
+                      base=Scores(nll=3.0, chrf=30.0, general_nll=6.0),
+                      vs_base=Interval(mean=10.0, low=6.0, high=14.0))
+    decision = decide(quality)
+    assert not decision.promote and decision.failed == "forgetting"
+    assert "6.900" in decision.reason and "GATE_FORGET_NATS=0.5" in decision.reason
+    within = numbers(candidate=Scores(nll=2.0, chrf=40.0, general_nll=6.4),
+                     base=Scores(nll=3.0, chrf=30.0, general_nll=6.0),
+                     vs_base=Interval(mean=10.0, low=6.0, high=14.0))
+    assert decide(within).promote
+
+
+def test_degenerate_replies_refuse_whatever_else_improved():
+    honest = ReplyFigures(replies=20, top_shared=0.1, distinct_2=0.8, link_replies=0)
+    spam = ReplyFigures(replies=20, top_shared=0.9, distinct_2=0.5, link_replies=18)
+    quality = numbers(candidate=Scores(nll=2.0, chrf=40.0), base=Scores(nll=3.0, chrf=30.0),
+                      vs_base=Interval(mean=10.0, low=6.0, high=14.0))
+    quality.replies = {"base": honest, "candidate": spam, "references": honest}
+    decision = decide(quality)
+    assert not decision.promote and decision.failed == "degeneracy"
+    assert decision.reason.startswith("degeneracy: 90% of its replies share one")
+    quality.replies["candidate"] = honest
+    assert decide(quality).promote
 
 
 def test_replies_worse_than_the_base_refuse_even_when_the_active_is_beaten():
@@ -97,14 +154,18 @@ def test_replies_worse_than_the_base_refuse_even_when_the_active_is_beaten():
 
 def test_without_references_the_gate_says_so_and_decides_on_the_rest():
     promoted = decide(numbers(candidate=Scores(nll=2.0), base=Scores(nll=3.0), prompts=0))
-    assert promoted.promote and "no held-out references" in promoted.reason
+    assert promoted.promote and "no exam references yet" in promoted.reason
     refused = decide(numbers(candidate=Scores(nll=3.0, preference_accuracy=0.4),
-                             base=Scores(nll=3.0), prompts=0))
-    assert not refused.promote and "no references" in refused.reason
+                             base=Scores(nll=3.0), prompts=0,
+                             preference_vs_base=Interval(mean=-0.1, low=-0.2, high=0.0),
+                             pairs=MIN_PREFERENCES))
+    assert not refused.promote and "no references to judge" in refused.reason
     # A 👎-only data set has no reply targets: NLL is nan everywhere, preference decides.
     labels_only = decide(numbers(candidate=Scores(nll=math.nan, preference_accuracy=0.7),
-                                 base=Scores(nll=math.nan), prompts=0))
-    assert labels_only.promote
+                                 base=Scores(nll=math.nan), prompts=0,
+                                 preference_vs_base=Interval(mean=0.2, low=0.05, high=0.35),
+                                 pairs=MIN_PREFERENCES))
+    assert labels_only.promote and "preference accuracy 0.700 > 0.500" in labels_only.reason
 
 
 def test_a_nan_candidate_loss_is_refused_by_nll():
@@ -130,9 +191,8 @@ def test_paired_bootstrap_is_seeded_and_brackets_the_mean():
 
 
 def test_chrf_reads_english_and_chinese():
-    refs = references([rated("e1", "how do I reset it", "open settings then security", 1),
-                       rated("e2", "退款要多久", "退款一般需要三到五个工作日", 1)],
-                      {"e1", "e2"}, 10)
+    refs = [Reference("e1", [], None, "open settings then security"),
+            Reference("e2", [], None, "退款一般需要三到五个工作日")]
     same, other = sentence_chrf([r.text for r in refs], refs), sentence_chrf(["A.", "A."], refs)
     assert same == [100.0, 100.0]
     assert all(score < 10 for score in other)
@@ -140,29 +200,25 @@ def test_chrf_reads_english_and_chinese():
     assert all(20 < score < 100 for score in close)
 
 
-def rated(exchange_id, message, reply, score, corrections=()):
-    exchange = Exchange(id=exchange_id, tenant=1, user_message=message, reply=reply)
-    return RatedExchange(exchange=exchange, score=score, ratings=1, corrections=[
-        Correction(exchange_id=exchange_id, moderator_hash=f"m{n}", text=text, created_at=at)
-        for n, (text, at) in enumerate(corrections)])
+def nll_only(candidate: float, active: float | None, base: float) -> Quality:
+    """Gate numbers where the replies of every model score the same (chrF 30, a bootstrap
+    interval around 0 within the chrF margin), so only the NLL can make a difference."""
+    same = Interval(mean=0.0, low=-1.0, high=1.0)
+    return Quality(base=Scores(nll=base, chrf=30.0), candidate=Scores(nll=candidate, chrf=30.0),
+                   active=None if active is None else Scores(nll=active, chrf=30.0),
+                   vs_active=None if active is None else same, vs_base=same, prompts=10)
 
 
-def test_references_come_from_the_validation_side_newest_correction_first():
-    items = [rated("a", "q1", "liked reply", 1),
-             rated("b", "q2", "bad reply", -1, [("old fix", 10.0), ("new fix", 20.0)]),
-             rated("c", "q3", "bad reply", -1),  # 👎 without a taught reply: no reference
-             rated("d", "q4", "liked but trained on", 2),  # train side
-             rated("e", "q5", "another liked", 1)]
-    refs = references(items, {"a", "b", "c", "e"}, limit=10)
-    assert [(r.exchange_id, r.text) for r in refs] == [("a", "liked reply"), ("b", "new fix"),
-                                                       ("e", "another liked")]
-    assert refs[0].turns[-1].text == "q1"
-    assert [r.exchange_id for r in references(items, {"a", "b", "c", "e"}, limit=2)] == ["a", "b"]
-    assert references(items, {"a", "b", "c", "e"}, limit=0) == []  # GATE_MAX_PROMPTS=0
-    # A liked reply written by a compared model (base or active) is no reference: greedy
-    # decoding would hand that model its own words back. A correction still is.
-    items[0].exchange.adapter_version = "v3"
-    assert [r.exchange_id for r in references(items, {"a", "b", "e"}, 10,
-                                              frozenset({"base", "v3"}))] == ["b"]
-    assert [r.exchange_id for r in references(items, {"a", "b", "e"}, 10,
-                                              frozenset({"base", "v2"}))] == ["a", "b"]
+def test_gate_needs_the_margin_and_a_win_over_the_base():
+    def decide_on_nll(candidate, active, base, margin):
+        return gate(nll_only(candidate, active, base),
+                    GateRules(margin=margin, chrf_margin=0.0, forget_nats=0.5))
+
+    assert decide_on_nll(candidate=2.0, active=None, base=3.0, margin=0.1).promote
+    assert not decide_on_nll(candidate=2.95, active=None, base=3.0, margin=0.1).promote
+    assert decide_on_nll(candidate=2.0, active=2.5, base=3.0, margin=0.1).promote
+    assert not decide_on_nll(candidate=2.45, active=2.5, base=3.0, margin=0.1).promote
+    # Beating a poor active adapter is not enough when the base model is better still.
+    decision = decide_on_nll(candidate=3.2, active=4.0, base=3.1, margin=0.1)
+    assert not decision.promote and "base" in decision.reason
+    assert not decide_on_nll(candidate=math.nan, active=2.5, base=3.0, margin=0.0).promote

@@ -78,26 +78,46 @@ RECIPE_FILE = "demo_recipe.json"  # what the cached model was built from; anothe
 
 
 def demo_model(name: str, cache_dir: Path, say, *, quick: bool = False) -> str:
-    """`name` when it loads offline, else a tiny GPT-2 built and pretrained once in `cache_dir`."""
+    """`name` when it loads offline, else the demo's tiny GPT-2 in `cache_dir`."""
     if model_loads(name):
         say(f"Model: {name}")
         return name
+    return tiny_demo_model(cache_dir, say, steps=PRETRAIN_STEPS["quick" if quick else "full"],
+                           instead_of=name)
+
+
+def demo_recipe(text: str, steps: int) -> dict:
+    """What the demo's tiny model is made of: its shape, its pretraining, and a digest of
+    `text`, which its tokenizer and weights learn from. Another recipe makes another model."""
+    from trainer.demo.pretrain import PRETRAINING
+
+    return {**DEMO_MODEL, **PRETRAINING, "pretrain_steps": steps,
+            "text_sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def recipe_digest(recipe: dict) -> str:
+    """A short name for `recipe`, for a cache that must change exactly when the recipe does."""
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def tiny_demo_model(cache_dir: Path, say, *, steps: int, instead_of: str | None = None) -> str:
+    """The demo's tiny GPT-2 in `cache_dir`/MODEL_DIR: the one there when it was made from
+    the same recipe, else one built and pretrained there now for `steps` steps (said, with
+    the model it stands in for)."""
     from trainer.demo.pretrain import CORPUS, pretrain_text
 
     text = pretrain_text()
-    steps = PRETRAIN_STEPS["quick" if quick else "full"]
-    recipe = {**DEMO_MODEL, "pretrain_steps": steps,
-              "text_sha256": hashlib.sha256(text.encode()).hexdigest()}
+    recipe = demo_recipe(text, steps)
     target = cache_dir / MODEL_DIR
+    lead = "Model: " if instead_of is None else \
+        f"Model: {instead_of!r} cannot be loaded offline; "
     if _cached(target, recipe):
-        say(f"Model: {name!r} cannot be loaded offline; using the tiny GPT-2 in {target} "
-            f"({_parameters(target)}, pretrained earlier for {steps} steps on text kept in "
-            "the repo, none of the sample answers)")
+        say(f"{lead}using the tiny GPT-2 in {target} ({_parameters(target)}, pretrained earlier "
+            f"for {steps} steps on text kept in the repo, none of the sample answers)")
         return str(target)
-    say(f"Model: {name!r} cannot be loaded offline; building a tiny GPT-2 in {target} and "
-        f"pretraining it for {steps} steps on trainer/{CORPUS} and the sample questions "
-        "(everyday English and Chinese text written for the demo, none of the sample "
-        "answers; no download)")
+    say(f"{lead}building a tiny GPT-2 in {target} and pretraining it for {steps} steps on "
+        f"trainer/{CORPUS} and the sample questions (everyday English and Chinese text "
+        "written for the demo, none of the sample answers; no download)")
     result = _build_and_pretrain(target, text, steps)
     (target / RECIPE_FILE).write_text(json.dumps({**recipe, "loss": [result.first_loss,
                                                                       result.last_loss]}))
@@ -127,7 +147,7 @@ def _parameters(target: Path) -> str:
 def _build_and_pretrain(target: Path, text: str, steps: int):
     from tqdm import tqdm
 
-    from trainer.demo.pretrain import pretrain
+    from trainer.demo.pretrain import PRETRAINING, pretrain
     from trainer.demo.tiny_model import build_tiny_model
 
     (target / RECIPE_FILE).unlink(missing_ok=True)  # a run cut short leaves no valid recipe
@@ -140,6 +160,6 @@ def _build_and_pretrain(target: Path, text: str, steps: int):
         bar.set_postfix(loss=f"{loss:.2f}")
 
     try:
-        return pretrain(target, text, steps=steps, on_step=on_step)
+        return pretrain(target, text, steps=steps, on_step=on_step, **PRETRAINING)
     finally:
         bar.close()

@@ -22,6 +22,8 @@ from pathlib import Path
 
 CORPUS = "data/pretrain_corpus.txt"
 SAMPLES = "data/customer_service.jsonl"
+# The demo's choices for `pretrain`: part of its model's recipe, so a change rebuilds the model.
+PRETRAINING = {"seq_len": 64, "batch_size": 16, "learning_rate": 3e-3, "seed": 0}
 
 
 def pretrain_text() -> str:
@@ -54,8 +56,8 @@ def token_stream(tokenizer, text: str) -> list[int]:
     return ids
 
 
-def pretrain(directory: str | Path, text: str, *, steps: int, seq_len: int = 64,
-             batch_size: int = 16, learning_rate: float = 3e-3, seed: int = 0,
+def pretrain(directory: str | Path, text: str, *, steps: int, seq_len: int, batch_size: int,
+             learning_rate: float, seed: int,
              on_step: Callable[[int, float], None] | None = None) -> PretrainResult:
     """Train every weight of the GPT-2 in `directory` on `text` and save it back there."""
     import torch

@@ -28,10 +28,11 @@ from bot.core.redact import hide_secrets_in_logs
 from bot.core.store import BASE_VERSION, Store
 from bot.frontends.console import Console
 from bot.runtime import Runtime
-from trainer.cycle import CycleOutcome, run_cycle
+from trainer.cycle import run_cycle
 from trainer.dataset import validation_ids
 from trainer.demo.prepare import MODEL_DIR, delete_prefix, demo_model, demo_prefix, demo_redis
 from trainer.importer import import_pairs, read_rows, validate_rows
+from trainer.outcome import CycleOutcome
 
 STYLE = "Answer as a polite support agent:"
 DEMO_GUILD = 1  # the demo's one server (its keys live under a prefix of their own)
@@ -145,6 +146,47 @@ async def chat_while_training(console: Console, serving: Callable[[], str], done
     return replies
 
 
+async def train_while_chatting(settings, store: Store, console: Console,
+                               serving: Callable[[], str]) -> CycleOutcome | None:
+    """One training cycle while the chat goes on, until a promoted adapter serves; None (said)
+    when it did not reach the engine in time."""
+    done = asyncio.Event()
+    swapped_to: list[str] = []
+    chatter = asyncio.create_task(chat_while_training(console, serving, done, swapped_to))
+    try:
+        outcome = await run_cycle(settings, store, DEMO_GUILD, force=True, progress=True)
+        if outcome.outcome == "promoted":
+            swapped_to.append(outcome.version)
+    finally:
+        done.set()
+    try:
+        await asyncio.wait_for(chatter, timeout=120)
+    except TimeoutError:
+        say("  the new adapter did not reach the engine within 120 s")
+        return None
+    return outcome
+
+
+def before_and_after(settings, questions: list[str], before: list[tuple[str, str]],
+                     after: list[tuple[str, str]], old_version: str, new_version: str) -> str:
+    """The questions' answers before and after the cycle, side by side, and what to read in
+    them."""
+    held_out = held_out_questions(settings.val_fraction)
+    rows = [[HELD_OUT + q if q in held_out else q, b[0], a[0]]
+            for q, b, a in zip(questions, before, after, strict=True)]
+    lines = [table(["question", f"before [{old_version}]", f"after [{new_version}]"],
+                   rows, [24, 38, 38])]
+    if any(q in held_out for q in questions):
+        lines.append(f"{HELD_OUT} held out for validation: the adapter never trained on this "
+                     "answer.")
+    if Path(settings.model_name).name == MODEL_DIR:
+        lines.append("The demo's tiny model (about a million parameters, pretrained on a few "
+                     "pages of text) picks up the\nsupport agent's words and tone from one "
+                     "cycle, not whole answers; a pretrained GPT-2\n(MODEL_NAME=gpt2) is "
+                     "expected to learn far more from the same data.")
+    return "\n".join(lines)
+
+
 async def run_demo(args, env) -> int:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -193,19 +235,8 @@ async def _steps(settings, runtime: Runtime, args, started: float) -> int:
 
     say("\n[3/5] One training cycle: search learning rate x batch size, gate, publish. "
         "The chat goes on meanwhile:")
-    done = asyncio.Event()
-    swapped_to: list[str] = []
-    chatter = asyncio.create_task(chat_while_training(console, serving, done, swapped_to))
-    try:
-        outcome = await run_cycle(settings, store, DEMO_GUILD, force=True, progress=True)
-    finally:
-        if "outcome" in locals() and outcome.outcome == "promoted":
-            swapped_to.append(outcome.version)
-        done.set()
-    try:
-        await asyncio.wait_for(chatter, timeout=120)
-    except TimeoutError:
-        say("  the new adapter did not reach the engine within 120 s")
+    outcome = await train_while_chatting(settings, store, console, serving)
+    if outcome is None:
         return 1
     say(f"  cycle: {outcome.outcome} ({outcome.reason}); engine now serves "
         f"{serving()}")
@@ -213,18 +244,7 @@ async def _steps(settings, runtime: Runtime, args, started: float) -> int:
     say(f"\n[4/5] The same questions, before ({old_version}) and after "
         f"({serving()}):")
     after = [await ask(console, q) for q in questions]
-    held_out = held_out_questions(settings.val_fraction)
-    rows = [[HELD_OUT + q if q in held_out else q, b[0], a[0]]
-            for q, b, a in zip(questions, before, after, strict=True)]
-    say(table(["question", f"before [{old_version}]", f"after [{serving()}]"],
-              rows, [24, 38, 38]))
-    if any(q in held_out for q in questions):
-        say(f"{HELD_OUT} held out for validation: the adapter never trained on this answer.")
-    if Path(settings.model_name).name == MODEL_DIR:
-        say("The demo's tiny model (about a million parameters, pretrained on a few pages of "
-            "text) picks up the\nsupport agent's words and tone from one cycle, not whole "
-            "answers; a pretrained GPT-2\n(MODEL_NAME=gpt2) is expected to learn far more from "
-            "the same data.")
+    say(before_and_after(settings, questions, before, after, old_version, serving()))
 
     say("\n[5/5] What the trainer measured:")
     say(summary(outcome, old_version))

@@ -11,6 +11,7 @@ from bot.core.store.records import (
     AdapterRecord,
     Correction,
     Exchange,
+    HeldItem,
     OtherTenant,
     RatedExchange,
     StoreError,
@@ -18,11 +19,12 @@ from bot.core.store.records import (
     TurnRecord,
     UnknownAdapter,
     UnknownExchange,
+    UnknownHeldItem,
 )
 from bot.core.store.trainer_state import TrainerSnapshot
+from bot.core.store.trust import TrustState
 
 __all__ = ["BASE_VERSION", "SCHEMA_VERSION", "ActiveChanged", "AdapterCorrupt", "AdapterEvent",
-           "AdapterRecord", "Correction", "Exchange", "OtherTenant", "RatedExchange", "Store",
-           "StoreError", "StoreUnavailable", "Style", "TenantStore", "TrainerSnapshot",
-           "TurnRecord", "UnknownAdapter",
-           "UnknownExchange"]
+           "AdapterRecord", "Correction", "Exchange", "HeldItem", "OtherTenant", "RatedExchange",
+           "Store", "StoreError", "StoreUnavailable", "Style", "TenantStore", "TrainerSnapshot",
+           "TrustState", "TurnRecord", "UnknownAdapter", "UnknownExchange", "UnknownHeldItem"]

@@ -7,7 +7,9 @@
                       change events (registry.py)
     store.tenant(id)  one server's own data: .exchanges (rating, teaching, its rated exchanges
                       and counters), .registry (its active pointer, history, versions),
-                      .trainer (its cursor, lock, "train now", recent runs), .modlog channel
+                      .trainer (its cursor, lock, "train now", recent runs), .trust
+                      (distrusted moderators, the review queue, exam pins: trust.py),
+                      .modlog channel
 
 `store.forget_user` and `store.forget_messages` remove a person's data and deleted Discord
 messages (privacy.py). Every key is named by bot/core/store/keys.py, which documents the layout.
@@ -30,6 +32,7 @@ from bot.core.store.records import StoreError
 from bot.core.store.registry import Registry
 from bot.core.store.styles import ChatChannels, Styles
 from bot.core.store.trainer_state import TrainerState
+from bot.core.store.trust import Trust
 
 # What a store call raises when Redis cannot be reached or refuses the command (down, wrong
 # password, no free connection within REDIS_POOL_TIMEOUT_SECONDS, out of memory, ...): every
@@ -46,6 +49,7 @@ class TenantStore:
         self.exchanges = Exchanges(store.r, keys, store.user_hash, store.exchanges.unrated_ttl_s)
         self.registry = Registry(store.r, keys)
         self.trainer = TrainerState(store.r, keys)
+        self.trust = Trust(store.r, keys, store.user_hash)
         self._r, self._keys = store.r, keys
 
     async def modlog_channel(self) -> int | None:

@@ -178,15 +178,16 @@ class Exchanges:
         raw = await self.r.hgetall(self.keys.ratings(exchange_id))
         return {key.decode(): int(value) for key, value in raw.items()}
 
-    async def correct(self, exchange_id: str, moderator_id: int | str,
-                      text: str) -> Correction:
+    async def correct(self, exchange_id: str, moderator_id: int | str, text: str,
+                      moderator_name: str | None = None) -> Correction:
         """Store a moderator's better reply, replacing that moderator's earlier one."""
         text = text.strip()
         if not text:
             raise StoreError("a correction needs the text of the better reply")
         _, own, lifetime, messages = await self._indexes(exchange_id)
         correction = Correction(exchange_id=exchange_id,
-                                moderator_hash=self.user_hash(moderator_id), text=text)
+                                moderator_hash=self.user_hash(moderator_id), text=text,
+                                moderator_name=moderator_name)
         k = self.keys
         try:
             await self._correct(
@@ -201,20 +202,21 @@ class Exchanges:
 
     async def rated(self, limit: int | None = None) -> list[RatedExchange]:
         """Every exchange of this tenant with a rating or a correction, newest first (up to
-        `limit`)."""
+        `limit`), with who rated it and who taught what."""
         end = -1 if limit is None else limit - 1
         ids = [i.decode() for i in await self.r.zrevrange(self.keys.rated, 0, end)]
         exchanges = await self.get_many(ids)
         async with self.r.pipeline(transaction=False) as pipe:  # one round trip for all
             for exchange in exchanges:
-                pipe.hvals(self.keys.ratings(exchange.id))
+                pipe.hgetall(self.keys.ratings(exchange.id))
                 pipe.hvals(self.keys.corrections(exchange.id))
             replies = await pipe.execute()
         result = []
-        for exchange, votes, corrections in zip(exchanges, replies[::2], replies[1::2],
-                                                strict=True):
+        for exchange, raw_votes, corrections in zip(exchanges, replies[::2], replies[1::2],
+                                                    strict=True):
+            votes = {moderator.decode(): int(value) for moderator, value in raw_votes.items()}
             result.append(RatedExchange(
-                exchange=exchange, score=sum(int(v) for v in votes), ratings=len(votes),
+                exchange=exchange, score=sum(votes.values()), ratings=len(votes), votes=votes,
                 corrections=sorted((Correction.model_validate_json(c) for c in corrections),
                                    key=lambda c: c.created_at)))
         return result

@@ -52,12 +52,21 @@ One tenant's (`T` = P:g:{tenant}):
     T:ad:all                     zset  versions trained for this tenant -> created_at
     T:ad:active                  the version serving this tenant (absent: "base")
     T:ad:history                 list  versions that were active before, newest first
+    T:ad:refused                 JSON Refusal: the active version a bot refused (the check it
+                                 failed) and the version serving instead; removed once the
+                                 active version serves
     T:tr:cursor                  id of the last rating event a finished training cycle used
     T:tr:lock                    token of the trainer holding this tenant's lock (with a TTL)
     T:tr:request                 JSON "train now" request from the bot; kept until a cycle
                                  that saw it ends (a failed one counts an attempt)
     T:tr:runs                    list  JSON outcomes of recent training cycles, newest first
     T:modlog                     channel id where this tenant's adapter changes are posted
+    T:trust:distrusted           set   moderator hashes an admin distrusted: their ratings and
+                                 teachings leave training (bot/core/store/trust.py)
+    T:review:items               hash  held item id -> JSON HeldItem (status pending, approved
+                                 or rejected): what the trainer held for an admin's review
+    T:review:pending             zset  held item id -> when it was held (the review queue)
+    T:exam:pins                  zset  exchange id -> when an admin pinned it to the exam set
 
 User ids are stored only as an HMAC-SHA256 under USER_HASH_SECRET. The score of an exchange
 is the sum of its ratings hash, never stored twice.
@@ -177,8 +186,25 @@ class Keys:
         return self._own("ad", "history")
 
     @property
+    def refused(self) -> str:
+        return self._own("ad", "refused")
+
+    @property
     def modlog(self) -> str:
         return self._own("modlog")
+
+    # --- moderator trust ----------------------------------------------------------------------
+    @property
+    def distrusted(self) -> str:
+        return self._own("trust", "distrusted")
+
+    def review(self, part: str) -> str:
+        """`part` is items or pending."""
+        return self._own("review", part)
+
+    @property
+    def exam_pins(self) -> str:
+        return self._own("exam", "pins")
 
     # --- trainer state ------------------------------------------------------------------------
     def trainer(self, part: str) -> str:

@@ -3,8 +3,9 @@
 `forget_user` deletes everything the store holds of one person, in every server: the exchanges
 they asked (with the replies, ratings and corrections), their messages inside other people's
 exchanges (the context turns they wrote are dropped), their ratings and corrections as a
-moderator (the counters follow), their hash in the rating event streams, on the styles they set,
-on a "train now" request they made and in their cooldown keys.
+moderator (the counters follow) and those held for review, their hash in the rating event
+streams, on the styles they set, on a "train now" request they made and in their cooldown keys.
+(A server's distrust of them stays: bot/core/store/trust.py.)
 
 `forget_messages` applies deleted Discord messages: a deleted user message's exchange is
 forgotten and its text leaves every exchange that held it as context; a deleted bot reply's
@@ -35,6 +36,7 @@ class Forgotten:
     corrections: int = 0  # their corrections as a moderator
     events: int = 0  # rating events naming them
     styles: int = 0  # styles they set (the styles stay, without their name)
+    held: int = 0  # their teachings held for review, in every server
 
 
 @dataclass
@@ -57,6 +59,8 @@ async def forget_user(store, user_id: int | str) -> Forgotten:
             exchange_id, lambda turn: turn.author_hash == user_hash)
     await store.r.delete(context_key)
     done.ratings, done.corrections = await exchanges.forget_moderator(user_hash)
+    for tenant in await store.tenants():
+        done.held += await store.tenant(tenant).trust.forget_moderator(user_hash)
     done.events = await _scrub_events(store, user_hash)
     done.styles = await store.styles.forget_setter(user_hash)
     await _scrub_requests(store, user_hash)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from typing import Literal
@@ -10,6 +11,8 @@ from pydantic import BaseModel, Field
 
 from bot.core.dialogue import Turn
 from bot.core.generation import BASE_VERSION
+
+HELD_ID_CHARS = 12  # an id an admin can type; 48 bits are plenty within one server
 
 
 class StoreError(Exception):
@@ -21,6 +24,12 @@ class UnknownExchange(StoreError):
         super().__init__(f"no exchange with id {exchange_id!r} (it may have expired or been "
                          "forgotten)")
         self.exchange_id = exchange_id
+
+
+class UnknownHeldItem(StoreError):
+    def __init__(self, item_id: str):
+        super().__init__(f"nothing held for review with id {item_id!r}")
+        self.item_id = item_id
 
 
 class OtherTenant(StoreError):
@@ -97,6 +106,9 @@ class Correction(BaseModel):
     moderator_hash: str
     text: str
     created_at: float = Field(default_factory=time.time)
+    # Shown where the mod-log says what was learned (None: not known, e.g. the console's
+    # anonymous user or older data); `/forget me` removes it with the correction.
+    moderator_name: str | None = None
 
 
 class Style(BaseModel):
@@ -113,6 +125,28 @@ class RatedExchange(BaseModel):
     score: int
     ratings: int
     corrections: list[Correction]
+    votes: dict[str, int] = {}  # moderator hash -> +1 | -1: who gave the score
+
+
+class HeldItem(BaseModel):
+    """A moderator's teaching (or 👍) the trainer holds for an admin's review instead of
+    training on it (trainer/trust.py says when)."""
+
+    exchange_id: str
+    moderator_hash: str
+    kind: Literal["teach", "like"]  # a taught reply, or a 👍 on the bot's reply
+    text: str  # the taught reply, or the liked bot reply
+    reason: str
+    moderator_name: str | None = None  # for the review queue and the mod log, when known
+    held_at: float = Field(default_factory=time.time)
+    status: Literal["pending", "approved", "rejected"] = "pending"
+    decided_at: float | None = None
+
+    @property
+    def id(self) -> str:
+        """Names exactly this text by this moderator here: a changed teaching is a new item."""
+        key = "\0".join((self.exchange_id, self.moderator_hash, self.kind, self.text))
+        return hashlib.sha256(key.encode()).hexdigest()[:HELD_ID_CHARS]
 
 
 class AdapterRecord(BaseModel):
@@ -132,7 +166,10 @@ class AdapterRecord(BaseModel):
 
 
 class AdapterEvent(BaseModel):
-    kind: Literal["activated", "rollback", "default"]  # default: another default tenant
+    # default: another default tenant; refused: a version a bot would not serve (told to its
+    # own listeners, never published)
+    kind: Literal["activated", "rollback", "default", "refused"]
     tenant: int | None = None  # the server whose active adapter changed
     version: str
-    previous: str
+    previous: str  # refused: the version serving instead
+    reason: str | None = None  # refused: the check it failed

@@ -4,7 +4,9 @@ A version is saved first (bytes + record, checked by sha256 on every read) and a
 separately, so nothing serves a version before it is complete. Versions are unique across
 tenants; each tenant (server) has its own active pointer and history, moved only by a
 `Registry` scoped to it (store.tenant(id).registry). Moving a pointer (activate, rollback) is one
-Lua script that also publishes the change, so every bot process hears it.
+Lua script that also publishes the change, so every bot process hears it. When a bot refuses
+the active version (it fails a check, bot/core/adapter_sanity.py), the tenant's `Refusal` is
+kept here until the active version serves, so `/adapter status` can say so.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
+from pydantic import BaseModel, Field
 
 from bot.core.generation import BASE_VERSION
 from bot.core.store import scripts
@@ -28,6 +32,15 @@ from bot.core.store.records import (
     StoreError,
     UnknownAdapter,
 )
+
+
+class Refusal(BaseModel):
+    """A version a bot would not serve: the check it failed and what serves instead."""
+
+    version: str
+    check: str  # the failed check's name ("non-finite weights", ...) or the load error
+    serving: str
+    at: float = Field(default_factory=time.time)
 
 
 class Registry:
@@ -142,6 +155,24 @@ class Registry:
             raise
         return AdapterEvent(kind="rollback", tenant=tenant, version=version.decode(),
                             previous=previous.decode())
+
+    # --- refusals -----------------------------------------------------------------------------
+
+    async def record_refusal(self, refusal: Refusal) -> bool:
+        """Keep `refusal` as this tenant's; True when it is news (not the one kept already)."""
+        before = await self.r.set(self.keys.refused, refusal.model_dump_json(), get=True)
+        if before is None:
+            return True
+        kept = Refusal.model_validate_json(before)
+        return (kept.version, kept.check, kept.serving) != (refusal.version, refusal.check,
+                                                            refusal.serving)
+
+    async def refusal(self) -> Refusal | None:
+        raw = await self.r.get(self.keys.refused)
+        return None if raw is None else Refusal.model_validate_json(raw)
+
+    async def clear_refusal(self) -> None:
+        await self.r.delete(self.keys.refused)
 
     # --- reports ------------------------------------------------------------------------------
 

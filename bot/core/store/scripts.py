@@ -284,3 +284,28 @@ if ARGV[2] == '' then return redis.call('DEL', KEYS[1]) end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
+
+# Hold items for review: each item not held before (in any status) is stored and queued; an
+# item already pending, approved or rejected stays as it is. Returns how many were queued.
+# KEYS: review items, review pending
+# ARGV: per item: id, HeldItem JSON, held_at
+HOLD = """
+local queued = 0
+for i = 1, #ARGV, 3 do
+  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
+    redis.call('ZADD', KEYS[2], ARGV[i + 2], ARGV[i])
+    queued = queued + 1
+  end
+end
+return queued
+"""
+
+# An admin's decision on a held item, only while it is pending (so two admins deciding at
+# once decide it once). Returns 1 when decided, 0 when it was not pending.
+# KEYS: review items, review pending
+# ARGV: id, the decided HeldItem JSON
+DECIDE = """
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""

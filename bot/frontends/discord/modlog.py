@@ -13,6 +13,7 @@ import discord
 
 from bot.core.store import Store, StoreUnavailable
 from bot.frontends.discord.cogs.replies import MESSAGE_LIMIT
+from bot.service.answer_text import refusal_line
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,10 @@ MODLOG_CLAIM_S = 600  # how long one adapter change counts as announced
 
 def modlog_text(event, report: dict | None) -> str:
     """The post for an adapter change: the report's numbers, nested ones (val_loss.candidate,
-    hyperparameters.learning_rate, ...) flattened one level; long lists are left out."""
+    hyperparameters.learning_rate, ...) flattened one level; long lists are left out. A
+    refused adapter is one line."""
+    if event.kind == "refused":
+        return f"Adapter {refusal_line(event.version, event.reason, event.previous)}"
     verb = "rolled back to" if event.kind == "rollback" else "now serving"
     lines = [f"Adapter change: {verb} **{event.version}** (was {event.previous})"]
     flat: dict = {}
@@ -65,7 +69,8 @@ class ModLog:
             if not await self.store.claim("modlog", event.kind, event.version, event.previous,
                                           ttl_s=MODLOG_CLAIM_S):
                 return
-            report, png = await self.store.registry.report(event.version)
+            report, png = ((None, None) if event.kind == "refused"
+                           else await self.store.registry.report(event.version))
         except StoreUnavailable as error:
             log.warning("adapter change to %s not posted to the modlog: the store is "
                         "unavailable (%s)", event.version, error)

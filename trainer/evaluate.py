@@ -1,0 +1,127 @@
+"""Losses of a model on examples, without training: the masked validation NLL, an objective's
+loss, and the base model with an adapter attached for either.
+
+Examples are right-padded into batches; padding is masked out of attention and loss. On CUDA
+the forward passes run under bf16 autocast (fp16 where bf16 is missing), as the fit's do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from typing import TYPE_CHECKING
+
+import torch
+
+from bot.core.adapter_io import attach_adapter, parse_adapter
+from trainer.dataset import IGNORE_INDEX, TARGET_KINDS, Example
+
+if TYPE_CHECKING:
+    from trainer.objectives import Objective
+
+
+def autocast(device: str):
+    """Mixed precision on CUDA (bf16, else fp16); nothing elsewhere."""
+    if device.startswith("cuda"):
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def collate(examples: list[Example], pad_id: int, device: str) -> dict[str, torch.Tensor]:
+    """Right-padded tensors; padding is masked out of attention and loss."""
+    width = max(len(e.input_ids) for e in examples)
+    ids, mask, labels = [], [], []
+    for e in examples:
+        pad = width - len(e.input_ids)
+        ids.append(e.input_ids + [pad_id] * pad)
+        mask.append([1] * len(e.input_ids) + [0] * pad)
+        labels.append(e.labels + [IGNORE_INDEX] * pad)
+    return {"input_ids": torch.tensor(ids, device=device),
+            "attention_mask": torch.tensor(mask, device=device),
+            "labels": torch.tensor(labels, device=device)}
+
+
+def summed_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """(sum of the cross-entropy over target tokens, how many target tokens)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    # Position t predicts token t+1.
+    logits = logits[:, :-1, :].float()
+    labels = batch["labels"][:, 1:]
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)),
+                                             labels.reshape(-1), ignore_index=IGNORE_INDEX,
+                                             reduction="sum")
+    return loss, int((labels != IGNORE_INDEX).sum())
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """No dropout inside; the model's own mode back afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        if was_training:
+            model.train()
+
+
+@torch.no_grad()
+def evaluate_loss(model, examples: list[Example], *, device: str, micro_batch_size: int,
+                  pad_id: int) -> float:
+    """Mean cross-entropy per reply token over the targets among `examples` (the masked
+    validation loss); NaN when there is no target."""
+    examples = [e for e in examples if e.kind in TARGET_KINDS]
+    total, tokens = 0.0, 0
+    with eval_mode(model):
+        for start in range(0, len(examples), micro_batch_size):
+            batch = collate(examples[start:start + micro_batch_size], pad_id, device)
+            with autocast(device):
+                loss, count = summed_loss(model, batch)
+            total += float(loss)
+            tokens += count
+    return total / tokens if tokens else math.nan
+
+
+def with_adapter(base_model, blob: bytes | None, device: str):
+    """The base model with the adapter `blob` on a copy, in eval mode (None: the base itself,
+    untouched). Raises AdapterLoadError for bytes that do not fit."""
+    if blob is None:
+        return base_model
+    return attach_adapter(copy.deepcopy(base_model), parse_adapter(blob),
+                          "evaluated").to(device).eval()
+
+
+def evaluate_adapter(base_model, blob: bytes | None, examples: list[Example], *, device: str,
+                     micro_batch_size: int, pad_id: int) -> float:
+    """Validation loss of the base model with the adapter `blob` (None: the base alone)."""
+    return evaluate_loss(with_adapter(base_model, blob, device), examples, device=device,
+                         micro_batch_size=micro_batch_size, pad_id=pad_id)
+
+
+@torch.no_grad()
+def objective_loss(model, objective: Objective, examples: list[Example], *, device: str,
+                   micro_batch_size: int, pad_id: int) -> float:
+    """The objective's loss over `examples` taken as one batch (no gradients, no dropout)."""
+    used = [e for e in examples if objective.uses(e)]
+    if not used:
+        return math.nan
+    total = 0.0
+    with eval_mode(model):
+        for start in range(0, len(used), micro_batch_size):
+            with autocast(device):
+                total += float(objective.micro_loss(model, used[start:start + micro_batch_size],
+                                                    used, pad_id=pad_id, device=device))
+    return total
+
+
+def validation_loss(model, objective: Objective, examples: list[Example], *, device: str,
+                    micro_batch_size: int, pad_id: int) -> float:
+    """The NLL per reply token of the validation targets; without targets (a 👎-only data
+    set) the objective's own loss on the validation examples."""
+    if any(e.kind in TARGET_KINDS for e in examples):
+        return evaluate_loss(model, examples, device=device, micro_batch_size=micro_batch_size,
+                             pad_id=pad_id)
+    return objective_loss(model, objective, examples, device=device,
+                          micro_batch_size=micro_batch_size, pad_id=pad_id)
