@@ -51,6 +51,12 @@ sys.path.insert(0, str(ROOT))
 RANDOM_MODEL_NAME = "gpt2-small-architecture-random-weights"
 # Prompt lengths in tokens of the user's message: short chat messages with a few long ones.
 MESSAGE_TOKENS = (6, 12, 20, 32, 8, 48, 16, 64)
+# The adapters a run makes, by version: the engine's adapter source loads them by name.
+MADE_ADAPTERS: dict[str, bytes] = {}
+
+
+async def made_adapter(version: str) -> bytes:
+    return MADE_ADAPTERS[version]
 
 
 def peak_rss_mb() -> float:
@@ -92,7 +98,7 @@ def build_engine(args, workdir: Path):
                   batch_max_size=max(args.concurrency, 1), queue_max=4 * args.concurrency,
                   _env_file=None)
     if args.model:
-        return Engine.from_settings(load_settings(model_name=args.model, **common))
+        return Engine.from_settings(load_settings(model_name=args.model, **common), made_adapter)
     settings = load_settings(model_name=RANDOM_MODEL_NAME, **common)
     tokenizer = AutoTokenizer.from_pretrained(str(build_tiny_model(workdir / "tokenizer")))
     torch.manual_seed(0)
@@ -100,7 +106,8 @@ def build_engine(args, workdir: Path):
     device = settings.resolved_device()
     if device.startswith("cuda"):
         model = model.to(torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    return Engine(model.to(device), tokenizer, GenerationConfig.from_settings(settings))
+    return Engine(model.to(device), tokenizer, GenerationConfig.from_settings(settings),
+                  made_adapter)
 
 
 def dialogues(tokenizer, count: int):
@@ -197,14 +204,15 @@ async def swap_under_load(engine, convos, sampling, blob: bytes) -> dict:
         except Exception as error:  # counted and shown, never hidden
             return error
 
+    MADE_ADAPTERS["bench-idle"] = MADE_ADAPTERS["bench-v1"] = blob
     idle_start = time.perf_counter()
-    await engine.load("bench-idle", blob)
+    await engine.load("bench-idle")
     idle_ms = (time.perf_counter() - idle_start) * 1000
 
     wave1 = [asyncio.create_task(send(c, "base")) for c in convos]
     await asyncio.sleep(0.2)  # the first batch is on the model thread now
     swap_start = time.perf_counter()
-    swap = asyncio.create_task(engine.load("bench-v1", blob))
+    swap = asyncio.create_task(engine.load("bench-v1"))
     await asyncio.sleep(0)
     wave2 = [asyncio.create_task(send(c, "base")) for c in convos]
     await swap
@@ -226,7 +234,8 @@ async def mixed_adapters(engine, convos, sampling, count: int) -> dict:
     (round robin: one batch mixes them), in the same run."""
     names = [f"bench-mix-{n}" for n in range(count)]
     for seed, name in enumerate(names, start=10):
-        await engine.load(name, adapter_blob(engine, seed=seed))
+        MADE_ADAPTERS[name] = adapter_blob(engine, seed=seed)
+        await engine.load(name)
     figures = {}
     for label, adapters in (("single", [names[0]] * len(convos)),
                             ("mixed", [names[i % count] for i in range(len(convos))])):

@@ -122,7 +122,7 @@ class Bench:
         """Greedy replies of the adapter serving GUILD, straight from the engine (not stored)."""
         from bot.core.dialogue import Turn
 
-        version = runtime.serving.version_for(GUILD)
+        version = runtime.router.version_for(GUILD)
         gate = asyncio.Semaphore(CONCURRENT)
 
         async def one(row):
@@ -151,7 +151,7 @@ class Bench:
                                                                    strict=True)]
         from bot.core.store import BASE_VERSION
 
-        version = runtime.serving.version_for(GUILD)
+        version = runtime.router.version_for(GUILD)
         blob = None if version == BASE_VERSION else \
             await runtime.store.tenant(GUILD).registry.blob(version)
         nll = await asyncio.to_thread(self.nll, blob, self.held)
@@ -188,15 +188,16 @@ async def moderate(bench: Bench, runtime, answered: list | None = None) -> dict:
     each stored exchange (and teaches every third 👎) through the actions moderators use.
     `answered`, when given, receives each (row, stored exchange)."""
     from bot.core.dialogue import Turn
-    from bot.service.conversation import Failure
+    from bot.frontends.console import ConsoleSink
+    from bot.service.drafts import Failure
 
     gate = asyncio.Semaphore(CONCURRENT)
 
     async def answer(row):
         async with gate:
-            return await runtime.conversation.chat([Turn("user", row["input"])],
-                                                   source="console", user_id=USER,
-                                                   guild_id=GUILD)
+            return await runtime.conversation.reply([Turn("user", row["input"])], ConsoleSink(),
+                                                    source="console", user_id=USER,
+                                                    guild_id=GUILD, channel_id=None)
 
     results = await asyncio.gather(*(answer(r) for r in bench.pool))
     counts = {"up": 0, "down": 0, "taught": 0, "failed": 0}
@@ -226,7 +227,7 @@ async def cycle(bench: Bench, settings, runtime):
     outcome = await run_cycle(settings, runtime.store, GUILD, force=True, progress=False)
     if outcome.outcome == "promoted":
         waited = time.monotonic()
-        while runtime.serving.version_for(GUILD) != outcome.version:
+        while runtime.router.version_for(GUILD) != outcome.version:
             if time.monotonic() - waited > SWAP_TIMEOUT_S:
                 raise RuntimeError(f"{outcome.version} did not reach the engine")
             await asyncio.sleep(0.2)

@@ -5,15 +5,16 @@
 
 A private redis-server (a free port, a temp dir) and, without --model, the tiny offline GPT-2.
 The store comes from `Store.from_settings` (the bounded pool: REDIS_MAX_CONNECTIONS,
-REDIS_POOL_TIMEOUT_SECONDS); the engine, `Conversation` and `Actions` are the bot's own, at
-the settings' defaults (QUEUE_MAX, BATCH_MAX_SIZE, ...) except the reply length.
+REDIS_POOL_TIMEOUT_SECONDS); the engine and the runtime's `Conversation` and `Actions` are the
+bot's own, at the settings' defaults (QUEUE_MAX, BATCH_MAX_SIZE, ...) except the reply length.
 
 - Seeds --exchanges replies of the bot (exchanges with a Discord message id), as a moderator
   would find them in a channel.
-- Then, all at once: --chats chats through `Conversation.chat` (style lookup, the engine's
-  queue, the stored exchange), each from its own user, and --ratings moderator ratings through
-  `Actions.rate_reply` (the Discord reaction path: message id -> exchange -> rating), each a
-  different (reply, moderator) pair, so each acknowledged rating can be checked afterwards.
+- Then, all at once: --chats chats through `Conversation.reply` as the console makes them
+  (style lookup, the engine's queue, the stored exchange), each from its own user, and
+  --ratings moderator ratings through `Actions.rate_reply` (the Discord reaction path:
+  message id -> exchange -> rating), each a different (reply, moderator) pair, so each
+  acknowledged rating can be checked afterwards.
 - Then checks every acknowledged write in Redis: a chat answered with a reply must be stored
   with that reply, an acknowledged rating must be there with its value, and the counters must
   agree. lost = acknowledged writes missing afterwards (must be 0).
@@ -114,8 +115,9 @@ async def run(args, redis_url: str, model_name: str) -> int:
     from bot.core.dialogue import Turn
     from bot.core.store import Exchange
     from bot.engine.engine import BUSY_QUIET_S, Engine
-    from bot.service.actions import Actions
-    from bot.service.conversation import Conversation, Failure
+    from bot.frontends.console import ConsoleSink
+    from bot.runtime import Runtime
+    from bot.service.drafts import Failure
 
     settings = load_settings(_env_file=None, redis_url=redis_url, key_prefix="load",
                              model_name=model_name, device="cpu", user_hash_secret=SECRET,
@@ -129,88 +131,94 @@ async def run(args, redis_url: str, model_name: str) -> int:
           f"BATCH_MAX_WAIT_MS={settings.batch_max_wait_ms} MAX_NEW_TOKENS="
           f"{settings.max_new_tokens}")
     store = make_store(settings, args.pool)
-    engine = Engine.from_settings(settings)
+    engine = Engine.from_settings(settings, store.registry.blob)
     await engine.start()
     try:
-        await store.ping()
-        conversation = Conversation(settings, store, engine)
-        actions = Actions(settings, store, engine)
-        seeded = []
-        for n in range(args.exchanges):
-            seeded.append(await store.exchanges.add(
-                Exchange(tenant=GUILD, user_message=f"earlier question {n}",
-                         reply=f"earlier reply {n}", message_id=10_000 + n, channel_id=1,
-                         guild_id=GUILD), user_id=f"seed{n}"))
-        await conversation.chat([Turn("user", "warm up")], source="console", user_id="warm")
-        counted_before = (await store.tenant(GUILD).exchanges.stats())["total"]["exchanges"]
-        ratings_wanted = []
-        for i in range(args.ratings):
-            exchange = seeded[i % len(seeded)]
-            moderator = f"mod{i // len(seeded)}"
-            ratings_wanted.append((exchange, moderator, 1 if i % 3 else -1))
-        print(f"seeded {len(seeded)} bot replies; now {args.chats} chats and "
-              f"{len(ratings_wanted)} ratings at once (load average {load_average()})")
+        async with Runtime(settings, store=store, generator=engine) as runtime:
+            actions = runtime.actions
 
-        started = time.perf_counter()
-        chat_jobs = [timed(conversation.chat([Turn("user", f"question number {i}, please")],
-                                             source="console", user_id=f"user{i}"))
-                     for i in range(args.chats)]
-        rating_jobs = [timed(actions.rate_reply(GUILD, exchange.message_id, moderator, value))
-                       for exchange, moderator, value in ratings_wanted]
-        results = await asyncio.gather(*chat_jobs, *rating_jobs)
-        wall = time.perf_counter() - started
-        await asyncio.sleep(BUSY_QUIET_S + 0.2)  # the engine's burst summary, logged before ours
-        chat_results, rating_results = results[:args.chats], results[args.chats:]
+            def chat(text: str, user_id: str):
+                """One chat as the console makes it: its stored exchange, or the Failure."""
+                return runtime.conversation.reply([Turn("user", text)], ConsoleSink(),
+                                                  source="console", user_id=user_id,
+                                                  guild_id=None, channel_id=None)
 
-        chats_ok, busy, chat_failures, chat_latency = [], 0, [], []
-        for result, seconds in chat_results:
-            if isinstance(result, Exchange):
-                chats_ok.append(result)
-                chat_latency.append(seconds)
-            elif isinstance(result, Failure) and result.reason == "busy":
-                busy += 1
-            else:
-                chat_failures.append(result)
-        ratings_ok, rating_failures, rating_latency = [], [], []
-        for (result, seconds), wanted in zip(rating_results, ratings_wanted, strict=True):
-            if not isinstance(result, Exception) and result is not None and result.ok:
-                ratings_ok.append(wanted)
-                rating_latency.append(seconds)
-            else:
-                rating_failures.append(result)
+            seeded = []
+            for n in range(args.exchanges):
+                seeded.append(await store.exchanges.add(
+                    Exchange(tenant=GUILD, user_message=f"earlier question {n}",
+                             reply=f"earlier reply {n}", message_id=10_000 + n, channel_id=1,
+                             guild_id=GUILD), user_id=f"seed{n}"))
+            await chat("warm up", "warm")
+            counted_before = (await store.tenant(GUILD).exchanges.stats())["total"]["exchanges"]
+            ratings_wanted = []
+            for i in range(args.ratings):
+                exchange = seeded[i % len(seeded)]
+                moderator = f"mod{i // len(seeded)}"
+                ratings_wanted.append((exchange, moderator, 1 if i % 3 else -1))
+            print(f"seeded {len(seeded)} bot replies; now {args.chats} chats and "
+                  f"{len(ratings_wanted)} ratings at once (load average {load_average()})")
 
-        lost = 0
-        for exchange in chats_ok:
-            stored = await store.r.get(store.k("ex", exchange.id))
-            if stored is None or Exchange.model_validate_json(stored).reply != exchange.reply:
-                lost += 1
-        for exchange, moderator, value in ratings_ok:
-            votes = await store.exchanges.ratings(exchange.id)
-            if votes.get(store.user_hash(moderator)) != value:
-                lost += 1
-        counted = ((await store.tenant(GUILD).exchanges.stats())["total"]["exchanges"]
-                   - counted_before)
-        print(f"done in {wall:.1f} s (load average {load_average()})")
-        print(f"chats: {len(chats_ok)} answered and stored, {busy} answered busy (queue full), "
-              f"{len(chat_failures)} failed; p50 {percentile(chat_latency, 0.5):.2f} s, "
-              f"p95 {percentile(chat_latency, 0.95):.2f} s; the engine turned away "
-              f"{engine.refused} request(s)")
-        print(f"ratings: {len(ratings_ok)} stored, {len(rating_failures)} failed; "
-              f"p50 {percentile(rating_latency, 0.5) * 1000:.0f} ms, "
-              f"p95 {percentile(rating_latency, 0.95) * 1000:.0f} ms")
-        for label, failures in (("chat", chat_failures), ("rating", rating_failures)):
-            if failures:
-                first = failures[0]
-                text = first.text if hasattr(first, "text") else f"{type(first).__name__}: " \
-                                                                 f"{first}"
-                print(f"first {label} failure: {text}")
-        print(f"checked in Redis: {len(chats_ok)} exchanges and {len(ratings_ok)} ratings; "
-              f"exchange counter +{counted} (stored chats {len(chats_ok)})")
-        if counted != len(chats_ok):
-            lost += abs(counted - len(chats_ok))
-        print(f"chats_ok={len(chats_ok)}/{args.chats} ratings_ok={len(ratings_ok)}/"
-              f"{args.ratings} busy={busy} lost={lost}")
-        return 1 if lost else 0
+            started = time.perf_counter()
+            chat_jobs = [timed(chat(f"question number {i}, please", f"user{i}"))
+                         for i in range(args.chats)]
+            rating_jobs = [timed(actions.rate_reply(GUILD, exchange.message_id, moderator, value))
+                           for exchange, moderator, value in ratings_wanted]
+            results = await asyncio.gather(*chat_jobs, *rating_jobs)
+            wall = time.perf_counter() - started
+            # The engine's burst summary, logged before ours.
+            await asyncio.sleep(BUSY_QUIET_S + 0.2)
+            chat_results, rating_results = results[:args.chats], results[args.chats:]
+
+            chats_ok, busy, chat_failures, chat_latency = [], 0, [], []
+            for result, seconds in chat_results:
+                if isinstance(result, Exchange):
+                    chats_ok.append(result)
+                    chat_latency.append(seconds)
+                elif isinstance(result, Failure) and result.reason == "busy":
+                    busy += 1
+                else:
+                    chat_failures.append(result)
+            ratings_ok, rating_failures, rating_latency = [], [], []
+            for (result, seconds), wanted in zip(rating_results, ratings_wanted, strict=True):
+                if not isinstance(result, Exception) and result is not None and result.ok:
+                    ratings_ok.append(wanted)
+                    rating_latency.append(seconds)
+                else:
+                    rating_failures.append(result)
+
+            lost = 0
+            for exchange in chats_ok:
+                stored = await store.r.get(store.k("ex", exchange.id))
+                if stored is None or Exchange.model_validate_json(stored).reply != exchange.reply:
+                    lost += 1
+            for exchange, moderator, value in ratings_ok:
+                votes = await store.exchanges.ratings(exchange.id)
+                if votes.get(store.user_hash(moderator)) != value:
+                    lost += 1
+            counted = ((await store.tenant(GUILD).exchanges.stats())["total"]["exchanges"]
+                       - counted_before)
+            print(f"done in {wall:.1f} s (load average {load_average()})")
+            print(f"chats: {len(chats_ok)} answered and stored, {busy} answered busy (queue full), "
+                  f"{len(chat_failures)} failed; p50 {percentile(chat_latency, 0.5):.2f} s, "
+                  f"p95 {percentile(chat_latency, 0.95):.2f} s; the engine turned away "
+                  f"{engine.refused} request(s)")
+            print(f"ratings: {len(ratings_ok)} stored, {len(rating_failures)} failed; "
+                  f"p50 {percentile(rating_latency, 0.5) * 1000:.0f} ms, "
+                  f"p95 {percentile(rating_latency, 0.95) * 1000:.0f} ms")
+            for label, failures in (("chat", chat_failures), ("rating", rating_failures)):
+                if failures:
+                    first = failures[0]
+                    text = first.text if hasattr(first, "text") else f"{type(first).__name__}: " \
+                                                                     f"{first}"
+                    print(f"first {label} failure: {text}")
+            print(f"checked in Redis: {len(chats_ok)} exchanges and {len(ratings_ok)} ratings; "
+                  f"exchange counter +{counted} (stored chats {len(chats_ok)})")
+            if counted != len(chats_ok):
+                lost += abs(counted - len(chats_ok))
+            print(f"chats_ok={len(chats_ok)}/{args.chats} ratings_ok={len(ratings_ok)}/"
+                  f"{args.ratings} busy={busy} lost={lost}")
+            return 1 if lost else 0
     finally:
         await engine.close()
         await store.close()

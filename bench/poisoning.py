@@ -77,7 +77,7 @@ async def held_out(bench: loop.Bench, runtime) -> dict:
     scores = [0.0 if bad else loop.chrf(reply, row["output"])
               for reply, row, bad in zip(replies, bench.held, spammy, strict=True)]
     return {"spam": sum(spammy), "share": loop.share(scores, bench.threshold),
-            "version": runtime.serving.version_for(loop.GUILD)}
+            "version": runtime.router.version_for(loop.GUILD)}
 
 
 async def run_scenario(bench: loop.Bench, name: str, count: int, rounds: int,

@@ -50,7 +50,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from generate import adapter_blob, dialogues, percentile  # noqa: E402  (bench/generate.py)
+from generate import (  # noqa: E402  (bench/generate.py)
+    MADE_ADAPTERS,
+    adapter_blob,
+    dialogues,
+    made_adapter,
+    percentile,
+)
 
 
 def parse_args(argv=None):
@@ -254,7 +260,7 @@ def start_servers(args, model_dir: str) -> Servers:
     n, max_new = args.requests, args.max_new_tokens
     common = dict(model_name=model_dir, device=args.device, max_new_tokens=max_new,
                   batch_max_size=n, queue_max=max(64, 4 * args.arrivals))
-    engine = Engine.load_model(GenerationConfig(dtype=args.dtype, **common))
+    engine = Engine.load_model(GenerationConfig(dtype=args.dtype, **common), made_adapter)
     engine32 = (Engine.load_model(GenerationConfig(dtype="float32", **common))
                 if next(engine.model.parameters()).dtype != torch.float32 else None)
     static_dtype = resolve_dtype("auto", args.device) if args.device != "cpu" else torch.float32
@@ -314,12 +320,12 @@ async def run_poisson(args, servers: Servers, capacity: float) -> dict:
     items = list(range(args.arrivals))
     static_results = await poisson(lambda i: servers.static.ask(servers.prompt_ids[i]),
                                    items, gaps)
-    blob = adapter_blob(engine)
+    MADE_ADAPTERS["bench-v2"] = adapter_blob(engine)
     adapter = {"version": "base"}
 
     async def swap():
         started = time.perf_counter()
-        await engine.load("bench-v2", blob)
+        await engine.load("bench-v2")
         adapter["version"] = "bench-v2"
         adapter["ms"] = (time.perf_counter() - started) * 1000
 

@@ -82,14 +82,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _commands(settings, args) -> int:
-    from bot.frontends.discord import app  # imports discord only for the Discord commands
+    # Imports discord only for the Discord commands.
+    from bot.frontends.discord import command_tree
 
     if args.command == "sync":
-        print(await app.sync_commands(settings, args.guild, clear=args.clear))
+        print(await command_tree.sync_commands(settings, args.guild, clear=args.clear))
         return 0
-    text = await app.commands_json(settings)
+    text = await command_tree.commands_json(settings)
     if not args.json:
-        text = "\n".join(app.command_summary(json.loads(text)))
+        text = "\n".join(command_tree.command_summary(json.loads(text)))
     print(text)
     return 0
 

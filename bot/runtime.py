@@ -1,13 +1,14 @@
-"""One runtime for every process that serves: store, generator and the registry follower.
+"""One runtime for every process that serves: it builds and wires every object once.
 
     async with Runtime(settings) as runtime:
-        runtime.store, runtime.generator, runtime.serving, runtime.conversation, runtime.actions
+        runtime.store, runtime.generator, runtime.router, runtime.conversation,
+        runtime.actions, runtime.cooldowns, runtime.deletions
         runtime.on_change(callback)    # called after each adapter change this process swapped in
 
 Entering connects to Redis (checking the schema, moving old data once), loads the model off the
-event loop, starts the generator (it fetches adapters it has not loaded from the registry),
-loads every server's adapter and starts following the registry; leaving stops them in reverse
-order. The Discord bot, the console and the demo all run inside one.
+event loop with the registry as its adapter source, starts it, loads every server's adapter
+and starts following the registry; leaving stops them in reverse order. The Discord bot, the
+console and the demo all run inside one and build none of these themselves.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from bot.core.generation import AdapterSource, Generator
 from bot.core.store import Store
 from bot.service.actions import Actions
 from bot.service.conversation import Conversation
-from bot.service.follow import OnChange, Serving
+from bot.service.cooldowns import Cooldowns
+from bot.service.deletions import Deletions
+from bot.service.follow import AdapterRouter, OnChange
 
 log = logging.getLogger(__name__)
 
@@ -30,27 +33,27 @@ def load_engine(settings, adapter_source: AdapterSource) -> Generator:
     from bot.core.generation import GenerationConfig
     from bot.engine.engine import Engine
 
-    engine = Engine.load_model(GenerationConfig.from_settings(settings))
-    engine.adapter_source = adapter_source
-    return engine
+    return Engine.load_model(GenerationConfig.from_settings(settings), adapter_source)
 
 
 class Runtime:
     """See the module docstring. `store` or `generator` given here are used as they are and
-    left open at the end (their owner closes them)."""
+    left open at the end (their owner closes them); a given generator takes its adapters from
+    the store's registry (`store.registry.blob`)."""
 
     def __init__(self, settings, *, store: Store | None = None,
-                 generator: Generator | None = None, follow: bool = True):
+                 generator: Generator | None = None):
         self.settings = settings
         self._given_store, self._given_generator = store, generator
-        self._follow = follow
         self._listeners: list[OnChange] = []
         self._follower: asyncio.Task | None = None
         self.store: Store | None = None
         self.generator: Generator | None = None
-        self.serving: Serving | None = None
+        self.router: AdapterRouter | None = None
         self.conversation: Conversation | None = None
         self.actions: Actions | None = None
+        self.cooldowns: Cooldowns | None = None
+        self.deletions: Deletions | None = None
 
     def on_change(self, callback: OnChange) -> None:
         self._listeners.append(callback)
@@ -61,19 +64,11 @@ class Runtime:
             await self.store.ping()
             self.generator = self._given_generator or await asyncio.to_thread(
                 load_engine, self.settings, self.store.registry.blob)
-            if getattr(self.generator, "adapter_source", False) is None:
-                self.generator.adapter_source = self.store.registry.blob
             await self.generator.start()
-            self.serving = Serving(self.store, self.generator, self.settings.home_guild_id)
-            self.conversation = Conversation(self.settings, self.store, self.generator,
-                                             self.serving)
-            self.actions = Actions(self.settings, self.store, self.generator, self.serving)
-            if self._follow:
-                self._follower = asyncio.create_task(self.serving.follow(self._announce),
-                                                     name="adapter-follower")
-                await self._started_up()
-            else:
-                await self.serving.start_up()
+            self._wire(self.store, self.generator)
+            self._follower = asyncio.create_task(self.router.follow(self._announce),
+                                                 name="adapter-follower")
+            await self._started_up()
         except BaseException:
             await self._close()
             raise
@@ -82,13 +77,31 @@ class Runtime:
     async def __aexit__(self, *exc) -> None:
         await self._close()
 
+    def _wire(self, store: Store, generator: Generator) -> None:
+        settings = self.settings
+        self.router = AdapterRouter(store, generator, settings.home_guild_id)
+        self.deletions = Deletions(store)
+        self.cooldowns = Cooldowns(store, settings.cooldown_seconds)
+        self.conversation = Conversation(settings, store, generator, self.router,
+                                         self.deletions)
+        self.actions = Actions(settings, store, generator, self.router)
+
     async def _started_up(self) -> None:
         """Wait until the follower served every server's adapter once (or failed trying)."""
-        ready = asyncio.ensure_future(self.serving.ready.wait())
+        ready = asyncio.ensure_future(self.router.ready.wait())
         await asyncio.wait({ready, self._follower}, return_when=asyncio.FIRST_COMPLETED)
         ready.cancel()
         if self._follower.done():
             self._follower.result()  # raises what stopped it
+
+    async def _stop_follower(self) -> None:
+        # A cancellation can be lost inside a library: Python 3.11's asyncio.wait_for (redis-py
+        # connects with it) drops one that arrives as its inner call finishes. Ask again.
+        while not self._follower.done():
+            self._follower.cancel()
+            await asyncio.wait({self._follower}, timeout=1.0)
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._follower
 
     async def _announce(self, event, record) -> None:
         for listener in self._listeners:
@@ -96,9 +109,7 @@ class Runtime:
 
     async def _close(self) -> None:
         if self._follower is not None:
-            self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follower
+            await self._stop_follower()
             self._follower = None
         if self.generator is not None and self._given_generator is None:
             await self.generator.close()

@@ -53,14 +53,39 @@ def fast(settings):
 
 
 @pytest.fixture
-async def engine(fast):
-    """The real engine on the tiny model, with `fast` settings."""
+async def engine(fast, store):
+    """The real engine on the tiny model, with `fast` settings; its adapters come from the
+    store's registry."""
     from bot.engine.engine import Engine
 
-    engine = Engine.from_settings(fast)
+    engine = Engine.from_settings(fast, store.registry.blob)
     await engine.start()
     yield engine
     await engine.close()
+
+
+@pytest.fixture
+async def runtime(fast, store, engine):
+    """What a serving process builds (router, conversation, actions, ...), on this test's store
+    and engine, following the registry."""
+    from bot.runtime import Runtime
+
+    async with Runtime(fast, store=store, generator=engine) as runtime:
+        yield runtime
+
+
+@pytest.fixture
+async def fake_runtime(fast, store):
+    """The runtime on a FakeGenerator (tests/fake_generator.py), whose replies a test
+    scripts: `fake_runtime.generator.script(pieces, ...)`."""
+    from fake_generator import FakeGenerator
+
+    from bot.core.generation import GenerationConfig
+    from bot.runtime import Runtime
+
+    generator = FakeGenerator(GenerationConfig.from_settings(fast), store.registry.blob)
+    async with Runtime(fast, store=store, generator=generator) as runtime:
+        yield runtime
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ What the fake Discord refuses and records (sends, edits, reactions) is in tests/
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import traceback
 
@@ -34,12 +35,25 @@ from discord_fake import (  # noqa: F401 - tests take these from here too
 )
 
 from bot.frontends.discord.app import build_bot
+from bot.runtime import Runtime
 
 
-async def make_bot(settings, store, engine, *, guilds: int = 1, serving=None):
-    """The real bot in dpytest: `guilds` servers, each with a text channel and the members
-    alice, bob, mod and admin (distinct users per server)."""
-    bot = build_bot(settings, store, engine, serving=serving)
+@contextlib.asynccontextmanager
+async def running_bot(settings, store, generator, *, guilds: int = 1):
+    """`make_bot` in a runtime of its own on `store` and `generator` (for settings other than
+    the `bot` fixture's); drained and checked at the end."""
+    async with Runtime(settings, store=store, generator=generator) as runtime:
+        bot = await make_bot(runtime, guilds=guilds)
+        try:
+            yield bot
+        finally:
+            await cleanup(bot)
+
+
+async def make_bot(runtime: Runtime, *, guilds: int = 1):
+    """The real bot in dpytest on what `runtime` built: `guilds` servers, each with a text
+    channel and the members alice, bob, mod and admin (distinct users per server)."""
+    bot = build_bot(runtime.settings, runtime)
     bot.refusals = []  # what the fake Discord refused, as (what, HTTP status, text)
     # An exception in an event handler is only logged by discord.py: keep it for the tests.
     bot.event_errors = []
@@ -180,6 +194,14 @@ async def delete_messages(*messages: discord.Message, wait: bool = True) -> None
         state.parse_message_delete_bulk({**data, "ids": [str(i) for i in gone]})
     if wait:
         await dpytest.run_all_events()
+
+
+async def dm_reply(name: str, text: str = "hello in private") -> discord.Message:
+    """Member `name` writes `text` to the bot in a DM; the bot's one reply."""
+    who = member(name)
+    await dpytest.message(text, channel=await who.create_dm(), member=who)
+    [reply] = await sent_messages()
+    return reply
 
 
 async def sent_messages() -> list[discord.Message]:

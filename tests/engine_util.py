@@ -1,11 +1,14 @@
-"""The engine tests' settings and a started engine, shared by test_engine.py and
-test_engine_scheduler.py (each asks for the reply length it relies on)."""
+"""The engine tests' settings, adapter source and a started engine, shared by test_engine.py
+and test_engine_scheduler.py (each asks for the reply length it relies on)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+from bot.core.generation import AdapterSource
+from bot.core.store import UnknownAdapter
 from bot.engine.engine import Engine
 
 
@@ -15,11 +18,33 @@ def engine_settings(settings, **changes):
     return settings.model_copy(update={**base, **changes})
 
 
+def blob_source(blobs: dict[str, bytes]) -> AdapterSource:
+    """Adapters from `blobs` (version -> bytes; a test may add to it), as the registry gives
+    them: a version it lacks is unknown."""
+    async def source(version: str) -> bytes:
+        if version not in blobs:
+            raise UnknownAdapter(f"adapter {version} is not in the registry")
+        return blobs[version]
+    return source
+
+
 @contextlib.asynccontextmanager
-async def running_engine(settings) -> AsyncIterator[Engine]:
-    engine = Engine.from_settings(settings)
+async def running_engine(settings, blobs: dict[str, bytes] | None = None
+                         ) -> AsyncIterator[Engine]:
+    engine = Engine.from_settings(settings, blob_source(blobs if blobs is not None else {}))
     await engine.start()
     try:
         yield engine
     finally:
         await engine.close()
+
+
+async def swap_through(engine: Engine, serving: dict, versions=("v1", "v2", "base", "v1", "v2"),
+                       pause_s: float = 0.04) -> None:
+    """Move `serving["version"]` (a server's table) through `versions`, one every `pause_s`,
+    each loaded before it serves, as the router does."""
+    for version in versions:
+        await asyncio.sleep(pause_s)
+        if version != "base":
+            await engine.load(version)
+        serving["version"] = version

@@ -1,24 +1,26 @@
-"""A scripted ReplyStream: a test double of our own generation boundary (bot/core/generation.py),
-not of a library.
+"""A scripted ReplyStream and a recording ReplySink: test doubles of our own boundaries
+(bot/core/generation.py, bot/service/conversation.py), not of a library.
 
 The tiny model cannot be made to decode many pieces, a 3,000-character reply or a failure
-half-way on demand; the front ends (console, Discord) must handle all of those. `script()`
-makes a generator's `stream` yield the pieces a test gives, in the order and with the failure
-it gives. The Generation a scripted stream ends with is the real engine's for the same request
-(the real prompt, tokens and adapter version), with the scripted text as its reply.
+half-way on demand; the front ends (console, Discord) must handle all of those. A
+ScriptedStream yields the pieces a test gives, in the order and with the failure it gives; the
+FakeGenerator (tests/fake_generator.py) answers with them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import inspect
 from collections.abc import AsyncIterator, Callable
 
 from bot.core.generation import GenerationFailed
+from bot.service.drafts import Failure
 
 
 class ScriptedStream:
-    """Yields `pieces`; raises `error` after `fail_after` of them (None: never). `before_piece`
+    """Yields `pieces`, letting other tasks run before each as a model's pieces come from
+    another task; raises `error` after `fail_after` of them (None: never). `before_piece`
     (plain or async) runs before each piece is handed out, with its number (a test moves its
     clock there, or acts as a user would meanwhile). `reply`: the final reply when it is not
     the pieces joined (a generator whose last word shortens what it streamed)."""
@@ -42,6 +44,7 @@ class ScriptedStream:
     async def _run(self) -> AsyncIterator[str]:
         try:
             for number, piece in enumerate(self.pieces):
+                await asyncio.sleep(0)
                 if number == self.fail_after:
                     raise self.error
                 if self.before_piece is not None:
@@ -59,28 +62,41 @@ class ScriptedStream:
             self.closed = True
 
 
-def script(monkeypatch, generator, pieces: list[str], **options) -> list[ScriptedStream]:
-    """Make `generator.stream` answer every request with `pieces` (see ScriptedStream);
-    returns the list the streams it made are appended to."""
-    made: list[ScriptedStream] = []
-    real_stream = generator.stream  # the engine's generate may itself consume its stream
-
-    async def real_generation(turns, style, adapter, overrides):
-        stream = real_stream(turns, style, adapter=adapter, **overrides)
-        async for _ in stream:
-            pass
-        return stream.generation
-
-    def stream(turns, style=None, *, adapter, **overrides):
-        scripted = ScriptedStream(
-            lambda: real_generation(turns, style, adapter, overrides), pieces, **options)
-        made.append(scripted)
-        return scripted
-
-    monkeypatch.setattr(generator, "stream", stream)
-    return made
-
-
 def words(count: int, word: str = "word") -> list[str]:
     """`count` pieces as a model decodes them: each word with its leading space."""
     return [f" {word}{n}" for n in range(count)]
+
+
+class RecordingSink:
+    """A ReplySink (bot/service/conversation.py) that shows nothing: it records what it was
+    told, in order, and says the reply is held by `message_ids` (none: a console's reply)."""
+
+    def __init__(self, message_ids: list[int] | None = None):
+        self.calls: list[tuple] = []
+        self.message_ids = list(message_ids or [])
+
+    async def start(self, version: str) -> None:
+        self.calls.append(("start", version))
+
+    async def show(self, text: str) -> None:
+        self.calls.append(("show", text))
+
+    async def finish(self, text: str) -> list[int]:
+        self.calls.append(("finish", text))
+        return self.message_ids
+
+    async def fail(self, failure, text: str) -> None:
+        self.calls.append(("fail", failure, text))
+
+    async def kept(self, exchange) -> None:
+        self.calls.append(("kept", exchange.id))
+
+
+async def drafted(conversation, turns, **where):
+    """`conversation.stream_draft(turns, **where)` read to its end: the Draft, or the Failure."""
+    stream = await conversation.stream_draft(turns, **where)
+    if isinstance(stream, Failure):
+        return stream
+    async for _ in stream:
+        pass
+    return stream.draft or stream.failure

@@ -16,11 +16,14 @@ from bot.core.dialogue import PromptTooLong, Turn
 
 BASE_VERSION = "base"  # the one name for "no adapter": the base model serves
 
-AdapterSource = Callable[[str], Awaitable[bytes]]  # version -> its checked safetensors bytes
+# version -> its checked safetensors bytes; given to a Generator when it is built, so `load`
+# pulls what it needs (a remote worker fetches from the registry itself, no bytes are pushed).
+# It raises what its store raises when it has no usable bytes (the registry: UnknownAdapter,
+# AdapterCorrupt).
+AdapterSource = Callable[[str], Awaitable[bytes]]
 
 __all__ = ["BASE_VERSION", "AdapterLoadError", "AdapterSource", "EngineBusy", "Generation",
-           "GenerationConfig", "GenerationFailed", "Generator", "PromptTooLong", "ReplyStream",
-           "WholeReplyStream"]
+           "GenerationConfig", "GenerationFailed", "Generator", "PromptTooLong", "ReplyStream"]
 
 
 class AdapterLoadError(ValueError):
@@ -90,33 +93,16 @@ class ReplyStream(Protocol):
     def __aiter__(self) -> AsyncIterator[str]: ...
 
 
-class WholeReplyStream:
-    """A ReplyStream whose one piece is the whole reply, for a generator that decodes a reply
-    as a whole: it calls `generate` when iterated."""
-
-    def __init__(self, generate: Callable[[], Awaitable[Generation]]):
-        self._generate = generate
-        self.generation: Generation | None = None
-
-    def __aiter__(self) -> AsyncIterator[str]:
-        return self._pieces()
-
-    async def _pieces(self) -> AsyncIterator[str]:
-        self.generation = await self._generate()
-        yield self.generation.text
-
-
 @runtime_checkable
 class Generator(Protocol):
-    """A model server: replies to dialogues with the adapter in service, and adapter swaps."""
+    """A model server: replies to dialogues with the adapter in service, and adapter swaps.
+
+    Built with an AdapterSource, from which it takes the bytes of each version it loads.
+    """
 
     @property
     def loaded_versions(self) -> list[str]:
         """The adapter versions loaded now (others load on demand)."""
-
-    @property
-    def max_prompt_tokens(self) -> int:
-        """The longest prompt (in tokens) a request may carry with the default reply length."""
 
     async def start(self) -> None: ...
 
@@ -136,7 +122,9 @@ class Generator(Protocol):
                adapter: str = BASE_VERSION, **overrides) -> ReplyStream:
         """The same reply as `generate`, piece by piece."""
 
-    async def load(self, version: str, adapter_bytes: bytes) -> None:
-        """Check and load `version` now, so its requests do not wait for it (a no-op when it is
-        loaded). Raises AdapterLoadError when the bytes do not fit the model; nothing changes
-        then. Loading never changes what a request already running is served with."""
+    async def load(self, version: str) -> None:
+        """Fetch `version` from the adapter source, check it and load it now, so its requests
+        do not wait for it (a no-op when it is loaded). Raises AdapterLoadError when the bytes
+        do not fit the model, and what the source raises when it has none for `version`;
+        nothing changes then. Loading never changes what a request already running is served
+        with."""

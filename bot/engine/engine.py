@@ -10,11 +10,11 @@ running rows and their key/value cache live on the model thread (kv_batch.py).
 Each request names the adapter version that serves it (its server's). Rows of one step mix
 versions: one forward with peft's `adapter_names`, one per row. A version not loaded yet is
 loaded on demand, off the serving path: its requests wait aside while the bytes are fetched
-(from `adapter_source`) and checked in a worker thread (bot/core/adapter_sanity.py's static
+from the adapter source, checked in a worker thread (bot/core/adapter_sanity.py's static
 checks) and attached between ticks, where the probe runs before any row may use it; other
 requests keep running meanwhile. At most MAX_LOADED_ADAPTERS stay loaded: the least recently
-used one that no running row needs is deleted to make room (bot/engine/adapter_cache.py). A request
-keeps the version it started with, so a server's swap or rollback fails none.
+used one that no running row needs is deleted to make room (adapter_cache.py). A request keeps
+the version it started with, so a server's swap or rollback fails none.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class Engine:
     def __init__(self, model, tokenizer, config: GenerationConfig,
                  adapter_source: AdapterSource | None = None):
         """`model` is already on `config.device`; `config.model_name` is what adapters must
-        have been trained on; `adapter_source` fetches a version's bytes for on-demand loads."""
+        have been trained on; `adapter_source` gives `load` its bytes (None: base model only)."""
         cache_dtype = None
         if torch.device(config.device).type == "cpu" and model.dtype != torch.float32:
             speed_up_half_precision_on_cpu(model)
@@ -89,7 +89,7 @@ class Engine:
         if self.n_positions - self.default_sampling.max_new_tokens < 8:
             raise ValueError(f"MAX_NEW_TOKENS={config.max_new_tokens} leaves no room for a "
                              f"prompt in this model's {self.n_positions} positions")
-        self.adapter_source = adapter_source
+        self._adapter_source = adapter_source
         self._adapters = AdapterCache(config.max_loaded_adapters)
         self._loads: dict[str, asyncio.Future] = {}  # version -> its load in progress
         self._aside: dict[str, list[Request]] = {}  # requests waiting for their version
@@ -110,18 +110,19 @@ class Engine:
         self._burst_timer: asyncio.TimerHandle | None = None
 
     @classmethod
-    def load_model(cls, config: GenerationConfig) -> Engine:
+    def load_model(cls, config: GenerationConfig,
+                   adapter_source: AdapterSource | None = None) -> Engine:
         """Load `config.model_name` (hub name or local directory) on `config.device`."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         dtype = resolve_dtype(config.dtype, config.device)
         tokenizer = AutoTokenizer.from_pretrained(config.model_name)
         model = AutoModelForCausalLM.from_pretrained(config.model_name, dtype=dtype)
-        return cls(model.to(config.device), tokenizer, config)
+        return cls(model.to(config.device), tokenizer, config, adapter_source)
 
     @classmethod
-    def from_settings(cls, settings) -> Engine:
-        return cls.load_model(GenerationConfig.from_settings(settings))
+    def from_settings(cls, settings, adapter_source: AdapterSource | None = None) -> Engine:
+        return cls.load_model(GenerationConfig.from_settings(settings), adapter_source)
 
     # --- what callers read ----------------------------------------------------------------------
 
@@ -135,10 +136,6 @@ class Engine:
         """Admissions so far: each starts the requests that joined the batch at one tick (as
         one `generate` call started a static batch), in prompt passes grouped by length."""
         return self.kv.admissions
-
-    @property
-    def prompt_passes(self) -> int:
-        return self.kv.prefills
 
     @property
     def decode_steps(self) -> int:
@@ -282,14 +279,14 @@ class Engine:
 
     # --- adapters -------------------------------------------------------------------------------
 
-    async def load(self, version: str, adapter_bytes: bytes) -> None:
-        """Check `version`'s bytes and attach them, so requests for it run without waiting (a
-        no-op when it is loaded). Raises AdapterRefused (an AdapterLoadError naming the check)
-        when the bytes fail a check (bot/core/adapter_sanity.py); the model is then as it was."""
+    async def load(self, version: str) -> None:
+        """Fetch `version` from the adapter source, check and attach it (a no-op when loaded).
+        Raises what the source raises when it has none, AdapterLoadError without a source and
+        AdapterRefused naming the failed check (adapter_sanity.py); the model is as it was."""
         if version in self._adapters:
             return
         if version not in self._loads:
-            self._loads[version] = asyncio.ensure_future(self._attach(version, adapter_bytes))
+            self._loads[version] = asyncio.ensure_future(self._attach(version))
         load = self._loads[version]
         try:
             await asyncio.shield(load)
@@ -297,7 +294,10 @@ class Engine:
             if load.done() and self._loads.get(version) is load:
                 del self._loads[version]
 
-    async def _attach(self, version: str, adapter_bytes: bytes) -> None:
+    async def _attach(self, version: str) -> None:
+        if self._adapter_source is None:
+            raise AdapterLoadError("the engine has no adapter source to load it from")
+        adapter_bytes = await self._adapter_source(version)
         started = time.perf_counter()
         parsed = await asyncio.to_thread(parse_adapter, adapter_bytes, self.model_name)
         name, evicted = self._adapters.plan()
@@ -319,9 +319,7 @@ class Engine:
 
     async def _load_on_demand(self, version: str) -> None:
         try:
-            if self.adapter_source is None:
-                raise AdapterLoadError("the engine has no adapter source to load it from")
-            await self.load(version, await self.adapter_source(version))
+            await self.load(version)
         except Exception as error:  # every kind of failure fails only these requests
             log.error("adapter %s cannot be served: %s", version, error)
             fail(self._aside.pop(version, []), f"adapter {version} cannot be served")

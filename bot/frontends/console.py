@@ -1,12 +1,12 @@
 """The bot in a terminal: the same conversation path and commands, no Discord token needed.
 
-`Console(settings, store, generator).handle_line(line)` answers one line (a chat message or a
-command) and is what the demo drives; `run_console` wraps it for `python -m bot console`,
-reading standard input (piped or typed) while following the adapter registry and printing each
-reply piece by piece as it is decoded (a Console given `write` shows replies that way). The console
-speaks in one server and channel as one user (`--guild`, `--channel`, `--user`; by default the
-home server, or 0 when HOME_GUILD_ID is unset, channel 0 and "console-user"), and that user
-is an admin and moderator there.
+`Console(runtime).handle_line(line)` answers one line (a chat message or a command) and is what
+the demo drives; `run_console` wraps it for `python -m bot console`, reading standard input
+(piped or typed) while the runtime follows the adapter registry, and printing each reply piece
+by piece as it is decoded (a Console given `write` shows replies that way: its ConsoleSink).
+The console speaks in one server and channel as one user (`--guild`, `--channel`, `--user`; by
+default the home server, or 0 when HOME_GUILD_ID is unset, channel 0 and "console-user"), and
+that user is an admin and moderator there.
 """
 
 from __future__ import annotations
@@ -14,50 +14,111 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TextIO
 
 from bot.core.dialogue import Turn
-from bot.core.generation import Generator
-from bot.core.store import Exchange, Store, StoreUnavailable
+from bot.core.store import Exchange
 from bot.core.text import clean_text
 from bot.runtime import Runtime
-from bot.service.actions import Actions
+from bot.service.actions import Answer
 from bot.service.answer_text import refusal_line
-from bot.service.conversation import CUT_NOTES, STORE_REPLY, Conversation, Failure
-from bot.service.follow import Serving
+from bot.service.drafts import CUT_NOTES, Failure
 
 log = logging.getLogger(__name__)
 
 CONSOLE_USER = "console-user"  # hashed by the store like any user id
 CONSOLE_GUILD = 0  # the console's server when HOME_GUILD_ID is unset
 CONSOLE_CHANNEL = 0
+ANY = "*"  # a command that takes any words after its name
 
 HELP = ("commands: /new | /style set [server] <prefix> | /style show | /style clear [server] | "
         "/rate up|down | /teach <better reply> | /adapter status|rollback | /train now | "
         "/stats | /forget me | /quit")
+
+# A command's work: (the words after its name, those after its subcommand) -> its answer, or
+# None when the words are incomplete.
+Act = Callable[[str, str], Awaitable[str | None]]
 
 
 class Quit(Exception):
     """`/quit` was typed."""
 
 
+class ConsoleSink:
+    """A reply in a terminal (a ReplySink): written piece by piece through `write` as it is
+    decoded, the head `bot [VERSION]: ` with its first words; without `write`, `answer` holds
+    the whole line. `answer` is what the console returns for the reply ("" once written)."""
+
+    def __init__(self, write: Callable[[str], None] | None = None):
+        self.write = write
+        self.answer = ""
+        self._head = ""
+        self._shown = ""  # what was written so far (with its head)
+        self._seen = 0  # characters of the reply taken so far
+
+    async def start(self, version: str) -> None:
+        self._head = f"bot [{version}]: "
+
+    async def show(self, text: str) -> None:
+        piece, self._seen = text[self._seen:], len(text)
+        if not self._shown:  # the head comes with the first words, not before
+            piece = piece.lstrip()
+            if not piece:
+                return
+            piece = self._head + piece
+        self._shown += piece
+        if self.write is not None:
+            self.write(piece)
+
+    async def finish(self, text: str) -> list[int]:
+        return []  # the pieces are out; the line ends once the reply is kept
+
+    async def fail(self, failure: Failure, text: str) -> None:
+        if not self._shown:
+            self.answer = f"bot: {failure.text}"
+        else:
+            self._end(self._shown.rstrip(), f" {CUT_NOTES[failure.reason]}")
+
+    async def kept(self, exchange: Exchange) -> None:
+        whole = f"bot [{exchange.adapter_version}]: {exchange.reply}"
+        if self._shown:
+            self._end(self._shown)
+        else:  # nothing but blanks decoded: the stored reply is the fallback, not yet shown
+            self._end("", whole)
+
+    def _end(self, shown: str, rest: str = "") -> None:
+        """The end of a reply: `rest` written (with the line break) after the pieces shown when
+        they are written, else `shown + rest` is the whole answer."""
+        if self.write is None:
+            self.answer = shown + rest
+        else:
+            self.write(rest + "\n")
+
+
+def _said(act: Callable[[], Awaitable[Answer]]) -> Act:
+    """An act whose answer is shown as it is worded."""
+    async def run(rest: str, arg: str) -> str:
+        return (await act()).text
+    return run
+
+
 class Console:
-    def __init__(self, settings, store: Store, generator: Generator,
-                 serving: Serving | None = None, *, guild_id: int | None = None,
+    def __init__(self, runtime: Runtime, *, guild_id: int | None = None,
                  channel_id: int = CONSOLE_CHANNEL, user: str = CONSOLE_USER,
                  write: Callable[[str], None] | None = None):
         """`write`: where a reply's pieces go as they are decoded (then `handle_line` returns
         "" for a reply it wrote); without it, `handle_line` returns the whole reply."""
+        settings = runtime.settings
         self.settings = settings
         self.write = write
-        self.conversation = Conversation(settings, store, generator, serving)
-        self.actions = Actions(settings, store, generator, self.conversation.serving)
+        self.conversation, self.actions = runtime.conversation, runtime.actions
         self.guild_id = guild_id if guild_id is not None else (
             settings.home_guild_id if settings.home_guild_id is not None else CONSOLE_GUILD)
         self.channel_id, self.user = channel_id, user
         self.turns: list[Turn] = []  # this session's dialogue, oldest first
         self.last: Exchange | None = None
+        self._acts = self._commands()
 
     async def handle_line(self, line: str) -> str:
         """The answer to one input line; raises Quit on /quit."""
@@ -71,83 +132,56 @@ class Console:
     async def say(self, text: str) -> str:
         keep = self.settings.context_messages
         turns = [*(self.turns[-keep:] if keep else []), Turn("user", text)]
-        stream = await self.conversation.stream_draft(turns, guild_id=self.guild_id,
-                                                      channel_id=self.channel_id)
-        if isinstance(stream, Failure):
-            return f"bot: {stream.text}"
-        head = f"bot [{stream.version}]: "
-        shown = ""  # what was written so far (with its head)
-        async for piece in stream:
-            if not shown:  # the head comes with the first words, not before
-                piece = piece.lstrip()
-                if not piece:
-                    continue
-                piece = head + piece
-            shown += piece
-            if self.write is not None:
-                self.write(piece)
-        failure = stream.failure
-        if stream.draft is not None:
-            try:
-                exchange = await self.conversation.keep(stream.draft, source="console",
-                                                        user_id=self.user)
-            except StoreUnavailable as error:
-                log.warning("reply not kept: the store is unavailable (%s)", error)
-                failure = Failure("unavailable", STORE_REPLY)
-        if failure is not None:
-            if not shown:
-                return f"bot: {failure.text}"
-            return self._end(shown.rstrip(), f" {CUT_NOTES[failure.reason]}")
-        self.last = exchange
-        self.turns = [*exchange.turns(), Turn("bot", exchange.reply)]  # as stored: clipped
-        whole = f"bot [{exchange.adapter_version}]: {exchange.reply}"
-        if self.write is None:
-            return whole
-        # Nothing but blanks decoded: the stored reply is the fallback, not yet shown.
-        return self._end(shown) if shown else self._end("", whole)
-
-    def _end(self, shown: str, rest: str = "") -> str:
-        """The end of a reply: `rest` written (with the line break) after the pieces shown when
-        they are written, else `shown + rest`, the whole answer to return."""
-        if self.write is None:
-            return shown + rest
-        self.write(rest + "\n")
-        return ""
+        sink = ConsoleSink(self.write)
+        result = await self.conversation.reply(turns, sink, source="console", user_id=self.user,
+                                               guild_id=self.guild_id,
+                                               channel_id=self.channel_id)
+        if isinstance(result, Exchange):
+            self.last = result
+            self.turns = [*result.turns(), Turn("bot", result.reply)]  # as stored: clipped
+        return sink.answer
 
     async def command(self, line: str) -> str:
         name, _, rest = line[1:].partition(" ")
         sub, _, arg = rest.strip().partition(" ")
-        arg = arg.strip()
-        match name.lower(), sub.lower():
-            case ("quit" | "exit"), _:
-                raise Quit()
-            case "new", _:
-                self.turns, self.last = [], None
-                return "started a new conversation: earlier lines are no longer its context"
-            case "style", "set" if arg:
-                return await self._style_set(arg)
-            case "style", "show":
-                return (await self.actions.show_style(self.guild_id, self.channel_id)).text
-            case "style", "clear":
-                return await self._style_clear(arg)
-            case "rate", ("up" | "down"):
-                return await self._rate(1 if sub.lower() == "up" else -1)
-            case "teach", _ if rest.strip():
-                return await self._teach(rest.strip())
-            case "adapter", "status":
-                return (await self.actions.adapter_status(self.guild_id)).text
-            case "adapter", "rollback":
-                return (await self.actions.rollback(self.guild_id)).text
-            case "train", "now":
-                return (await self.actions.train_now(self.guild_id, "console")).text
-            case "stats", _:
-                return (await self.actions.stats(self.guild_id)).text
-            case "forget", "me":
-                self.turns, self.last = [], None
-                return (await self.actions.forget(self.user)).text
-            case "help", _:
-                return HELP
-        return f"unknown or incomplete command {line.split()[0]!r}; {HELP}"
+        name, sub = name.lower(), sub.lower()
+        act = self._acts.get((name, sub)) or self._acts.get((name, ANY))
+        answer = await act(rest.strip(), arg.strip()) if act is not None else None
+        if answer is None:
+            return f"unknown or incomplete command {line.split()[0]!r}; {HELP}"
+        return answer
+
+    def _commands(self) -> dict[tuple[str, str], Act]:
+        """(command, subcommand or ANY) -> what it does."""
+        actions, guild = self.actions, self.guild_id
+        return {
+            ("quit", ANY): self._quit, ("exit", ANY): self._quit,
+            ("new", ANY): self._new, ("help", ANY): self._help,
+            ("style", "set"): self._style_set, ("style", "clear"): self._style_clear,
+            ("style", "show"): _said(lambda: actions.show_style(guild, self.channel_id)),
+            ("rate", "up"): lambda rest, arg: self._rate(1),
+            ("rate", "down"): lambda rest, arg: self._rate(-1),
+            ("teach", ANY): self._teach,
+            ("adapter", "status"): _said(lambda: actions.adapter_status(guild)),
+            ("adapter", "rollback"): _said(lambda: actions.rollback(guild)),
+            ("train", "now"): _said(lambda: actions.train_now(guild, "console")),
+            ("stats", ANY): _said(lambda: actions.stats(guild)),
+            ("forget", "me"): self._forget,
+        }
+
+    async def _quit(self, rest: str, arg: str) -> str:
+        raise Quit()
+
+    async def _new(self, rest: str, arg: str) -> str:
+        self.turns, self.last = [], None
+        return "started a new conversation: earlier lines are no longer its context"
+
+    async def _help(self, rest: str, arg: str) -> str:
+        return HELP
+
+    async def _forget(self, rest: str, arg: str) -> str:
+        self.turns, self.last = [], None
+        return (await self.actions.forget(self.user)).text
 
     def _scope(self, text: str) -> tuple[tuple[str, int], str]:
         """(scope, its id) and the rest of `text`: a first word `server` or `channel` names the
@@ -159,14 +193,16 @@ class Console:
             return ("channel", self.channel_id), rest.strip()
         return ("channel", self.channel_id), text.strip()
 
-    async def _style_set(self, text: str) -> str:
-        where, prefix = self._scope(text)
+    async def _style_set(self, rest: str, arg: str) -> str | None:
+        if not arg:
+            return None
+        where, prefix = self._scope(arg)
         if not prefix.strip():  # "/style set channel" names a scope, not a style
             return "usage: /style set [channel|server] <prefix>"
         return (await self.actions.set_style(*where, prefix, self.user)).text
 
-    async def _style_clear(self, text: str) -> str:
-        where, _ = self._scope(text)
+    async def _style_clear(self, rest: str, arg: str) -> str:
+        where, _ = self._scope(arg)
         return (await self.actions.clear_style(*where)).text
 
     async def _rate(self, value: int) -> str:
@@ -176,10 +212,12 @@ class Console:
                                          subject="the last reply")
         return answer.text
 
-    async def _teach(self, text: str) -> str:
+    async def _teach(self, rest: str, arg: str) -> str | None:
+        if not rest:
+            return None
         if self.last is None:
             return "nothing to teach yet: chat first, then /teach <the better reply>"
-        answer = await self.actions.teach(self.guild_id, self.last.id, self.user, text)
+        answer = await self.actions.teach(self.guild_id, self.last.id, self.user, rest)
         return "stored your better reply for the last message" if answer.ok else answer.text
 
 
@@ -211,8 +249,8 @@ async def run_console(settings, stdin: TextIO = sys.stdin, stdout: TextIO = sys.
             stdout.write(text)
             stdout.flush()
 
-        console = Console(settings, runtime.store, runtime.generator, runtime.serving,
-                          guild_id=guild_id, channel_id=channel_id, user=user, write=write)
+        console = Console(runtime, guild_id=guild_id, channel_id=channel_id, user=user,
+                          write=write)
 
         async def announce(event, record) -> None:
             if event.tenant != console.guild_id:
@@ -223,7 +261,7 @@ async def run_console(settings, stdin: TextIO = sys.stdin, stdout: TextIO = sys.
 
         runtime.on_change(announce)
         if stdin.isatty():
-            version = runtime.serving.version_for(console.guild_id)
+            version = runtime.router.version_for(console.guild_id)
             print(f"chatting as {user} in server {console.guild_id}, channel {channel_id} "
                   f"(adapter {version}); {HELP}", file=stdout, flush=True)
         async for line in _lines(stdin):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,8 +27,9 @@ from bot.core.store import (
 )
 from bot.core.text import clean_text
 from bot.service.answer_text import count, pairs, refusal_line, stats_text, when
-from bot.service.conversation import StyleRejected, validate_style, with_retries
-from bot.service.follow import Serving
+from bot.service.follow import AdapterRouter
+from bot.service.retry import with_retries
+from bot.service.style_prefix import StyleRejected, validate_style
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +66,12 @@ def _store_guard(act):
 
 
 class Actions:
-    def __init__(self, settings, store: Store, generator: Generator,
-                 serving: Serving | None = None):
+    def __init__(self, settings, store: Store, generator: Generator, router: AdapterRouter):
+        """`router` says which adapter serves each server here (a rollback moves it)."""
         self.settings = settings
         self.store = store
         self.generator = generator
-        self.serving = serving or Serving(store, generator, settings.home_guild_id)
+        self.router = router
 
     # --- moderators: ratings and corrections --------------------------------------------------
 
@@ -119,30 +121,32 @@ class Actions:
         """Rate the exchange whose reply is this message; None when it is not a reply the bot
         remembers. Never raises for an unavailable store: the answer says the rating was not
         stored, so the front end can tell the moderator."""
-        try:
-            exchange = await with_retries(lambda: self.exchange_of_message(message_id),
-                                          f"finding the exchange of message {message_id}")
-        except StoreUnavailable as error:
-            log.warning("rating of message %s not stored: the store is unavailable (%s)",
-                        message_id, error)
-            return Answer(RATING_UNAVAILABLE, ok=False)
-        if exchange is None:
-            return None
-        return await self.rate(tenant, exchange.id, moderator_id, value)
+        return await self._on_reply(
+            message_id, lambda exchange_id: self.rate(tenant, exchange_id, moderator_id, value),
+            "rating", RATING_UNAVAILABLE)
 
     async def withdraw_reply(self, tenant: int, message_id: int, moderator_id: int | str,
                              value: int) -> Answer | None:
         """`withdraw` for the exchange whose reply is this message (None: not one)."""
+        return await self._on_reply(
+            message_id,
+            lambda exchange_id: self.withdraw(tenant, exchange_id, moderator_id, value),
+            "withdrawal", f"Withdrawal not stored: {UNAVAILABLE}")
+
+    async def _on_reply(self, message_id: int, act: Callable[[str], Awaitable[Answer]],
+                        what: str, unavailable: str) -> Answer | None:
+        """`act(exchange id)` for the exchange whose reply is this message; None when it is not
+        a reply the bot remembers, the answer `unavailable` when the store cannot say."""
         try:
             exchange = await with_retries(lambda: self.exchange_of_message(message_id),
                                           f"finding the exchange of message {message_id}")
         except StoreUnavailable as error:
-            log.warning("withdrawal on message %s not stored: the store is unavailable (%s)",
+            log.warning("%s on message %s not stored: the store is unavailable (%s)", what,
                         message_id, error)
-            return Answer(f"Withdrawal not stored: {UNAVAILABLE}", ok=False)
+            return Answer(unavailable, ok=False)
         if exchange is None:
             return None
-        return await self.withdraw(tenant, exchange.id, moderator_id, value)
+        return await act(exchange.id)
 
     @_store_guard
     async def teach(self, tenant: int, exchange_id: str, moderator_id: int | str,
@@ -236,8 +240,8 @@ class Actions:
         own = self.store.tenant(tenant)
         version = await own.registry.active()
         lines = [f"Active adapter: {version}"]
-        serving = self.serving.version_for(tenant)
-        if self.serving.own_version(tenant) != version:
+        serving = self.router.version_for(tenant)
+        if self.router.own_version(tenant) != version:
             problem = await self._unreadable(version)
             refusal = await own.registry.refusal()
             if problem:
@@ -298,7 +302,7 @@ class Actions:
             target, current = history[0], await registry.active()
             try:
                 if target != BASE_VERSION:
-                    await self.generator.load(target, await self.store.registry.blob(target))
+                    await self.generator.load(target)
             except (StoreError, AdapterLoadError) as error:
                 log.error("rollback to %s refused: it cannot be loaded (%s)", target, error)
                 return Answer(f"Nothing rolled back: {target} cannot be loaded ({error}); "
@@ -307,7 +311,7 @@ class Actions:
                 event = await registry.rollback(expected=(target, current))
             except ActiveChanged:
                 continue  # another act moved the pointer first: look again
-            await self.serving.refresh(tenant)  # loaded above: this cannot fail to load
+            await self.router.refresh(tenant)  # loaded above: this cannot fail to load
             return Answer(f"Rolled back from {event.previous}: now serving {event.version}.",
                           event=event)
         return Answer("Nothing rolled back: the adapters kept changing meanwhile; try again.",

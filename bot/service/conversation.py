@@ -1,190 +1,65 @@
 """The one conversation path shared by Discord and the console: style, generation, storage.
 
-A reply is made in two steps because Discord only knows the reply's message id after sending:
-`draft()` looks up the style in force and asks the engine; `keep()` stores the exchange once
-the reply is out. `chat()` does both for callers that have no message id. `stream_draft()` is
-`draft()` piece by piece (Discord and the console show a reply as it is decoded): the exchange
-is still kept once, with the final text, and a stream cut by an error keeps nothing.
-Nothing here imports discord.
+`reply(turns, sink, ...)` makes one reply: it looks up the style in force, asks the generator
+with the adapter serving that server, shows the reply on the sink as it is decoded, stores the
+exchange once the sink shows it whole (Discord knows a reply's message ids only then), and
+takes out of it any message deleted meanwhile. A front end is a ReplySink: the Discord live
+reply, the console's writer. `stream_draft()` and `keep()` are its two halves: a stream cut by
+an error keeps nothing. Nothing here imports discord.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
-from bot.core.dialogue import BOT_MARK, USER_MARK, Turn, neutralise
-from bot.core.generation import (
-    EngineBusy,
-    Generation,
-    GenerationFailed,
-    Generator,
-    PromptTooLong,
-    ReplyStream,
-)
+from bot.core.dialogue import Turn
+from bot.core.generation import Generation, Generator
 from bot.core.store import Exchange, Store, StoreUnavailable, TurnRecord
-from bot.core.store.privacy import Deleted
-from bot.core.text import clean_text, clip, invisible_characters
-from bot.service.follow import Serving
+from bot.core.text import clean_text, clip
+from bot.service.deletions import Deletions
+from bot.service.drafts import STORE_REPLY, Draft, DraftStream, Failure, Origin
+from bot.service.follow import AdapterRouter
+from bot.service.retry import with_retries
 
 log = logging.getLogger(__name__)
 
-BUSY_REPLY = "I'm answering a lot of people right now - please try again in a moment."
-FAILED_REPLY = "Sorry, I couldn't come up with a reply just now. Please try again."
-STORE_REPLY = "Sorry, I can't reach my memory right now - please try again in a moment."
-# What ends a reply shown in part when the rest cannot come (the part is not kept).
-CUT_NOTES = {"busy": "… (reply cut off: too many people at once)",
-             "failed": "… (reply cut off: the model failed)",
-             "unavailable": "… (reply not kept: I can't reach my memory)"}
-SCOPE_WORDS = ("channel", "server", "guild")
-# A write the store could not take is tried again after these pauses (seconds) before it fails.
-RETRY_DELAYS_S = (0.2, 1.0)
+Source = Literal["discord", "console"]
 
 
-async def with_retries(write, what: str):
-    """`await write()`, tried again after RETRY_DELAYS_S while the store is unavailable; the
-    last StoreUnavailable is raised. Only for writes that are safe to repeat."""
-    for delay in RETRY_DELAYS_S:
-        try:
-            return await write()
-        except StoreUnavailable as error:
-            log.info("%s: the store is unavailable (%s); trying again in %.1f s", what, error,
-                     delay)
-            await asyncio.sleep(delay)
-    return await write()
+class ReplySink(Protocol):
+    """Where a reply is shown while it is made: a Discord channel, a terminal."""
 
+    async def start(self, version: str) -> None:
+        """Generation started with adapter `version` (Discord shows "typing..." meanwhile)."""
 
-class StyleRejected(ValueError):
-    """A style prefix that may not be used; the message says why."""
+    async def show(self, text: str) -> None:
+        """The reply so far, each time it grows (the sink may show it later, or only whole)."""
 
+    async def finish(self, text: str) -> list[int]:
+        """Show the whole reply now; the ids of the messages holding it (none: [])."""
 
-def validate_style(prefix: str, max_chars: int, eos_token: str | None = None) -> str:
-    """The cleaned prefix, or StyleRejected when it is empty, a bare scope word, too long, or
-    holds role markers or invisible format characters."""
-    prefix = clean_text(prefix).strip()
-    if not prefix:
-        raise StyleRejected("a style prefix needs some text")
-    if prefix.lower() in SCOPE_WORDS:
-        raise StyleRejected(f"{prefix!r} is a scope, not a style: give the prefix text, e.g. "
-                            "'Answer as a polite support agent:'")
-    hidden = invisible_characters(prefix)
-    if hidden:
-        raise StyleRejected("a style prefix may not contain invisible format or control "
-                            f"characters ({', '.join(hidden[:5])})")
-    if len(prefix) > max_chars:
-        raise StyleRejected(f"a style prefix is at most {max_chars} characters "
-                            f"(this one has {len(prefix)})")
-    # neutralise() rewrites exactly what could forge a turn; any change means a marker was there.
-    if neutralise(prefix, eos_token) != prefix:
-        raise StyleRejected(f"a style prefix may not contain role markers such as {USER_MARK} "
-                            f"or {BOT_MARK}, nor the end-of-text token")
-    return prefix
+    async def fail(self, failure: Failure, text: str) -> None:
+        """No reply is kept; `text` is what was decoded of it (maybe ""). A sink that showed
+        part of it ends that with `cut_off(text, failure.reason)`, else it shows
+        `failure.text`."""
 
-
-@dataclass(frozen=True)
-class Origin:
-    """Where a context turn came from: its message and its author (None where unknown), so a
-    deleted message or a forgotten author can be taken out of every exchange holding it."""
-
-    message_id: int | None = None
-    author_id: int | str | None = None
-
-
-@dataclass(frozen=True)
-class Draft:
-    """A generated reply not yet stored: what it answered and what produced it."""
-
-    turns: list[Turn]
-    style: str | None
-    generation: Generation
-    tenant: int | None  # the server whose data the exchange is
-    guild_id: int | None
-    channel_id: int | None  # where it was said (a thread's own id in a thread)
-    origins: tuple[Origin, ...] = ()  # one per context turn (turns[:-1]), when known
-
-    @property
-    def text(self) -> str:
-        return self.generation.text
-
-
-@dataclass(frozen=True)
-class Failure:
-    """No reply could be made; `text` is the short apology to show instead."""
-
-    reason: Literal["busy", "failed", "unavailable"]
-    text: str
-
-
-def cut_off(text: str, reason: Literal["busy", "failed", "unavailable"]) -> str:
-    """A reply shown in part, ended with the note saying why the rest is missing."""
-    return f"{text.rstrip()} {CUT_NOTES[reason]}".lstrip()
-
-
-class DraftStream:
-    """A reply being generated: `async for piece in stream` gives its text pieces as they are
-    decoded (joined: `text`). Iterating never raises what the generator documents: it ends,
-    and then either `draft` holds the finished Draft (to `keep`) or `failure` says why there
-    is none (`text` non-empty: the reply was cut part-way, see `cut_off`)."""
-
-    def __init__(self, stream: ReplyStream, version: str, finish):
-        self.version = version  # the adapter version asked for (the reply reports its own)
-        self.text = ""
-        self.draft: Draft | None = None
-        self.failure: Failure | None = None
-        self._stream = stream
-        self._finish = finish  # Generation -> Draft
-        self._pieces: AsyncIterator[str] | None = None
-        self._run_iter = None
-
-    def __aiter__(self) -> AsyncIterator[str]:
-        self._run_iter = self._run()
-        return self._run_iter
-
-    async def _run(self) -> AsyncIterator[str]:
-        self._pieces = aiter(self._stream)
-        try:
-            async for piece in self._pieces:
-                if piece:
-                    self.text += piece
-                    yield piece
-        except EngineBusy:
-            self.failure = Failure("busy", BUSY_REPLY)
-            return
-        except (GenerationFailed, PromptTooLong) as error:
-            log.error("generation failed%s: %s", " part-way" if self.text else "", error)
-            self.failure = Failure("failed", FAILED_REPLY)
-            return
-        finally:  # a consumer that stopped early closes the generator's stream too
-            close = getattr(self._pieces, "aclose", None)
-            if close is not None:
-                await close()
-        generation = self._stream.generation
-        if generation is None:  # a generator breaking its protocol: a bug, but no half reply
-            log.error("the reply stream ended without its generation")
-            self.failure = Failure("failed", FAILED_REPLY)
-            return
-        self.draft = self._finish(generation)
-
-    async def aclose(self) -> None:
-        """Stop generating (a front end that gives up on the reply: the engine drops it)."""
-        if self._run_iter is not None:
-            await self._run_iter.aclose()
+    async def kept(self, exchange: Exchange) -> None:
+        """The reply is stored and stays (what may follow: rating reactions)."""
 
 
 class Conversation:
     """Turns in, a stored reply out; the same for every front end."""
 
-    def __init__(self, settings, store: Store, generator: Generator,
-                 serving: Serving | None = None):
-        """`serving` says which adapter answers in each server (without one: the base model
-        everywhere)."""
+    def __init__(self, settings, store: Store, generator: Generator, router: AdapterRouter,
+                 deletions: Deletions):
+        """`router` says which adapter answers in each server; `deletions` which messages went
+        while a reply was made."""
         self.settings = settings
         self.store = store
         self.generator = generator
-        self.serving = serving or Serving(store, generator, settings.home_guild_id)
+        self.router = router
+        self.deletions = deletions
 
     def tenant_of(self, guild_id: int | None) -> int | None:
         """The server whose data an exchange is: where it was said, a DM's is the home one."""
@@ -206,53 +81,99 @@ class Conversation:
         limit = self.settings.max_message_chars
         return [Turn(t.role, clip(clean_text(t.text), limit)) for t in turns]
 
-    async def _setting(self, turns: list[Turn], guild_id: int | None, channel_id: int | None,
-                       parent_id: int | None
-                       ) -> tuple[list[Turn], int | None, str | None] | Failure:
-        """What a reply is generated in: the cleaned turns, the tenant and the style in force
-        (or the Failure when the store cannot say which style that is)."""
+    # --- one reply, shown and kept ------------------------------------------------------------
+
+    async def reply(self, turns: list[Turn], sink: ReplySink, *, source: Source,
+                    user_id: int | str, guild_id: int | None, channel_id: int | None,
+                    parent_id: int | None = None, origins: list[Origin] | None = None,
+                    user_message_id: int | None = None) -> Exchange | Failure:
+        """Reply to `turns` (oldest first, ending with the user's message) on `sink`: draft,
+        show, keep, then take out what was deleted meanwhile (see the module docstring).
+
+        `parent_id`: the parent channel of a thread (its style applies there); `origins`:
+        where each context turn came from; `user_message_id`: the message answered. Returns
+        the stored exchange (the sink is told `kept` unless its question was deleted
+        meanwhile), or the Failure the sink was told (nothing is kept then)."""
+        origins = list(origins or [])
+        stream = await self.stream_draft(turns, guild_id=guild_id, channel_id=channel_id,
+                                         parent_id=parent_id, origins=origins)
+        if isinstance(stream, Failure):
+            await sink.fail(stream, "")
+            return stream
+        shown = await self._show(stream, sink)
+        if isinstance(shown, Failure):
+            return shown
+        draft, message_ids = shown
+        try:
+            exchange = await self.keep(
+                draft, source=source, user_id=user_id,
+                message_id=message_ids[0] if message_ids else None,
+                extra_message_ids=message_ids[1:], user_message_id=user_message_id)
+        except StoreUnavailable as error:
+            # The reply is out but cannot be rated: its end says it was not kept.
+            log.error("a reply in channel %s was shown but not stored: the store is "
+                      "unavailable (%s)", channel_id, error)
+            failure = Failure("unavailable", STORE_REPLY)
+            await sink.fail(failure, draft.text)
+            return failure
+        gone = [user_message_id, *(origin.message_id for origin in origins), *message_ids]
+        if await self._left_meanwhile(exchange, gone):
+            return exchange
+        log.info("answered with adapter %s in %.0f ms (exchange %s)",
+                 exchange.adapter_version, exchange.latency_ms, exchange.id)
+        await sink.kept(exchange)
+        return exchange
+
+    async def _show(self, stream: DraftStream, sink: ReplySink
+                    ) -> tuple[Draft, list[int]] | Failure:
+        """Show `stream` on `sink` as it is decoded, then whole: the draft and the ids of the
+        messages holding it, or the Failure the sink was told."""
+        await sink.start(stream.version)
+        try:
+            async for _ in stream:
+                await sink.show(stream.text)
+            if stream.failure is not None:
+                await sink.fail(stream.failure, stream.text)
+                return stream.failure
+            return stream.draft, await sink.finish(stream.draft.text)
+        finally:  # a reply given up (an error, a cancelled task) stops its generation
+            await stream.aclose()
+
+    async def _left_meanwhile(self, exchange: Exchange, message_ids: list[int | None]) -> bool:
+        """Take the messages of this exchange deleted while it was made (one of the reply's
+        own pieces too) out of the store now; True when it is not to be rated: its question
+        went, or the store could not take the deletion."""
+        raced = self.deletions.among(message_ids)
+        if not raced:
+            return False
+        try:
+            await self.deletions.apply(raced)
+        except StoreUnavailable as error:
+            log.error("exchange %s: messages deleted meanwhile could not leave it: the store is "
+                      "unavailable (%s)", exchange.id, error)
+            return True
+        if exchange.user_message_id in raced:
+            log.info("exchange %s: its question was deleted meanwhile, so nothing is kept",
+                     exchange.id)
+            return True
+        return False
+
+    # --- its two halves -----------------------------------------------------------------------
+
+    async def stream_draft(self, turns: list[Turn], *, guild_id: int | None,
+                           channel_id: int | None, parent_id: int | None = None,
+                           origins: list[Origin] | None = None) -> DraftStream | Failure:
+        """A reply to `turns` with the adapter serving that server, piece by piece: the
+        DraftStream to iterate (its `draft` is what `keep` stores), or the Failure when the
+        store cannot say which style is in force."""
         turns = self.clean_turns(turns)
         try:
             style = await self.style_in_force(guild_id, channel_id, parent_id)
         except StoreUnavailable as error:
             log.warning("no reply: the store is unavailable (%s)", error)
             return Failure("unavailable", STORE_REPLY)
-        return turns, self.tenant_of(guild_id), style
-
-    async def draft(self, turns: list[Turn], *, guild_id: int | None,
-                    channel_id: int | None, parent_id: int | None = None,
-                    origins: list[Origin] | None = None) -> Draft | Failure:
-        """Generate a reply to `turns` (oldest first, ending with the user's message) with the
-        adapter serving that server. `parent_id`: the parent channel of a thread (its style
-        applies there); `origins`: where each context turn came from (kept with the
-        exchange)."""
-        setting = await self._setting(turns, guild_id, channel_id, parent_id)
-        if isinstance(setting, Failure):
-            return setting
-        turns, tenant, style = setting
-        try:
-            generation = await self.generator.generate(
-                turns, style=style, adapter=self.serving.version_for(tenant))
-        except EngineBusy:
-            # Counted and summarised once per burst by the engine, not logged per refusal.
-            return Failure("busy", BUSY_REPLY)
-        except (GenerationFailed, PromptTooLong) as error:
-            # What the generator documents; anything else is a bug and reaches the error log.
-            log.error("generation failed: %s", error)
-            return Failure("failed", FAILED_REPLY)
-        return Draft(turns=list(turns), style=style, generation=generation, tenant=tenant,
-                     guild_id=guild_id, channel_id=channel_id, origins=tuple(origins or ()))
-
-    async def stream_draft(self, turns: list[Turn], *, guild_id: int | None,
-                           channel_id: int | None, parent_id: int | None = None,
-                           origins: list[Origin] | None = None) -> DraftStream | Failure:
-        """`draft()` piece by piece: the DraftStream to iterate (its `draft` is kept as
-        `draft()`'s is), or the Failure when the store cannot say which style is in force."""
-        setting = await self._setting(turns, guild_id, channel_id, parent_id)
-        if isinstance(setting, Failure):
-            return setting
-        turns, tenant, style = setting
-        version = self.serving.version_for(tenant)
+        tenant = self.tenant_of(guild_id)
+        version = self.router.version_for(tenant)
         stream = self.generator.stream(turns, style=style, adapter=version)
 
         def finish(generation: Generation) -> Draft:
@@ -262,9 +183,8 @@ class Conversation:
 
         return DraftStream(stream, version, finish)
 
-    async def keep(self, draft: Draft, *, source: Literal["discord", "console"],
-                   user_id: int | str, message_id: int | None = None,
-                   user_message_id: int | None = None,
+    async def keep(self, draft: Draft, *, source: Source, user_id: int | str,
+                   message_id: int | None = None, user_message_id: int | None = None,
                    extra_message_ids: list[int] | tuple[int, ...] = ()) -> Exchange:
         """Store the exchange of a sent reply (`message_id` its first message, the later pieces
         of a split reply in `extra_message_ids`); user ids are hashed by the store. Tried again
@@ -293,38 +213,3 @@ class Conversation:
                                         if turn.role == "user" and origin.author_id is not None
                                         else None))
                 for turn, origin in zip(context, origins, strict=True)]
-
-    async def chat(self, turns: list[Turn], *, source: Literal["discord", "console"],
-                   user_id: int | str, guild_id: int | None = None,
-                   channel_id: int | None = None) -> Exchange | Failure:
-        """Draft and store in one step (for front ends without message ids)."""
-        draft = await self.draft(turns, guild_id=guild_id, channel_id=channel_id)
-        if isinstance(draft, Failure):
-            return draft
-        try:
-            return await self.keep(draft, source=source, user_id=user_id)
-        except StoreUnavailable as error:
-            log.warning("reply not kept: the store is unavailable (%s)", error)
-            return Failure("unavailable", STORE_REPLY)
-
-    async def messages_deleted(self, message_ids) -> Deleted:
-        """Apply messages deleted in Discord: a deleted question forgets its exchange, a
-        deleted message leaves every exchange holding it as context, a deleted reply's exchange
-        leaves the training data. Tried again while the store is unavailable (applying a
-        deletion twice changes nothing), then StoreUnavailable is raised."""
-        ids = list(message_ids)
-        return await with_retries(lambda: self.store.forget_messages(ids),
-                                  f"applying {len(ids)} deleted message(s)")
-
-    async def claim_cooldown(self, user_id: int | str, purpose: str = "reply") -> bool:
-        """True when this user may be answered now (and starts their cooldown).
-
-        Kept in Redis with SET NX PX, so every shard and process shares one cooldown per user;
-        the key is `P:cd:{purpose}:{user_hash}` and expires by itself. A second purpose
-        ("notice") lets a front end say "wait" once per window instead of to every message.
-        """
-        seconds = self.settings.cooldown_seconds
-        if seconds <= 0:
-            return True
-        return await self.store.claim("cd", purpose, self.store.user_hash(user_id),
-                                      ttl_s=seconds)

@@ -2,7 +2,8 @@
 
 A server (tenant) is served by its own active adapter, else by the default adapter (the active
 one of the default tenant: the operator's choice, else HOME_GUILD_ID), else the base model.
-`Serving` holds that table for one process; `follow()` keeps it current:
+`AdapterRouter` holds that table for one process (each request names the version it gives);
+`follow()` keeps it current:
 
 - at start-up it reads every tenant's active version and loads it into the generator; a version
   that cannot be served (damaged bytes, another base model, a failed check of
@@ -40,7 +41,7 @@ _CONNECTION_LOST = (RedisConnectionError, RedisTimeoutError, OSError)
 _RECONNECT_MAX_S = 30.0
 
 
-class Serving:
+class AdapterRouter:
     """The version serving each tenant in this process; see the module docstring."""
 
     def __init__(self, store: Store, generator: Generator, home_tenant: int | None = None):
@@ -76,7 +77,7 @@ class Serving:
 
     async def _load(self, version: str) -> None:
         if version != BASE_VERSION:
-            await self.generator.load(version, await self.store.registry.blob(version))
+            await self.generator.load(version)
 
     async def start_up(self, on_change: OnChange | None = None) -> None:
         """Read the default tenant and every tenant's version (see the module docstring)."""

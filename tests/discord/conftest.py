@@ -1,4 +1,5 @@
-"""The dpytest bot every Discord test drives: the real client on the tiny model and real Redis.
+"""The dpytest bot every Discord test drives: the real client on the tiny model and real Redis
+(`bot`), or on a FakeGenerator whose replies the test scripts (`scripted_bot`).
 
 Members (see discord_helpers.make_bot): alice and bob are plain members; "mod" has the
 moderator role; "admin" has a role with Manage Server. ADMIN_ROLE is "Bot Admin" (no one has it
@@ -18,12 +19,26 @@ def fast(settings):
                                        "admin_role": "Bot Admin"})
 
 
-@pytest.fixture
-async def bot(fast, store, engine):
-    bot = await make_bot(fast, store, engine)
+async def staffed_bot(settings, runtime):
+    """make_bot with an admin (Manage Server) and a moderator."""
+    bot = await make_bot(runtime)
     guild = dpytest.get_config().guilds[0]
     await dpytest.add_role(member("admin"), make_role(guild, "Staff", manage_guild=True))
-    await dpytest.add_role(member("mod"), make_role(guild, fast.moderator_role))
+    await dpytest.add_role(member("mod"), make_role(guild, settings.moderator_role))
+    return bot
+
+
+@pytest.fixture
+async def bot(fast, runtime):
+    bot = await staffed_bot(fast, runtime)
+    yield bot
+    await cleanup(bot)
+
+
+@pytest.fixture
+async def scripted_bot(fast, fake_runtime):
+    """The bot on a FakeGenerator: `scripted_bot.runtime.generator.script(pieces, ...)`."""
+    bot = await staffed_bot(fast, fake_runtime)
     yield bot
     await cleanup(bot)
 

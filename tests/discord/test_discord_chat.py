@@ -6,11 +6,10 @@ from __future__ import annotations
 import discord
 import discord.ext.test as dpytest
 from discord_helpers import (
-    cleanup,
-    make_bot,
     make_other_bot,
     member,
     reply_message,
+    running_bot,
     sent_messages,
 )
 from store_util import exchange_count
@@ -19,7 +18,7 @@ from bot.core.dialogue import BOT_MARK, USER_MARK, build_prompt
 from bot.frontends.discord.app import build_bot
 from bot.frontends.discord.cogs.chat import COOLDOWN_REPLY
 from bot.frontends.discord.cogs.replies import THUMBS_DOWN, THUMBS_UP, send_reply, split_message
-from bot.service.conversation import FAILED_REPLY
+from bot.service.drafts import FAILED_REPLY
 
 
 def mention(bot) -> str:
@@ -58,35 +57,30 @@ async def test_plain_messages_bots_and_itself_are_not_answered(bot, store):
     assert await exchange_count(store, dpytest.get_config().guilds[0].id) == 0
 
 
-async def test_a_reply_to_the_bot_is_answered_with_the_chain_as_context(bot, store):
+async def asked_then_followed_up(bot, store, follow_up: str):
+    """alice asks the bot, then replies to its answer: that answer, and the exchange of the
+    reply to her follow-up."""
     alice = member("alice")
-    channel = dpytest.get_config().channels[0]
     await dpytest.message(f"{mention(bot)} first question", member=alice)
     [first] = await sent_messages()
-
-    reply_message("and a follow-up", alice, channel, replied_to=first)
+    reply_message(follow_up, alice, dpytest.get_config().channels[0], replied_to=first)
     [second] = await sent_messages()
+    return first, await store.exchanges.for_message(second.id)
 
-    exchange = await store.exchanges.for_message(second.id)
+
+async def test_a_reply_to_the_bot_is_answered_with_the_chain_as_context(bot, store):
+    first, exchange = await asked_then_followed_up(bot, store, "and a follow-up")
+
     assert exchange.user_message == "and a follow-up"
     assert [(t.role, t.text) for t in exchange.context] == [
         ("user", "first question"), ("bot", first.content)]
 
 
 async def test_the_chain_is_cut_at_context_messages(fast, store, engine):
-    bot = await make_bot(fast.model_copy(update={"context_messages": 1}), store, engine)
-    try:
-        alice = member("alice")
-        channel = dpytest.get_config().channels[0]
-        await dpytest.message(f"{mention(bot)} first question", member=alice)
-        [first] = await sent_messages()
-        reply_message("second", alice, channel, replied_to=first)
-        [second] = await sent_messages()
-
-        exchange = await store.exchanges.for_message(second.id)
+    context_1 = fast.model_copy(update={"context_messages": 1})
+    async with running_bot(context_1, store, engine) as bot:
+        first, exchange = await asked_then_followed_up(bot, store, "second")
         assert [(t.role, t.text) for t in exchange.context] == [("bot", first.content)]
-    finally:
-        await cleanup(bot)
 
 
 async def test_outside_a_chain_the_last_channel_messages_are_context(bot, store):
@@ -99,25 +93,20 @@ async def test_outside_a_chain_the_last_channel_messages_are_context(bot, store)
 
 
 async def test_direct_messages_follow_the_dm_setting(fast, store, engine):
-    bot = await make_bot(fast, store, engine)
-    try:
+    async with running_bot(fast, store, engine):
         alice = member("alice")
         dm = await alice.create_dm()
         await dpytest.message("hello in private", channel=dm, member=alice)
         [reply] = await sent_messages()
         exchange = await store.exchanges.for_message(reply.id)
         assert exchange.guild_id is None and exchange.user_message == "hello in private"
-    finally:
-        await cleanup(bot)
 
-    bot = await make_bot(fast.model_copy(update={"dm_enabled": False}), store, engine)
-    try:
+    no_dms = fast.model_copy(update={"dm_enabled": False})
+    async with running_bot(no_dms, store, engine):
         alice = member("alice")
         dm = await alice.create_dm()
         await dpytest.message("hello again", channel=dm, member=alice)
         assert await sent_messages() == []
-    finally:
-        await cleanup(bot)
 
 
 async def test_a_reply_cannot_ping_anyone(bot):
@@ -129,7 +118,7 @@ async def test_a_reply_cannot_ping_anyone(bot):
     text = f"@everyone @here look <@&{asked.guild.id}> and <@{alice.id}>"
     [sent] = await send_reply(asked, text)
 
-    fresh = build_bot(bot.settings, bot.store, bot.generator)
+    fresh = build_bot(bot.settings, bot.runtime)
     assert fresh.allowed_mentions.to_dict() == discord.AllowedMentions.none().to_dict()
     assert sent.content == text
     # Discord pings nothing for an empty parse list; replied_user defaults to false.
@@ -183,8 +172,8 @@ async def test_a_typed_bot_marker_cannot_forge_a_turn(bot, store, engine):
 
 
 async def test_cooldown_answers_politely_and_generates_nothing(fast, store, engine):
-    bot = await make_bot(fast.model_copy(update={"cooldown_seconds": 30}), store, engine)
-    try:
+    slow = fast.model_copy(update={"cooldown_seconds": 30})
+    async with running_bot(slow, store, engine) as bot:
         alice = member("alice")
         await dpytest.message(f"{mention(bot)} one", member=alice)
         await dpytest.message(f"{mention(bot)} two", member=alice)
@@ -198,8 +187,6 @@ async def test_cooldown_answers_politely_and_generates_nothing(fast, store, engi
         assert await store.exchanges.for_message(third.id) is not None
         assert await exchange_count(store, dpytest.get_config().guilds[0].id) == 2
         assert engine.model_calls == 2
-    finally:
-        await cleanup(bot)
 
 
 async def test_a_failed_generation_is_an_apology_and_nothing_is_stored(bot, store, engine):
@@ -223,9 +210,9 @@ async def test_a_channel_turned_on_answers_every_message(bot, store):
     assert (await store.exchanges.for_message(reply.id)).user_message == "no mention needed here"
 
 
-async def test_shard_count_makes_an_auto_sharded_bot_with_the_same_safety(fast, store, engine):
-    sharded = build_bot(fast.model_copy(update={"shard_count": 2}), store, engine)
-    plain = build_bot(fast, store, engine)
+async def test_shard_count_makes_an_auto_sharded_bot_with_the_same_safety(fast, runtime):
+    sharded = build_bot(fast.model_copy(update={"shard_count": 2}), runtime)
+    plain = build_bot(fast, runtime)
 
     assert isinstance(sharded, discord.AutoShardedClient) and sharded.shard_count == 2
     assert not isinstance(plain, discord.AutoShardedClient)

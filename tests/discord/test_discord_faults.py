@@ -9,14 +9,16 @@ import discord.ext.test as dpytest
 import pytest
 import redis.asyncio as aioredis
 from discord.ext.test import callbacks
-from discord_helpers import cleanup, make_bot, make_role, member, sent_messages
-from stream_util import script, words
+from discord_helpers import make_role, member, running_bot, sent_messages, slash_as
+from fake_generator import FakeGenerator
+from stream_util import words
 
+from bot.core.generation import GenerationConfig
 from bot.core.local_redis import LocalRedis
 from bot.core.store import Store
 from bot.frontends.discord.cogs.replies import THUMBS_UP
-from bot.service import conversation as conversation_module
-from bot.service.conversation import CUT_NOTES, STORE_REPLY
+from bot.service import retry
+from bot.service.drafts import CUT_NOTES, STORE_REPLY
 
 
 @pytest.fixture
@@ -29,17 +31,17 @@ async def own_redis(tmp_path):
 
 
 @pytest.fixture
-async def fragile_bot(fast, own_redis, engine, monkeypatch):
-    """The bot on a Redis of its own, which a test may stop."""
-    monkeypatch.setattr(conversation_module, "RETRY_DELAYS_S", (0.01, 0.01))
+async def fragile_bot(fast, own_redis, monkeypatch):
+    """The bot on a Redis of its own, which a test may stop, and a FakeGenerator."""
+    monkeypatch.setattr(retry, "RETRY_DELAYS_S", (0.01, 0.01))
     store = Store(aioredis.from_url(own_redis.url), prefix=fast.key_prefix,
                   user_secret="test-secret-for-hmac")
     await store.ping()
-    bot = await make_bot(fast, store, engine)
-    guild = dpytest.get_config().guilds[0]
-    await dpytest.add_role(member("mod"), make_role(guild, fast.moderator_role))
-    yield bot, store
-    await cleanup(bot)
+    generator = FakeGenerator(GenerationConfig.from_settings(fast), store.registry.blob)
+    async with running_bot(fast, store, generator) as bot:
+        guild = dpytest.get_config().guilds[0]
+        await dpytest.add_role(member("mod"), make_role(guild, fast.moderator_role))
+        yield bot, store
     await store.close()
 
 
@@ -90,7 +92,7 @@ async def test_a_streamed_reply_the_store_cannot_keep_says_so_and_invites_no_rat
         if number == 3:  # Redis goes away while the reply is being shown
             own_redis.stop()
 
-    script(monkeypatch, bot.generator, words(6), before_piece=step)
+    bot.runtime.generator.script(words(6), before_piece=step)
 
     await dpytest.message(f"<@{bot.user.id}> tell me", member=member("alice"))
 
@@ -100,3 +102,14 @@ async def test_a_streamed_reply_the_store_cannot_keep_says_so_and_invites_no_rat
     assert bot.own_reactions == [] and bot.event_errors == []
     own_redis.start()
     assert await store.exchanges.for_message(reply.id) is None
+
+
+async def test_redis_down_is_answered_with_a_short_apology(fragile_bot, own_redis, caplog):
+    """Redis is down: the moderator gets a short apology, not a stack trace; one log line."""
+    bot, _ = fragile_bot
+    own_redis.stop()
+    shown = await slash_as(bot, member("mod"), dpytest.get_config().channels[0], "stats")
+    assert shown["content"].startswith("Sorry, the store is unavailable right now")
+    assert shown["ephemeral"]
+    assert "stats not done: the store is unavailable" in caplog.text
+    assert "Traceback" not in caplog.text

@@ -46,8 +46,8 @@ async def test_the_bot_beats_once_ready(bot, store):
     assert 0 < await store.r.pttl(store.k("hb", "discord", host)) <= HEARTBEAT_TTL_S * 1000
 
 
-async def test_a_sharded_bot_not_yet_connected_beats_unready(fast, store, engine):
-    sharded = build_bot(fast.model_copy(update={"shard_count": 2}), store, engine)
+async def test_a_sharded_bot_not_yet_connected_beats_unready(fast, runtime):
+    sharded = build_bot(fast.model_copy(update={"shard_count": 2}), runtime)
 
     written = heartbeat_of(sharded)
 

@@ -4,7 +4,14 @@ value under the bot's prefix holds their hash or their words, and the counters s
 from __future__ import annotations
 
 import discord.ext.test as dpytest
-from discord_helpers import cleanup, make_bot, make_role, member, sent_messages, slash_as
+from discord_helpers import (
+    dm_reply,
+    make_role,
+    member,
+    running_bot,
+    sent_messages,
+    slash_as,
+)
 
 from bot.frontends.discord.cogs.replies import THUMBS_DOWN, THUMBS_UP
 
@@ -31,8 +38,8 @@ async def everything_under(store) -> list[bytes]:
 
 
 async def test_forget_me_leaves_nothing_of_the_person(fast, store, engine):
-    bot = await make_bot(fast.model_copy(update={"cooldown_seconds": 30}), store, engine)
-    try:
+    slow = fast.model_copy(update={"cooldown_seconds": 30})
+    async with running_bot(slow, store, engine) as bot:
         guild = dpytest.get_config().guilds[0]
         channel = dpytest.get_config().channels[0]
         alice, bob, mod = member("alice"), member("bob"), member("mod")
@@ -78,15 +85,11 @@ async def test_forget_me_leaves_nothing_of_the_person(fast, store, engine):
         # Nothing of the person is left to forget a second time.
         again = await slash_as(bot, bob, channel, "forget", "me")
         assert again["content"].startswith("Done: deleted 0 exchanges of yours")
-    finally:
-        await cleanup(bot)
 
 
 async def test_forget_me_is_deferred_and_reaches_direct_messages(bot, store):
     alice = member("alice")
-    dm = await alice.create_dm()
-    await dpytest.message("hello in private", channel=dm, member=alice)
-    [reply] = await sent_messages()
+    reply = await dm_reply("alice")
     assert await store.exchanges.for_message(reply.id) is not None
 
     done = await slash_as(bot, alice, dpytest.get_config().channels[0], "forget", "me")

@@ -21,18 +21,18 @@ async def test_a_refused_adapter_is_posted_to_the_modlog_and_the_one_before_answ
     nan_blob = reforged(good_blob, tensors=lambda key, t: t.fill_(math.nan)
                         if key.endswith("h.1.attn.c_attn.lora_B.weight") else t)
     async with Runtime(fast, store=store, generator=engine) as runtime:
-        bot = await make_bot(fast, store, engine, serving=runtime.serving)
+        bot = await make_bot(runtime)
         channel = dpytest.get_config().channels[0]
         own = store.tenant(channel.guild.id)
         await own.set_modlog_channel(channel.id)
-        runtime.on_change(bot.announce_change)
+        runtime.on_change(bot.modlog.announce)
         good = await own.registry.save(AdapterRecord(base_model=fast.model_name), good_blob)
         await own.registry.activate(good.version)
         await asyncio.sleep(0.2)  # the follower subscribes at start-up
         async with asyncio.timeout(20):
             while dpytest.sent_queue.empty():  # the post of that change
                 await asyncio.sleep(0.05)
-        assert runtime.serving.version_for(own.tenant) == good.version
+        assert runtime.router.version_for(own.tenant) == good.version
         await dpytest.empty_queue()
         bad = await own.registry.save(AdapterRecord(base_model=fast.model_name), nan_blob)
         await own.registry.activate(bad.version)
@@ -49,4 +49,4 @@ async def test_a_refused_adapter_is_posted_to_the_modlog_and_the_one_before_answ
         assert reply.content
         exchange = await store.exchanges.for_message(reply.id)
         assert exchange.adapter_version == good.version
-    await cleanup(bot)
+        await cleanup(bot)

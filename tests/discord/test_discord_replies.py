@@ -10,6 +10,7 @@ import discord.ext.test as dpytest
 from discord_helpers import (
     RecordingAdapter,
     attachment,
+    dm_reply,
     interaction_payload,
     invoke,
     member,
@@ -18,7 +19,6 @@ from discord_helpers import (
     user_message,
 )
 from store_util import exchange_count
-from stream_util import script
 
 from bot.frontends.discord.cogs.replies import THUMBS_DOWN, THUMBS_UP, open_fence, split_message
 
@@ -79,9 +79,10 @@ def test_a_hard_cut_never_splits_a_visible_character():
 
 # --- every piece is one exchange --------------------------------------------------------------
 
-async def test_every_piece_of_a_split_reply_can_be_rated_and_taught(bot, store, channel,
-                                                                   monkeypatch):
-    script(monkeypatch, bot.generator, [code_reply()])
+async def test_every_piece_of_a_split_reply_can_be_rated_and_taught(scripted_bot, store,
+                                                                   channel):
+    bot = scripted_bot
+    bot.runtime.generator.script([code_reply()])
     await dpytest.message(f"<@{bot.user.id}> write me a script", member=member("alice"))
     pieces = await sent_messages()
     assert len(pieces) >= 3 and bot.refusals == []
@@ -106,11 +107,7 @@ async def test_every_piece_of_a_split_reply_can_be_rated_and_taught(bot, store, 
 # --- reactions --------------------------------------------------------------------------------
 
 async def test_a_dm_reply_carries_no_rating_buttons(bot, store):
-    alice = member("alice")
-    dm = await alice.create_dm()
-    await dpytest.message("hello in private", channel=dm, member=alice)
-
-    [reply] = await sent_messages()
+    reply = await dm_reply("alice")
 
     assert await store.exchanges.for_message(reply.id) is not None
     assert reactions_on(bot, reply) == []

@@ -2,9 +2,9 @@
 once per EDIT_INTERVAL_S, the last writes carrying the stored reply and only then the 👍/👎,
 long replies continued in new messages, a cut reply ended with a note and kept nowhere.
 
-Most tests drive the bot with a scripted ReplyStream (tests/stream_util.py, a double of our own
-generation boundary) and a clock they move per piece; the last one runs the real engine on the
-tiny model with the real clock.
+Most tests drive the bot on a FakeGenerator (tests/fake_generator.py, a double of our own
+generation boundary) with scripted pieces and a clock they move per piece; the last one runs
+the real engine on the tiny model with the real clock.
 """
 
 from __future__ import annotations
@@ -12,26 +12,38 @@ from __future__ import annotations
 import time
 
 import discord.ext.test as dpytest
+import pytest
 from discord_helpers import (
     FakeClock,
-    cleanup,
     delete_messages,
-    make_bot,
     member,
     reply_message,
+    running_bot,
     sent_messages,
 )
 from store_util import exchange_count
-from stream_util import script, words
+from stream_util import words
 
 from bot.core.generation import EngineBusy, GenerationFailed
+from bot.frontends.discord.cogs import replies
 from bot.frontends.discord.cogs.replies import (
     EDIT_INTERVAL_S,
     MESSAGE_LIMIT,
     THUMBS_DOWN,
     THUMBS_UP,
 )
-from bot.service.conversation import BUSY_REPLY, CUT_NOTES, cut_off
+from bot.service.drafts import BUSY_REPLY, CUT_NOTES, cut_off
+
+
+@pytest.fixture
+def bot(scripted_bot):
+    return scripted_bot
+
+
+def script(bot, pieces: list[str], **options) -> list:
+    """Every next reply of `bot` decodes `pieces`; the streams it makes, oldest first."""
+    bot.runtime.generator.script(pieces, **options)
+    return bot.runtime.generator.streams
 
 
 def mention(bot) -> str:
@@ -43,10 +55,11 @@ def shown(bot, message) -> str:
     return bot._connection._get_message(message.id).content
 
 
-def paced(bot) -> FakeClock:
-    """A clock for the chat cog, which the test moves as each piece is decoded."""
+def paced(monkeypatch) -> FakeClock:
+    """The clock that paces a streamed reply's edits (replies.py reads `monotonic`), which the
+    test moves as each piece is decoded."""
     clock = FakeClock()
-    bot.get_cog("Chat").clock = clock
+    monkeypatch.setattr(replies, "monotonic", clock)
     return clock
 
 
@@ -60,9 +73,9 @@ def after_last_text_write(bot) -> list[tuple]:
 
 async def test_edits_are_throttled_and_the_last_one_carries_the_stored_reply(bot, store,
                                                                            monkeypatch):
-    clock = paced(bot)
+    clock = paced(monkeypatch)
     pieces = ["", " ", "\n", *words(40)]
-    script(monkeypatch, bot.generator, pieces, before_piece=lambda _: clock.advance(0.25))
+    script(bot, pieces, before_piece=lambda _: clock.advance(0.25))
 
     await dpytest.message(f"{mention(bot)} tell me a long story", member=member("alice"))
 
@@ -85,9 +98,9 @@ async def test_edits_are_throttled_and_the_last_one_carries_the_stored_reply(bot
 
 async def test_a_long_streamed_reply_continues_in_new_messages(bot, store, channel,
                                                                monkeypatch):
-    clock = paced(bot)
+    clock = paced(monkeypatch)
     pieces = words(500, "streamed")  # 5,889 characters
-    script(monkeypatch, bot.generator, pieces, before_piece=lambda _: clock.advance(0.1))
+    script(bot, pieces, before_piece=lambda _: clock.advance(0.1))
 
     await dpytest.message(f"{mention(bot)} tell me everything", member=member("alice"))
 
@@ -121,8 +134,8 @@ async def test_a_long_streamed_reply_continues_in_new_messages(bot, store, chann
 
 async def test_a_stream_cut_part_way_ends_with_a_note_and_keeps_nothing(bot, store,
                                                                         monkeypatch):
-    clock = paced(bot)
-    script(monkeypatch, bot.generator, words(10), fail_after=6,
+    clock = paced(monkeypatch)
+    script(bot, words(10), fail_after=6,
            error=GenerationFailed("the model call failed"),
            before_piece=lambda _: clock.advance(0.4))
 
@@ -138,7 +151,7 @@ async def test_a_stream_cut_part_way_ends_with_a_note_and_keeps_nothing(bot, sto
 
 async def test_a_stream_refused_before_any_words_is_the_usual_apology(bot, store,
                                                                       monkeypatch):
-    script(monkeypatch, bot.generator, words(3), fail_after=0, error=EngineBusy("full"))
+    script(bot, words(3), fail_after=0, error=EngineBusy("full"))
 
     await dpytest.message(f"{mention(bot)} hello?", member=member("alice"))
 
@@ -149,7 +162,7 @@ async def test_a_stream_refused_before_any_words_is_the_usual_apology(bot, store
 
 async def test_a_reply_whose_message_is_deleted_while_streaming_stops_and_keeps_nothing(
         bot, store, channel, monkeypatch):
-    clock = paced(bot)
+    clock = paced(monkeypatch)
 
     async def step(number: int) -> None:
         clock.advance(0.5)
@@ -157,7 +170,7 @@ async def test_a_reply_whose_message_is_deleted_while_streaming_stops_and_keeps_
             sent = bot.writes[0][1]
             await delete_messages(bot._connection._get_message(sent), wait=False)
 
-    streams = script(monkeypatch, bot.generator, words(12), before_piece=step)
+    streams = script(bot, words(12), before_piece=step)
 
     await dpytest.message(f"{mention(bot)} hello?", member=member("alice"))
     await sent_messages()
@@ -170,8 +183,8 @@ async def test_a_reply_whose_message_is_deleted_while_streaming_stops_and_keeps_
 async def test_the_real_engine_streams_through_the_same_path(fast, store, engine):
     """End to end on the tiny model with the real clock: whatever pieces the engine gives, the
     edits stay within the pace, the final text is the stored reply, the ratings come last."""
-    bot = await make_bot(fast.model_copy(update={"max_new_tokens": 48}), store, engine)
-    try:
+    longer = fast.model_copy(update={"max_new_tokens": 48})
+    async with running_bot(longer, store, engine) as bot:
         started = time.monotonic()
         await dpytest.message(f"{mention(bot)} tell me about the sea", member=member("alice"))
         messages = await sent_messages()
@@ -183,13 +196,11 @@ async def test_the_real_engine_streams_through_the_same_path(fast, store, engine
         assert len(bot.edits) <= elapsed // EDIT_INTERVAL_S + 1
         assert after_last_text_write(bot)[-2:] == [("react", messages[-1].id, THUMBS_UP),
                                                    ("react", messages[-1].id, THUMBS_DOWN)]
-    finally:
-        await cleanup(bot)
 
 
 async def test_a_piece_deleted_while_the_rest_is_written_keeps_the_reply_out_of_training(
         bot, store, channel, monkeypatch):
-    clock = paced(bot)
+    clock = paced(monkeypatch)
 
     async def step(number: int) -> None:
         clock.advance(0.3)
@@ -197,7 +208,7 @@ async def test_a_piece_deleted_while_the_rest_is_written_keeps_the_reply_out_of_
         if number == 300 and len(sends) == 2:  # the first message is whole, the second grows
             await delete_messages(bot._connection._get_message(sends[0]), wait=False)
 
-    script(monkeypatch, bot.generator, words(400, "streamed"), before_piece=step)
+    script(bot, words(400, "streamed"), before_piece=step)
     kept = []
     keep = bot.conversation.keep
 
@@ -222,8 +233,8 @@ async def test_a_piece_deleted_while_the_rest_is_written_keeps_the_reply_out_of_
 
 async def test_a_reply_that_ends_shorter_than_it_was_shown_keeps_only_what_holds_it(
         bot, store, monkeypatch):
-    clock = paced(bot)
-    script(monkeypatch, bot.generator, words(300), reply="word0 word1",
+    clock = paced(monkeypatch)
+    script(bot, words(300), reply="word0 word1",
            before_piece=lambda _: clock.advance(0.5))
 
     await dpytest.message(f"{mention(bot)} tell me", member=member("alice"))

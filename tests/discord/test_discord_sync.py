@@ -16,8 +16,9 @@ from paths import REPO
 from subprocess_env import clean_env
 
 from bot.core.local_redis import free_port
-from bot.frontends.discord.app import build_bot, command_payloads, sync_tree
+from bot.frontends.discord.app import build_bot
 from bot.frontends.discord.cogs.replies import THUMBS_UP
+from bot.frontends.discord.command_tree import command_payloads, sync_tree
 
 MANAGE_SERVER = str(discord.Permissions(manage_guild=True).value)
 MANAGE_MESSAGES = str(discord.Permissions(manage_messages=True).value)
@@ -68,8 +69,8 @@ def test_sync_needs_the_token_and_says_so(tmp_path):
     assert "Traceback" not in done.stderr
 
 
-async def test_the_bot_does_not_sync_when_it_starts(fast, store, engine):
-    bot = build_bot(fast, store, engine)
+async def test_the_bot_does_not_sync_when_it_starts(fast, runtime):
+    bot = build_bot(fast, runtime)
     calls = []
 
     async def recorded(*args, **kwargs):

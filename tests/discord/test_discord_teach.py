@@ -17,7 +17,6 @@ from discord_helpers import (
     sent_messages,
 )
 from store_util import corrections
-from stream_util import script
 
 
 def live_ratings_module():
@@ -25,8 +24,8 @@ def live_ratings_module():
     return sys.modules["bot.frontends.discord.cogs.ratings"]
 
 
-async def fixed_reply(bot, monkeypatch, text: str) -> None:
-    script(monkeypatch, bot.generator, [text])
+def fixed_reply(scripted_bot, text: str) -> None:
+    scripted_bot.runtime.generator.script([text])
 
 
 async def open_teach_form(bot, channel, reply) -> tuple[dict, RecordingAdapter]:
@@ -37,8 +36,9 @@ async def open_teach_form(bot, channel, reply) -> tuple[dict, RecordingAdapter]:
     return modal, recorder
 
 
-async def test_the_form_shows_the_reply_it_corrects(bot, store, channel, monkeypatch):
-    await fixed_reply(bot, monkeypatch, "We never close.\nCome any time.")
+async def test_the_form_shows_the_reply_it_corrects(scripted_bot, store, channel):
+    bot = scripted_bot
+    fixed_reply(bot, "We never close.\nCome any time.")
     await dpytest.message(f"<@{bot.user.id}> what are your hours?", member=member("alice"))
     [reply] = await sent_messages()
 

@@ -25,7 +25,7 @@ async def two(fast, store, engine):
     """The bot in two servers, inside a runtime that follows the registry; an admin and a
     moderator in each, and server two's moderator is also a plain member of server one."""
     async with Runtime(fast, store=store, generator=engine) as runtime:
-        bot = await make_bot(fast, store, engine, guilds=2, serving=runtime.serving)
+        bot = await make_bot(runtime, guilds=2)
         one, two = dpytest.get_config().guilds
         for guild in (one, two):
             await dpytest.add_role(member("admin", guild),
@@ -62,7 +62,7 @@ async def test_training_in_one_server_changes_only_its_replies(two, fast, store)
     assert first.adapter_version == other.adapter_version == "base"
 
     # Server one's moderators teach through the console (server one's own voice)...
-    console = Console(fast, store, runtime.generator, runtime.serving, guild_id=one.id)
+    console = Console(runtime, guild_id=one.id)
     for n in range(24):
         question, answer = QA[n % len(QA)]
         await console.handle_line(f"{question} ({n})")
@@ -72,7 +72,7 @@ async def test_training_in_one_server_changes_only_its_replies(two, fast, store)
                                        "search_lr_min": 5e-3, "search_lr_max": 2e-2})
     outcome = await run_cycle(settings, store, one.id, force=True, progress=False)
     assert outcome.outcome == "promoted" and outcome.guild == one.id, outcome.reason
-    await eventually(lambda: runtime.serving.version_for(one.id) == outcome.version)
+    await eventually(lambda: runtime.router.version_for(one.id) == outcome.version)
 
     # ... so server one is answered by its new adapter, server two still by the base model.
     _, after_one = await ask(bot, one, "hello again")
@@ -99,7 +99,7 @@ async def test_one_servers_rollback_and_train_now_leave_the_other_alone(two, sto
                                          blobs[name])
             await registry.activate(record.version)
             versions.setdefault(guild.id, []).append(record.version)
-    await eventually(lambda: runtime.serving.version_for(two_.id) == versions[two_.id][-1])
+    await eventually(lambda: runtime.router.version_for(two_.id) == versions[two_.id][-1])
 
     rolled = await slash_as(bot, member("admin", two_), text_channel(two_), "adapter",
                             "rollback")
@@ -109,7 +109,7 @@ async def test_one_servers_rollback_and_train_now_leave_the_other_alone(two, sto
     assert "Training requested" in done["content"]
 
     assert await store.tenant(one.id).registry.active() == versions[one.id][0]
-    assert runtime.serving.version_for(one.id) == versions[one.id][0]
+    assert runtime.router.version_for(one.id) == versions[one.id][0]
     assert await store.tenant(one.id).trainer.take_request() is None
     assert (await store.tenant(two_.id).trainer.take_request())["by"].startswith("discord:")
 

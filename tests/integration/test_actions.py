@@ -7,16 +7,15 @@ import asyncio
 from store_util import TENANT
 
 from bot.core.store import AdapterRecord
-from bot.service.actions import Actions
 
 
-async def test_concurrent_rollbacks_each_name_the_step_they_made(fast, store, engine, blobs,
+async def test_concurrent_rollbacks_each_name_the_step_they_made(runtime, blobs,
                                                                  tiny_model_dir, own):
     for seed_blob in (blobs["v1"], blobs["v2"], blobs["v1"]):
         record = await own.registry.save(AdapterRecord(base_model=str(tiny_model_dir)),
                                            seed_blob)
         await own.registry.activate(record.version)
-    actions = Actions(fast, store, engine)
+    actions = runtime.actions
 
     answers = await asyncio.gather(actions.rollback(TENANT), actions.rollback(TENANT))
 

@@ -15,15 +15,14 @@ from subprocess_env import settings_env
 
 from bot.core.text import CLIPPED
 from bot.frontends.console import CONSOLE_CHANNEL, CONSOLE_USER, Console
-from bot.service.actions import Actions
-from bot.service.conversation import StyleRejected, validate_style
+from bot.service.style_prefix import StyleRejected, validate_style
 
 LONE = "\ud800"  # a lone surrogate: what a terminal's undecodable byte can become
 
 
 @pytest.fixture
-async def console(fast, store, engine):
-    return Console(fast, store, engine)
+async def console(runtime):
+    return Console(runtime)
 
 
 async def test_lone_surrogates_are_replaced_before_anything_sees_them(console, store):
@@ -73,14 +72,14 @@ def test_joiners_that_scripts_and_emoji_need_are_kept():
     assert validate_style(f"Answer as a family {family}:", max_chars=200).endswith(f"{family}:")
 
 
-async def test_style_set_channel_alone_sets_nothing(console, store, fast, engine):
+async def test_style_set_channel_alone_sets_nothing(console, store, runtime):
     assert (await console.handle_line("/style set channel")).startswith("usage: /style set")
     assert (await console.handle_line("/style set server")).startswith("usage: /style set")
     assert await store.styles.in_force(None, CONSOLE_CHANNEL) is None
     # The same words typed as the prefix of Discord's /style set are refused too.
-    answer = await Actions(fast, store, engine).set_style("channel", 5, "channel", 1)
+    answer = await runtime.actions.set_style("channel", 5, "channel", 1)
     assert not answer.ok and "scope" in answer.text
-    answer = await Actions(fast, store, engine).set_style("channel", 5, "Be kind \u202e", 1)
+    answer = await runtime.actions.set_style("channel", 5, "Be kind \u202e", 1)
     assert not answer.ok and "U+202E" in answer.text
     assert await store.styles.in_force(None, 5) is None
 

@@ -4,26 +4,26 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import subprocess
 import sys
 
 import pytest
+from console_session import PipedConsole
 from paths import REPO
 from store_util import TENANT, corrections, exchange_count
-from stream_util import script, words
+from stream_util import words
 from subprocess_env import settings_env
 
 from bot.core.dialogue import Turn
 from bot.core.generation import EngineBusy
 from bot.frontends.console import CONSOLE_CHANNEL, CONSOLE_USER, HELP, Console, Quit
-from bot.service.conversation import BUSY_REPLY, CUT_NOTES
+from bot.service.drafts import BUSY_REPLY, CUT_NOTES
 
 
 @pytest.fixture
-async def console(fast, store, engine):
-    return Console(fast, store, engine)
+async def console(runtime):
+    return Console(runtime)
 
 
 async def test_chat_rate_and_teach_leave_their_records(console, store):
@@ -147,32 +147,19 @@ async def test_the_console_swaps_in_a_promoted_adapter_while_chatting(fast, stor
     from adapters_util import make_adapter_bytes
 
     from bot.core.store import AdapterRecord
-    from bot.frontends.console import run_console
 
-    read_fd, write_fd = os.pipe()
-    stdin, feed = os.fdopen(read_fd, "r"), os.fdopen(write_fd, "w")
-    out = io.StringIO()
-    session = asyncio.create_task(run_console(fast, stdin=stdin, stdout=out))
-
-    async def wait_for(text: str) -> None:
-        async with asyncio.timeout(30):
-            while text not in out.getvalue():
-                await asyncio.sleep(0.05)
-
-    feed.write("hello\n")
-    feed.flush()
-    await wait_for("bot [base]: ")
+    console = PipedConsole(fast)
+    console.say("hello")
+    await console.wait_for("bot [base]: ")
     await asyncio.sleep(0.2)  # the follower subscribed before the first line was read
     record = await own.registry.save(AdapterRecord(base_model=str(tiny_model_dir)),
                                       make_adapter_bytes(tiny_model_dir, fast))
     await own.registry.activate(record.version)
-    await wait_for(f"[adapter activated: now serving {record.version}]")
-    feed.write("hello again\n")
-    feed.close()
+    await console.wait_for(f"[adapter activated: now serving {record.version}]")
+    console.say("hello again")
 
-    assert await asyncio.wait_for(session, 30) == 0
-    assert f"bot [{record.version}]: " in out.getvalue()
-    stdin.close()
+    assert await console.end() == 0
+    assert f"bot [{record.version}]: " in console.out.getvalue()
 
 
 def test_the_console_path_does_not_import_discord():
@@ -208,12 +195,12 @@ async def test_adapter_status_shows_a_trainer_record_without_its_loss_curves(con
 
 # --- replies shown as they are decoded ----------------------------------------------------------
 
-async def test_the_console_writes_each_piece_as_it_arrives(fast, store, engine, monkeypatch):
+async def test_the_console_writes_each_piece_as_it_arrives(fake_runtime, store):
     written: list[str] = []
     seen_before: list[int] = []  # how many writes were made when each piece was decoded
-    script(monkeypatch, engine, ["  ", *words(5)],
-           before_piece=lambda number: seen_before.append(len(written)))
-    console = Console(fast, store, engine, write=written.append)
+    fake_runtime.generator.script(["  ", *words(5)],
+                                  before_piece=lambda number: seen_before.append(len(written)))
+    console = Console(fake_runtime, write=written.append)
 
     assert await console.handle_line("tell me something") == ""
 
@@ -226,10 +213,10 @@ async def test_the_console_writes_each_piece_as_it_arrives(fast, store, engine, 
 
 
 async def test_a_console_reply_cut_part_way_ends_with_a_note_and_keeps_nothing(
-        fast, store, engine, monkeypatch):
+        fake_runtime, store):
     written: list[str] = []
-    script(monkeypatch, engine, words(5), fail_after=2)
-    console = Console(fast, store, engine, write=written.append)
+    fake_runtime.generator.script(words(5), fail_after=2)
+    console = Console(fake_runtime, write=written.append)
 
     assert await console.handle_line("tell me something") == ""
 
@@ -237,16 +224,16 @@ async def test_a_console_reply_cut_part_way_ends_with_a_note_and_keeps_nothing(
     assert console.last is None and console.turns == []
     assert await exchange_count(store) == 0
     # Without a writer the console answers with the same words in one line.
-    assert await Console(fast, store, engine).handle_line("again") == (
+    assert await Console(fake_runtime).handle_line("again") == (
         f"bot [base]: word0 word1 {CUT_NOTES['failed']}")
     assert await exchange_count(store) == 0
 
 
 async def test_a_console_reply_refused_before_any_text_is_the_usual_apology(
-        fast, store, engine, monkeypatch):
+        fake_runtime):
     written: list[str] = []
-    script(monkeypatch, engine, words(5), fail_after=0, error=EngineBusy("full"))
-    console = Console(fast, store, engine, write=written.append)
+    fake_runtime.generator.script(words(5), fail_after=0, error=EngineBusy("full"))
+    console = Console(fake_runtime, write=written.append)
 
     assert await console.handle_line("hello?") == f"bot: {BUSY_REPLY}"
     assert written == []

@@ -9,13 +9,12 @@ import io
 import logging
 
 from store_util import TENANT
+from stream_util import RecordingSink
 
 from bot.core.dialogue import Turn
 from bot.core.store import AdapterRecord
 from bot.frontends.console import run_console
 from bot.runtime import Runtime
-from bot.service.actions import Actions
-from bot.service.follow import Serving
 
 
 async def save(own, settings, blob: bytes, *, activate: bool = True) -> str:
@@ -44,13 +43,14 @@ async def test_start_up_serves_the_newest_loadable_version_and_keeps_following(
 
     with caplog.at_level(logging.INFO):
         async with Runtime(fast, store=store) as runtime:
-            assert runtime.serving.version_for(TENANT) == v1
+            assert runtime.router.version_for(TENANT) == v1
             assert await own.registry.active() == v2  # the registry is not changed
-            reply = await runtime.conversation.chat([Turn("user", "hello")], source="console",
-                                                    user_id=1)
+            reply = await runtime.conversation.reply([Turn("user", "hello")], RecordingSink(),
+                                                     source="console", user_id=1,
+                                                     guild_id=None, channel_id=None)
             assert reply.adapter_version == v1
             v3 = await save(own, fast, blobs["v1"])  # the follower still follows
-            await eventually(lambda: runtime.serving.version_for(TENANT) == v3)
+            await eventually(lambda: runtime.router.version_for(TENANT) == v3)
     about_v2 = [r for r in caplog.records if f"adapter {v2} of server {TENANT} cannot be "
                                              "served" in r.message]
     assert len(about_v2) == 1, [r.message for r in caplog.records]
@@ -81,29 +81,30 @@ async def test_a_rollback_to_a_version_that_does_not_load_moves_nothing(fast, st
     foreign = await save(own, fast, blobs["other_forged"])  # built for another model
     v1 = await save(own, fast, blobs["v1"])
     v2 = await save(own, fast, blobs["v2"])
-    serving = Serving(store, engine)
-    await serving.refresh(TENANT)
-    await damage(store, v1)
-    actions = Actions(fast, store, engine, serving)
-    history = await own.registry.history()
-    assert history[0] == v1
+    # Started after the saves: only the active v2 is loaded, v1 must load to roll back.
+    async with Runtime(fast, store=store, generator=engine) as runtime:
+        serving, actions = runtime.router, runtime.actions
+        await damage(store, v1)
+        history = await own.registry.history()
+        assert history[0] == v1
 
-    answer = await actions.rollback(TENANT)
+        answer = await actions.rollback(TENANT)
 
-    assert not answer.ok and answer.event is None
-    assert f"Nothing rolled back: {v1} cannot be loaded" in answer.text and "sha256" in answer.text
-    assert await own.registry.active() == v2 and await own.registry.history() == history
-    assert serving.version_for(TENANT) == v2
+        assert not answer.ok and answer.event is None
+        assert f"Nothing rolled back: {v1} cannot be loaded" in answer.text
+        assert "sha256" in answer.text
+        assert await own.registry.active() == v2 and await own.registry.history() == history
+        assert serving.version_for(TENANT) == v2
 
-    # Once v1 is gone from the history the foreign one is next: it does not fit this model.
-    await store.r.lpop(store.k("g", TENANT, "ad", "history"))
-    answer = await actions.rollback(TENANT)
-    assert not answer.ok and f"{foreign} cannot be loaded" in answer.text
-    assert "do not fit" in answer.text
-    assert await own.registry.active() == v2 and serving.version_for(TENANT) == v2
+        # Once v1 is gone from the history the foreign one is next: it does not fit this model.
+        await store.r.lpop(store.k("g", TENANT, "ad", "history"))
+        answer = await actions.rollback(TENANT)
+        assert not answer.ok and f"{foreign} cannot be loaded" in answer.text
+        assert "do not fit" in answer.text
+        assert await own.registry.active() == v2 and serving.version_for(TENANT) == v2
 
-    # A version that loads is rolled back to as before.
-    await store.r.lpush(store.k("g", TENANT, "ad", "history"), "base")
-    answer = await actions.rollback(TENANT)
-    assert answer.ok and answer.event.version == "base" and answer.event.previous == v2
-    assert await own.registry.active() == "base" == serving.version_for(TENANT)
+        # A version that loads is rolled back to as before.
+        await store.r.lpush(store.k("g", TENANT, "ad", "history"), "base")
+        answer = await actions.rollback(TENANT)
+        assert answer.ok and answer.event.version == "base" and answer.event.previous == v2
+        assert await own.registry.active() == "base" == serving.version_for(TENANT)

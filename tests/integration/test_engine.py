@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from engine_util import engine_settings, running_engine
+from engine_util import blob_source, engine_settings, running_engine, swap_through
 
 from bot.core.adapter_io import AdapterLoadError
 from bot.core.dialogue import Turn
@@ -18,19 +18,25 @@ HELLO = [Turn("user", "hello, how are you?")]
 
 
 @pytest.fixture
-async def engine(settings):
-    async with running_engine(engine_settings(settings)) as engine:
+def stored(blobs) -> dict[str, bytes]:
+    """The adapters the engine fixture's source holds; a test may add to them."""
+    return dict(blobs)
+
+
+@pytest.fixture
+async def engine(settings, stored):
+    async with running_engine(engine_settings(settings), stored) as engine:
         yield engine
 
 
 @pytest.fixture
-async def replies(engine, blobs):
+async def replies(engine):
     """What each version answers to HELLO (greedy), each served alone: the versions must be
     told apart."""
     found = {}
     for version in ("v1", "v2", "base"):
         if version != "base":
-            await engine.load(version, blobs[version])
+            await engine.load(version)
         found[version] = (await engine.generate(HELLO, adapter=version)).text
     assert len(set(found.values())) == 3, found
     return found
@@ -139,12 +145,12 @@ async def test_unknown_override_is_refused(engine):
         await engine.generate(HELLO, max_new_tokens=0)
 
 
-async def test_each_request_is_served_by_the_adapter_it_names(engine, blobs, replies):
+async def test_each_request_is_served_by_the_adapter_it_names(engine, replies):
     for version in ("v1", "base", "v2", "v1"):
         result = await engine.generate(HELLO, adapter=version)
         assert (result.text, result.adapter_version) == (replies[version], version)
     assert sorted(engine.loaded_versions) == ["v1", "v2"]
-    await engine.load("v1", blobs["v1"])  # loading a loaded version changes nothing
+    await engine.load("v1")  # loading a loaded version changes nothing
     assert len(engine.model.peft_config) == 2
 
 
@@ -154,40 +160,42 @@ async def test_each_request_is_served_by_the_adapter_it_names(engine, blobs, rep
     ("other", "trained on"),
     ("other_forged", "do not"),
 ])
-async def test_unusable_adapter_is_refused_and_old_one_keeps_serving(engine, blobs, replies,
-                                                                     blob_name, reason):
+async def test_unusable_adapter_is_refused_and_old_one_keeps_serving(engine, blobs, stored,
+                                                                     replies, blob_name, reason):
     bad = {"garbage": b"\x00not an adapter at all" * 10,
            "truncated": blobs["v1"][: len(blobs["v1"]) // 2]}.get(blob_name) or blobs[blob_name]
+    stored["v9"] = bad
     with pytest.raises(AdapterLoadError, match=reason):
-        await engine.load("v9", bad)
+        await engine.load("v9")
     assert "v9" not in engine.loaded_versions
     result = await engine.generate(HELLO, adapter="v1")
     assert (result.text, result.adapter_version) == (replies["v1"], "v1")
 
 
 async def test_refused_first_adapter_leaves_base_model_intact(settings, blobs):
-    engine = Engine.from_settings(engine_settings(settings))
+    source = blob_source({"v9": blobs["other_forged"], "v1": blobs["v1"]})
+    engine = Engine.from_settings(engine_settings(settings), source)
     try:
         base_reply = (await engine.generate(HELLO)).text
         with pytest.raises(AdapterLoadError):
-            await engine.load("v9", blobs["other_forged"])  # fails after peft added it
+            await engine.load("v9")  # fails after peft added it
         result = await engine.generate(HELLO)
         assert (result.text, result.adapter_version) == (base_reply, "base")
-        await engine.load("v1", blobs["v1"])
+        await engine.load("v1")
         assert (await engine.generate(HELLO, adapter="v1")).adapter_version == "v1"
     finally:
         await engine.close()
 
 
 async def test_a_load_waits_for_the_batch_in_flight_and_changes_none_of_it(settings, blobs):
-    engine = Engine.from_settings(engine_settings(settings))
+    engine = Engine.from_settings(engine_settings(settings), blob_source(blobs))
     await engine.start()
     try:
         base_reply = (await engine.generate(HELLO)).text
         gate = ModelThreadGate(engine)
         started = [asyncio.create_task(engine.generate(HELLO)) for _ in range(3)]
         await asyncio.sleep(0.5)  # the worker has formed its batch (with base) behind the gate
-        load = asyncio.create_task(engine.load("v2", blobs["v2"]))
+        load = asyncio.create_task(engine.load("v2"))
         await asyncio.sleep(0.1)
         assert not load.done()  # the attach waits its turn on the model thread
         gate.open()
@@ -199,7 +207,7 @@ async def test_a_load_waits_for_the_batch_in_flight_and_changes_none_of_it(setti
         await engine.close()
 
 
-async def test_swaps_during_a_stream_fail_nothing_and_versions_are_true(engine, blobs, replies):
+async def test_swaps_during_a_stream_fail_nothing_and_versions_are_true(engine, replies):
     """A server's table moves to a version once it is loaded; requests name what it says."""
     serving = {"version": "base"}
 
@@ -208,11 +216,7 @@ async def test_swaps_during_a_stream_fail_nothing_and_versions_are_true(engine, 
         return await engine.generate(HELLO, adapter=serving["version"])
 
     stream = [asyncio.create_task(one_request(i * 0.01)) for i in range(60)]
-    for version in ("v1", "v2", "base", "v1", "v2"):
-        await asyncio.sleep(0.04)
-        if version != "base":
-            await engine.load(version, blobs[version])
-        serving["version"] = version
+    await swap_through(engine, serving)
     results = await asyncio.gather(*stream)  # any failure would raise here
     seen = set()
     for result in results:
@@ -271,17 +275,18 @@ async def test_a_batch_of_four_adapters_is_one_call_with_the_texts_each_gives_al
         settings, tiny_model_dir, blobs):
     from adapters_util import make_adapter_bytes
 
-    engine = Engine.from_settings(engine_settings(settings, batch_max_wait_ms=200))
+    versions = {"v1": blobs["v1"], "v2": blobs["v2"],
+                "v3": make_adapter_bytes(tiny_model_dir, settings, seed=3),
+                "v4": make_adapter_bytes(tiny_model_dir, settings, seed=4)}
+    engine = Engine.from_settings(engine_settings(settings, batch_max_wait_ms=200),
+                                  blob_source(versions))
     await engine.start()
     try:
-        versions = {"v1": blobs["v1"], "v2": blobs["v2"],
-                    "v3": make_adapter_bytes(tiny_model_dir, settings, seed=3),
-                    "v4": make_adapter_bytes(tiny_model_dir, settings, seed=4)}
         prompts = {v: [Turn("user", f"question number {n} for you")]
                    for n, v in enumerate(versions)}
         alone = {}
-        for version, blob in versions.items():
-            await engine.load(version, blob)
+        for version in versions:
+            await engine.load(version)
             alone[version] = (await engine.generate(prompts[version], adapter=version)).text
         assert len(set(alone.values())) == 4, alone
 
@@ -306,8 +311,7 @@ async def test_adapters_load_on_demand_and_the_least_recently_used_is_evicted(se
         fetched.append(version)
         return stored[version]
 
-    engine = Engine.from_settings(engine_settings(settings, max_loaded_adapters=2))
-    engine.adapter_source = source
+    engine = Engine.from_settings(engine_settings(settings, max_loaded_adapters=2), source)
     await engine.start()
     try:
         first = {v: (await engine.generate(HELLO, adapter=v)).text for v in stored}
@@ -323,11 +327,8 @@ async def test_adapters_load_on_demand_and_the_least_recently_used_is_evicted(se
         await engine.close()
 
 
-async def test_a_version_that_cannot_be_loaded_fails_only_its_own_requests(engine, blobs):
-    async def source(version: str) -> bytes:
-        return {"v1": blobs["v1"]}.get(version, b"damaged bytes")
-
-    engine.adapter_source = source
+async def test_a_version_that_cannot_be_loaded_fails_only_its_own_requests(engine, stored):
+    stored["v7"] = b"damaged bytes"
     outcomes = await asyncio.gather(engine.generate(HELLO, adapter="v1"),
                                     engine.generate(HELLO, adapter="v7"),
                                     engine.generate(HELLO), return_exceptions=True)

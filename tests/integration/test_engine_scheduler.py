@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from engine_util import engine_settings, running_engine
+from engine_util import blob_source, engine_settings, running_engine, swap_through
 
 from bot.core.dialogue import Turn, extract_reply
 from bot.engine.engine import Engine
@@ -22,8 +22,9 @@ REPLY_TOKENS = 24  # long enough that a late request joins rows still running
 
 
 @pytest.fixture
-async def engine(settings):
-    async with running_engine(engine_settings(settings, max_new_tokens=REPLY_TOKENS)) as engine:
+async def engine(settings, blobs):
+    async with running_engine(engine_settings(settings, max_new_tokens=REPLY_TOKENS),
+                              blobs) as engine:
         yield engine
 
 
@@ -120,9 +121,9 @@ async def test_a_caller_that_stops_listening_frees_its_row(engine):
     assert (await engine.generate(HELLO)).text  # the engine goes on serving
 
 
-async def test_mixed_adapters_in_one_step_give_each_adapter_alone_output(engine, blobs):
+async def test_mixed_adapters_in_one_step_give_each_adapter_alone_output(engine):
     for version in ("v1", "v2"):
-        await engine.load(version, blobs[version])
+        await engine.load(version)
     requests = [(PROMPTS[i % len(PROMPTS)], version)
                 for i, version in enumerate(["v1", "base", "v2", "v1", "v2", "base"])]
     alone = [(await engine.generate([Turn("user", t)], adapter=v)).text for t, v in requests]
@@ -150,21 +151,16 @@ async def test_mixed_adapters_in_one_step_give_each_adapter_alone_output(engine,
     assert [r.adapter_version for r in mixed] == [v for _, v in requests]
 
 
-async def test_loads_and_swaps_mid_stream_fail_nothing_and_versions_are_true(engine, blobs):
+async def test_loads_and_swaps_mid_stream_fail_nothing_and_versions_are_true(engine):
     alone = {}
     for version in ("v1", "v2", "base"):
         if version != "base":
-            await engine.load(version, blobs[version])
+            await engine.load(version)
         alone[version] = (await engine.generate(HELLO, adapter=version)).text
     assert len(set(alone.values())) == 3
     # Room for one adapter: loads evict, and evicted versions come back on demand, while
     # rows stream.
     engine._adapters.capacity = 1
-
-    async def source(version: str) -> bytes:
-        return blobs[version]
-
-    engine.adapter_source = source
     serving = {"version": "base"}
     hook = slow_down(engine, 0.002)
 
@@ -176,11 +172,7 @@ async def test_loads_and_swaps_mid_stream_fail_nothing_and_versions_are_true(eng
 
     try:
         tasks = [asyncio.create_task(one(i * 0.01)) for i in range(40)]
-        for version in ("v1", "v2", "base", "v1", "v2"):
-            await asyncio.sleep(0.04)
-            if version != "base":
-                await engine.load(version, blobs[version])
-            serving["version"] = version
+        await swap_through(engine, serving)
         results = await asyncio.gather(*tasks)  # any failure would raise here
     finally:
         hook.remove()
@@ -193,10 +185,10 @@ async def test_loads_and_swaps_mid_stream_fail_nothing_and_versions_are_true(eng
 
 async def test_a_bfloat16_engine_serves_and_streams(settings, blobs):
     engine = Engine.from_settings(engine_settings(settings, max_new_tokens=REPLY_TOKENS,
-                                                 model_dtype="bfloat16"))
+                                                 model_dtype="bfloat16"), blob_source(blobs))
     try:
         assert next(engine.model.parameters()).dtype == torch.bfloat16
-        await engine.load("v1", blobs["v1"])
+        await engine.load("v1")
         streams = [engine.stream([Turn("user", t)], adapter=v)
                    for t, v in zip(PROMPTS, ["base", "v1"] * 3, strict=True)]
         for stream, pieces in zip(streams, await asyncio.gather(*map(collect, streams)),

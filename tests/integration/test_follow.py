@@ -14,16 +14,22 @@ from bot.core.dialogue import Turn
 from bot.core.local_redis import LocalRedis
 from bot.core.store import AdapterRecord, Store
 from bot.engine.engine import Engine
-from bot.service.follow import Serving
+from bot.service.follow import AdapterRouter
 
 HELLO = [Turn("user", "hello, how are you?")]
 ONE, TWO = 101, 202  # two servers
 
 
+def greedy_engine(settings, store) -> Engine:
+    """Greedy six-token replies; adapters from `store`'s registry."""
+    return Engine.from_settings(settings.model_copy(update={"temperature": 0.0,
+                                                             "max_new_tokens": 6}),
+                                store.registry.blob)
+
+
 @pytest.fixture
-async def engine(settings):
-    engine = Engine.from_settings(settings.model_copy(update={"temperature": 0.0,
-                                                               "max_new_tokens": 6}))
+async def engine(settings, store):
+    engine = greedy_engine(settings, store)
     await engine.start()
     yield engine
     await engine.close()
@@ -46,7 +52,7 @@ async def eventually(predicate, timeout: float = 10.0) -> None:
 @pytest.fixture
 async def follower(store, engine):
     changes: list = []
-    serving = Serving(store, engine, home_tenant=ONE)
+    serving = AdapterRouter(store, engine, home_tenant=ONE)
 
     async def on_change(event, record):
         if event.kind != "refused":  # changes served only (refusals: test_sane_adapters.py)
@@ -164,7 +170,7 @@ async def test_a_damaged_active_adapter_at_start_up_serves_the_newest_readable_o
 
 
 async def test_refresh_once(store, engine, settings, blobs):
-    serving = Serving(store, engine)
+    serving = AdapterRouter(store, engine)
     assert await serving.refresh(ONE) == "base"
     v1 = await publish(store, settings, blobs["v1"])
     await store.tenant(ONE).registry.activate(v1)
@@ -174,10 +180,11 @@ async def test_refresh_once(store, engine, settings, blobs):
             ).adapter_version == v1
 
 
-async def test_follower_resubscribes_after_redis_restarts(tmp_path, engine, settings, blobs):
+async def test_follower_resubscribes_after_redis_restarts(tmp_path, settings, blobs):
     server = LocalRedis(tmp_path, appendonly=True).start()
     store = Store(aioredis.from_url(server.url), prefix="restart", user_secret="s")
-    serving = Serving(store, engine)
+    engine = greedy_engine(settings, store)
+    serving = AdapterRouter(store, engine)
     task = None
     try:
         v1 = await publish(store, settings, blobs["v1"])
@@ -203,5 +210,6 @@ async def test_follower_resubscribes_after_redis_restarts(tmp_path, engine, sett
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
+        await engine.close()
         await store.close()
         server.close()

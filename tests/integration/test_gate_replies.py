@@ -8,7 +8,7 @@ import json
 from store_util import TENANT
 
 from bot.core.store import BASE_VERSION, AdapterEvent, Exchange
-from bot.frontends.discord.app import modlog_text
+from bot.frontends.discord.modlog import modlog_text
 from trainer.candidate import measure_candidate
 from trainer.cycle import run_cycle
 from trainer.dataset import build_dataset, example_from

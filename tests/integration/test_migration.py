@@ -10,7 +10,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from bot.core.store import Store, StoreError
-from bot.service.follow import Serving
+from bot.engine.engine import Engine
+from bot.service.follow import AdapterRouter
 
 HOME, OTHER = 10, 20
 
@@ -62,7 +63,7 @@ async def old_redis(redis_server, key_prefix, blobs, tiny_model_dir):
 
 
 async def test_schema_1_moves_to_the_home_server_and_keeps_serving_it(old_redis, key_prefix,
-                                                                      engine):
+                                                                      fast):
     store = Store(old_redis, prefix=key_prefix, user_secret="s", home_tenant=HOME)
     await store.ping()
 
@@ -85,9 +86,13 @@ async def test_schema_1_moves_to_the_home_server_and_keeps_serving_it(old_redis,
     assert not await old_redis.exists(f"{key_prefix}:ex:all", f"{key_prefix}:rated")
 
     # The old adapter serves the home server and, as the default, the other server too.
-    serving = Serving(store, engine, home_tenant=HOME)
-    await serving.start_up()
-    assert serving.version_for(HOME) == "v1" == serving.version_for(OTHER)
+    engine = Engine.from_settings(fast, store.registry.blob)
+    try:
+        serving = AdapterRouter(store, engine, home_tenant=HOME)
+        await serving.start_up()
+        assert serving.version_for(HOME) == "v1" == serving.version_for(OTHER)
+    finally:
+        await engine.close()
 
     await store.ping()  # a second start finds schema 2 and moves nothing again
     assert await home.registry.active() == "v1"

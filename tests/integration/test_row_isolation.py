@@ -47,8 +47,9 @@ async def served_alone(engine, versions) -> dict[str, str]:
 
 async def test_a_nan_adapters_rows_fail_alone_in_a_batch_shared_with_another_server(settings,
                                                                                    blobs):
-    async with running_engine(engine_settings(settings, batch_max_wait_ms=300)) as engine:
-        await engine.load("v5", blobs["v1"])  # server 5's adapter
+    async with running_engine(engine_settings(settings, batch_max_wait_ms=300),
+                              {"v5": blobs["v1"]}) as engine:
+        await engine.load("v5")  # server 5's adapter
         alone = await served_alone(engine, ["v5", "base"])
         await attach_unchecked(engine, "v6", nan_weights(blobs["v2"]))  # server 6's
         admissions = engine.model_calls
@@ -72,9 +73,10 @@ async def test_a_nan_adapters_rows_fail_alone_in_a_batch_shared_with_another_ser
 
 async def test_a_row_whose_logits_break_mid_reply_is_cut_off_alone(settings, blobs):
     async with running_engine(engine_settings(settings, batch_max_wait_ms=300,
-                                              max_new_tokens=12)) as engine:
-        await engine.load("v5", blobs["v1"])
-        await engine.load("v6", blobs["v2"])
+                                              max_new_tokens=12),
+                              {"v5": blobs["v1"], "v6": blobs["v2"]}) as engine:
+        await engine.load("v5")
+        await engine.load("v6")
         alone = await served_alone(engine, ["v5", "v6", "base"])
         name = engine._adapters.name_of("v6")
         forward, steps = engine.kv._forward, []
@@ -112,10 +114,11 @@ async def test_the_probe_refuses_non_finite_logits_the_static_checks_did_not_see
     monkeypatch.setattr(adapter_io, "check_static", lambda *args: None)
     nan_blob = reforged(blobs["v2"], tensors=lambda key, t: t.fill_(math.nan)
                         if "lora_A" in key else t)
-    async with running_engine(engine_settings(settings)) as engine:
-        await engine.load("v5", blobs["v1"])
+    async with running_engine(engine_settings(settings),
+                              {"v5": blobs["v1"], "v6": nan_blob}) as engine:
+        await engine.load("v5")
         with pytest.raises(AdapterRefused) as refused:
-            await engine.load("v6", nan_blob)
+            await engine.load("v6")
         assert refused.value.check == "non-finite logits"
         assert str(refused.value) == ("non-finite logits: the adapter gives NaN or infinite "
                                       "logits on probe prompt 1")

@@ -6,22 +6,20 @@ status) and to the follower's listeners (the mod log). Real Redis, engine, peft,
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
-import os
 
 import pytest
+from console_session import PipedConsole
 from lively import adapter_kit, build_lively
 from store_util import TENANT
+from stream_util import RecordingSink
 
 from bot.core.dialogue import Turn
 from bot.core.store import AdapterRecord
 from bot.engine.engine import Engine
-from bot.frontends.console import run_console
-from bot.frontends.discord.app import modlog_text
+from bot.frontends.discord.modlog import modlog_text
 from bot.runtime import Runtime
-from bot.service.actions import Actions
-from bot.service.follow import Serving
+from bot.service.follow import AdapterRouter
 from trainer.transfer import TransferRefused, publish_file
 
 KINDS = ["NaN weights", "Inf weights", "lora_alpha 1e38", "weights x100", "wrong shapes",
@@ -47,8 +45,8 @@ def sane(settings, lively):
 
 
 @pytest.fixture
-async def engine(sane):
-    engine = Engine.from_settings(sane)
+async def engine(sane, store):
+    engine = Engine.from_settings(sane, store.registry.blob)
     await engine.start()
     yield engine
     await engine.close()
@@ -67,7 +65,9 @@ async def eventually(predicate, timeout: float = 30.0) -> None:
 
 
 async def hello(runtime) -> str:
-    reply = await runtime.conversation.chat([Turn("user", "hello")], source="console", user_id=1)
+    reply = await runtime.conversation.reply([Turn("user", "hello")], RecordingSink(),
+                                             source="console", user_id=1, guild_id=None,
+                                             channel_id=None)
     return reply.adapter_version
 
 
@@ -86,7 +86,7 @@ async def test_load_a_bad_version_made_active_is_refused_and_the_one_before_serv
             runtime.on_change(listen)
             bad = await save(own, sane, blob)
             await eventually(lambda: heard)
-            assert runtime.serving.version_for(TENANT) == good
+            assert runtime.router.version_for(TENANT) == good
             assert await hello(runtime) == good
             status = (await runtime.actions.adapter_status(TENANT)).text
 
@@ -109,7 +109,7 @@ async def test_start_up_with_a_bad_active_version_serves_the_one_before(kind, sa
     bad = await save(own, sane, blob)
 
     async with Runtime(sane, store=store, generator=engine) as runtime:
-        assert runtime.serving.version_for(TENANT) == good
+        assert runtime.router.version_for(TENANT) == good
         assert await hello(runtime) == good
         status = (await runtime.actions.adapter_status(TENANT)).text
 
@@ -123,16 +123,16 @@ async def test_rollback_to_a_bad_version_moves_nothing(kind, sane, store, own, e
     blob, check = kit["bad"][kind]
     bad = await save(own, sane, blob)
     good = await save(own, sane, kit["v1"])
-    serving = Serving(store, engine)
-    await serving.refresh(TENANT)
-    history = await own.registry.history()
+    # Started after the saves: only the active good version is loaded.
+    async with Runtime(sane, store=store, generator=engine) as runtime:
+        history = await own.registry.history()
 
-    answer = await Actions(sane, store, engine, serving).rollback(TENANT)
+        answer = await runtime.actions.rollback(TENANT)
 
-    assert not answer.ok and answer.event is None
-    assert f"Nothing rolled back: {bad} cannot be loaded ({check}: " in answer.text
-    assert await own.registry.active() == good and await own.registry.history() == history
-    assert serving.version_for(TENANT) == good
+        assert not answer.ok and answer.event is None
+        assert f"Nothing rolled back: {bad} cannot be loaded ({check}: " in answer.text
+        assert await own.registry.active() == good and await own.registry.history() == history
+        assert runtime.router.version_for(TENANT) == good
     assert (await engine.generate([Turn("user", "hello")], adapter=good)).adapter_version == good
 
 
@@ -158,9 +158,9 @@ async def test_a_newer_version_that_serves_clears_the_refusal(sane, store, own, 
         async with asyncio.timeout(30):
             while await own.registry.refusal() is None:
                 await asyncio.sleep(0.02)
-        assert runtime.serving.version_for(TENANT) == good
+        assert runtime.router.version_for(TENANT) == good
         newer = await save(own, sane, kit["v2"])
-        await eventually(lambda: runtime.serving.version_for(TENANT) == newer)
+        await eventually(lambda: runtime.router.version_for(TENANT) == newer)
         status = (await runtime.actions.adapter_status(TENANT)).text
     assert await own.registry.refusal() is None
     assert "refused" not in status and bad not in status
@@ -175,38 +175,26 @@ async def test_the_refusal_is_recorded_once_and_told_once(sane, store, own, engi
     async def listen(event, record):
         heard.append(event.kind)
 
-    serving = Serving(store, engine)
+    serving = AdapterRouter(store, engine)
     await serving.start_up(listen)
-    await Serving(store, engine).start_up(listen)  # a second process
+    await AdapterRouter(store, engine).start_up(listen)  # a second process
     assert heard == ["refused"]
     assert (await own.registry.refusal()).version == bad
     assert serving.version_for(TENANT) == good
 
 
 async def test_the_console_says_so_and_answers_with_the_version_before(sane, own, kit):
-    read_fd, write_fd = os.pipe()
-    stdin, feed = os.fdopen(read_fd, "r"), os.fdopen(write_fd, "w")
-    out = io.StringIO()
-    session = asyncio.create_task(run_console(sane, stdin=stdin, stdout=out))
-
-    async def wait_for(text: str) -> None:
-        async with asyncio.timeout(30):
-            while text not in out.getvalue():
-                await asyncio.sleep(0.05)
-
-    feed.write("hello\n")
-    feed.flush()
-    await wait_for("bot [base]: ")
+    console = PipedConsole(sane)
+    console.say("hello")
+    await console.wait_for("bot [base]: ")
     await asyncio.sleep(0.2)  # the follower subscribed before the first line was read
     good = await save(own, sane, kit["v1"])
-    await wait_for(f"[adapter activated: now serving {good}]")
+    await console.wait_for(f"[adapter activated: now serving {good}]")
     bad = await save(own, sane, kit["bad"]["lora_alpha 1e38"][0])
     line = f"{bad} refused: scale too large; serving {good}"
-    await wait_for(f"[adapter {line}]")
-    feed.write("hello again\n/adapter status\n")
-    feed.close()
+    await console.wait_for(f"[adapter {line}]")
+    console.say("hello again", "/adapter status")
 
-    assert await asyncio.wait_for(session, 30) == 0
-    assert f"bot [{good}]: " in out.getvalue()
-    assert f"Active adapter: {bad}\n{line}\n" in out.getvalue()
-    stdin.close()
+    assert await console.end() == 0
+    assert f"bot [{good}]: " in console.out.getvalue()
+    assert f"Active adapter: {bad}\n{line}\n" in console.out.getvalue()

@@ -69,9 +69,9 @@ async def test_export_then_publish_brings_the_same_bytes_into_another_server(set
     assert published.data == {"published_from": "v1.safetensors"}
     report, _ = await other.report(published.version)
     assert report["reason"] == "the adapter checks passed; no rated data to gate on"
-    engine = Engine.from_settings(settings)
+    engine = Engine.from_settings(settings, other.blob)
     try:
-        await engine.load(published.version, await other.blob(published.version))
+        await engine.load(published.version)
     finally:
         await engine.close()
     assert await own.registry.active() == v1  # the source server is left alone

@@ -217,10 +217,10 @@ async def _steps(settings, runtime: Runtime, args, started: float) -> int:
     say(f"\n[1/5] Imported {result.stored} sample dialogues (English and Chinese) as rated "
         f"examples in the style {STYLE!r}; {result.duplicates} duplicate(s) skipped.")
 
-    console = Console(settings, store, runtime.generator, runtime.serving, guild_id=DEMO_GUILD)
+    console = Console(runtime, guild_id=DEMO_GUILD)
 
     def serving() -> str:
-        return runtime.serving.version_for(DEMO_GUILD)
+        return runtime.router.version_for(DEMO_GUILD)
 
     say(f"\n[2/5] Chatting through the console twin (adapter {serving()}); "
         "a moderator rates and teaches:")

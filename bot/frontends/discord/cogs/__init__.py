@@ -1,3 +1,4 @@
 """The discord.py cogs: chat, moderator ratings, admin commands.
 
-With bot/frontends/discord/app.py, the only code that imports discord."""
+With the modules beside this folder (app, command_tree, modlog), the only code that imports
+discord."""

@@ -135,7 +135,7 @@ class Admin(commands.Cog):
         await interaction.edit_original_response(content=answer.text)
         if answer.event is not None:
             # This process swapped already, so its follower sees no change to announce.
-            await self.bot.announce_change(answer.event, None)
+            await self.bot.modlog.announce(answer.event, None)
 
     @train.command(name="now", description="Ask the trainer for a training cycle now")
     @admin_only()
@@ -153,21 +153,22 @@ class Admin(commands.Cog):
     @admin_only()
     async def chat_on(self, interaction: discord.Interaction,
                       scope: Literal["channel", "thread"] = "channel") -> None:
-        target = place(interaction, scope)
-        if target is None:
-            return await _answer(interaction, NOT_A_THREAD)
-        await _answer(interaction, await self.actions.chat(target[0], True, where=target[1]))
+        await self._chat(interaction, scope, on=True)
 
     @chat.command(name="off", description="Answer only mentions and replies in this channel")
     @app_commands.describe(scope="channel (default; in a thread: its channel) or this thread")
     @admin_only()
     async def chat_off(self, interaction: discord.Interaction,
                        scope: Literal["channel", "thread"] = "channel") -> None:
+        await self._chat(interaction, scope, on=False)
+
+    async def _chat(self, interaction: discord.Interaction, scope: str, *, on: bool) -> None:
         target = place(interaction, scope)
         if target is None:
             return await _answer(interaction, NOT_A_THREAD)
-        parent_id = parent_id_of(interaction) if scope == "thread" else None
-        await _answer(interaction, await self.actions.chat(target[0], False, where=target[1],
+        # A thread turned off still follows its channel: the answer says so when that is on.
+        parent_id = parent_id_of(interaction) if not on and scope == "thread" else None
+        await _answer(interaction, await self.actions.chat(target[0], on, where=target[1],
                                                            parent_id=parent_id))
 
     # --- /modlog ------------------------------------------------------------------------------

@@ -1,61 +1,36 @@
-"""The chat cog: decides when to answer, gathers the conversation, sends and stores the reply,
-and applies deleted messages to the store.
+"""The chat cog: decides when to answer, gathers the conversation, has the conversation reply
+in the channel, and passes deleted messages on.
 
 A thread (a forum post too) follows its parent channel: `/chat on` and the style of the parent
-apply in its threads. How a reply is sent lives in replies.py beside this file: it is shown
-while it is decoded and stored once it is whole; a reply cut part-way ends with a note and is
-not stored.
+apply in its threads. How a reply is shown lives in replies.py beside this file (ChannelReply,
+the Discord sink of `Conversation.reply`): it is shown while it is decoded and stored once it is
+whole; a reply cut part-way ends with a note and is not stored.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import time
-from contextlib import AsyncExitStack, asynccontextmanager
 
 import discord
 from discord.ext import commands
 
 from bot.core.dialogue import Turn
 from bot.core.store import StoreUnavailable
-from bot.frontends.discord.cogs.replies import LiveReply, add_rating_reactions, send_reply
-from bot.service.conversation import (
-    STORE_REPLY,
-    Conversation,
-    DraftStream,
-    Failure,
-    Origin,
-    cut_off,
-)
+from bot.frontends.discord.cogs.replies import ChannelReply, send_reply
+from bot.service.conversation import Conversation
+from bot.service.cooldowns import Cooldowns
+from bot.service.deletions import Deletions
+from bot.service.drafts import STORE_REPLY, Origin
 
 log = logging.getLogger(__name__)
 
 COOLDOWN_REPLY = "One moment please - I answer each person at most every {seconds:g} seconds."
-# Deleted message ids are remembered this long, so a question or context message deleted while
-# its reply was being made is taken out of the exchange once that is stored.
-DELETIONS_KEPT_S = 900.0
 
 
 def parent_of(channel) -> int | None:
     """The parent channel of a thread or forum post (None for anything else)."""
     return channel.parent_id if isinstance(channel, discord.Thread) else None
-
-
-@asynccontextmanager
-async def typing_in(channel: discord.abc.Messageable):
-    """Show "typing..." while the body runs; a channel that refuses it is answered anyway."""
-    typing = channel.typing()
-    try:
-        await typing.__aenter__()
-    except discord.HTTPException as error:
-        log.info("no typing indicator in channel: %s", error)
-        typing = None
-    try:
-        yield
-    finally:
-        if typing is not None:
-            await typing.__aexit__(None, None, None)
 
 
 def plain_text(message: discord.Message, bot_user: discord.abc.User) -> str:
@@ -72,8 +47,8 @@ class Chat(commands.Cog):
         self.bot = bot
         self.settings = bot.settings
         self.conversation: Conversation = bot.conversation
-        self._deleted: dict[int, float] = {}  # message id -> when its deletion was seen
-        self.clock = time.monotonic  # paces a streamed reply's edits (a test may replace it)
+        self.cooldowns: Cooldowns = bot.cooldowns
+        self.deletions: Deletions = bot.deletions
 
     # --- when to answer -----------------------------------------------------------------------
 
@@ -155,9 +130,9 @@ class Chat(commands.Cog):
                         message.id, message.channel.id, error)
             return
         try:
-            if not await self.conversation.claim_cooldown(message.author.id):
+            if not await self.cooldowns.claim(message.author.id):
                 # Say "wait" once per cooldown window, so a burst of messages is not echoed.
-                if await self.conversation.claim_cooldown(message.author.id, "notice"):
+                if await self.cooldowns.claim(message.author.id, "notice"):
                     await self._send_quietly(message, COOLDOWN_REPLY.format(
                         seconds=self.settings.cooldown_seconds))
                 return
@@ -175,104 +150,27 @@ class Chat(commands.Cog):
 
     async def answer(self, message: discord.Message) -> None:
         turns, origins = await self.conversation_turns(message)
-        guild_id = message.guild.id if message.guild else None
-        stream = await self.conversation.stream_draft(
-            turns, guild_id=guild_id, channel_id=message.channel.id,
-            parent_id=parent_of(message.channel), origins=origins)
-        if isinstance(stream, Failure):
-            await self._send_quietly(message, stream.text)
-            return
-        live = LiveReply(message, clock=self.clock)
-        try:
-            await self._show_while_decoding(live, stream, message.channel)
-            if stream.failure is not None:  # before any words: the apology, as for a draft
-                if live.started:
-                    await live.finish(cut_off(stream.text, stream.failure.reason))
-                else:
-                    await self._send_quietly(message, stream.failure.text)
-                return
-            draft = stream.draft
-            sent = await live.finish(draft.text)
-        except discord.HTTPException as error:  # e.g. its message deleted meanwhile
-            log.error("could not send a reply in channel %s: %s", message.channel.id, error)
-            return
-        finally:  # a reply given up (an error, a cancelled task) stops its generation
-            await stream.aclose()
-        try:
-            exchange = await self.conversation.keep(
-                draft, source="discord", user_id=message.author.id, message_id=sent[0].id,
-                extra_message_ids=[piece.id for piece in sent[1:]], user_message_id=message.id)
-        except StoreUnavailable as error:
-            # The reply is out but cannot be rated: no rating buttons invite a lost rating,
-            # and its end says it was not kept.
-            log.error("reply %s in channel %s was sent but not stored: the store is "
-                      "unavailable (%s)", sent[0].id, message.channel.id, error)
+        async with ChannelReply(message) as sink:
             try:
-                await live.finish(cut_off(draft.text, "unavailable"))
-            except discord.HTTPException as failed:
-                log.warning("could not mark reply %s as not kept: %s", sent[0].id, failed)
-            return
-        try:
-            # A message deleted while the reply was made (one of its own pieces too) leaves
-            # the exchange now.
-            raced = self._deleted_among([message.id, *(o.message_id for o in origins),
-                                         *(piece.id for piece in sent)])
-            if raced:
-                await self.conversation.messages_deleted(raced)
-        except StoreUnavailable as error:
-            log.error("reply %s: messages deleted meanwhile could not leave its exchange: the "
-                      "store is unavailable (%s)", sent[0].id, error)
-            return
-        if message.id in raced:
-            log.info("reply %s: its question was deleted meanwhile, so nothing is kept",
-                     sent[0].id)
-            return
-        log.info("answered with adapter %s in %.0f ms (exchange %s)",
-                 exchange.adapter_version, exchange.latency_ms, exchange.id)
-        if message.guild is not None:  # ratings are a server's: none under a DM reply
-            await add_rating_reactions(sent)
-
-    async def _show_while_decoding(self, live: LiveReply, stream: DraftStream,
-                                   channel: discord.abc.Messageable) -> None:
-        """Iterate `stream`, showing its text as it grows; "typing..." until the first words
-        are out."""
-        async with AsyncExitStack() as waiting:
-            await waiting.enter_async_context(typing_in(channel))
-            async for _ in stream:
-                await live.show(stream.text)
-                if live.started:
-                    await waiting.aclose()
+                await self.conversation.reply(
+                    turns, sink, source="discord", user_id=message.author.id,
+                    guild_id=message.guild.id if message.guild else None,
+                    channel_id=message.channel.id, parent_id=parent_of(message.channel),
+                    origins=origins, user_message_id=message.id)
+            except discord.HTTPException as error:  # e.g. its message deleted meanwhile
+                log.error("could not send a reply in channel %s: %s", message.channel.id,
+                          error)
 
     # --- deleted messages ---------------------------------------------------------------------
 
-    def _deleted_among(self, message_ids) -> list[int]:
-        return [i for i in message_ids if i is not None and i in self._deleted]
-
-    async def _apply_deletions(self, message_ids: set[int]) -> None:
-        """Take deleted messages out of the store (and remember them a while, for replies
-        being made meanwhile)."""
-        now = time.monotonic()
-        self._deleted = {i: t for i, t in self._deleted.items() if now - t < DELETIONS_KEPT_S}
-        self._deleted.update(dict.fromkeys(message_ids, now))
-        try:
-            done = await self.conversation.messages_deleted(message_ids)
-        except StoreUnavailable as error:
-            log.error("%d deleted message(s) not applied to the store: it is unavailable (%s)",
-                      len(message_ids), error)
-            return
-        if done.exchanges or done.context_turns or done.replies:
-            log.info("deleted messages applied: %d exchange(s) forgotten, %d context turn(s) "
-                     "dropped, %d reply(ies) out of the training data", done.exchanges,
-                     done.context_turns, done.replies)
-
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
-        await self._apply_deletions({payload.message_id})
+        await self.deletions.deleted({payload.message_id})
 
     @commands.Cog.listener()
     async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent
                                          ) -> None:
-        await self._apply_deletions(set(payload.message_ids))
+        await self.deletions.deleted(set(payload.message_ids))
 
 
 async def setup(bot) -> None:

@@ -6,18 +6,22 @@ exchange in the store).
 A reply shown while it is decoded (`LiveReply`) is sent once its first words exist, then edited
 at most once per EDIT_INTERVAL_S (Discord rate-limits edits of a message: about 5 per 5 s), and
 continues in a new message past 2,000 characters; its last writes carry the whole reply, and
-only then does the chat cog store it and add the 👍/👎.
+only then is it stored and are the 👍/👎 added. `ChannelReply` is that as the Discord sink of
+`Conversation.reply`, with "typing..." until the first words.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import time
 import unicodedata
-from collections.abc import Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from time import monotonic
 
 import discord
+
+from bot.core.store import Exchange
+from bot.service.drafts import Failure, cut_off
 
 log = logging.getLogger(__name__)
 
@@ -149,13 +153,10 @@ class LiveReply:
     """A reply to `question` shown while it is decoded: `show` the text so far as often as
     pieces come (writes are throttled), then `finish` with the whole text."""
 
-    def __init__(self, question: discord.Message, *,
-                 clock: Callable[[], float] = time.monotonic,
-                 interval_s: float = EDIT_INTERVAL_S):
+    def __init__(self, question: discord.Message):
         self.question = question
         self.messages: list[discord.Message] = []  # sent so far, in order
         self._shown: list[str] = []  # what each message shows now
-        self._clock, self._interval_s = clock, interval_s
         self._last_write = 0.0
 
     @property
@@ -170,7 +171,7 @@ class LiveReply:
         text = text.strip()
         if not text:
             return
-        if self.messages and self._clock() - self._last_write < self._interval_s:
+        if self.messages and monotonic() - self._last_write < EDIT_INTERVAL_S:
             return
         await self._write_one(split_message(text))
 
@@ -207,6 +208,68 @@ class LiveReply:
                 self._shown[number] = piece
             else:
                 continue
-            self._last_write = self._clock()
+            self._last_write = monotonic()
             return True
         return False
+
+
+@asynccontextmanager
+async def typing_in(channel: discord.abc.Messageable):
+    """Show "typing..." while the body runs; a channel that refuses it is answered anyway."""
+    typing = channel.typing()
+    try:
+        await typing.__aenter__()
+    except discord.HTTPException as error:
+        log.info("no typing indicator in channel: %s", error)
+        typing = None
+    try:
+        yield
+    finally:
+        if typing is not None:
+            await typing.__aexit__(None, None, None)
+
+
+class ChannelReply:
+    """A reply to `question` in its channel, the Discord ReplySink (bot/service/conversation.py):
+    "typing..." from the start of generation until its first words are out, then a LiveReply;
+    once kept, 👍/👎 under every piece (none in DMs: ratings are a server's). Used as `async
+    with`, so "typing..." stops whatever happens."""
+
+    def __init__(self, question: discord.Message):
+        self.question = question
+        self.live = LiveReply(question)
+        self._typing = AsyncExitStack()
+
+    async def __aenter__(self) -> ChannelReply:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self._typing.aclose()
+
+    async def start(self, version: str) -> None:
+        await self._typing.enter_async_context(typing_in(self.question.channel))
+
+    async def show(self, text: str) -> None:
+        await self.live.show(text)
+        if self.live.started:
+            await self._typing.aclose()
+
+    async def finish(self, text: str) -> list[int]:
+        await self._typing.aclose()
+        return [message.id for message in await self.live.finish(text)]
+
+    async def fail(self, failure: Failure, text: str) -> None:
+        """The part shown ends with why the rest is missing; with nothing shown, the apology."""
+        await self._typing.aclose()
+        try:
+            if self.live.started:
+                await self.live.finish(cut_off(text, failure.reason))
+            else:
+                await send_reply(self.question, failure.text)
+        except discord.HTTPException as error:
+            log.warning("could not end a reply in channel %s: %s", self.question.channel.id,
+                        error)
+
+    async def kept(self, exchange: Exchange) -> None:
+        if self.question.guild is not None:
+            await add_rating_reactions(self.live.messages)

@@ -1,0 +1,85 @@
+"""A server's mod log: each adapter change posted with its report's numbers and loss curve.
+
+Every bot process follows the registry and sees each change; the first to claim it in the
+store posts it, so a change is posted once however many processes (shards) run.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import discord
+
+from bot.core.store import Store, StoreUnavailable
+from bot.frontends.discord.cogs.replies import MESSAGE_LIMIT
+from bot.service.answer_text import refusal_line
+
+log = logging.getLogger(__name__)
+
+MODLOG_NUMBERS = 30  # report entries shown in a modlog post
+MODLOG_VALUE_CHARS = 200
+MODLOG_CLAIM_S = 600  # how long one adapter change counts as announced
+
+
+def modlog_text(event, report: dict | None) -> str:
+    """The post for an adapter change: the report's numbers, nested ones (val_loss.candidate,
+    hyperparameters.learning_rate, ...) flattened one level; long lists are left out. A
+    refused adapter is one line."""
+    if event.kind == "refused":
+        return f"Adapter {refusal_line(event.version, event.reason, event.previous)}"
+    verb = "rolled back to" if event.kind == "rollback" else "now serving"
+    lines = [f"Adapter change: {verb} **{event.version}** (was {event.previous})"]
+    flat: dict = {}
+    for key, value in (report or {}).items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{inner}": v for inner, v in value.items()})
+        else:
+            flat[key] = value
+    for key, value in flat.items():
+        if isinstance(value, float):
+            lines.append(f"{key}: {value:.4g}")
+        elif isinstance(value, int | str) and len(str(value)) <= MODLOG_VALUE_CHARS:
+            lines.append(f"{key}: {value}")
+    return "\n".join(lines[:MODLOG_NUMBERS + 1])[:MESSAGE_LIMIT]
+
+
+class ModLog:
+    """Posts adapter changes to each server's mod-log channel through `client`."""
+
+    def __init__(self, client: discord.Client, store: Store, settings):
+        self.client, self.store, self.settings = client, store, settings
+
+    async def channel_id(self, tenant: int | None) -> int | None:
+        """Where a server's adapter changes go: its own setting, else MODLOG_CHANNEL_ID for
+        the home server."""
+        if tenant is None:
+            return None
+        channel_id = await self.store.tenant(tenant).modlog_channel()
+        if channel_id is None and tenant == self.settings.home_guild_id:
+            channel_id = self.settings.modlog_channel_id
+        return channel_id
+
+    async def announce(self, event, record) -> None:
+        """Post an adapter change with its report and loss curve to that server's mod log."""
+        channel_id = await self.channel_id(event.tenant)
+        if channel_id is None:
+            return
+        try:
+            if not await self.store.claim("modlog", event.kind, event.version, event.previous,
+                                          ttl_s=MODLOG_CLAIM_S):
+                return
+            report, png = ((None, None) if event.kind == "refused"
+                           else await self.store.registry.report(event.version))
+        except StoreUnavailable as error:
+            log.warning("adapter change to %s not posted to the modlog: the store is "
+                        "unavailable (%s)", event.version, error)
+            return
+        files = [discord.File(io.BytesIO(png), filename=f"loss-{event.version}.png")] if png \
+            else []
+        try:
+            channel = (self.client.get_channel(channel_id)
+                       or await self.client.fetch_channel(channel_id))
+            await channel.send(modlog_text(event, report), files=files)
+        except discord.HTTPException as error:
+            log.warning("could not post to the modlog channel %s: %s", channel_id, error)
