@@ -27,6 +27,10 @@ from dataclasses import asdict, dataclass
 
 N_CHARS = 24  # long enough that ordinary phrases ("thank you for your order") rarely fill it
 SHARED_MARGIN = 0.15  # share of replies the top n-gram may cover beyond the others' highest
+# ...and never fewer replies than this beyond it: over the quick demo's 6 exam prompts one reply
+# is 17 %, and a healthy candidate sharing a phrase in 3 replies against the base model's 2 was
+# refused on the share alone.
+SHARED_EXCESS_REPLIES = 3
 # distinct-2 may fall to this fraction of the lower of the base model's and the references'
 # (not the active adapter's, so cycle after cycle cannot ratchet it down). A learned voice
 # repeats itself more than either: on the support dialogues honest candidates reached 0.13-0.23
@@ -95,11 +99,11 @@ def refusal(candidate: ReplyFigures, others: dict[str, ReplyFigures],
     if not candidate.replies:
         return None
     yardsticks = dict(others, **({"references": references} if references else {}))
-    shared_bound = max(f.top_shared for f in yardsticks.values()) + SHARED_MARGIN
-    if candidate.top_shared > shared_bound:
+    highest = max(f.top_shared for f in yardsticks.values())
+    excess = max(SHARED_MARGIN, SHARED_EXCESS_REPLIES / candidate.replies)
+    if candidate.top_shared > highest + excess + 1e-9:
         return (f"{candidate.top_shared:.0%} of its replies share one {N_CHARS}-character "
-                f"passage (the highest of {', '.join(yardsticks)}: "
-                f"{shared_bound - SHARED_MARGIN:.0%})")
+                f"passage (the highest of {', '.join(yardsticks)}: {highest:.0%})")
     fixed = [f.distinct_2 for f in (references, others.get("base model")) if f]
     if fixed and candidate.distinct_2 < DISTINCT_FLOOR * min(fixed):
         return (f"its replies collapsed: distinct word pairs {candidate.distinct_2:.2f} "

@@ -20,6 +20,17 @@ def test_spam_opening_most_replies_is_refused_against_an_honest_yardstick():
     assert reason is not None and "share one" in reason
 
 
+def test_a_few_replies_sharing_a_phrase_on_a_small_exam_are_no_spam():
+    """The quick demo's exam: 6 prompts, 3 candidate replies share a phrase, 2 of the base's."""
+    from trainer.degeneracy import ReplyFigures
+
+    def made(shared):
+        return ReplyFigures(replies=6, top_shared=shared, distinct_2=0.5, link_replies=0)
+
+    assert refusal(made(3 / 6), {"base model": made(2 / 6)}, made(1 / 6)) is None
+    assert refusal(made(6 / 6), {"base model": made(2 / 6)}, made(1 / 6)) is not None
+
+
 def test_a_voice_the_references_share_is_not_refused():
     honest = figures(HONEST, PROMPTS)
     base = figures([f"babble {i} words here and there {i * 7}" for i in range(20)], PROMPTS)
