@@ -10,6 +10,7 @@ item, a pin or a distrust of another server is out of reach. Nothing here import
 from __future__ import annotations
 
 from bot.core.store import (
+    AdapterEvent,
     Exchange,
     HeldItem,
     OtherTenant,
@@ -19,12 +20,24 @@ from bot.core.store import (
     UnknownHeldItem,
 )
 from bot.service.answer import Answer, store_guard
-from bot.service.answer_text import count, fitted, snippet
+from bot.service.answer_text import count, fitted, learned_lines, snippet
 
 REVIEW_SHOWN = 10  # held items listed in one answer (oldest first); the rest are counted
 MIN_PREFIX = 4  # characters of a held item's id an admin may type instead of all of it
 NO_REVIEW = "Nothing is waiting for review in this server."
 NOT_A_REPLY = "That is not one of my replies that I still remember."
+CYCLE_RUNS_READ = 5  # recent runs searched for the one a "cycle" event tells of
+
+
+async def cycle_lines(store: Store, event: AdapterEvent) -> list[str]:
+    """What the training cycle a "cycle" event tells of learned, held or refused, in lines
+    (none when its record is gone: the server was wiped, or many cycles ran since)."""
+    runs = await store.tenant(event.tenant).trainer.recent_runs(CYCLE_RUNS_READ)
+    run = next((r for r in runs if str(r.get("at")) == event.previous), None)
+    if run is None:
+        return []
+    return learned_lines(run.get("learned") or {}) or [
+        f"Training cycle {run.get('outcome')}: {snippet(run.get('reason', ''), 200)}"]
 
 
 def _item_line(item: HeldItem, exchange: Exchange | None) -> str:
