@@ -55,7 +55,7 @@ async def on_member(bot, who: str, sub: str, target: str) -> dict:
     data["resolved"] = {
         "users": {str(moderator.id): factories.dict_from_user(moderator._user)},
         "members": {str(moderator.id): {"roles": [], "joined_at": None, "deaf": False,
-                                        "mute": False, "flags": 0, "nick": None}}}
+                                        "mute": False, "flags": 0, "nick": moderator.nick}}}
     recorder = RecordingAdapter()
     await invoke(bot, interaction_payload(bot, member(who), channel, data), recorder)
     return recorder.answers()[-1]
@@ -98,8 +98,8 @@ async def test_distrust_and_trust_a_moderator(bot, store, own, fast):
     assert (await on_member(bot, "mod", "distrust", "bob"))["content"] == REFUSED_ADMIN
     done = await on_member(bot, "admin", "distrust", "mod")
     assert done["ephemeral"] and done["content"].startswith(
-        "Distrusted mod: their ratings and teachings leave training and the exam from the next "
-        "cycle")
+        f"Distrusted {member('mod').display_name}: their ratings and teachings leave "
+        "training and the exam from the next cycle")
     assert await own.trust.distrusted() == {store.user_hash(member("mod").id)}
     verdict, _, _ = await endorsed_view(fast, own)
     assert [c for item in verdict.rated for c in item.corrections] == []
@@ -107,7 +107,7 @@ async def test_distrust_and_trust_a_moderator(bot, store, own, fast):
     assert "is distrusted already" in (await on_member(bot, "admin", "distrust", "mod"))[
         "content"]
     trusted = await on_member(bot, "admin", "trust", "mod")
-    assert trusted["content"].startswith("Trusted mod again")
+    assert trusted["content"].startswith(f"Trusted {member('mod').display_name} again")
     verdict, _, _ = await endorsed_view(fast, own)
     assert [c.text for item in verdict.rated for c in item.corrections] == ["Nine to five."]
 
