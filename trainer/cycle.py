@@ -161,7 +161,8 @@ async def run_cycle(settings, store: Store, guild: int, *, force: bool = False,
         await store.trainer.record_run(run)
         log.info("cycle of server %s %s: %s", guild, outcome.outcome, outcome.reason)
         # A promotion is posted with its activation; a refusal or a new hold is told here.
-        if outcome.outcome == "rejected" or (outcome.learned.get("held") or {}).get("new"):
+        if outcome.outcome == "rejected" or (outcome.outcome == "skipped" and (
+                outcome.learned.get("held") or {}).get("new")):
             await _announce(store, run)
         return outcome
     except Exception as error:
