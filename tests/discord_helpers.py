@@ -216,7 +216,7 @@ async def sent_messages() -> list[discord.Message]:
 def _member_payload(who: discord.Member, channel) -> dict:
     return {"user": factories.dict_from_user(who._user),
             "roles": [str(r.id) for r in who.roles if r != who.guild.default_role],
-            "joined_at": None, "deaf": False, "mute": False, "flags": 0,
+            "joined_at": None, "deaf": False, "mute": False, "flags": 0, "nick": who.nick,
             # Discord sends the member's resolved permissions in the channel.
             "permissions": str(channel.permissions_for(who).value)}
 

@@ -157,8 +157,13 @@ async def run_cycle(settings, store: Store, guild: int, *, force: bool = False,
         # for the next one; only the request this cycle saw is removed.
         await store.trainer.settle_request(snapshot.request_raw)
         outcome.seconds = round(time.perf_counter() - started, 3)
-        await store.trainer.record_run(outcome.as_record())
+        run = outcome.as_record()
+        await store.trainer.record_run(run)
         log.info("cycle of server %s %s: %s", guild, outcome.outcome, outcome.reason)
+        # A promotion is posted with its activation; a refusal or a new hold is told here.
+        if outcome.outcome == "rejected" or (outcome.outcome == "skipped" and (
+                outcome.learned.get("held") or {}).get("new")):
+            await _announce(store, run)
         return outcome
     except Exception as error:
         # Recorded so admins see it; nothing was published (publishing is the last step).
@@ -169,6 +174,14 @@ async def run_cycle(settings, store: Store, guild: int, *, force: bool = False,
         raise
     finally:
         await lock.release()
+
+
+async def _announce(store: TenantStore, run: dict) -> None:
+    """Tell the bots' mod logs about this cycle; a failure costs the post, not the cycle."""
+    try:
+        await store.registry.announce_cycle(run)
+    except Exception as error:
+        log.warning("could not tell the bots about this cycle: %s", error)
 
 
 async def _keep_request(store: TenantStore, snapshot) -> None:

@@ -5,7 +5,7 @@ refused or skipped, carries a summary: the replies taught since the previous cyc
 duplicates counted together, with who taught them), what was held for review and why, three
 exam prompts answered before (the adapter in service) and after (the candidate), and the
 outcome with the check that decided it. The mod-log post, `/adapter status` and the report
-file show it; `summary_lines` words it.
+file show it; the bot words it (bot/service/answer_text.py: learned_lines).
 """
 
 from __future__ import annotations
@@ -67,26 +67,6 @@ def exam_answers(samples: list[dict] | None, parent: str) -> list[dict]:
              "before_version": parent if s.get("active") is not None else "base",
              "after": s["candidate"]}
             for s in (samples or [])]
-
-
-def summary_lines(summary: dict) -> list[str]:
-    """The summary in words, one line each (the mod log, /adapter status, the console)."""
-    lines = [summary.get("headline", "")]
-    taught = summary.get("taught") or []
-    if taught:
-        lines.append("Taught since the last cycle: " + "; ".join(
-            f"“{snippet(t['text'], 60)}” ×{t['count']} ({', '.join(t['moderators'])})"
-            for t in taught))
-    held = summary.get("held") or {}
-    if held.get("pending"):
-        lines.append(f"Held for review: {held['pending']} ({held['new']} new), not trained on: "
-                     + "; ".join(f"“{snippet(h['text'], 60)}” by {h['moderator']} "
-                                 f"({h['reason']})" for h in held["examples"]))
-    for answer in summary.get("exam") or []:
-        lines.append(f"Exam “{snippet(answer['prompt'], 50)}”: before "
-                     f"[{answer['before_version']}] “{snippet(answer['before'], 60)}” → after "
-                     f"“{snippet(answer['after'], 60)}”")
-    return [line for line in lines if line]
 
 
 def headline(outcome: str, version: str, parent: str | None, reason: str,

@@ -24,6 +24,7 @@ from bot.runtime import Runtime
 from bot.service.actions import Answer
 from bot.service.answer_text import refusal_line
 from bot.service.drafts import CUT_NOTES, Failure
+from bot.service.trust_actions import cycle_lines
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,8 @@ ANY = "*"  # a command that takes any words after its name
 
 HELP = ("commands: /new | /style set [server] <prefix> | /style show | /style clear [server] | "
         "/rate up|down | /teach <better reply> | /adapter status|rollback | /train now | "
-        "/stats | /forget me | /quit")
+        "/review [approve|reject <id>] | /moderators distrust|trust <user> | "
+        "/exam add|remove | /stats | /forget me | /quit")
 
 # A command's work: (the words after its name, those after its subcommand) -> its answer, or
 # None when the words are incomplete.
@@ -167,7 +169,35 @@ class Console:
             ("train", "now"): _said(lambda: actions.train_now(guild, "console")),
             ("stats", ANY): _said(lambda: actions.stats(guild)),
             ("forget", "me"): self._forget,
+            ("review", ""): _said(lambda: actions.trust.review_list(guild)),
+            ("review", "list"): _said(lambda: actions.trust.review_list(guild)),
+            ("review", "approve"): self._decided(actions.trust.approve),
+            ("review", "reject"): self._decided(actions.trust.reject),
+            ("moderators", "distrust"): self._named(actions.trust.distrust),
+            ("moderators", "trust"): self._named(actions.trust.trust),
+            ("exam", "add"): self._on_last(actions.trust.exam_add),
+            ("exam", "remove"): self._on_last(actions.trust.exam_remove),
         }
+
+    def _decided(self, act: Callable[[int, str], Awaitable[Answer]]) -> Act:
+        """`/review approve|reject ID`."""
+        async def run(rest: str, arg: str) -> str | None:
+            return (await act(self.guild_id, arg)).text if arg else None
+        return run
+
+    def _named(self, act: Callable[[int, str, str], Awaitable[Answer]]) -> Act:
+        """`/moderators distrust|trust NAME`: console users are named by their user name."""
+        async def run(rest: str, arg: str) -> str | None:
+            return (await act(self.guild_id, arg, arg)).text if arg else None
+        return run
+
+    def _on_last(self, act: Callable[[int, Exchange | None], Awaitable[Answer]]) -> Act:
+        """`/exam add|remove`: on the last reply."""
+        async def run(rest: str, arg: str) -> str:
+            if self.last is None:
+                return "no reply yet: chat first, then /exam add puts the last reply on the exam"
+            return (await act(self.guild_id, self.last)).text
+        return run
 
     async def _quit(self, rest: str, arg: str) -> str:
         raise Quit()
@@ -217,7 +247,8 @@ class Console:
             return None
         if self.last is None:
             return "nothing to teach yet: chat first, then /teach <the better reply>"
-        answer = await self.actions.teach(self.guild_id, self.last.id, self.user, rest)
+        answer = await self.actions.teach(self.guild_id, self.last.id, self.user, rest,
+                                          moderator_name=self.user)
         return "stored your better reply for the last message" if answer.ok else answer.text
 
 
@@ -254,6 +285,10 @@ async def run_console(settings, stdin: TextIO = sys.stdin, stdout: TextIO = sys.
 
         async def announce(event, record) -> None:
             if event.tenant != console.guild_id:
+                return
+            if event.kind == "cycle":
+                text = "\n".join(await cycle_lines(runtime.store, event))
+                print(f"[training cycle: {text}]", file=stdout, flush=True)
                 return
             text = (refusal_line(event.version, event.reason, event.previous)
                     if event.kind == "refused" else f"{event.kind}: now serving {event.version}")

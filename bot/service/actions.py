@@ -2,23 +2,21 @@
 
 Discord (cogs) and the console only translate their input into these calls and show the
 answer, so rating, teaching, `/style`, `/chat`, `/adapter`, `/train`, `/forget` and `/stats`
-behave the same everywhere. Who may call what is decided by the front end before it calls in;
-every act on data, adapters or training names the tenant (server) it acts in and touches
-nothing of another server. Nothing here imports discord.
+behave the same everywhere (the trust acts, `/review`, `/moderators` and `/exam`, are
+`actions.trust`: bot/service/trust_actions.py). Who may call what is decided by the front
+end before it calls in; every act on data, adapters or training names the tenant (server) it
+acts in and touches nothing of another server. Nothing here imports discord.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Literal
 
 from bot.core.generation import BASE_VERSION, AdapterLoadError, Generator
 from bot.core.store import (
     ActiveChanged,
-    AdapterEvent,
     Exchange,
     Store,
     StoreError,
@@ -26,43 +24,31 @@ from bot.core.store import (
     UnknownAdapter,
 )
 from bot.core.text import clean_text
-from bot.service.answer_text import count, pairs, refusal_line, stats_text, when
+from bot.service.answer import UNAVAILABLE, Answer, store_guard
+from bot.service.answer_text import (
+    count,
+    fitted,
+    learned_lines,
+    pairs,
+    refusal_line,
+    stats_text,
+    when,
+)
 from bot.service.follow import AdapterRouter
 from bot.service.retry import with_retries
 from bot.service.style_prefix import StyleRejected, validate_style
+from bot.service.trust_actions import TrustActions
 
 log = logging.getLogger(__name__)
 
 Scope = Literal["channel", "guild"]
-UNAVAILABLE = "the store is unavailable right now; nothing was changed - please try again soon"
 RATING_UNAVAILABLE = ("Rating not stored: the store is unavailable right now - please rate "
                       "again in a moment")
 ROLLBACK_ATTEMPTS = 5  # other rollbacks or a promotion may move the pointer meanwhile
 
 
-@dataclass(frozen=True)
-class Answer:
-    """What an act did, in words for the person who asked."""
-
-    text: str
-    ok: bool = True  # False: nothing was changed (the text says why)
-    event: AdapterEvent | None = None  # an adapter change this act made, to announce
-
-
 def _where(scope: Scope) -> str:
     return "this channel" if scope == "channel" else "this server"
-
-
-def _store_guard(act):
-    """An act whose store is unavailable answers so (logged in one line) instead of raising."""
-    @functools.wraps(act)
-    async def guarded(self, *args, **kwargs) -> Answer:
-        try:
-            return await act(self, *args, **kwargs)
-        except StoreUnavailable as error:
-            log.warning("%s not done: the store is unavailable (%s)", act.__name__, error)
-            return Answer(f"Sorry, {UNAVAILABLE}.", ok=False)
-    return guarded
 
 
 class Actions:
@@ -72,6 +58,7 @@ class Actions:
         self.store = store
         self.generator = generator
         self.router = router
+        self.trust = TrustActions(store)  # the review queue, moderators, the exam
 
     # --- moderators: ratings and corrections --------------------------------------------------
 
@@ -98,7 +85,7 @@ class Actions:
         log.info("moderator rated exchange %s %+d (score %d)", exchange_id, value, score)
         return Answer(f"rated {subject} {'up' if value > 0 else 'down'} (score now {score})")
 
-    @_store_guard
+    @store_guard
     async def withdraw(self, tenant: int, exchange_id: str, moderator_id: int | str,
                        value: int) -> Answer:
         """Withdraw this moderator's rating if it is `value` (removing 👎 after switching to 👍
@@ -148,9 +135,10 @@ class Actions:
             return None
         return await act(exchange.id)
 
-    @_store_guard
+    @store_guard
     async def teach(self, tenant: int, exchange_id: str, moderator_id: int | str,
-                    text: str) -> Answer:
+                    text: str, moderator_name: str | None = None) -> Answer:
+        """`moderator_name` is shown where the mod log says what was learned."""
         text = clean_text(text).strip()
         limit = self.settings.max_message_chars
         if len(text) > limit:
@@ -158,15 +146,15 @@ class Actions:
                           f"has {len(text)}).", ok=False)
         try:
             await with_retries(
-                lambda: self.store.tenant(tenant).exchanges.correct(exchange_id, moderator_id,
-                                                                    text),
+                lambda: self.store.tenant(tenant).exchanges.correct(
+                    exchange_id, moderator_id, text, moderator_name=moderator_name),
                 f"storing a correction of {exchange_id}")
         except StoreError as error:
             return Answer(f"Not stored: {error}.", ok=False)
         return Answer("Thanks - your better reply is stored and will be used in the next "
                       "training.")
 
-    @_store_guard
+    @store_guard
     async def stats(self, tenant: int) -> Answer:
         """This server's numbers from its counters (no exchange is read), per adapter version
         newest first; versions past ANSWER_LIMIT characters are summed up in one line, the one
@@ -177,7 +165,7 @@ class Actions:
 
     # --- admins: style and chat channels ------------------------------------------------------
 
-    @_store_guard
+    @store_guard
     async def set_style(self, scope: Scope, scope_id: int, prefix: str,
                         set_by: int | str, *, where: str | None = None) -> Answer:
         """`where` names the place in the answer (default: this channel / this server)."""
@@ -189,14 +177,14 @@ class Actions:
         return Answer(f"Style for {where or _where(scope)} set; the next reply uses it:\n"
                       f"> {prefix}")
 
-    @_store_guard
+    @store_guard
     async def clear_style(self, scope: Scope, scope_id: int, *,
                           where: str | None = None) -> Answer:
         if await self.store.styles.clear(scope, scope_id):
             return Answer(f"Style for {where or _where(scope)} cleared.")
         return Answer(f"There was no style set for {where or _where(scope)}.", ok=False)
 
-    @_store_guard
+    @store_guard
     async def show_style(self, guild_id: int | None, channel_id: int | None,
                          parent_id: int | None = None) -> Answer:
         """The styles that apply here: the thread's own (`parent_id`: in a thread), the
@@ -219,7 +207,7 @@ class Actions:
         return Answer("\n".join(lines) if lines
                       else "No style is set; replies use the plain model voice.")
 
-    @_store_guard
+    @store_guard
     async def chat(self, channel_id: int, on: bool, *, where: str | None = None,
                    parent_id: int | None = None) -> Answer:
         """Answer every message in a channel (its threads follow it) or not; `parent_id`: the
@@ -235,7 +223,7 @@ class Actions:
 
     # --- admins: adapters and training --------------------------------------------------------
 
-    @_store_guard
+    @store_guard
     async def adapter_status(self, tenant: int) -> Answer:
         own = self.store.tenant(tenant)
         version = await own.registry.active()
@@ -267,7 +255,7 @@ class Actions:
                           f"Data: {pairs(record.data)}",
                           f"Hyperparameters: {pairs(record.hyperparameters)}"]
         lines += await self._last_cycle(tenant)
-        return Answer("\n".join(lines))
+        return Answer(fitted(lines))
 
     async def _unreadable(self, version: str) -> str | None:
         """Why the stored bytes of `version` cannot be loaded (damaged, missing), else None."""
@@ -285,9 +273,12 @@ class Actions:
             return ["Last training cycle: none yet."]
         run = runs[0]
         at = f" at {when(run['at'])}" if "at" in run else ""
+        learned = learned_lines(run.get("learned") or {})
+        if learned:  # its headline says the outcome and why
+            return [f"Last training cycle{at}:", *learned]
         return [f"Last training cycle{at}: {run.get('outcome')} ({run.get('reason', '')})"]
 
-    @_store_guard
+    @store_guard
     async def rollback(self, tenant: int) -> Answer:
         """Move this server's registry pointer back one version, once that version loaded
         here: it is loaded first (a damaged or foreign adapter is refused and nothing moves),
@@ -317,13 +308,13 @@ class Actions:
         return Answer("Nothing rolled back: the adapters kept changing meanwhile; try again.",
                       ok=False)
 
-    @_store_guard
+    @store_guard
     async def train_now(self, tenant: int, requested_by: str) -> Answer:
         await self.store.tenant(tenant).trainer.request_training(requested_by)
         return Answer("Training requested: the trainer starts a cycle for this server at its "
                       "next check.")
 
-    @_store_guard
+    @store_guard
     async def set_modlog(self, tenant: int, channel_id: int | None) -> Answer:
         """Where this server's adapter changes are posted (None: MODLOG_CHANNEL_ID for the home
         server, nowhere for the others)."""
@@ -334,7 +325,7 @@ class Actions:
 
     # --- everyone ------------------------------------------------------------------------------
 
-    @_store_guard
+    @store_guard
     async def forget(self, user_id: int | str) -> Answer:
         """Delete everything of this person in every server (bot/core/store/privacy.py)."""
         done = await self.store.forget_user(user_id)

@@ -9,6 +9,7 @@ import time
 
 LIST_SHOWN = 4  # longer lists (loss curves, trials) stay in the report, out of a status line
 ANSWER_LIMIT = 2000  # the longest answer a front end is sure to show whole (Discord's limit)
+SNIPPET = 90  # characters of a reply shown in a line
 
 
 def when(timestamp: float) -> str:
@@ -79,3 +80,41 @@ def stats_text(numbers: dict, active: str) -> str:
             break
         lines.append(line(version, row))
     return "\n".join(lines)
+
+
+def snippet(text: str, limit: int = SNIPPET) -> str:
+    """`text` on one line, its head kept up to `limit` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
+
+
+def learned_lines(learned: dict) -> list[str]:
+    """What a training cycle learned, held or refused (its `learned` record: headline, taught,
+    held, exam), one line each: the mod log, /adapter status and the console show them."""
+    lines = [learned.get("headline", "")]
+    taught = learned.get("taught") or []
+    if taught:
+        lines.append("Taught since the last cycle: " + "; ".join(
+            f"“{snippet(t['text'], 60)}” ×{t['count']} ({', '.join(t['moderators'])})"
+            for t in taught))
+    held = learned.get("held") or {}
+    if held.get("pending"):
+        lines.append(f"Held for review: {held['pending']} ({held['new']} new), not trained on: "
+                     + "; ".join(f"“{snippet(h['text'], 60)}” by {h['moderator']} "
+                                 f"({h['reason']})" for h in held["examples"]))
+    for answer in learned.get("exam") or []:
+        lines.append(f"Exam “{snippet(answer['prompt'], 50)}”: before "
+                     f"[{answer['before_version']}] “{snippet(answer['before'], 60)}” → after "
+                     f"“{snippet(answer['after'], 60)}”")
+    return [line for line in lines if line]
+
+
+def fitted(lines: list[str], limit: int = ANSWER_LIMIT) -> str:
+    """`lines` joined, whole lines only, up to `limit` characters (the first one cut if it
+    alone is longer)."""
+    kept: list[str] = []
+    for line in lines:
+        if len("\n".join([*kept, line])) > limit:
+            break
+        kept.append(line)
+    return "\n".join(kept) if kept else (lines[0][:limit - 1] + "…" if lines else "")

@@ -15,6 +15,8 @@ one of the default tenant: the operator's choice, else HOME_GUILD_ID), else the 
 - a refused active version is kept as the tenant's refusal in the store (the version, the
   failed check, what serves instead; `/adapter status` reads it) and told to `on_change` as a
   "refused" event (the mod log) when it is news; it is cleared once the active version serves;
+- a "cycle" event (a training cycle refused its candidate or held teachings) loads nothing and
+  is passed on to `on_change` (the mod log says what the cycle learned);
 - a lost Redis connection is retried with backoff, and the table is read again.
 """
 
@@ -122,7 +124,8 @@ class AdapterRouter:
         """Run until cancelled: start up, then apply every adapter event (module docstring).
 
         `on_change(event, record or None)` is awaited after each change this process served,
-        and with a "refused" event (record None) for each new refusal.
+        and with a "refused" event (record None) for each new refusal and each "cycle" event
+        (record None).
         """
         delay = 1.0
         while True:
@@ -166,6 +169,8 @@ class AdapterRouter:
         if event.kind == "default":
             self.default_tenant = event.tenant
             return False
+        if event.kind == "cycle":
+            return event.tenant is not None  # nothing to load: passed on to the mod log
         if event.tenant is None:
             return False
         before = self.own_version(event.tenant)
@@ -191,7 +196,7 @@ async def _notify(store: Store, on_change: OnChange | None, event: AdapterEvent)
         return
     version = event.version
     try:
-        record = (None if version == BASE_VERSION or event.kind == "refused"
+        record = (None if version == BASE_VERSION or event.kind in ("refused", "cycle")
                   else await store.registry.record(version))
         await on_change(event, record)
     except Exception:  # a failing notification must not stop the bot following the registry

@@ -189,6 +189,7 @@ async def test_teach_menu_opens_a_modal_for_moderators_and_stores_the_correction
     [correction] = await corrections(store, exchange.id)
     assert correction.text == "We are open 9 to 5, Monday to Friday."
     assert correction.moderator_hash == store.user_hash(member("mod").id)
+    assert correction.moderator_name == member("mod").display_name  # for the mod log
 
 
 async def test_teach_on_a_message_that_is_not_a_reply(bot, channel):
@@ -264,3 +265,19 @@ def test_modlog_text_shows_the_numbers_of_a_trainer_report():
                  "data.train: 30"):
         assert line in text.splitlines(), line
     assert "trials" not in text and "xxxx" not in text and len(text) <= 2000
+
+
+def test_modlog_text_of_a_promotion_says_what_was_learned_in_words():
+    from bot.core.store import AdapterEvent
+    from bot.frontends.discord.modlog import modlog_text
+
+    report = {"outcome": "promoted", "val_loss": {"candidate": 2.1},
+              "learned": {"headline": "Promoted a new adapter over v1: chrF 30 beats 20",
+                          "taught": [{"text": "Nine to six.", "count": 3,
+                                      "moderators": ["Ann", "Bo"]}]}}
+    text = modlog_text(AdapterEvent(kind="activated", version="v2", previous="v1"), report)
+    assert text.splitlines()[:3] == [
+        "Adapter change: now serving **v2** (was v1)",
+        "Promoted a new adapter over v1: chrF 30 beats 20",
+        "Taught since the last cycle: “Nine to six.” ×3 (Ann, Bo)"]
+    assert "val_loss.candidate: 2.1" in text and "learned" not in text

@@ -22,7 +22,8 @@ from bot.frontends.discord.command_tree import command_payloads, sync_tree
 
 MANAGE_SERVER = str(discord.Permissions(manage_guild=True).value)
 MANAGE_MESSAGES = str(discord.Permissions(manage_messages=True).value)
-ADMIN_GROUPS = {"style", "adapter", "train", "chat", "modlog"}
+ADMIN_GROUPS = {"style", "adapter", "train", "chat", "modlog", "review", "moderators"}
+ADMIN_MENUS = {"Add to exam", "Remove from exam"}
 
 
 def run_bot_cli(tmp_path, *args: str, **env) -> subprocess.CompletedProcess:
@@ -39,8 +40,9 @@ def test_commands_json_is_what_a_sync_sends_without_connecting(tmp_path):
     assert done.returncode == 0, done.stderr
     payloads = {p["name"]: p for p in json.loads(done.stdout)}
 
-    assert set(payloads) == ADMIN_GROUPS | {"forget", "stats", "Teach a better reply"}
-    for name in ADMIN_GROUPS:  # on the group: Discord ignores it on subcommands
+    assert set(payloads) == ADMIN_GROUPS | ADMIN_MENUS | {"forget", "stats",
+                                                          "Teach a better reply"}
+    for name in ADMIN_GROUPS | ADMIN_MENUS:  # on the group: Discord ignores it on subcommands
         assert str(payloads[name]["default_member_permissions"]) == MANAGE_SERVER, name
         assert payloads[name]["contexts"] == [0] and payloads[name]["dm_permission"] is False
     for name in ("stats", "Teach a better reply"):
@@ -48,7 +50,8 @@ def test_commands_json_is_what_a_sync_sends_without_connecting(tmp_path):
         assert payloads[name]["contexts"] == [0]
     forget = payloads["forget"]
     assert forget["default_member_permissions"] is None and forget["contexts"] == [0, 1]
-    assert payloads["Teach a better reply"]["type"] == 3  # a message menu
+    for name in {"Teach a better reply"} | ADMIN_MENUS:
+        assert payloads[name]["type"] == 3, name  # a message menu
     # What Discord refuses in a command: names over 32 characters, descriptions over 100.
     for payload in payloads.values():
         for item in [payload, *payload.get("options", []),
@@ -61,6 +64,9 @@ def test_commands_lists_them_for_people(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "/style (set, show, clear): shown to manage_guild; servers only" in done.stdout
     assert "/forget (me): shown to everyone; servers and DMs" in done.stdout
+    assert "/review (list, approve, reject): shown to manage_guild; servers only" in done.stdout
+    assert "/moderators (distrust, trust): shown to manage_guild; servers only" in done.stdout
+    assert "menu Add to exam: shown to manage_guild; servers only" in done.stdout
 
 
 def test_sync_needs_the_token_and_says_so(tmp_path):
@@ -101,11 +107,11 @@ async def test_sync_sends_the_payloads_globally_or_to_one_server(bot):
     bot.http.bulk_upsert_guild_commands = upsert("guild")
 
     said = await sync_tree(bot, None)
-    assert said.startswith("synced 8 commands to every server (global): ")
+    assert said.startswith("synced 12 commands to every server (global): ")
     assert sent[-1] == ("global", (), command_payloads(bot))
 
     said = await sync_tree(bot, 4242)
-    assert said.startswith("synced 8 commands to server 4242: ")
+    assert said.startswith("synced 12 commands to server 4242: ")
     where, args, payload = sent[-1]
     assert (where, args) == ("guild", (4242,))
     assert [p["name"] for p in payload] == [p["name"] for p in command_payloads(bot)]

@@ -17,6 +17,7 @@ from subprocess_env import settings_env
 
 from bot.core.dialogue import Turn
 from bot.core.generation import EngineBusy
+from bot.core.store import HeldItem
 from bot.frontends.console import CONSOLE_CHANNEL, CONSOLE_USER, HELP, Console, Quit
 from bot.service.drafts import BUSY_REPLY, CUT_NOTES
 
@@ -38,6 +39,7 @@ async def test_chat_rate_and_teach_leave_their_records(console, store):
     assert "stored" in await console.handle_line("/teach Yes, I am here. How can I help?")
     [correction] = await corrections(store, exchange.id)
     assert correction.text == "Yes, I am here. How can I help?"
+    assert correction.moderator_name == CONSOLE_USER
 
     await console.handle_line("and a second message")
     assert [(t.role, t.text) for t in console.last.context] == [
@@ -73,6 +75,33 @@ async def test_admin_commands_and_bad_input(console, store, own):
     assert await exchange_count(store) == 0
     with pytest.raises(Quit):
         await console.handle_line("/quit")
+
+
+async def test_review_moderators_and_exam_commands(console, store, own):
+    assert await console.handle_line("/review") == "Nothing is waiting for review in this server."
+    await console.handle_line("what are your hours?")
+    asked = console.last
+    held = HeldItem(exchange_id=asked.id, moderator_hash="h", moderator_name="rogue",
+                    kind="teach", text="Buy pills at example.com", reason="a link")
+    await own.trust.hold([held])
+
+    listed = await console.handle_line("/review")
+    assert f"`{held.id}` rogue taught “Buy pills at example.com”" in listed
+    assert "approved" not in await console.handle_line(f"/review reject {held.id}")
+    assert (await own.trust.item(held.id)).status == "rejected"
+    assert "was rejected already" in await console.handle_line(f"/review approve {held.id}")
+    assert "no held item `abcd`" in await console.handle_line("/review approve abcd")
+    assert HELP in await console.handle_line("/review approve")
+
+    assert "Distrusted rogue" in await console.handle_line("/moderators distrust rogue")
+    assert await own.trust.distrusted() == {store.user_hash("rogue")}
+    assert "Trusted rogue again" in await console.handle_line("/moderators trust rogue")
+    assert await own.trust.distrusted() == frozenset()
+
+    assert "Added to this server's exam" in await console.handle_line("/exam add")
+    assert await own.trust.exam_pins() == [asked.id]
+    assert "Removed" in await console.handle_line("/exam remove")
+    assert await own.trust.exam_pins() == []
 
 
 async def test_a_piped_session_leaves_the_expected_records(fast, store, tmp_path, own):

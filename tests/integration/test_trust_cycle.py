@@ -3,6 +3,8 @@ to the review queue, and a distrusted moderator's data leaves the next cycle."""
 
 from __future__ import annotations
 
+import asyncio
+
 from store_util import TENANT
 
 from bot.core.store import Exchange
@@ -14,6 +16,21 @@ QA = [("what is the capital of france", "paris is the capital of france"),
       ("say hello", "hello there"),
       ("what is two plus two", "two plus two is four")]
 JUNK = "buy cheap pills today"
+
+
+async def listening(own) -> asyncio.Queue:
+    """The registry events published from now on (a task that reads them into a queue)."""
+    told: asyncio.Queue = asyncio.Queue()
+    subscribed = asyncio.Event()
+
+    async def read() -> None:
+        async for event in own.registry.events(subscribed=subscribed):
+            await told.put(event)
+
+    task = asyncio.create_task(read())
+    await subscribed.wait()
+    told.task = task  # kept alive with the queue
+    return told
 
 
 async def test_held_teachings_are_queued_and_distrust_empties_the_next_cycle(settings, store,
@@ -32,6 +49,7 @@ async def test_held_teachings_are_queued_and_distrust_empties_the_next_cycle(set
         await own.exchanges.correct(exchange.id, "rogue", JUNK)
     await own.exchanges.correct(exchanges[3].id, "rogue", "hello to you too")
 
+    told = await listening(own)
     first = await run_cycle(settings, store, TENANT, force=True, progress=False)
 
     assert first.outcome != "skipped", first.reason
@@ -42,6 +60,14 @@ async def test_held_teachings_are_queued_and_distrust_empties_the_next_cycle(set
     assert {(item.text, item.reason, item.moderator_hash) for item in pending} == {
         (JUNK, "repeated on 3 unrelated prompts", store.user_hash("rogue"))}
     assert any(note.startswith("moderators (trained/") for note in first.notes)
+    [run] = await own.trainer.recent_runs(1)
+    event = await asyncio.wait_for(told.get(), 10)
+    if first.outcome == "promoted":  # its activation tells the mod log what it learned
+        assert (event.kind, event.version) == ("activated", first.version)
+    else:
+        assert (event.kind, event.tenant, event.previous, event.reason) == (
+            "cycle", TENANT, str(run["at"]), first.outcome)
+    assert told.empty()
 
     await own.trust.distrust("rogue")
     second = await run_cycle(settings, store, TENANT, force=True, progress=False)

@@ -167,9 +167,10 @@ class AdapterRecord(BaseModel):
 
 class AdapterEvent(BaseModel):
     # default: another default tenant; refused: a version a bot would not serve (told to its
-    # own listeners, never published)
-    kind: Literal["activated", "rollback", "default", "refused"]
+    # own listeners, never published); cycle: a training cycle ended without changing what
+    # serves but with something to tell (a refused candidate, teachings newly held)
+    kind: Literal["activated", "rollback", "default", "refused", "cycle"]
     tenant: int | None = None  # the server whose active adapter changed
-    version: str
-    previous: str  # refused: the version serving instead
-    reason: str | None = None  # refused: the check it failed
+    version: str  # cycle: the version serving
+    previous: str  # refused: the version serving instead; cycle: when its run was recorded
+    reason: str | None = None  # refused: the check it failed; cycle: its outcome

@@ -205,6 +205,14 @@ class Registry:
 
     # --- change events ------------------------------------------------------------------------
 
+    async def announce_cycle(self, run: dict) -> None:
+        """Tell every bot that a training cycle of this tenant ended as `run` (its record in
+        recent runs) without moving the active pointer, so the mod log can say what it learned,
+        held or refused."""
+        event = AdapterEvent(kind="cycle", tenant=self._tenant(), version=await self.active(),
+                             previous=str(run["at"]), reason=run.get("outcome"))
+        await self.r.publish(self.keys.adapter_events, event.model_dump_json())
+
     async def events(self, subscribed: asyncio.Event | None = None
                      ) -> AsyncIterator[AdapterEvent]:
         """Adapter changes as they are published (subscribe before reading the active one).

@@ -1,4 +1,6 @@
-"""A server's mod log: each adapter change posted with its report's numbers and loss curve.
+"""A server's mod log: each adapter change posted with what its training cycle learned, its
+report's numbers and loss curve; a cycle that refused its candidate or held teachings is posted
+too (a "cycle" event from the trainer), with what it learned, held or refused.
 
 Every bot process follows the registry and sees each change; the first to claim it in the
 store posts it, so a change is posted once however many processes (shards) run.
@@ -13,7 +15,8 @@ import discord
 
 from bot.core.store import Store, StoreUnavailable
 from bot.frontends.discord.cogs.replies import MESSAGE_LIMIT
-from bot.service.answer_text import refusal_line
+from bot.service.answer_text import fitted, learned_lines, refusal_line
+from bot.service.trust_actions import cycle_lines
 
 log = logging.getLogger(__name__)
 
@@ -22,16 +25,24 @@ MODLOG_VALUE_CHARS = 200
 MODLOG_CLAIM_S = 600  # how long one adapter change counts as announced
 
 
-def modlog_text(event, report: dict | None) -> str:
-    """The post for an adapter change: the report's numbers, nested ones (val_loss.candidate,
+def modlog_text(event, report: dict | None, cycle: list[str] | None = None) -> str:
+    """The post for an adapter change: what its training cycle learned (the report's
+    `learned`, in words), then the report's numbers, nested ones (val_loss.candidate,
     hyperparameters.learning_rate, ...) flattened one level; long lists are left out. A
-    refused adapter is one line."""
+    refused adapter is one line; a "cycle" event (a refused candidate, new holds) is
+    `cycle`: its learned lines."""
     if event.kind == "refused":
         return f"Adapter {refusal_line(event.version, event.reason, event.previous)}"
+    if event.kind == "cycle":
+        return fitted([f"Training cycle: {event.version} keeps serving", *(cycle or [])],
+                      MESSAGE_LIMIT)
     verb = "rolled back to" if event.kind == "rollback" else "now serving"
-    lines = [f"Adapter change: {verb} **{event.version}** (was {event.previous})"]
-    flat: dict = {}
+    lines = [f"Adapter change: {verb} **{event.version}** (was {event.previous})",
+             *learned_lines((report or {}).get("learned") or {})]
+    head, flat = len(lines), {}
     for key, value in (report or {}).items():
+        if key == "learned":
+            continue  # in words above
         if isinstance(value, dict):
             flat.update({f"{key}.{inner}": v for inner, v in value.items()})
         else:
@@ -41,7 +52,7 @@ def modlog_text(event, report: dict | None) -> str:
             lines.append(f"{key}: {value:.4g}")
         elif isinstance(value, int | str) and len(str(value)) <= MODLOG_VALUE_CHARS:
             lines.append(f"{key}: {value}")
-    return "\n".join(lines[:MODLOG_NUMBERS + 1])[:MESSAGE_LIMIT]
+    return fitted(lines[:head + MODLOG_NUMBERS], MESSAGE_LIMIT)
 
 
 class ModLog:
@@ -69,8 +80,11 @@ class ModLog:
             if not await self.store.claim("modlog", event.kind, event.version, event.previous,
                                           ttl_s=MODLOG_CLAIM_S):
                 return
-            report, png = ((None, None) if event.kind == "refused"
+            report, png = ((None, None) if event.kind in ("refused", "cycle")
                            else await self.store.registry.report(event.version))
+            cycle = await cycle_lines(self.store, event) if event.kind == "cycle" else None
+            if event.kind == "cycle" and not cycle:
+                return  # its record is gone: nothing to say
         except StoreUnavailable as error:
             log.warning("adapter change to %s not posted to the modlog: the store is "
                         "unavailable (%s)", event.version, error)
@@ -80,6 +94,6 @@ class ModLog:
         try:
             channel = (self.client.get_channel(channel_id)
                        or await self.client.fetch_channel(channel_id))
-            await channel.send(modlog_text(event, report), files=files)
+            await channel.send(modlog_text(event, report, cycle), files=files)
         except discord.HTTPException as error:
             log.warning("could not post to the modlog channel %s: %s", channel_id, error)

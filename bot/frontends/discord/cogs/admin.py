@@ -1,5 +1,5 @@
 """Slash commands: /style, /adapter, /train, /chat, /modlog (admins), /stats (moderators),
-/forget me.
+/forget me (trust.py has /review, /moderators and the exam menus).
 
 Every answer is ephemeral. The work itself lives in bot.service.actions, shared with the console;
 each
@@ -36,7 +36,8 @@ def admin_group(name: str, description: str) -> app_commands.Group:
                               default_permissions=ADMIN_PERMISSIONS)
 
 
-async def _answer(interaction: discord.Interaction, answer: actions.Answer) -> None:
+async def say(interaction: discord.Interaction, answer: actions.Answer) -> None:
+    """An act's answer, shown to the one who asked only."""
     await interaction.response.send_message(answer.text, ephemeral=True)
 
 
@@ -99,14 +100,14 @@ class Admin(commands.Cog):
                         scope: Literal["channel", "thread", "server"] = "channel") -> None:
         target = place(interaction, scope)
         if target is None:
-            return await _answer(interaction, NOT_A_THREAD)
-        await _answer(interaction, await self.actions.set_style(
+            return await say(interaction, NOT_A_THREAD)
+        await say(interaction, await self.actions.set_style(
             _scope(scope), target[0], prefix, interaction.user.id, where=target[1]))
 
     @style.command(name="show", description="Show the style prefix in force here")
     @admin_only()
     async def style_show(self, interaction: discord.Interaction) -> None:
-        await _answer(interaction, await self.actions.show_style(
+        await say(interaction, await self.actions.show_style(
             interaction.guild_id, interaction.channel_id, parent_id_of(interaction)))
 
     @style.command(name="clear", description="Remove the style prefix of this channel, thread "
@@ -116,15 +117,15 @@ class Admin(commands.Cog):
                           scope: Literal["channel", "thread", "server"] = "channel") -> None:
         target = place(interaction, scope)
         if target is None:
-            return await _answer(interaction, NOT_A_THREAD)
-        await _answer(interaction, await self.actions.clear_style(_scope(scope), target[0],
+            return await say(interaction, NOT_A_THREAD)
+        await say(interaction, await self.actions.clear_style(_scope(scope), target[0],
                                                                   where=target[1]))
     # --- /adapter, /train ---------------------------------------------------------------------
 
     @adapter.command(name="status", description="The adapter in service, its metrics and data")
     @admin_only()
     async def adapter_status(self, interaction: discord.Interaction) -> None:
-        await _answer(interaction, await self.actions.adapter_status(interaction.guild_id))
+        await say(interaction, await self.actions.adapter_status(interaction.guild_id))
 
     @adapter.command(name="rollback", description="Go back to the previous adapter at once")
     @admin_only()
@@ -141,7 +142,7 @@ class Admin(commands.Cog):
     @admin_only()
     async def train_now(self, interaction: discord.Interaction) -> None:
         requested_by = requester(self.bot.store.user_hash(interaction.user.id))
-        await _answer(interaction, await self.actions.train_now(interaction.guild_id,
+        await say(interaction, await self.actions.train_now(interaction.guild_id,
                                                                 requested_by))
 
     # --- /chat --------------------------------------------------------------------------------
@@ -165,10 +166,10 @@ class Admin(commands.Cog):
     async def _chat(self, interaction: discord.Interaction, scope: str, *, on: bool) -> None:
         target = place(interaction, scope)
         if target is None:
-            return await _answer(interaction, NOT_A_THREAD)
+            return await say(interaction, NOT_A_THREAD)
         # A thread turned off still follows its channel: the answer says so when that is on.
         parent_id = parent_id_of(interaction) if not on and scope == "thread" else None
-        await _answer(interaction, await self.actions.chat(target[0], on, where=target[1],
+        await say(interaction, await self.actions.chat(target[0], on, where=target[1],
                                                            parent_id=parent_id))
 
     # --- /modlog ------------------------------------------------------------------------------
@@ -176,13 +177,13 @@ class Admin(commands.Cog):
     @modlog.command(name="here", description="Post this server's adapter changes in this channel")
     @admin_only()
     async def modlog_here(self, interaction: discord.Interaction) -> None:
-        await _answer(interaction, await self.actions.set_modlog(interaction.guild_id,
+        await say(interaction, await self.actions.set_modlog(interaction.guild_id,
                                                                  interaction.channel_id))
 
     @modlog.command(name="off", description="Stop posting this server's adapter changes")
     @admin_only()
     async def modlog_off(self, interaction: discord.Interaction) -> None:
-        await _answer(interaction, await self.actions.set_modlog(interaction.guild_id, None))
+        await say(interaction, await self.actions.set_modlog(interaction.guild_id, None))
 
     # --- everyone / moderators ----------------------------------------------------------------
 

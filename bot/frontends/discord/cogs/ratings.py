@@ -75,7 +75,8 @@ class TeachModal(discord.ui.Modal, title="Teach a better reply"):
     async def on_submit(self, interaction: discord.Interaction) -> None:
         try:
             answer = await self.actions.teach(interaction.guild_id, self.exchange.id,
-                                              interaction.user.id, self.reply.value)
+                                              interaction.user.id, self.reply.value,
+                                              moderator_name=interaction.user.display_name)
             await interaction.response.send_message(answer.text, ephemeral=True)
         finally:
             self.open_forms.discard(self.custom_id)
