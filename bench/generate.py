@@ -239,13 +239,13 @@ async def mixed_adapters(engine, convos, sampling, count: int) -> dict:
     figures = {}
     for label, adapters in (("single", [names[0]] * len(convos)),
                             ("mixed", [names[i % count] for i in range(len(convos))])):
-        calls = engine.model_calls
+        calls = engine.admissions
         started = time.perf_counter()
         results = await asyncio.gather(*(engine.generate(c, adapter=a, **sampling)
                                          for c, a in zip(convos, adapters, strict=True)))
         wall = time.perf_counter() - started
         figures[label] = {"tokens_per_s": sum(r.reply_tokens for r in results) / wall,
-                          "calls": engine.model_calls - calls,
+                          "calls": engine.admissions - calls,
                           "versions": len({r.adapter_version for r in results})}
     figures["ratio"] = figures["mixed"]["tokens_per_s"] / figures["single"]["tokens_per_s"]
     return figures
@@ -294,9 +294,9 @@ async def main(argv=None) -> int:
     await engine.generate(convos[0], max_new_tokens=2, min_new_tokens=2)
     await baseline(prompts[:1], {"max_new_tokens": 2, "min_new_tokens": 2})
 
-    calls_before = engine.model_calls
+    calls_before = engine.admissions
     engine_wall, engine_lat, results = await run_engine(engine, convos, sampling)
-    engine_calls = engine.model_calls - calls_before
+    engine_calls = engine.admissions - calls_before
     engine_tokens = sum(r.reply_tokens for r in results)
     base_wall, base_lat, base_tokens = await baseline(prompts, sampling)
     rss_mb = peak_rss_mb()
