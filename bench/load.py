@@ -113,7 +113,7 @@ async def timed(coroutine):
 async def run(args, redis_url: str, model_name: str) -> int:
     from bot.core.config import load_settings
     from bot.core.dialogue import Turn
-    from bot.core.store import Exchange
+    from bot.core.store import Exchange, UnknownExchange
     from bot.engine.engine import BUSY_QUIET_S, Engine
     from bot.frontends.console import ConsoleSink
     from bot.runtime import Runtime
@@ -189,8 +189,11 @@ async def run(args, redis_url: str, model_name: str) -> int:
 
             lost = 0
             for exchange in chats_ok:
-                stored = await store.r.get(store.k("ex", exchange.id))
-                if stored is None or Exchange.model_validate_json(stored).reply != exchange.reply:
+                try:
+                    stored = await store.exchanges.get(exchange.id)
+                except UnknownExchange:
+                    stored = None
+                if stored is None or stored.reply != exchange.reply:
                     lost += 1
             for exchange, moderator, value in ratings_ok:
                 votes = await store.exchanges.ratings(exchange.id)

@@ -42,7 +42,7 @@ def _unknown_exchange(error: aioredis.ResponseError, exchange_id: str) -> Except
 class Exchanges:
     def __init__(self, client: aioredis.Redis, keys: Keys, user_hash: Callable[[object], str],
                  unrated_ttl_s: int):
-        self.r, self.keys, self.user_hash = client, keys, user_hash
+        self._redis, self.keys, self.user_hash = client, keys, user_hash
         self.unrated_ttl_s = unrated_ttl_s
         self._add = client.register_script(scripts.ADD_EXCHANGE)
         self._rate = client.register_script(scripts.RATE)
@@ -106,21 +106,21 @@ class Exchanges:
             keys += [k.exchange(exchange.id), k.ratings(exchange.id)]
             args += [exchange.id, exchange.model_dump_json(), exchange.adapter_version]
         stored = [bool(flag) for flag in await self._import(keys=keys, args=args)]
-        await self.r.sadd(k.tenants, k.tenant)
+        await self._redis.sadd(k.tenants, k.tenant)
         return stored
 
     async def exists(self, exchange_id: str) -> bool:
-        return bool(await self.r.exists(self.keys.exchange(exchange_id)))
+        return bool(await self._redis.exists(self.keys.exchange(exchange_id)))
 
     async def get(self, exchange_id: str) -> Exchange:
-        raw = await self.r.get(self.keys.exchange(exchange_id))
+        raw = await self._redis.get(self.keys.exchange(exchange_id))
         if raw is None:
             raise UnknownExchange(exchange_id)
         return Exchange.model_validate_json(raw)
 
     async def for_message(self, message_id: int) -> Exchange | None:
         """The exchange whose reply is this Discord message, if the bot still knows it."""
-        exchange_id = await self.r.get(self.keys.message(message_id))
+        exchange_id = await self._redis.get(self.keys.message(message_id))
         if exchange_id is None:
             return None
         try:
@@ -133,7 +133,7 @@ class Exchanges:
         ids = list(ids)
         if not ids:
             return []
-        raws = await self.r.mget([self.keys.exchange(i) for i in ids])
+        raws = await self._redis.mget([self.keys.exchange(i) for i in ids])
         return [Exchange.model_validate_json(raw) for raw in raws if raw is not None]
 
     # --- ratings and corrections --------------------------------------------------------------
@@ -175,7 +175,7 @@ class Exchanges:
 
     async def ratings(self, exchange_id: str) -> dict[str, int]:
         """moderator hash -> +1 or -1."""
-        raw = await self.r.hgetall(self.keys.ratings(exchange_id))
+        raw = await self._redis.hgetall(self.keys.ratings(exchange_id))
         return {key.decode(): int(value) for key, value in raw.items()}
 
     async def correct(self, exchange_id: str, moderator_id: int | str, text: str,
@@ -204,9 +204,9 @@ class Exchanges:
         """Every exchange of this tenant with a rating or a correction, newest first (up to
         `limit`), with who rated it and who taught what."""
         end = -1 if limit is None else limit - 1
-        ids = [i.decode() for i in await self.r.zrevrange(self.keys.rated, 0, end)]
+        ids = [i.decode() for i in await self._redis.zrevrange(self.keys.rated, 0, end)]
         exchanges = await self.get_many(ids)
-        async with self.r.pipeline(transaction=False) as pipe:  # one round trip for all
+        async with self._redis.pipeline(transaction=False) as pipe:  # one round trip for all
             for exchange in exchanges:
                 pipe.hgetall(self.keys.ratings(exchange.id))
                 pipe.hvals(self.keys.corrections(exchange.id))
@@ -227,9 +227,9 @@ class Exchanges:
         """Delete every exchange of this user (with its ratings and corrections, and their
         share of the counters); returns how many."""
         user_key = self.keys.user_exchanges(self.user_hash(user_id))
-        ids = [i.decode() for i in await self.r.zrange(user_key, 0, -1)]
+        ids = [i.decode() for i in await self._redis.zrange(user_key, 0, -1)]
         count = await self.forget(await self.get_many(ids))
-        await self.r.delete(user_key)
+        await self._redis.delete(user_key)
         return count
 
     async def forget(self, exchanges: Iterable[Exchange]) -> int:
@@ -239,7 +239,7 @@ class Exchanges:
         if not exchanges:
             return 0
         k = self.keys
-        async with self.r.pipeline(transaction=False) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             for exchange in exchanges:
                 pipe.hkeys(k.ratings(exchange.id))
                 pipe.hkeys(k.corrections(exchange.id))
@@ -267,7 +267,7 @@ class Exchanges:
         """Remove the context turns for which `drop(turn)` is true from an exchange (and the
         index entries that pointed here for them); returns how many went."""
         for _ in range(REWRITE_ATTEMPTS):
-            raw = await self.r.get(self.keys.exchange(exchange_id))
+            raw = await self._redis.get(self.keys.exchange(exchange_id))
             if raw is None:
                 return 0
             exchange = Exchange.model_validate_json(raw)
@@ -284,7 +284,7 @@ class Exchanges:
         _, after_zsets = self.lifetime_keys(after)
         gone = set(before_zsets) - set(after_zsets)
         if gone:
-            async with self.r.pipeline(transaction=False) as pipe:
+            async with self._redis.pipeline(transaction=False) as pipe:
                 for key in gone:
                     pipe.zrem(key, exchange_id)
                 await pipe.execute()
@@ -296,7 +296,7 @@ class Exchanges:
         says so. False when it was gone already."""
         k = self.keys
         for _ in range(REWRITE_ATTEMPTS):
-            raw = await self.r.get(k.exchange(exchange.id))
+            raw = await self._redis.get(k.exchange(exchange.id))
             if raw is None:
                 return False
             current = Exchange.model_validate_json(raw)
@@ -309,7 +309,7 @@ class Exchanges:
             raise StoreError(f"exchange {exchange.id} kept changing; its deleted reply was "
                              "not recorded")
         messages, _ = self.lifetime_keys(current)
-        async with self.r.pipeline(transaction=True) as pipe:
+        async with self._redis.pipeline(transaction=True) as pipe:
             if current.tenant is not None:
                 pipe.zrem(k.of(current.tenant).rated, current.id)
             if messages:
@@ -322,7 +322,7 @@ class Exchanges:
         keeping the counters right; returns (ratings, corrections) removed."""
         k = self.keys
         key = k.moderator_exchanges(moderator_hash)
-        ids = [i.decode() for i in await self.r.smembers(key)]
+        ids = [i.decode() for i in await self._redis.smembers(key)]
         by_id = {e.id: e for e in await self.get_many(ids)}
         ratings = corrections = 0
         for exchange_id in ids:
@@ -333,14 +333,14 @@ class Exchanges:
                       own.stats if own else ""],
                 args=[moderator_hash, exchange.adapter_version if exchange else ""])
             ratings, corrections = ratings + int(removed[0]), corrections + int(removed[1])
-        await self.r.delete(key)
+        await self._redis.delete(key)
         return ratings, corrections
 
     async def stats(self) -> dict:
         """This tenant's exchanges, ratings and positive share, overall and per adapter version,
         from the counters (no exchange is read, however many there are)."""
         raw = {key.decode(): int(value)
-               for key, value in (await self.r.hgetall(self.keys.stats)).items()}
+               for key, value in (await self._redis.hgetall(self.keys.stats)).items()}
         per_version: dict[str, dict] = {}
         for key, value in raw.items():
             version, _, field = key.rpartition(":")
