@@ -1,6 +1,7 @@
 """`Store`: one Redis connection, the schema check, user hashing, and the focused stores on it.
 
-    store.exchanges   exchanges by id or message, forgetting them (exchanges.py)
+    store.exchanges   exchanges by id or message, forgetting them (exchange_records.py), and
+                      their ratings and corrections (exchanges.py)
     store.styles      style prefixes per channel and server (styles.py)
     store.chat        channels where the bot answers every message (styles.py)
     store.registry    adapter versions by name: bytes, records, reports; the default tenant;
