@@ -92,8 +92,7 @@ class Engine:
         self._adapter_source = adapter_source
         self._adapters = AdapterCache(config.max_loaded_adapters)
         self._loads: dict[str, asyncio.Future] = {}  # version -> its load in progress
-        # version -> the requests set aside until that version is loaded
-        self._awaiting_adapter: dict[str, list[Request]] = {}
+        self._awaiting_adapter: dict[str, list[Request]] = {}  # version -> its requests
         self._tasks: set[asyncio.Task] = set()
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-model")
         self._token_bytes = TokenBytes(tokenizer)
