@@ -239,47 +239,34 @@ async def mixed_adapters(engine, convos, sampling, count: int) -> dict:
     figures = {}
     for label, adapters in (("single", [names[0]] * len(convos)),
                             ("mixed", [names[i % count] for i in range(len(convos))])):
-        calls = engine.model_calls
+        calls = engine.admissions
         started = time.perf_counter()
         results = await asyncio.gather(*(engine.generate(c, adapter=a, **sampling)
                                          for c, a in zip(convos, adapters, strict=True)))
         wall = time.perf_counter() - started
         figures[label] = {"tokens_per_s": sum(r.reply_tokens for r in results) / wall,
-                          "calls": engine.model_calls - calls,
+                          "calls": engine.admissions - calls,
                           "versions": len({r.adapter_version for r in results})}
     figures["ratio"] = figures["mixed"]["tokens_per_s"] / figures["single"]["tokens_per_s"]
     return figures
 
 
-async def main(argv=None) -> int:
-    args = parse_args(argv)
+def print_setup(engine, args, convos, prompts: list[str], load_s: float) -> None:
     import torch
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # keep the table readable
-    warnings.filterwarnings("ignore", category=FutureWarning)
-
-    with tempfile.TemporaryDirectory(prefix="bench-generate-") as workdir:
-        load_start = time.perf_counter()
-        engine = build_engine(args, Path(workdir))
-        load_s = time.perf_counter() - load_start
-    await engine.start()
-    n = args.concurrency
-    convos = dialogues(engine.tokenizer, n)
-    sampling = {"max_new_tokens": args.max_new_tokens, "min_new_tokens": args.max_new_tokens}
-    prompts = [engine._encode_prompt(c, None, engine.n_positions - args.max_new_tokens)[0]
-               for c in convos]
     prompt_lengths = [len(engine.tokenizer.encode(p)) for p in prompts]
     params = sum(p.numel() for p in engine.model.parameters()) / 1e6
-
     print(f"model: {engine.model_name} ({params:.0f}M parameters), device {engine.device}, "
           f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, "
           f"{platform.processor() or platform.machine()}; loaded in {load_s:.1f} s")
-    print(f"{n} requests, prompt tokens {min(prompt_lengths)}..{max(prompt_lengths)} "
-          f"(mean {sum(prompt_lengths) / n:.0f}), {args.max_new_tokens} new tokens each; "
-          f"engine batch_max_size={engine.config.batch_max_size} "
+    print(f"{len(convos)} requests, prompt tokens {min(prompt_lengths)}..{max(prompt_lengths)} "
+          f"(mean {sum(prompt_lengths) / len(convos):.0f}), {args.max_new_tokens} new tokens "
+          f"each; engine batch_max_size={engine.config.batch_max_size} "
           f"batch_max_wait_ms={engine.config.batch_max_wait_ms}")
 
+
+async def engine_against_baseline(engine, convos, prompts: list[str], sampling: dict) -> dict:
+    """The same requests through the engine, then as one static batch (the baseline)."""
     # The baseline runs on the engine's model thread, idle meanwhile: torch work on the event
     # loop's thread leaves a second OpenMP thread team on the 2 cores, which slowed every later
     # engine run (mixed adapters most: mixed_ratio 0.74-0.78 instead of 0.92-0.96, quiet machine).
@@ -294,47 +281,80 @@ async def main(argv=None) -> int:
     await engine.generate(convos[0], max_new_tokens=2, min_new_tokens=2)
     await baseline(prompts[:1], {"max_new_tokens": 2, "min_new_tokens": 2})
 
-    calls_before = engine.model_calls
+    admissions_before = engine.admissions
     engine_wall, engine_lat, results = await run_engine(engine, convos, sampling)
-    engine_calls = engine.model_calls - calls_before
-    engine_tokens = sum(r.reply_tokens for r in results)
+    engine_calls = engine.admissions - admissions_before
     base_wall, base_lat, base_tokens = await baseline(prompts, sampling)
-    rss_mb = peak_rss_mb()
+    return {"engine": (engine_calls, sum(r.reply_tokens for r in results), engine_wall,
+                       engine_lat),
+            "baseline": (len(prompts), base_tokens, base_wall, base_lat),
+            "rss_mb": peak_rss_mb()}
 
-    engine_tps, base_tps = engine_tokens / engine_wall, base_tokens / base_wall
-    ratio = engine_tps / base_tps
+
+def print_comparison(runs: dict, quick: bool) -> tuple[float, float, float]:
+    """The table of both runs; returns the throughput ratio, engine p95 and baseline p50."""
+    _, engine_tokens, engine_wall, engine_lat = runs["engine"]
+    n, base_tokens, base_wall, base_lat = runs["baseline"]
+    ratio = (engine_tokens / engine_wall) / (base_tokens / base_wall)
     p95_engine, p50_base = percentile(engine_lat, 0.95), percentile(base_lat, 0.50)
     print()
     print(f"{'approach':<10} {'requests':>8} {'calls':>6} {'tokens':>7} {'wall s':>8} "
           f"{'tokens/s':>9} {'p50 ms':>9} {'p95 ms':>9}")
-    for name, calls, tokens, wall, lat in (
-            ("engine", engine_calls, engine_tokens, engine_wall, engine_lat),
-            ("baseline", n, base_tokens, base_wall, base_lat)):
+    for name in ("engine", "baseline"):
+        calls, tokens, wall, lat = runs[name]
         print(f"{name:<10} {n:>8} {calls:>6} {tokens:>7} {wall:>8.2f} {tokens / wall:>9.1f} "
               f"{percentile(lat, 0.5):>9.0f} {percentile(lat, 0.95):>9.0f}")
     print("(latency: from the common start until the reply; baseline requests wait for the "
           "ones before them)")
     print(f"throughput ratio engine/baseline: {ratio:.2f}x (goal >= 3)  "
           f"engine p95 {p95_engine:.0f} ms vs baseline p50 {p50_base:.0f} ms (goal: below)")
-    print(f"peak RSS (model, engine and baseline): {rss_mb:.0f} MB")
-    if args.quick:
+    print(f"peak RSS (model, engine and baseline): {runs['rss_mb']:.0f} MB")
+    if quick:
         print("(--quick is a smoke test: the goals apply to the default run, 16 requests of 64 "
               "new tokens)")
+    return ratio, p95_engine, p50_base
 
-    blob = adapter_blob(engine)
-    swap = await swap_under_load(engine, convos, sampling, blob)
+
+def print_swap(swap: dict) -> None:
     print(f"swap idle: {swap['idle_ms']:.0f} ms; swap under load: {swap['swap_ms']:.0f} ms "
           f"(until in service, after the batch in flight); {swap['requests']} requests, served "
           f"by {swap['served']}, failed {len(swap['failed'])}")
     for error in swap["failed"][:3]:
         print(f"  failed: {type(error).__name__}: {error}")
-    mixed = await mixed_adapters(engine, convos, sampling, args.adapters)
+
+
+def print_mixed(mixed: dict, adapters: int) -> None:
     for label in ("single", "mixed"):
         row = mixed[label]
         print(f"{label:<6} adapter run: {row['tokens_per_s']:.1f} tokens/s in {row['calls']} "
               f"model call(s), {row['versions']} version(s)")
-    print(f"mixed/single tokens/s over {args.adapters} adapters: {mixed['ratio']:.2f} "
+    print(f"mixed/single tokens/s over {adapters} adapters: {mixed['ratio']:.2f} "
           "(goal >= 0.8)")
+
+
+async def main(argv=None) -> int:
+    args = parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # keep the table readable
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+    with tempfile.TemporaryDirectory(prefix="bench-generate-") as workdir:
+        load_start = time.perf_counter()
+        engine = build_engine(args, Path(workdir))
+        load_s = time.perf_counter() - load_start
+    await engine.start()
+    convos = dialogues(engine.tokenizer, args.concurrency)
+    sampling = {"max_new_tokens": args.max_new_tokens, "min_new_tokens": args.max_new_tokens}
+    prompts = [engine._encode_prompt(c, None, engine.n_positions - args.max_new_tokens)[0]
+               for c in convos]
+    print_setup(engine, args, convos, prompts, load_s)
+    runs = await engine_against_baseline(engine, convos, prompts, sampling)
+    ratio, p95_engine, p50_base = print_comparison(runs, args.quick)
+    swap = await swap_under_load(engine, convos, sampling, adapter_blob(engine))
+    print_swap(swap)
+    mixed = await mixed_adapters(engine, convos, sampling, args.adapters)
+    print_mixed(mixed, args.adapters)
     await engine.close()
     print(f"throughput_ratio={ratio:.2f} p95_engine_ms={p95_engine:.0f} "
           f"p50_baseline_ms={p50_base:.0f} failed_during_swap={len(swap['failed'])} "

@@ -318,12 +318,12 @@ async def main_async(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
+def bench_parser(description: str) -> argparse.ArgumentParser:
+    """The options of the learning-loop benches (this one and bench/poisoning.py)."""
+    parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="base model (default: the demo's tiny "
                                                       "GPT-2, pretrained once in --workdir)")
-    parser.add_argument("--rounds", type=int, default=None, help="default 3 (1 with --quick)")
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     parser.add_argument("--workdir", default=str(ROOT / ".bench"),
                         help="where the tiny model and the reports go (default .bench)")
@@ -331,8 +331,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", choices=sorted(DATA_SETS), default="support",
                         help="the dialogues the moderator and the held-out prompts come from: "
                              "support (default) or chitchat (short everyday answers)")
-    args = parser.parse_args(argv)
-    args.rounds = args.rounds or (1 if args.quick else 3)
+    return parser
+
+
+def run_offline(main_async, args) -> int:
+    """Run `main_async(args)` without the network, with only warnings of our own and no
+    progress bars between the bench's lines."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -342,6 +346,14 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)
     return asyncio.run(main_async(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = bench_parser(__doc__)
+    parser.add_argument("--rounds", type=int, default=None, help="default 3 (1 with --quick)")
+    args = parser.parse_args(argv)
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    return run_offline(main_async, args)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,14 +111,19 @@ async def timed(coroutine):
         return error, time.perf_counter() - started
 
 
-async def run(args, redis_url: str, model_name: str) -> int:
+@dataclass
+class Tally:
+    """What came back of one kind of request: the ones that worked, how long each took, the
+    failures, and (chats) how many were answered busy."""
+
+    ok: list = field(default_factory=list)
+    latency: list[float] = field(default_factory=list)
+    failures: list = field(default_factory=list)
+    busy: int = 0
+
+
+def bench_settings(args, redis_url: str, model_name: str):
     from bot.core.config import load_settings
-    from bot.core.dialogue import Turn
-    from bot.core.store import Exchange
-    from bot.engine.engine import BUSY_QUIET_S, Engine
-    from bot.frontends.console import ConsoleSink
-    from bot.runtime import Runtime
-    from bot.service.drafts import Failure
 
     settings = load_settings(_env_file=None, redis_url=redis_url, key_prefix="load",
                              model_name=model_name, device="cpu", user_hash_secret=SECRET,
@@ -130,94 +136,138 @@ async def run(args, redis_url: str, model_name: str) -> int:
     print(f"engine: QUEUE_MAX={settings.queue_max} BATCH_MAX_SIZE={settings.batch_max_size} "
           f"BATCH_MAX_WAIT_MS={settings.batch_max_wait_ms} MAX_NEW_TOKENS="
           f"{settings.max_new_tokens}")
+    return settings
+
+
+async def seed_exchanges(store, count: int) -> list:
+    """`count` earlier bot replies for the moderators to rate."""
+    from bot.core.store import Exchange
+
+    return [await store.exchanges.add(
+        Exchange(tenant=GUILD, user_message=f"earlier question {n}", reply=f"earlier reply {n}",
+                 message_id=10_000 + n, channel_id=1, guild_id=GUILD), user_id=f"seed{n}")
+        for n in range(count)]
+
+
+def wanted_ratings(seeded: list, count: int) -> list[tuple]:
+    """(exchange, moderator, value): each seeded reply rated by one moderator after another."""
+    return [(seeded[i % len(seeded)], f"mod{i // len(seeded)}", 1 if i % 3 else -1)
+            for i in range(count)]
+
+
+def tally_chats(results) -> Tally:
+    from bot.core.store import Exchange
+    from bot.service.drafts import Failure
+
+    tally = Tally()
+    for result, seconds in results:
+        if isinstance(result, Exchange):
+            tally.ok.append(result)
+            tally.latency.append(seconds)
+        elif isinstance(result, Failure) and result.reason == "busy":
+            tally.busy += 1
+        else:
+            tally.failures.append(result)
+    return tally
+
+
+def tally_ratings(results, wanted: list[tuple]) -> Tally:
+    tally = Tally()
+    for (result, seconds), rating in zip(results, wanted, strict=True):
+        if not isinstance(result, Exception) and result is not None and result.ok:
+            tally.ok.append(rating)
+            tally.latency.append(seconds)
+        else:
+            tally.failures.append(result)
+    return tally
+
+
+async def count_lost(store, chats: Tally, ratings: Tally) -> int:
+    """Answered chats and stored ratings that Redis does not hold as they were answered."""
+    from bot.core.store import UnknownExchange
+
+    lost = 0
+    for exchange in chats.ok:
+        try:
+            stored = await store.exchanges.get(exchange.id)
+        except UnknownExchange:
+            stored = None
+        if stored is None or stored.reply != exchange.reply:
+            lost += 1
+    for exchange, moderator, value in ratings.ok:
+        votes = await store.exchanges.ratings(exchange.id)
+        if votes.get(store.user_hash(moderator)) != value:
+            lost += 1
+    return lost
+
+
+def print_tallies(chats: Tally, ratings: Tally, refused: int) -> None:
+    print(f"chats: {len(chats.ok)} answered and stored, {chats.busy} answered busy (queue full), "
+          f"{len(chats.failures)} failed; p50 {percentile(chats.latency, 0.5):.2f} s, "
+          f"p95 {percentile(chats.latency, 0.95):.2f} s; the engine turned away "
+          f"{refused} request(s)")
+    print(f"ratings: {len(ratings.ok)} stored, {len(ratings.failures)} failed; "
+          f"p50 {percentile(ratings.latency, 0.5) * 1000:.0f} ms, "
+          f"p95 {percentile(ratings.latency, 0.95) * 1000:.0f} ms")
+    for label, failures in (("chat", chats.failures), ("rating", ratings.failures)):
+        if failures:
+            first = failures[0]
+            text = first.text if hasattr(first, "text") else f"{type(first).__name__}: {first}"
+            print(f"first {label} failure: {text}")
+
+
+async def exchange_counter(store) -> int:
+    return (await store.tenant(GUILD).exchanges.stats())["total"]["exchanges"]
+
+
+async def load_at_once(args, store, runtime, seeded: list) -> tuple[Tally, Tally, int]:
+    """The chats and the ratings all at once; their tallies and what was lost."""
+    from bot.core.dialogue import Turn
+    from bot.engine.engine import BUSY_QUIET_S
+    from bot.frontends.console import ConsoleSink
+
+    def chat(text: str, user_id: str):
+        """One chat as the console makes it: its stored exchange, or the Failure."""
+        return runtime.conversation.reply([Turn("user", text)], ConsoleSink(), source="console",
+                                          user_id=user_id, guild_id=None, channel_id=None)
+
+    await chat("warm up", "warm")
+    counted_before = await exchange_counter(store)
+    ratings_wanted = wanted_ratings(seeded, args.ratings)
+    print(f"seeded {len(seeded)} bot replies; now {args.chats} chats and "
+          f"{len(ratings_wanted)} ratings at once (load average {load_average()})")
+    started = time.perf_counter()
+    results = await asyncio.gather(
+        *(timed(chat(f"question number {i}, please", f"user{i}")) for i in range(args.chats)),
+        *(timed(runtime.actions.rate_reply(GUILD, exchange.message_id, moderator, value))
+          for exchange, moderator, value in ratings_wanted))
+    wall = time.perf_counter() - started
+    await asyncio.sleep(BUSY_QUIET_S + 0.2)  # the engine's burst summary, logged before ours
+    chats = tally_chats(results[:args.chats])
+    ratings = tally_ratings(results[args.chats:], ratings_wanted)
+    lost = await count_lost(store, chats, ratings)
+    counted = await exchange_counter(store) - counted_before
+    print(f"done in {wall:.1f} s (load average {load_average()})")
+    print_tallies(chats, ratings, runtime.generator.refused)
+    print(f"checked in Redis: {len(chats.ok)} exchanges and {len(ratings.ok)} ratings; "
+          f"exchange counter +{counted} (stored chats {len(chats.ok)})")
+    return chats, ratings, lost + abs(counted - len(chats.ok))
+
+
+async def run(args, redis_url: str, model_name: str) -> int:
+    from bot.engine.engine import Engine
+    from bot.runtime import Runtime
+
+    settings = bench_settings(args, redis_url, model_name)
     store = make_store(settings, args.pool)
     engine = Engine.from_settings(settings, store.registry.blob)
     await engine.start()
     try:
         async with Runtime(settings, store=store, generator=engine) as runtime:
-            actions = runtime.actions
-
-            def chat(text: str, user_id: str):
-                """One chat as the console makes it: its stored exchange, or the Failure."""
-                return runtime.conversation.reply([Turn("user", text)], ConsoleSink(),
-                                                  source="console", user_id=user_id,
-                                                  guild_id=None, channel_id=None)
-
-            seeded = []
-            for n in range(args.exchanges):
-                seeded.append(await store.exchanges.add(
-                    Exchange(tenant=GUILD, user_message=f"earlier question {n}",
-                             reply=f"earlier reply {n}", message_id=10_000 + n, channel_id=1,
-                             guild_id=GUILD), user_id=f"seed{n}"))
-            await chat("warm up", "warm")
-            counted_before = (await store.tenant(GUILD).exchanges.stats())["total"]["exchanges"]
-            ratings_wanted = []
-            for i in range(args.ratings):
-                exchange = seeded[i % len(seeded)]
-                moderator = f"mod{i // len(seeded)}"
-                ratings_wanted.append((exchange, moderator, 1 if i % 3 else -1))
-            print(f"seeded {len(seeded)} bot replies; now {args.chats} chats and "
-                  f"{len(ratings_wanted)} ratings at once (load average {load_average()})")
-
-            started = time.perf_counter()
-            chat_jobs = [timed(chat(f"question number {i}, please", f"user{i}"))
-                         for i in range(args.chats)]
-            rating_jobs = [timed(actions.rate_reply(GUILD, exchange.message_id, moderator, value))
-                           for exchange, moderator, value in ratings_wanted]
-            results = await asyncio.gather(*chat_jobs, *rating_jobs)
-            wall = time.perf_counter() - started
-            # The engine's burst summary, logged before ours.
-            await asyncio.sleep(BUSY_QUIET_S + 0.2)
-            chat_results, rating_results = results[:args.chats], results[args.chats:]
-
-            chats_ok, busy, chat_failures, chat_latency = [], 0, [], []
-            for result, seconds in chat_results:
-                if isinstance(result, Exchange):
-                    chats_ok.append(result)
-                    chat_latency.append(seconds)
-                elif isinstance(result, Failure) and result.reason == "busy":
-                    busy += 1
-                else:
-                    chat_failures.append(result)
-            ratings_ok, rating_failures, rating_latency = [], [], []
-            for (result, seconds), wanted in zip(rating_results, ratings_wanted, strict=True):
-                if not isinstance(result, Exception) and result is not None and result.ok:
-                    ratings_ok.append(wanted)
-                    rating_latency.append(seconds)
-                else:
-                    rating_failures.append(result)
-
-            lost = 0
-            for exchange in chats_ok:
-                stored = await store.r.get(store.k("ex", exchange.id))
-                if stored is None or Exchange.model_validate_json(stored).reply != exchange.reply:
-                    lost += 1
-            for exchange, moderator, value in ratings_ok:
-                votes = await store.exchanges.ratings(exchange.id)
-                if votes.get(store.user_hash(moderator)) != value:
-                    lost += 1
-            counted = ((await store.tenant(GUILD).exchanges.stats())["total"]["exchanges"]
-                       - counted_before)
-            print(f"done in {wall:.1f} s (load average {load_average()})")
-            print(f"chats: {len(chats_ok)} answered and stored, {busy} answered busy (queue full), "
-                  f"{len(chat_failures)} failed; p50 {percentile(chat_latency, 0.5):.2f} s, "
-                  f"p95 {percentile(chat_latency, 0.95):.2f} s; the engine turned away "
-                  f"{engine.refused} request(s)")
-            print(f"ratings: {len(ratings_ok)} stored, {len(rating_failures)} failed; "
-                  f"p50 {percentile(rating_latency, 0.5) * 1000:.0f} ms, "
-                  f"p95 {percentile(rating_latency, 0.95) * 1000:.0f} ms")
-            for label, failures in (("chat", chat_failures), ("rating", rating_failures)):
-                if failures:
-                    first = failures[0]
-                    text = first.text if hasattr(first, "text") else f"{type(first).__name__}: " \
-                                                                     f"{first}"
-                    print(f"first {label} failure: {text}")
-            print(f"checked in Redis: {len(chats_ok)} exchanges and {len(ratings_ok)} ratings; "
-                  f"exchange counter +{counted} (stored chats {len(chats_ok)})")
-            if counted != len(chats_ok):
-                lost += abs(counted - len(chats_ok))
-            print(f"chats_ok={len(chats_ok)}/{args.chats} ratings_ok={len(ratings_ok)}/"
-                  f"{args.ratings} busy={busy} lost={lost}")
+            seeded = await seed_exchanges(store, args.exchanges)
+            chats, ratings, lost = await load_at_once(args, store, runtime, seeded)
+            print(f"chats_ok={len(chats.ok)}/{args.chats} ratings_ok={len(ratings.ok)}/"
+                  f"{args.ratings} busy={chats.busy} lost={lost}")
             return 1 if lost else 0
     finally:
         await engine.close()

@@ -26,14 +26,10 @@ scenarios, C the base model's share in the same run. Goals: A <= 1 and B - C >= 
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
-import logging
 import os
 import random
 import sys
-import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,25 +149,7 @@ def report(args, base_share: float, results: dict[str, list[dict]]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="base model (default: the demo's tiny "
-                                                      "GPT-2, pretrained once in --workdir)")
-    parser.add_argument("--data", choices=sorted(loop.DATA_SETS), default="support")
-    parser.add_argument("--quick", action="store_true", help="a small smoke run")
-    parser.add_argument("--workdir", default=str(ROOT / ".bench"),
-                        help="where the tiny model and the reports go (default .bench)")
-    parser.add_argument("--json", action="store_true", help="print every number as JSON too")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    return asyncio.run(main_async(args))
+    return loop.run_offline(main_async, loop.bench_parser(__doc__).parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ from bot.engine.cpu_bf16 import speed_up as speed_up_half_precision_on_cpu
 from bot.engine.kv_batch import KVBatch
 from bot.engine.model_dtype import resolve_dtype
 from bot.engine.sampler import Sampling
-from bot.engine.scheduler import Request, Scheduler, TokenStream, fail
+from bot.engine.scheduler import PieceStream, Request, Scheduler, fail
 
 __all__ = ["Engine", "EngineBusy", "Generation", "GenerationFailed", "Sampling"]
 
@@ -92,7 +92,7 @@ class Engine:
         self._adapter_source = adapter_source
         self._adapters = AdapterCache(config.max_loaded_adapters)
         self._loads: dict[str, asyncio.Future] = {}  # version -> its load in progress
-        self._aside: dict[str, list[Request]] = {}  # requests waiting for their version
+        self._awaiting_adapter: dict[str, list[Request]] = {}  # version -> its requests
         self._tasks: set[asyncio.Task] = set()
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-model")
         self._token_bytes = TokenBytes(tokenizer)
@@ -132,9 +132,9 @@ class Engine:
         return self._adapters.versions
 
     @property
-    def model_calls(self) -> int:
-        """Admissions so far: each starts the requests that joined the batch at one tick (as
-        one `generate` call started a static batch), in prompt passes grouped by length."""
+    def admissions(self) -> int:
+        """Admissions so far: each starts the requests that joined the batch at one tick, in
+        prompt passes grouped by length."""
         return self.kv.admissions
 
     @property
@@ -164,9 +164,9 @@ class Engine:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-        leftover = self._scheduler.leftover() + [r for waiting in self._aside.values()
-                                                 for r in waiting]
-        self._aside.clear()
+        leftover = self._scheduler.leftover() + [
+            r for waiting in self._awaiting_adapter.values() for r in waiting]
+        self._awaiting_adapter.clear()
         fail(leftover, "the engine is shutting down")
         # Let a tick already on the model thread finish without blocking the event loop.
         await asyncio.to_thread(self._model_thread.shutdown, wait=True, cancel_futures=True)
@@ -207,12 +207,12 @@ class Engine:
         return stream.generation
 
     def stream(self, turns: list[Turn], style: str | None = None, *,
-               adapter: str = BASE_VERSION, **overrides) -> TokenStream:
+               adapter: str = BASE_VERSION, **overrides) -> PieceStream:
         """The reply of `generate`, piece by piece as its row decodes it (no piece splits a
         character; the pieces joined are the reply's text). Bad settings raise here; the queue
         bound and the prompt are checked when the iteration starts."""
         sampling = self.sampling_for(**overrides)
-        return TokenStream(lambda: self._submit(turns, style, adapter, sampling))
+        return PieceStream(lambda: self._submit(turns, style, adapter, sampling))
 
     async def _submit(self, turns: list[Turn], style: str | None, adapter: str,
                       sampling: Sampling) -> Request:
@@ -230,9 +230,9 @@ class Engine:
         return request
 
     def _refuse_if_full(self) -> None:
-        # Requests held back for a later batch or waiting for their adapter count too: the
-        # bound covers everything waiting.
-        waiting = self._scheduler.waiting + sum(len(r) for r in self._aside.values())
+        # Requests ready to run again or waiting for their adapter count too: the bound covers
+        # everything waiting.
+        waiting = self._scheduler.waiting + sum(map(len, self._awaiting_adapter.values()))
         if waiting >= self.config.queue_max:
             self._count_refusal()
             raise EngineBusy(f"{self.config.queue_max} requests are already waiting")
@@ -309,7 +309,7 @@ class Engine:
 
     def _wait_for_adapter(self, request: Request) -> None:
         """Set `request` aside until its version is loaded, starting that load once."""
-        waiting = self._aside.setdefault(request.adapter, [])
+        waiting = self._awaiting_adapter.setdefault(request.adapter, [])
         waiting.append(request)
         if len(waiting) == 1:
             task = asyncio.create_task(self._load_on_demand(request.adapter),
@@ -322,9 +322,10 @@ class Engine:
             await self.load(version)
         except Exception as error:  # every kind of failure fails only these requests
             log.error("adapter %s cannot be served: %s", version, error)
-            fail(self._aside.pop(version, []), f"adapter {version} cannot be served")
+            fail(self._awaiting_adapter.pop(version, []),
+                 f"adapter {version} cannot be served")
             return
-        self._scheduler.requeue(self._aside.pop(version, []))
+        self._scheduler.requeue(self._awaiting_adapter.pop(version, []))
 
     def _attach_on_model_thread(self, name: str, parsed: ParsedAdapter,
                                 evicted: str | None) -> None:

@@ -28,7 +28,7 @@ PAD_SLACK = 8  # prompts this many tokens apart (or a quarter of the longest) sh
 class _GrowingLayer(DynamicLayer):
     """A cache layer that writes new keys/values into spare room instead of concatenating
     (transformers' DynamicLayer copies the whole cache on every step). `dtype`: what it
-    stores, when not the model's (bot/attention.py)."""
+    stores, when not the model's (float32 for half-precision weights on a CPU, cpu_bf16.py)."""
 
     dtype: torch.dtype | None = None
 

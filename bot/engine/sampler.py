@@ -2,7 +2,7 @@
 
 The order and meaning follow transformers' `generate`: repetition penalty over the prompt and
 what was generated, end-of-text forbidden before `min_new_tokens`, then for sampled rows
-temperature, top-k 50 (transformers' default, which the static-batch engine used) and top-p;
+temperature, top-k 50 (transformers' default) and top-p;
 a row with temperature 0 takes the most likely token.
 
 A row whose logits are not finite (NaN or infinite: a broken adapter, an overflow) gets

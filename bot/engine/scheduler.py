@@ -44,12 +44,11 @@ class Request:
     pieces: asyncio.Queue = field(default_factory=asyncio.Queue)  # str pieces, then _END
     started: float = field(default_factory=time.perf_counter)
     row: Row | None = None
-    first_piece_at: float | None = None
     tokens: int = 0  # reply tokens taken (the model thread's count may run one ahead)
 
 
-class TokenStream:
-    """An engine's ReplyStream: the pieces of one reply as its rows decode them."""
+class PieceStream:
+    """An engine's ReplyStream: the text pieces of one reply as its row decodes them."""
 
     def __init__(self, submit: Callable[[], asyncio.Future]):
         self._submit = submit  # a coroutine function: queues the request, returns it
@@ -83,25 +82,26 @@ class Scheduler:
         self._eos = eos_token_id
         self._needs_adapter = needs_adapter  # sets a request aside until its version loads
         self.queue: asyncio.Queue[Request] = asyncio.Queue(maxsize=queue_max)
-        self.held: list[Request] = []  # ready to run (their adapter was just loaded), first
+        # Requests whose adapter was just loaded: ready to run, ahead of the queue.
+        self.ready_again: list[Request] = []
         self.running: list[Request] = []
         self._leaving: list[Row] = []  # rows to drop at the next tick
 
     @property
     def waiting(self) -> int:
-        return self.queue.qsize() + len(self.held)
+        return self.queue.qsize() + len(self.ready_again)
 
     def requeue(self, requests: list[Request]) -> None:
         """Requests whose adapter is now loaded go first in line."""
-        self.held[:0] = requests
-        if self.held and self.queue.empty() and not self.running:
+        self.ready_again[:0] = requests
+        if self.ready_again and self.queue.empty() and not self.running:
             # The loop may be waiting on an empty queue: one of them wakes it.
-            self.queue.put_nowait(self.held.pop(0))
+            self.queue.put_nowait(self.ready_again.pop(0))
 
     def leftover(self) -> list[Request]:
         """Every request not finished, taken out of the scheduler (on close)."""
-        found = self.held + self.running
-        self.held, self.running = [], []
+        found = self.ready_again + self.running
+        self.ready_again, self.running = [], []
         while not self.queue.empty():
             found.append(self.queue.get_nowait())
         return found
@@ -146,8 +146,8 @@ class Scheduler:
         to arrive and those that come within BATCH_MAX_WAIT_MS of it (one prefill for all)."""
         free = self._size - len(self.running)
         taken: list[Request] = []
-        while self.held and len(taken) < free:
-            taken.append(self.held.pop(0))
+        while self.ready_again and len(taken) < free:
+            taken.append(self.ready_again.pop(0))
         if not taken and not self.running:
             taken.append(await self.queue.get())
             deadline = time.monotonic() + self._wait_s
@@ -185,8 +185,6 @@ class Scheduler:
         return request.decoder.done or request.tokens >= request.sampling.max_new_tokens
 
     def _send(self, request: Request, piece: str) -> None:
-        if request.first_piece_at is None:
-            request.first_piece_at = time.perf_counter()
         request.pieces.put_nowait(piece)
 
     def _finish(self, request: Request) -> None:

@@ -186,7 +186,7 @@ async def test_cooldown_answers_politely_and_generates_nothing(fast, store, engi
         assert await store.exchanges.for_message(second.id) is None
         assert await store.exchanges.for_message(third.id) is not None
         assert await exchange_count(store, dpytest.get_config().guilds[0].id) == 2
-        assert engine.model_calls == 2
+        assert engine.admissions == 2
 
 
 async def test_a_failed_generation_is_an_apology_and_nothing_is_stored(bot, store, engine):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import discord.ext.test as dpytest
 from discord_helpers import delete_messages, member, sent_messages, user_message
-from store_util import exchange_count
+from store_util import exchange_count, raw_redis
 
 from bot.frontends.discord.cogs.replies import THUMBS_UP
 
@@ -78,7 +78,7 @@ async def test_a_deleted_question_and_its_text_as_context_leave_the_store(bot, s
     assert all("555-0100" not in turn.text for turn in later.context)
     assert [t.role for t in later.context] == ["bot"]  # the bot's reply to it stays
     assert (await own.exchanges.stats())["total"]["exchanges"] == 1
-    assert not await store.r.exists(store.k("ex", "text", question.id))
+    assert not await raw_redis(store).exists(store.keys("ex", "text", question.id))
 
 
 async def test_a_deleted_bot_reply_is_no_longer_a_training_target(bot, store, own):

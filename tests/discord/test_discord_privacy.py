@@ -12,27 +12,28 @@ from discord_helpers import (
     sent_messages,
     slash_as,
 )
+from store_util import raw_redis
 
 from bot.frontends.discord.cogs.replies import THUMBS_DOWN, THUMBS_UP
 
 
 async def everything_under(store) -> list[bytes]:
     """Every key name and every stored string, field, member and stream entry."""
-    found = []
-    async for key in store.r.scan_iter(match=store.k("*")):
+    found, redis = [], raw_redis(store)
+    async for key in redis.scan_iter(match=store.keys("*")):
         found.append(key)
-        kind = (await store.r.type(key)).decode()
+        kind = (await redis.type(key)).decode()
         if kind == "string":
-            found.append(await store.r.get(key))
+            found.append(await redis.get(key))
         elif kind == "hash":
-            found += [part for pair in (await store.r.hgetall(key)).items() for part in pair]
+            found += [part for pair in (await redis.hgetall(key)).items() for part in pair]
         elif kind in ("set", "zset"):
-            found += list(await store.r.smembers(key) if kind == "set"
-                          else await store.r.zrange(key, 0, -1))
+            found += list(await redis.smembers(key) if kind == "set"
+                          else await redis.zrange(key, 0, -1))
         elif kind == "list":
-            found += await store.r.lrange(key, 0, -1)
+            found += await redis.lrange(key, 0, -1)
         elif kind == "stream":
-            for _, fields in await store.r.xrange(key):
+            for _, fields in await redis.xrange(key):
                 found += [part for pair in fields.items() for part in pair]
     return found
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import discord.ext.test as dpytest
 from discord_helpers import FakeClock, RecordingAdapter, member, slash_as
+from store_util import raw_redis
 
 from bot.core.store.exchanges import Exchanges
 
@@ -32,8 +33,8 @@ async def test_stats_fit_2000_characters_with_60_adapter_versions(bot, store, ow
     counters = {}
     for n in range(1, 61):
         counters |= {f"v{n}:exchanges": 1000 + n, f"v{n}:rated": 100 + n, f"v{n}:positive": n}
-    await store.r.hset(own.exchanges.keys.stats, mapping={"exchanges": 61_830, **counters})
-    await store.r.set(own.registry.keys.active, "v7")  # rolled back to an old one
+    await raw_redis(store).hset(own.exchanges.keys.stats, mapping={"exchanges": 61_830, **counters})
+    await raw_redis(store).set(own.registry.keys.active, "v7")  # rolled back to an old one
 
     shown = await slash_as(bot, member("mod"), dpytest.get_config().channels[0], "stats")
 

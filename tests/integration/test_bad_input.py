@@ -10,7 +10,7 @@ import sys
 
 import pytest
 from paths import REPO
-from store_util import corrections
+from store_util import corrections, raw_redis
 from subprocess_env import settings_env
 
 from bot.core.text import CLIPPED
@@ -49,8 +49,8 @@ async def test_undecodable_bytes_piped_into_the_console_are_answered(fast, store
     assert "Traceback" not in out + err
     assert out.startswith("bot [base]: ")
     assert "Channel style (in force): caf\ufffd voice:" in out
-    [exchange_id] = await store.r.zrange(store.k("ex", "user", store.user_hash(CONSOLE_USER)),
-                                         0, -1)
+    user_key = store.keys("ex", "user", store.user_hash(CONSOLE_USER))
+    [exchange_id] = await raw_redis(store).zrange(user_key, 0, -1)
     stored = await store.exchanges.get(exchange_id.decode())
     assert stored.user_message == "hello \ufffd\ufffd there"
 
@@ -93,7 +93,7 @@ async def test_a_huge_line_is_stored_once_and_clipped(console, store, fast):
     await console.handle_line("and a short one")
     second = console.last
     assert [len(t.text) for t in second.context] == [limit, len(first.reply)]
-    raw = await store.r.get(store.k("ex", second.id))
+    raw = await raw_redis(store).get(store.keys("ex", second.id))
     assert len(raw) < 2 * limit
 
 

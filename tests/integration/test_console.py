@@ -11,7 +11,7 @@ import sys
 import pytest
 from console_session import PipedConsole
 from paths import REPO
-from store_util import TENANT, corrections, exchange_count
+from store_util import TENANT, corrections, exchange_count, raw_redis
 from stream_util import words
 from subprocess_env import settings_env
 
@@ -213,7 +213,7 @@ async def test_adapter_status_shows_a_trainer_record_without_its_loss_curves(con
                  "val_loss_curve": [4.9, 4.6, 4.5, 4.45, 4.4, 4.39]},
         data={"train": 31, "validation": 8}), b"blob")
     # pointer only: no swap needed
-    await store.r.set(store.k("g", TENANT, "ad", "active"), record.version)
+    await raw_redis(store).set(store.keys("g", TENANT, "ad", "active"), record.version)
     status = await console.handle_line("/adapter status")
     assert f"Active adapter: {record.version}" in status
     assert "val_loss (base 6.066, active 6.066, candidate 4.392)" in status

@@ -8,7 +8,7 @@ import asyncio
 import io
 import logging
 
-from store_util import TENANT
+from store_util import TENANT, raw_redis
 from stream_util import RecordingSink
 
 from bot.core.dialogue import Turn
@@ -25,8 +25,8 @@ async def save(own, settings, blob: bytes, *, activate: bool = True) -> str:
 
 
 async def damage(store, version: str) -> None:
-    blob = await store.r.get(store.k("ad", version, "blob"))
-    await store.r.set(store.k("ad", version, "blob"), blob[:-10] + b"0123456789")
+    blob = await raw_redis(store).get(store.keys("ad", version, "blob"))
+    await raw_redis(store).set(store.keys("ad", version, "blob"), blob[:-10] + b"0123456789")
 
 
 async def eventually(predicate, timeout: float = 30.0) -> None:
@@ -97,14 +97,14 @@ async def test_a_rollback_to_a_version_that_does_not_load_moves_nothing(fast, st
         assert serving.version_for(TENANT) == v2
 
         # Once v1 is gone from the history the foreign one is next: it does not fit this model.
-        await store.r.lpop(store.k("g", TENANT, "ad", "history"))
+        await raw_redis(store).lpop(store.keys("g", TENANT, "ad", "history"))
         answer = await actions.rollback(TENANT)
         assert not answer.ok and f"{foreign} cannot be loaded" in answer.text
         assert "do not fit" in answer.text
         assert await own.registry.active() == v2 and serving.version_for(TENANT) == v2
 
         # A version that loads is rolled back to as before.
-        await store.r.lpush(store.k("g", TENANT, "ad", "history"), "base")
+        await raw_redis(store).lpush(store.keys("g", TENANT, "ad", "history"), "base")
         answer = await actions.rollback(TENANT)
         assert answer.ok and answer.event.version == "base" and answer.event.previous == v2
         assert await own.registry.active() == "base" == serving.version_for(TENANT)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 from paths import REPO
-from store_util import TENANT, score
+from store_util import TENANT, raw_redis, score
 
 from bot.core.local_redis import LocalRedis
 from bot.core.store import Exchange, Store
@@ -23,7 +23,7 @@ async def test_acknowledged_rating_survives_kill_9(tmp_path):
         exchange = await store.exchanges.add(Exchange(tenant=TENANT, user_message="hi",
                                                       reply="hello"))
         assert await store.exchanges.rate(exchange.id, moderator_id=1, value=1) == 1
-        await store.r.aclose()
+        await raw_redis(store).aclose()
         server.kill()  # SIGKILL right after the acknowledgement
 
         server.start()  # same directory, same port

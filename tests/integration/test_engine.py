@@ -72,14 +72,14 @@ async def test_long_dialogue_is_truncated_to_the_budget(engine):
     assert result.prompt.endswith("END\n<bot>")
 
 
-async def test_concurrent_requests_share_model_calls(engine):
+async def test_concurrent_requests_share_admissions(engine):
     prompts = [f"message number {i} " + "word " * (i * 5) for i in range(12)]
     alone = {}
     for text in prompts[:3]:  # the same prompt served alone, for comparison
         alone[text] = (await engine.generate([Turn("user", text)])).text
-    calls_before = engine.model_calls
+    calls_before = engine.admissions
     results = await asyncio.gather(*(engine.generate([Turn("user", t)]) for t in prompts))
-    calls = engine.model_calls - calls_before
+    calls = engine.admissions - calls_before
     assert calls < len(prompts), f"{len(prompts)} requests took {calls} model calls"
     assert all(r.text for r in results)
     # Left padding with an attention mask: a row's greedy reply does not depend on its batch.
@@ -290,10 +290,10 @@ async def test_a_batch_of_four_adapters_is_one_call_with_the_texts_each_gives_al
             alone[version] = (await engine.generate(prompts[version], adapter=version)).text
         assert len(set(alone.values())) == 4, alone
 
-        calls = engine.model_calls
+        calls = engine.admissions
         mixed = await asyncio.gather(*(engine.generate(prompts[v], adapter=v)
                                        for v in versions))
-        assert engine.model_calls == calls + 1  # one model call served all four
+        assert engine.admissions == calls + 1  # one model call served all four
         assert {r.adapter_version: r.text for r in mixed} == alone
     finally:
         await engine.close()

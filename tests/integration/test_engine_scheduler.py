@@ -88,9 +88,9 @@ async def test_greedy_replies_equal_transformers_generate_also_when_joining_mid_
             await asyncio.sleep(0.02 * index)  # staggered: most join a batch already running
             return (await engine.generate([Turn("user", text)])).text
 
-        calls = engine.model_calls
+        calls = engine.admissions
         served = await asyncio.gather(*(arrive(i, t) for i, t in enumerate(PROMPTS)))
-        assert engine.model_calls - calls > 1  # they did not all start together
+        assert engine.admissions - calls > 1  # they did not all start together
     finally:
         hook.remove()
     expected = [hf_reply(engine, text, REPLY_TOKENS) for text in PROMPTS]

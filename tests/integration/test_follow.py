@@ -9,6 +9,7 @@ import time
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from store_util import raw_redis
 
 from bot.core.dialogue import Turn
 from bot.core.local_redis import LocalRedis
@@ -133,7 +134,7 @@ async def test_unservable_versions_are_skipped(store, engine, settings, blobs, f
     serving, start, changes = follower
     good = await publish(store, settings, blobs["v1"])
     damaged = await publish(store, settings, blobs["v2"])
-    await store.r.set(store.k("ad", damaged, "blob"), blobs["v2"][:-10] + b"0123456789")
+    await raw_redis(store).set(store.keys("ad", damaged, "blob"), blobs["v2"][:-10] + b"0123456789")
     foreign = await publish(store, settings, blobs["other_forged"])
     fine_later = await publish(store, settings, blobs["v2"])
     await start()
@@ -162,7 +163,7 @@ async def test_a_damaged_active_adapter_at_start_up_serves_the_newest_readable_o
     newer = await publish(store, settings, blobs["v2"])
     await registry.activate(older)
     await registry.activate(newer)
-    await store.r.set(store.k("ad", newer, "blob"), b"damaged while the bot was down")
+    await raw_redis(store).set(store.keys("ad", newer, "blob"), b"damaged while the bot was down")
     await start()
     assert serving.version_for(ONE) == older
     assert f"server {ONE} is served by {older} instead of its active adapter {newer}" \

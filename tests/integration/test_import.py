@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from store_util import TENANT, exchange_count
+from store_util import TENANT, exchange_count, raw_redis
 from subprocess_env import settings_env
 
 from bot.core.dialogue import Turn
@@ -42,7 +42,7 @@ async def test_good_rows_become_positively_rated_kept_exchanges(store, own):
                                        Turn("user", "And then?")]
     assert [t.role for t in rated["thanks"].exchange.context] == ["user", "bot"]
     for exchange_id in result.ids:
-        assert await store.r.ttl(store.k("ex", exchange_id)) == -1  # kept forever
+        assert await raw_redis(store).ttl(store.keys("ex", exchange_id)) == -1  # kept forever
     # Each imported pair is one new rating for MIN_NEW_RATINGS.
     assert (await own.trainer.snapshot()).new_ratings == 3
 

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 import redis.asyncio as aioredis
-from store_util import TENANT
+from store_util import TENANT, raw_redis
 from stream_util import RecordingSink
 
 from bot.core.dialogue import Turn
@@ -31,7 +31,7 @@ async def test_many_concurrent_ratings_all_land_through_the_settings_store(fast,
     500 concurrent ratings were lost. The store's pool is bounded and makes them wait."""
     store = Store.from_settings(fast)
     try:
-        pool = store.r.connection_pool
+        pool = raw_redis(store).connection_pool
         assert isinstance(pool, aioredis.BlockingConnectionPool)
         assert pool.max_connections == fast.redis_max_connections
         exchanges = [await store.exchanges.add(Exchange(tenant=TENANT, user_message=f"q{n}",
@@ -63,7 +63,8 @@ async def test_no_free_connection_is_answered_not_raised(fast, engine, quick_ret
     try:
         exchange = await store.exchanges.add(Exchange(tenant=TENANT, user_message="q", reply="a"))
         async with Runtime(tight, store=store, generator=engine) as runtime:
-            holders = [asyncio.create_task(store.r.blpop([blocker], timeout=0)) for _ in range(2)]
+            redis = raw_redis(store)
+            holders = [asyncio.create_task(redis.blpop([blocker], timeout=0)) for _ in range(2)]
             await asyncio.sleep(0.2)  # both connections now wait inside BLPOP
             actions = runtime.actions
 

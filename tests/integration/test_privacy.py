@@ -4,7 +4,7 @@ exchanges they find."""
 
 from __future__ import annotations
 
-from store_util import TENANT
+from store_util import TENANT, raw_redis
 from test_store import make_exchange
 
 from bot.core.store import Store, TurnRecord
@@ -13,7 +13,7 @@ OTHER = 2  # a second server
 
 
 async def events_naming(store: Store, tenant: int, moderator_hash: str) -> int:
-    entries = await store.r.xrange(store.keys.of(tenant).rating_events)
+    entries = await raw_redis(store).xrange(store.keys.of(tenant).rating_events)
     return sum(1 for _, fields in entries if fields[b"moderator"] == moderator_hash.encode())
 
 
@@ -32,13 +32,13 @@ async def test_forgetting_a_moderator_in_two_servers_keeps_the_counters_right(st
     assert (done.exchanges, done.ratings, done.corrections, done.events) == (0, 2, 1, 3)
     assert await store.exchanges.ratings(here.id) == {store.user_hash(98): 1}
     assert await store.exchanges.ratings(there.id) == {store.user_hash(98): -1}
-    assert await store.r.hlen(store.k("co", there.id)) == 0
+    assert await raw_redis(store).hlen(store.keys("co", there.id)) == 0
     for tenant, positive in ((TENANT, 1), (OTHER, 0)):
         total = (await store.tenant(tenant).exchanges.stats())["total"]
         assert (total["rated"], total["positive"], total["corrections"]) == (1, positive, 0)
         assert await events_naming(store, tenant, moderator) == 0
         assert await events_naming(store, tenant, store.user_hash(98)) > 0
-    assert not await store.r.exists(store.k("mod", moderator))
+    assert not await raw_redis(store).exists(store.keys("mod", moderator))
 
 
 async def test_indexes_live_as_long_as_their_exchanges(store: Store):
@@ -46,15 +46,16 @@ async def test_indexes_live_as_long_as_their_exchanges(store: Store):
                           author_hash=store.user_hash(5))]
     exchange = await store.exchanges.add(
         make_exchange(context=context, message_id=7, extra_message_ids=[8, 9]), user_id=6)
-    keys = [store.k("ex", "text", 1000), store.k("ex", "text", 299),
-            store.k("ex", "ctx", store.user_hash(5)), *(store.k("ex", "msg", m) for m in (7, 8, 9))]
+    keys = [store.keys("ex", "text", 1000), store.keys("ex", "text", 299),
+            store.keys("ex", "ctx", store.user_hash(5)),
+            *(store.keys("ex", "msg", m) for m in (7, 8, 9))]
     for key in keys:
-        assert 0 < await store.r.ttl(key) <= store.exchanges.unrated_ttl_s, key
+        assert 0 < await raw_redis(store).ttl(key) <= store.exchanges.unrated_ttl_s, key
 
     await store.exchanges.rate(exchange.id, 99, 1)  # kept: so is everything that finds it
 
     for key in keys:
-        assert await store.r.ttl(key) == -1, key
+        assert await raw_redis(store).ttl(key) == -1, key
     assert await store.exchanges.for_message(9) == exchange
 
 
@@ -86,7 +87,7 @@ async def test_a_deleted_context_message_leaves_every_exchange_holding_it(store:
     assert (done.context_turns, done.exchanges) == (2, 0)
     for exchange in (first, second):
         assert (await store.exchanges.get(exchange.id)).context == []
-    assert not await store.r.exists(store.k("ex", "text", 1000))
+    assert not await raw_redis(store).exists(store.keys("ex", "text", 1000))
     # The author forgetting themselves later finds nothing left of that message.
     assert (await store.forget_user(5)).context_turns == 0
     assert (await own.exchanges.stats())["total"]["exchanges"] == 2

@@ -52,13 +52,13 @@ async def test_a_nan_adapters_rows_fail_alone_in_a_batch_shared_with_another_ser
         await engine.load("v5")  # server 5's adapter
         alone = await served_alone(engine, ["v5", "base"])
         await attach_unchecked(engine, "v6", nan_weights(blobs["v2"]))  # server 6's
-        admissions = engine.model_calls
+        admissions = engine.admissions
         requests = [("v6", 0.0), ("v5", 0.0), ("v6", 0.8), ("base", 0.0), ("v5", 0.8),
                     ("v6", 0.8)]
         results = await asyncio.gather(
             *(engine.generate(HELLO, adapter=v, temperature=t) for v, t in requests),
             return_exceptions=True)
-        assert engine.model_calls == admissions + 1  # all six started in one batch
+        assert engine.admissions == admissions + 1  # all six started in one batch
         for (version, temperature), result in zip(requests, results, strict=True):
             if version == "v6":
                 assert isinstance(result, GenerationFailed) and str(result) == FAILED

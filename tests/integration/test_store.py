@@ -6,7 +6,7 @@ import asyncio
 import json
 
 import pytest
-from store_util import TENANT, corrections, exchange_count, score
+from store_util import TENANT, corrections, exchange_count, raw_redis, score
 
 from bot.core.store import (
     AdapterCorrupt,
@@ -35,7 +35,7 @@ async def test_exchange_round_trips_with_hashed_user(store: Store):
     loaded = await store.exchanges.get(stored.id)
     assert loaded == stored
     assert loaded.user_hash == store.user_hash(4242) != "4242"
-    assert "4242" not in (await store.r.get(store.k("ex", stored.id))).decode()
+    assert "4242" not in (await raw_redis(store).get(store.keys("ex", stored.id))).decode()
     assert (await store.exchanges.for_message(300)).id == stored.id
     assert await store.exchanges.for_message(999) is None
     assert [t.role for t in loaded.turns()] == ["user", "bot", "user"]
@@ -78,13 +78,13 @@ async def test_fifty_concurrent_moderators_all_count(store: Store, own):
 
 async def test_rating_keeps_an_exchange_from_expiring(store: Store, own):
     ex = await store.exchanges.add(make_exchange())
-    assert 0 < await store.r.ttl(store.k("ex", ex.id)) <= store.exchanges.unrated_ttl_s
-    assert await store.r.ttl(store.k("ex", "msg", 300)) > 0
+    assert 0 < await raw_redis(store).ttl(store.keys("ex", ex.id)) <= store.exchanges.unrated_ttl_s
+    assert await raw_redis(store).ttl(store.keys("ex", "msg", 300)) > 0
     await store.exchanges.rate(ex.id, moderator_id=1, value=-1)
-    assert await store.r.ttl(store.k("ex", ex.id)) == -1  # no expiry
-    assert await store.r.ttl(store.k("ex", "msg", 300)) == -1
+    assert await raw_redis(store).ttl(store.keys("ex", ex.id)) == -1  # no expiry
+    assert await raw_redis(store).ttl(store.keys("ex", "msg", 300)) == -1
     unrated = await store.exchanges.add(make_exchange(message_id=301))
-    await store.r.pexpire(store.k("ex", unrated.id), 1)
+    await raw_redis(store).pexpire(store.keys("ex", unrated.id), 1)
     await asyncio.sleep(0.05)
     assert [r.exchange.id for r in await own.exchanges.rated()] == [ex.id]
     assert not await store.exchanges.exists(unrated.id) and await store.exchanges.exists(ex.id)
@@ -156,7 +156,7 @@ async def test_adapter_registry_round_trip_and_sha256(store: Store, own):
     assert second.version == "v2"
     assert [r.version for r in await own.registry.records()] == ["v1", "v2"]
     # A corrupted blob is refused on read.
-    await store.r.setrange(store.k("ad", "v1", "blob"), 3, b"X")
+    await raw_redis(store).setrange(store.keys("ad", "v1", "blob"), 3, b"X")
     with pytest.raises(AdapterCorrupt, match="sha256"):
         await store.registry.blob("v1")
     with pytest.raises(UnknownAdapter):
@@ -269,14 +269,14 @@ async def test_stats_per_adapter_version(store: Store, own):
 async def test_redis_holds_json_and_bytes_only(store: Store):
     ex = await store.exchanges.add(make_exchange(), user_id=3)
     await store.exchanges.rate(ex.id, 1, 1)
-    raw = await store.r.get(store.k("ex", ex.id))
+    raw = await raw_redis(store).get(store.keys("ex", ex.id))
     assert json.loads(raw)["reply"] == "Fine, thanks!"
     assert not raw.startswith(b"\x80")  # no pickle protocol header
 
 
 async def test_schema_version_is_checked(store: Store):
-    assert int(await store.r.get(store.k("schema"))) == 2
-    await store.r.set(store.k("schema"), 99)
+    assert int(await raw_redis(store).get(store.keys("schema"))) == 2
+    await raw_redis(store).set(store.keys("schema"), 99)
     with pytest.raises(StoreError, match="schema version 99"):
         await store.ping()
 
@@ -291,21 +291,22 @@ async def test_a_claim_goes_to_the_first_caller_until_it_expires(store: Store):
 
 async def test_user_index_is_pruned_and_expires_with_unrated_exchanges(store: Store, own):
     """Unrated exchanges expire; their index entries and counts must not pile up forever."""
-    user_key = store.k("ex", "user", store.user_hash(7))
+    user_key = store.keys("ex", "user", store.user_hash(7))
     old = await store.exchanges.add(make_exchange(message_id=1), user_id=7)
-    assert 0 < await store.r.ttl(user_key) <= store.exchanges.unrated_ttl_s
+    assert 0 < await raw_redis(store).ttl(user_key) <= store.exchanges.unrated_ttl_s
     # The old exchange expires (as Redis would after UNRATED_TTL_DAYS) ...
-    await store.r.delete(store.k("ex", old.id))
-    await store.r.zadd(user_key, {old.id: 1.0})  # ... its index entry's expiry is in the past
+    await raw_redis(store).delete(store.keys("ex", old.id))
+    # ... its index entry's expiry is in the past
+    await raw_redis(store).zadd(user_key, {old.id: 1.0})
     new = await store.exchanges.add(make_exchange(message_id=2), user_id=7)
-    assert [m.decode() for m in await store.r.zrange(user_key, 0, -1)] == [new.id]
+    assert [m.decode() for m in await raw_redis(store).zrange(user_key, 0, -1)] == [new.id]
 
     # A rated exchange is kept, and so is the index that lets /forget me find it.
     await store.exchanges.rate(new.id, 1, 1)
-    assert await store.r.ttl(user_key) == -1
+    assert await raw_redis(store).ttl(user_key) == -1
     assert await store.exchanges.forget_user(7) == 1
     # No index of every exchange ever stored is kept; the count comes from counters.
-    assert not await store.r.exists(store.k("ex", "all"))
+    assert not await raw_redis(store).exists(store.keys("ex", "all"))
     assert (await own.exchanges.stats())["total"]["exchanges"] == 1  # the expired one
 
 
@@ -340,3 +341,12 @@ async def test_a_server_acts_only_on_its_own_exchanges_and_adapters(store: Store
     assert await theirs.registry.activate(record.version) == "base"
     assert (await own.registry.active(), await theirs.registry.active()) == ("base", "v1")
     assert await store.tenants() == [TENANT, 2]
+
+
+async def test_delete_all_keys_removes_only_its_own_prefix(store: Store):
+    neighbour = Store(raw_redis(store), prefix=store.prefix + "-next", user_secret="s")
+    await neighbour.exchanges.add(make_exchange(), user_id=1)
+    await store.exchanges.add(make_exchange(), user_id=1)
+    assert await store.delete_all_keys() > 0
+    assert [key async for key in raw_redis(store).scan_iter(match=store.keys("*"))] == []
+    assert await exchange_count(neighbour) == 1

@@ -67,7 +67,7 @@ async def test_a_failed_cycle_keeps_the_request_a_few_times(settings, store, own
 async def test_an_ended_cycle_settles_its_request_but_not_a_newer_one(settings, store, own,
                                                                       monkeypatch):
     real = cycle_module.fit_candidate
-    key = store.k("g", TENANT, "tr", "request")
+    key = store.keys("g", TENANT, "tr", "request")
 
     def asked_again_meanwhile(*args, **kwargs):
         with redis.Redis.from_url(settings.redis_url) as client:

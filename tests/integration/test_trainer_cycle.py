@@ -10,7 +10,7 @@ import math
 import pytest
 import redis.asyncio as aioredis
 import torch
-from store_util import TENANT
+from store_util import TENANT, raw_redis
 from transformers import AutoModelForCausalLM
 
 from bot.core.adapter_io import attach_adapter, parse_adapter
@@ -276,11 +276,11 @@ async def test_a_lost_lock_is_noticed(store, own):
     assert await lock.acquire()
     assert await lock.still_held()
     assert not await TrainingLock(own, ttl=5).acquire()  # a second trainer is kept out
-    await store.r.delete(store.k("g", TENANT, "tr", "lock"))  # it expired meanwhile...
+    await raw_redis(store).delete(store.keys("g", TENANT, "tr", "lock"))  # it expired meanwhile...
     assert await TrainingLock(own, ttl=5).acquire()  # ...and another trainer took it
     assert not await lock.still_held() and lock.lost
     await lock.release()  # releasing does not free the other trainer's lock
-    assert await store.r.exists(store.k("g", TENANT, "tr", "lock"))
+    assert await raw_redis(store).exists(store.keys("g", TENANT, "tr", "lock"))
 
 
 async def test_an_empty_store_is_skipped(settings, store):

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from store_util import TENANT
+from store_util import TENANT, raw_redis
 from subprocess_env import settings_env
 
 from bot.core.store import BASE_VERSION, Exchange
@@ -69,11 +69,12 @@ async def test_killed_cycle_publishes_nothing_and_the_lock_expires(settings, sto
     assert (await own.trainer.snapshot()).cursor == "0-0"
     assert await own.trainer.recent_runs() == []
     # held by the dead process, for now
-    assert await store.r.exists(store.k("g", TENANT, "tr", "lock"))
+    assert await raw_redis(store).exists(store.keys("g", TENANT, "tr", "lock"))
 
     # Once the TTL ran out the next trainer starts clean and finishes the job.
     deadline = time.monotonic() + LOCK_TTL + 5
-    while await store.r.exists(store.k("g", TENANT, "tr", "lock")) and time.monotonic() < deadline:
+    lock = store.keys("g", TENANT, "tr", "lock")
+    while await raw_redis(store).exists(lock) and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
     quick = trainer_env(settings, SEARCH_TRIALS=1, MAX_EPOCHS=2)
     done = await asyncio.to_thread(

@@ -4,7 +4,7 @@ exam pins round-trip, stay inside their server, and leave with forgetting and wi
 from __future__ import annotations
 
 import pytest
-from store_util import TENANT
+from store_util import TENANT, raw_redis
 
 from bot.core.store import (
     Exchange,
@@ -154,5 +154,5 @@ async def test_wiping_a_server_removes_its_trust_data(store, own):
     await wipe_tenant(store, TENANT)
 
     keys = store.keys.of(TENANT)
-    assert not await store.r.exists(keys.distrusted, keys.review("items"),
+    assert not await raw_redis(store).exists(keys.distrusted, keys.review("items"),
                                     keys.review("pending"), keys.exam_pins)

@@ -16,7 +16,6 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from bot.core.local_redis import LocalRedis
-from bot.core.store import Store
 
 
 async def redis_answers(url: str, timeout_s: float = 1.0) -> bool:
@@ -47,14 +46,6 @@ async def demo_redis(settings, say):
 def demo_prefix() -> str:
     """A key prefix of the demo's own, so it never mixes with a live bot's data."""
     return "demo-" + uuid.uuid4().hex[:8]
-
-
-async def delete_prefix(store: Store) -> int:
-    """Remove every key the demo wrote under its own prefix."""
-    deleted = 0
-    async for key in store.r.scan_iter(match=f"{store.prefix}:*", count=500):
-        deleted += await store.r.delete(key)
-    return deleted
 
 
 def model_loads(name: str) -> bool:

@@ -30,7 +30,7 @@ from bot.frontends.console import Console
 from bot.runtime import Runtime
 from trainer.cycle import run_cycle
 from trainer.dataset import validation_ids
-from trainer.demo.prepare import MODEL_DIR, delete_prefix, demo_model, demo_prefix, demo_redis
+from trainer.demo.prepare import MODEL_DIR, demo_model, demo_prefix, demo_redis
 from trainer.importer import import_pairs, read_rows, validate_rows
 from trainer.outcome import CycleOutcome
 
@@ -206,7 +206,7 @@ async def run_demo(args, env) -> int:
                 return await _steps(settings, runtime, args, started)
         finally:
             if not args.keep:
-                await delete_prefix(store)
+                await store.delete_all_keys()
             await store.close()
 
 

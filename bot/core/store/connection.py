@@ -1,6 +1,7 @@
 """`Store`: one Redis connection, the schema check, user hashing, and the focused stores on it.
 
-    store.exchanges   exchanges by id or message, forgetting them (exchanges.py)
+    store.exchanges   exchanges by id or message, forgetting them (exchange_records.py), and
+                      their ratings and corrections (exchanges.py)
     store.styles      style prefixes per channel and server (styles.py)
     store.chat        channels where the bot answers every message (styles.py)
     store.registry    adapter versions by name: bytes, records, reports; the default tenant;
@@ -44,24 +45,24 @@ class TenantStore:
     """What one tenant (server) owns; every act through it stays inside that tenant."""
 
     def __init__(self, store: Store, tenant: int):
-        keys = store.keys.of(tenant)
+        redis, keys = store._redis, store.keys.of(tenant)
         self.tenant = tenant
-        self.exchanges = Exchanges(store.r, keys, store.user_hash, store.exchanges.unrated_ttl_s)
-        self.registry = Registry(store.r, keys)
-        self.trainer = TrainerState(store.r, keys)
-        self.trust = Trust(store.r, keys, store.user_hash)
-        self._r, self._keys = store.r, keys
+        self.exchanges = Exchanges(redis, keys, store.user_hash, store.exchanges.unrated_ttl_s)
+        self.registry = Registry(redis, keys)
+        self.trainer = TrainerState(redis, keys)
+        self.trust = Trust(redis, keys, store.user_hash)
+        self._redis, self._keys = redis, keys
 
     async def modlog_channel(self) -> int | None:
         """The channel where this server's adapter changes are posted (None: not set here)."""
-        raw = await self._r.get(self._keys.modlog)
+        raw = await self._redis.get(self._keys.modlog)
         return int(raw) if raw is not None else None
 
     async def set_modlog_channel(self, channel_id: int | None) -> None:
         if channel_id is None:
-            await self._r.delete(self._keys.modlog)
+            await self._redis.delete(self._keys.modlog)
         else:
-            await self._r.set(self._keys.modlog, channel_id)
+            await self._redis.set(self._keys.modlog, channel_id)
 
 
 class Store:
@@ -69,7 +70,7 @@ class Store:
 
     def __init__(self, client: aioredis.Redis, *, prefix: str, user_secret: str,
                  unrated_ttl_days: int = 30, home_tenant: int | None = None):
-        self.r = client
+        self._redis = client
         self.prefix = prefix
         self.keys = Keys(prefix)
         self.home_tenant = home_tenant  # HOME_GUILD_ID: where schema 1 data moves
@@ -102,20 +103,24 @@ class Store:
 
     async def tenants(self) -> list[int]:
         """Every tenant with exchanges or adapters, in id order."""
-        return sorted(int(t) for t in await self.r.smembers(self.keys.tenants))
-
-    def k(self, *parts: object) -> str:
-        """The key P:parts (see bot/core/store/keys.py for the named ones)."""
-        return self.keys(*parts)
+        return sorted(int(t) for t in await self._redis.smembers(self.keys.tenants))
 
     async def close(self) -> None:
-        await self.r.aclose()
+        await self._redis.aclose()
+
+    async def delete_all_keys(self) -> int:
+        """Remove every key under this store's prefix (a demo's own prefix, at its end);
+        returns how many went."""
+        deleted = 0
+        async for key in self._redis.scan_iter(match=self.keys("*"), count=500):
+            deleted += await self._redis.delete(key)
+        return deleted
 
     async def ping(self) -> None:
         """Check the connection and record (or verify) the schema version; data of schema 1
         is moved to schema 2 once (see bot/core/store/migrate.py)."""
-        await self.r.ping()
-        stored = await self.r.set(self.keys("schema"), SCHEMA_VERSION, nx=True, get=True)
+        await self._redis.ping()
+        stored = await self._redis.set(self.keys("schema"), SCHEMA_VERSION, nx=True, get=True)
         if stored is not None and int(stored) == 1:
             await migrate_from_1(self)
         elif stored is not None and int(stored) != SCHEMA_VERSION:
@@ -132,12 +137,12 @@ class Store:
 
     async def write_heartbeat(self, host: str, beat: dict, ttl_s: float) -> None:
         """The bot process on `host` says how its Discord connection is (JSON, expires)."""
-        await self.r.set(self.keys.heartbeat(host), json.dumps(beat),
+        await self._redis.set(self.keys.heartbeat(host), json.dumps(beat),
                          px=max(1, int(ttl_s * 1000)))
 
     async def heartbeat(self, host: str) -> dict | None:
         """The last heartbeat of the bot process on `host` (None: none, or it expired)."""
-        raw = await self.r.get(self.keys.heartbeat(host))
+        raw = await self._redis.get(self.keys.heartbeat(host))
         return json.loads(raw) if raw is not None else None
 
     def user_hash(self, user_id: int | str) -> str:
@@ -148,5 +153,5 @@ class Store:
 
         One claim is shared by every bot process: per-user cooldowns, one mod-log post per change.
         """
-        return bool(await self.r.set(self.keys(*parts), b"1", nx=True,
+        return bool(await self._redis.set(self.keys(*parts), b"1", nx=True,
                                      px=max(1, int(ttl_s * 1000))))

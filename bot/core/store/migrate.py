@@ -31,7 +31,7 @@ CHUNK = 500
 
 
 async def migrate_from_1(store) -> None:
-    r, k = store.r, store.keys
+    r, k = store._redis, store.keys
     if not await r.set(k("migrating"), b"1", nx=True, ex=LOCK_S):
         await _wait_for_other(store)
         return
@@ -59,7 +59,7 @@ async def migrate_from_1(store) -> None:
 async def _wait_for_other(store) -> None:
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
-        if int(await store.r.get(store.keys("schema")) or 0) == SCHEMA_VERSION:
+        if int(await store._redis.get(store.keys("schema")) or 0) == SCHEMA_VERSION:
             return
         await asyncio.sleep(0.5)
     raise StoreError("another process is moving this Redis to the new schema; try again soon")
@@ -71,7 +71,7 @@ async def _scan(r, pattern: str) -> list[bytes]:
 
 async def _exchanges(store, home: int | None) -> None:
     """Give every exchange its tenant, and rebuild each tenant's counters and rated index."""
-    r, k = store.r, store.keys
+    r, k = store._redis, store.keys
     keys = [key for key in await _scan(r, k("ex", "*"))
             if key.decode().count(":") == 2 and key != k("ex", "all").encode()]
     stats: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -117,7 +117,7 @@ async def _exchanges(store, home: int | None) -> None:
 
 async def _user_indexes(store) -> None:
     """The first schema-1 layout kept a plain set per user: make it the expiring sorted set."""
-    r, k = store.r, store.keys
+    r, k = store._redis, store.keys
     now = time.time()
     for key in await _scan(r, k("ex", "user", "*")):
         if (await r.type(key)) != b"set":
@@ -140,7 +140,7 @@ async def _user_indexes(store) -> None:
 
 async def _shared_state(store, home: int) -> None:
     """The one registry, rating stream and trainer state become the home tenant's."""
-    r, k, own = store.r, store.keys, store.keys.of(home)
+    r, k, own = store._redis, store.keys, store.keys.of(home)
     moves = [(k("ad", "all"), own.adapters), (k("ad", "active"), own.active),
              (k("ad", "history"), own.history), (k("ev", "ratings"), own.rating_events)]
     moves += [(k("tr", part), own.trainer(part)) for part in ("cursor", "lock", "request", "runs")]

@@ -54,17 +54,17 @@ async def forget_user(store, user_id: int | str) -> Forgotten:
     done = Forgotten()
     done.exchanges = await exchanges.forget_user(user_id)
     context_key = k.context_exchanges(user_hash)
-    for exchange_id in [i.decode() for i in await store.r.zrange(context_key, 0, -1)]:
+    for exchange_id in [i.decode() for i in await store._redis.zrange(context_key, 0, -1)]:
         done.context_turns += await exchanges.drop_context(
             exchange_id, lambda turn: turn.author_hash == user_hash)
-    await store.r.delete(context_key)
+    await store._redis.delete(context_key)
     done.ratings, done.corrections = await exchanges.forget_moderator(user_hash)
     for tenant in await store.tenants():
         done.held += await store.tenant(tenant).trust.forget_moderator(user_hash)
     done.events = await _scrub_events(store, user_hash)
     done.styles = await store.styles.forget_setter(user_hash)
     await _scrub_requests(store, user_hash)
-    await store.r.delete(*(k.cooldown(purpose, user_hash) for purpose in COOLDOWN_PURPOSES))
+    await store._redis.delete(*(k.cooldown(purpose, user_hash) for purpose in COOLDOWN_PURPOSES))
     return done
 
 
@@ -76,10 +76,10 @@ def requester(user_hash: str) -> str:
 async def _scrub_requests(store, user_hash: str) -> None:
     """A pending "train now" request of this admin stays, without their name. (Rewritten only
     while unchanged; a trainer that saw the old one keeps the request for one more cycle.)"""
-    replace = store.r.register_script(scripts.REPLACE_IF_SAME)
+    replace = store._redis.register_script(scripts.REPLACE_IF_SAME)
     for tenant in await store.tenants():
         key = store.keys.of(tenant).trainer("request")
-        raw = await store.r.get(key)
+        raw = await store._redis.get(key)
         if raw is None or json.loads(raw).get("by") != requester(user_hash):
             continue
         await replace(keys=[key], args=[raw, json.dumps({**json.loads(raw), "by": "forgotten"})])
@@ -92,11 +92,11 @@ async def _scrub_events(store, user_hash: str) -> int:
         key = store.keys.of(tenant).rating_events
         start = "-"
         while True:
-            entries = await store.r.xrange(key, min=start, max="+", count=EVENT_CHUNK)
+            entries = await store._redis.xrange(key, min=start, max="+", count=EVENT_CHUNK)
             doomed = [entry_id for entry_id, fields in entries
                       if fields.get(b"moderator") == mark]
             if doomed:
-                removed += await store.r.xdel(key, *doomed)
+                removed += await store._redis.xdel(key, *doomed)
             if len(entries) < EVENT_CHUNK:
                 break
             start = "(" + entries[-1][0].decode()
@@ -109,7 +109,7 @@ async def forget_messages(store, message_ids: Iterable[int]) -> Deleted:
     if not ids:
         return done
     k, exchanges = store.keys, store.exchanges
-    async with store.r.pipeline(transaction=False) as pipe:
+    async with store._redis.pipeline(transaction=False) as pipe:
         for message_id in ids:
             pipe.get(k.message(message_id))
             pipe.zrange(k.text_exchanges(message_id), 0, -1)
@@ -126,5 +126,5 @@ async def forget_messages(store, message_ids: Iterable[int]) -> Deleted:
             if exchange.user_message_id != message_id:
                 done.context_turns += await exchanges.drop_context(
                     exchange.id, lambda turn, gone=message_id: turn.message_id == gone)
-        await store.r.delete(k.text_exchanges(message_id))
+        await store._redis.delete(k.text_exchanges(message_id))
     return done

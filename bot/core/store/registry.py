@@ -45,7 +45,7 @@ class Refusal(BaseModel):
 
 class Registry:
     def __init__(self, client: aioredis.Redis, keys: Keys):
-        self.r, self.keys = client, keys
+        self._redis, self.keys = client, keys
         self._activate = client.register_script(scripts.ACTIVATE)
         self._rollback = client.register_script(scripts.ROLLBACK)
 
@@ -57,11 +57,11 @@ class Registry:
         if not blob:
             raise StoreError("an adapter needs its safetensors bytes")
         self._tenant()
-        number = await self.r.incr(self.keys.adapter_seq)
+        number = await self._redis.incr(self.keys.adapter_seq)
         record = record.model_copy(update={"version": f"v{number}", "tenant": self.keys.tenant,
                                            "sha256": hashlib.sha256(blob).hexdigest(),
                                            "size_bytes": len(blob)})
-        async with self.r.pipeline(transaction=True) as pipe:
+        async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(self.keys.adapter(record.version, "blob"), blob)
             pipe.set(self.keys.adapter(record.version, "meta"), record.model_dump_json())
             pipe.zadd(self.keys.adapters, {record.version: record.created_at})
@@ -75,7 +75,7 @@ class Registry:
         return self.keys.tenant
 
     async def record(self, version: str) -> AdapterRecord:
-        raw = await self.r.get(self.keys.adapter(version, "meta"))
+        raw = await self._redis.get(self.keys.adapter(version, "meta"))
         if raw is None:
             raise UnknownAdapter(version)
         return AdapterRecord.model_validate_json(raw)
@@ -83,7 +83,7 @@ class Registry:
     async def blob(self, version: str) -> bytes:
         """The adapter's safetensors bytes, refused when they do not match their sha256."""
         record = await self.record(version)
-        blob = await self.r.get(self.keys.adapter(version, "blob"))
+        blob = await self._redis.get(self.keys.adapter(version, "blob"))
         if blob is None:
             raise AdapterCorrupt(f"adapter {version} has metadata but no bytes")
         digest = hashlib.sha256(blob).hexdigest()
@@ -94,22 +94,22 @@ class Registry:
 
     async def records(self) -> list[AdapterRecord]:
         """Every version trained for this tenant, oldest first."""
-        versions = [v.decode() for v in await self.r.zrange(self.keys.adapters, 0, -1)]
+        versions = [v.decode() for v in await self._redis.zrange(self.keys.adapters, 0, -1)]
         if not versions:
             return []
-        raws = await self.r.mget([self.keys.adapter(v, "meta") for v in versions])
+        raws = await self._redis.mget([self.keys.adapter(v, "meta") for v in versions])
         return [AdapterRecord.model_validate_json(raw) for raw in raws if raw is not None]
 
     # --- the active pointer -----------------------------------------------------------------
 
     async def active(self) -> str:
         """The version serving this tenant (BASE_VERSION: none of its own)."""
-        raw = await self.r.get(self.keys.active)
+        raw = await self._redis.get(self.keys.active)
         return raw.decode() if raw is not None else BASE_VERSION
 
     async def history(self) -> list[str]:
         """Versions that were active before, newest first (where a rollback goes)."""
-        return [v.decode() for v in await self.r.lrange(self.keys.history, 0, -1)]
+        return [v.decode() for v in await self._redis.lrange(self.keys.history, 0, -1)]
 
     async def activate(self, version: str, *, expected: str | None = None) -> str:
         """Make `version` active (atomically, announcing it); returns the previous version.
@@ -160,7 +160,7 @@ class Registry:
 
     async def record_refusal(self, refusal: Refusal) -> bool:
         """Keep `refusal` as this tenant's; True when it is news (not the one kept already)."""
-        before = await self.r.set(self.keys.refused, refusal.model_dump_json(), get=True)
+        before = await self._redis.set(self.keys.refused, refusal.model_dump_json(), get=True)
         if before is None:
             return True
         kept = Refusal.model_validate_json(before)
@@ -168,23 +168,23 @@ class Registry:
                                                             refusal.serving)
 
     async def refusal(self) -> Refusal | None:
-        raw = await self.r.get(self.keys.refused)
+        raw = await self._redis.get(self.keys.refused)
         return None if raw is None else Refusal.model_validate_json(raw)
 
     async def clear_refusal(self) -> None:
-        await self.r.delete(self.keys.refused)
+        await self._redis.delete(self.keys.refused)
 
     # --- reports ------------------------------------------------------------------------------
 
     async def save_report(self, version: str, report: dict, png: bytes | None = None) -> None:
-        async with self.r.pipeline(transaction=True) as pipe:
+        async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(self.keys.adapter(version, "report"), json.dumps(report))
             if png is not None:
                 pipe.set(self.keys.adapter(version, "plot"), png)
             await pipe.execute()
 
     async def report(self, version: str) -> tuple[dict | None, bytes | None]:
-        raw, png = await self.r.mget([self.keys.adapter(version, "report"),
+        raw, png = await self._redis.mget([self.keys.adapter(version, "report"),
                                       self.keys.adapter(version, "plot")])
         return (json.loads(raw) if raw is not None else None), png
 
@@ -192,12 +192,12 @@ class Registry:
 
     async def default_tenant(self) -> int | None:
         """The tenant whose active adapter serves tenants without one (None: not set here)."""
-        raw = await self.r.get(self.keys.default_tenant)
+        raw = await self._redis.get(self.keys.default_tenant)
         return int(raw) if raw is not None else None
 
     async def set_default_tenant(self, tenant: int) -> None:
         """Make `tenant`'s active adapter the default, and announce it to every bot."""
-        async with self.r.pipeline(transaction=True) as pipe:
+        async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(self.keys.default_tenant, tenant)
             event = AdapterEvent(kind="default", tenant=tenant, version="", previous="")
             pipe.publish(self.keys.adapter_events, event.model_dump_json())
@@ -211,7 +211,7 @@ class Registry:
         held or refused."""
         event = AdapterEvent(kind="cycle", tenant=self._tenant(), version=await self.active(),
                              previous=str(run["at"]), reason=run.get("outcome"))
-        await self.r.publish(self.keys.adapter_events, event.model_dump_json())
+        await self._redis.publish(self.keys.adapter_events, event.model_dump_json())
 
     async def events(self, subscribed: asyncio.Event | None = None
                      ) -> AsyncIterator[AdapterEvent]:
@@ -220,7 +220,7 @@ class Registry:
         `subscribed` is set once the subscription is in place, so a caller can read the active
         version after that without missing a change made in between.
         """
-        pubsub = self.r.pubsub()
+        pubsub = self._redis.pubsub()
         await pubsub.subscribe(self.keys.adapter_events)
         if subscribed is not None:
             subscribed.set()

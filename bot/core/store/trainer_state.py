@@ -29,7 +29,7 @@ class TrainerSnapshot:
 
 class TrainerState:
     def __init__(self, client: aioredis.Redis, keys: Keys):
-        self.r, self.keys = client, keys
+        self._redis, self.keys = client, keys
         self._snapshot = client.register_script(scripts.SNAPSHOT)
         self._renew = client.register_script(scripts.RENEW_LOCK)
         self._release = client.register_script(scripts.RELEASE_LOCK)
@@ -45,12 +45,12 @@ class TrainerState:
                                request_raw=request.decode() if request else "")
 
     async def set_cursor(self, event_id: str) -> None:
-        await self.r.set(self.keys.trainer("cursor"), event_id)
+        await self._redis.set(self.keys.trainer("cursor"), event_id)
 
     # --- the lock ------------------------------------------------------------------------------
 
     async def acquire_lock(self, token: str, ttl_s: float) -> bool:
-        return bool(await self.r.set(self.keys.trainer("lock"), token, nx=True,
+        return bool(await self._redis.set(self.keys.trainer("lock"), token, nx=True,
                                      px=int(ttl_s * 1000)))
 
     async def renew_lock(self, token: str, ttl_s: float) -> bool:
@@ -63,7 +63,7 @@ class TrainerState:
     # --- "train now" ---------------------------------------------------------------------------
 
     async def request_training(self, requested_by: str) -> None:
-        async with self.r.pipeline(transaction=True) as pipe:
+        async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(self.keys.trainer("request"),
                      json.dumps({"by": requested_by, "at": time.time()}))
             pipe.sadd(self.keys.tenants, self.keys.tenant)  # the scheduler looks here
@@ -71,10 +71,10 @@ class TrainerState:
 
     async def training_requested(self) -> bool:
         """Whether a "train now" request waits (without taking it)."""
-        return bool(await self.r.exists(self.keys.trainer("request")))
+        return bool(await self._redis.exists(self.keys.trainer("request")))
 
     async def take_request(self) -> dict | None:
-        raw = await self.r.getdel(self.keys.trainer("request"))
+        raw = await self._redis.getdel(self.keys.trainer("request"))
         return json.loads(raw) if raw is not None else None
 
     async def settle_request(self, seen_raw: str, failed: bool = False,
@@ -99,17 +99,17 @@ class TrainerState:
 
     async def lock_held(self) -> bool:
         """Whether some trainer holds the training lock now."""
-        return bool(await self.r.exists(self.keys.trainer("lock")))
+        return bool(await self._redis.exists(self.keys.trainer("lock")))
 
     # --- outcomes of recent cycles -------------------------------------------------------------
 
     async def record_run(self, outcome: dict) -> None:
-        async with self.r.pipeline(transaction=True) as pipe:
+        async with self._redis.pipeline(transaction=True) as pipe:
             pipe.lpush(self.keys.trainer("runs"), json.dumps(outcome))
             pipe.ltrim(self.keys.trainer("runs"), 0, RUNS_KEPT - 1)
             await pipe.execute()
 
     async def recent_runs(self, count: int = 10) -> list[dict]:
         """Outcomes of the latest cycles, newest first."""
-        raws = await self.r.lrange(self.keys.trainer("runs"), 0, count - 1)
+        raws = await self._redis.lrange(self.keys.trainer("runs"), 0, count - 1)
         return [json.loads(raw) for raw in raws]

@@ -43,7 +43,7 @@ class Trust:
     """One tenant's trust data (store.tenant(id).trust)."""
 
     def __init__(self, client: aioredis.Redis, keys: Keys, user_hash: Callable[[object], str]):
-        self.r, self.keys, self.user_hash = client, keys, user_hash
+        self._redis, self.keys, self.user_hash = client, keys, user_hash
         self._hold = client.register_script(scripts.HOLD)
         self._decide = client.register_script(scripts.DECIDE)
 
@@ -52,14 +52,14 @@ class Trust:
     async def distrust(self, moderator_id: int | str) -> bool:
         """Take this moderator's ratings and teachings out of training from the next cycle;
         False when they were distrusted already."""
-        return bool(await self.r.sadd(self.keys.distrusted, self.user_hash(moderator_id)))
+        return bool(await self._redis.sadd(self.keys.distrusted, self.user_hash(moderator_id)))
 
     async def trust(self, moderator_id: int | str) -> bool:
         """Count this moderator again; False when they were not distrusted."""
-        return bool(await self.r.srem(self.keys.distrusted, self.user_hash(moderator_id)))
+        return bool(await self._redis.srem(self.keys.distrusted, self.user_hash(moderator_id)))
 
     async def distrusted(self) -> frozenset[str]:
-        return frozenset(h.decode() for h in await self.r.smembers(self.keys.distrusted))
+        return frozenset(h.decode() for h in await self._redis.smembers(self.keys.distrusted))
 
     # --- the review queue -----------------------------------------------------------------
 
@@ -78,23 +78,23 @@ class Trust:
         """The review queue, oldest first (up to `limit`). Items whose exchange is gone
         (forgotten, or its server wiped) leave the queue here."""
         end = -1 if limit is None else limit - 1
-        ids = [i.decode() for i in await self.r.zrange(self.keys.review("pending"), 0, end)]
+        ids = [i.decode() for i in await self._redis.zrange(self.keys.review("pending"), 0, end)]
         if not ids:
             return []
-        raws = await self.r.hmget(self.keys.review("items"), ids)
+        raws = await self._redis.hmget(self.keys.review("items"), ids)
         queued = {i: HeldItem.model_validate_json(raw) for i, raw in zip(ids, raws, strict=True)
                   if raw is not None}
         alive = await self._existing({item.exchange_id for item in queued.values()})
         gone = [i for i in ids if i not in queued or queued[i].exchange_id not in alive]
         if gone:
-            async with self.r.pipeline(transaction=True) as pipe:
+            async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.zrem(self.keys.review("pending"), *gone)
                 pipe.hdel(self.keys.review("items"), *gone)
                 await pipe.execute()
         return [item for item in queued.values() if item.exchange_id in alive]
 
     async def item(self, item_id: str) -> HeldItem:
-        raw = await self.r.hget(self.keys.review("items"), item_id)
+        raw = await self._redis.hget(self.keys.review("items"), item_id)
         if raw is None:
             raise UnknownHeldItem(item_id)
         return HeldItem.model_validate_json(raw)
@@ -119,18 +119,18 @@ class Trust:
 
     async def state(self) -> TrustState:
         """The distrusted moderators and every decided item, for a training cycle."""
-        raws = await self.r.hvals(self.keys.review("items"))
+        raws = await self._redis.hvals(self.keys.review("items"))
         decided = (HeldItem.model_validate_json(raw) for raw in raws)
         return TrustState(distrusted=await self.distrusted(),
                           decisions={i.id: i.status for i in decided if i.status != "pending"})
 
     async def forget_moderator(self, moderator_hash: str) -> int:
         """Remove every held item of this moderator (their words); returns how many."""
-        raws = await self.r.hgetall(self.keys.review("items"))
+        raws = await self._redis.hgetall(self.keys.review("items"))
         mine = [item_id for item_id, raw in raws.items()
                 if HeldItem.model_validate_json(raw).moderator_hash == moderator_hash]
         if mine:
-            async with self.r.pipeline(transaction=True) as pipe:
+            async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hdel(self.keys.review("items"), *mine)
                 pipe.zrem(self.keys.review("pending"), *mine)
                 await pipe.execute()
@@ -140,20 +140,20 @@ class Trust:
 
     async def pin_exam(self, exchange_id: str) -> bool:
         """Pin an exchange of this server to the exam set; False when pinned already."""
-        raw = await self.r.get(self.keys.exchange(exchange_id))
+        raw = await self._redis.get(self.keys.exchange(exchange_id))
         if raw is None:
             raise UnknownExchange(exchange_id)
         if Exchange.model_validate_json(raw).tenant != self.keys.tenant:
             raise OtherTenant("that reply belongs to another server")
-        return bool(await self.r.zadd(self.keys.exam_pins, {exchange_id: time.time()},
+        return bool(await self._redis.zadd(self.keys.exam_pins, {exchange_id: time.time()},
                                       nx=True))
 
     async def unpin_exam(self, exchange_id: str) -> bool:
-        return bool(await self.r.zrem(self.keys.exam_pins, exchange_id))
+        return bool(await self._redis.zrem(self.keys.exam_pins, exchange_id))
 
     async def exam_pins(self) -> list[str]:
         """The pinned exchanges that still exist, oldest pin first."""
-        ids = [i.decode() for i in await self.r.zrange(self.keys.exam_pins, 0, -1)]
+        ids = [i.decode() for i in await self._redis.zrange(self.keys.exam_pins, 0, -1)]
         alive = await self._existing(ids)
         return [i for i in ids if i in alive]
 
@@ -161,7 +161,7 @@ class Trust:
         ids = list(exchange_ids)
         if not ids:
             return set()
-        async with self.r.pipeline(transaction=False) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             for exchange_id in ids:
                 pipe.exists(self.keys.exchange(exchange_id))
             found = await pipe.execute()

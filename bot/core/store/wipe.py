@@ -20,7 +20,7 @@ CHUNK = 500
 
 async def wipe_tenant(store, tenant: int) -> dict[str, int]:
     """Delete everything of `tenant`; returns how many exchanges and adapters went."""
-    r, k, own = store.r, store.keys, store.keys.of(tenant)
+    r, k, own = store._redis, store.keys, store.keys.of(tenant)
     exchanges = 0
     keys = [key async for key in r.scan_iter(match=k("ex", "*"), count=CHUNK)
             if key.decode().count(":") == 2]
