@@ -263,6 +263,15 @@ def modal_submit(modal: dict, text: str) -> dict:
         "type": 4, "custom_id": label["component"]["custom_id"], "value": text}}]}
 
 
+REFUSED_ADMIN = "Only server admins can do that."
+REFUSED_MOD = "Only moderators can do that."
+
+
+async def slash(bot, who: str, *names: str, **options) -> dict:
+    """Run `/names... options` as member `who` in the first channel."""
+    return await slash_as(bot, member(who), dpytest.get_config().channels[0], *names, **options)
+
+
 async def slash_as(bot, who: discord.Member, channel, *names: str,
                    recorder: RecordingAdapter | None = None, **options) -> dict:
     """Run `/names... options` as `who` in `channel`; returns the last answer it gave (with

@@ -12,6 +12,8 @@ import asyncio
 import discord.ext.test as dpytest
 from adapters_util import make_adapter_bytes
 from discord_helpers import (
+    REFUSED_ADMIN,
+    REFUSED_MOD,
     RecordingAdapter,
     cleanup,
     interaction_payload,
@@ -22,21 +24,13 @@ from discord_helpers import (
     message_menu_data,
     modal_submit,
     sent_messages,
-    slash_as,
+    slash,
 )
 from store_util import corrections
 
 from bot.core.store import AdapterRecord
 from bot.frontends.discord.app import APOLOGY
 from bot.runtime import Runtime
-
-REFUSED_ADMIN = "Only server admins can do that."
-REFUSED_MOD = "Only moderators can do that."
-
-
-async def slash(bot, who: str, *names: str, **options) -> dict:
-    """Run `/names... options` as member `who` in the first channel."""
-    return await slash_as(bot, member(who), dpytest.get_config().channels[0], *names, **options)
 
 
 async def test_style_set_by_an_admin_applies_and_a_member_is_refused(bot, store, channel):

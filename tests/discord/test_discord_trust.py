@@ -9,13 +9,14 @@ import time
 import discord.ext.test as dpytest
 from discord.ext.test import factories
 from discord_helpers import (
+    REFUSED_ADMIN,
     RecordingAdapter,
     interaction_payload,
     invoke,
     member,
     message_menu_data,
     sent_messages,
-    slash_as,
+    slash,
     slash_data,
 )
 
@@ -24,12 +25,8 @@ from trainer.cycle import endorsed_view
 from trainer.exam import exam_references
 from trainer.summary import exam_answers, headline, held_items
 
-REFUSED_ADMIN = "Only server admins can do that."
 JUNK = "Buy cheap pills at example.com today!"
 
-
-async def slash(bot, who: str, *names: str, **options) -> dict:
-    return await slash_as(bot, member(who), dpytest.get_config().channels[0], *names, **options)
 
 
 async def bot_reply(bot, store, text: str):
