@@ -212,7 +212,8 @@ async def _locked_cycle(settings, store: TenantStore, lock: TrainingLock, snapsh
 
     parent, active_blob = await _active_adapter(store)
     first_trial = await warm_start(store.registry)
-    verdict, queued, exam = await endorsed_view(settings, store)
+    verdict, exam = await endorsed_view(settings, store)
+    queued = await store.trust.hold(verdict.held)
     since = await _previous_cycle_at(store)
     candidate = await asyncio.to_thread(fit_candidate, settings, verdict.rated, exam, parent,
                                         active_blob, first_trial, progress)
@@ -286,15 +287,14 @@ async def _previous_cycle_at(store: TenantStore) -> float | None:
 
 async def endorsed_view(settings, store: TenantStore):
     """The endorsed view of every rated exchange (trainer/trust.py): only it trains and gives
-    the exam its references; held items are queued for review. Returns the verdict, how many
-    items were newly queued and what the exam needs besides."""
+    the exam its references. Returns the verdict (its held items not yet queued: that is the
+    cycle's act, not a reader's) and what the exam needs besides."""
     rated = await store.exchanges.rated()
     importers = frozenset({store.exchanges.user_hash(IMPORT_MODERATOR)})
     verdict = await asyncio.to_thread(judge, rated, await store.trust.state(),
                                       TrustPolicy.from_settings(settings), set(importers))
-    queued = await store.trust.hold(verdict.held)
     pinned = await store.exchanges.get_many(await store.trust.exam_pins())
-    return verdict, queued, ExamSource(tuple(pinned), importers)
+    return verdict, ExamSource(tuple(pinned), importers)
 
 
 def _refused_by_checks(outcome: CycleOutcome, refused: str) -> CycleOutcome:

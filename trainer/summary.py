@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.core.store import HeldItem, RatedExchange
+from bot.core.text import snippet
 from trainer.trust import grams, similar
 
 TOP_TAUGHT = 5
 HELD_SHOWN = 3
-SNIPPET = 90  # characters of a reply shown in a line
 
 
 @dataclass
@@ -26,11 +26,6 @@ class _Taught:
     count: int
     names: set[str]
     grams: frozenset[str]
-
-
-def snippet(text: str, limit: int = SNIPPET) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
 
 
 def taught_since(endorsed: list[RatedExchange], since: float | None) -> list[dict]:

@@ -117,7 +117,7 @@ async def publish_file(settings, store: TenantStore, path: str | Path) -> Adapte
     active_blob = None if parent == BASE_VERSION else await _readable(store, parent)
     from trainer.cycle import endorsed_view
 
-    verdict, _, exam = await endorsed_view(settings, store)
+    verdict, exam = await endorsed_view(settings, store)
     try:
         examined = await asyncio.to_thread(_examine, settings, blob, verdict.rated, exam, parent,
                                            active_blob)

@@ -45,3 +45,9 @@ def invisible_characters(text: str) -> list[str]:
             if name not in found:
                 found.append(name)
     return found
+
+
+def snippet(text: str, limit: int = 90) -> str:
+    """`text` on one line, its head kept up to `limit` characters (for a line that quotes it)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit - 1] + "…"

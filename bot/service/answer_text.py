@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import time
 
+from bot.core.text import snippet
+
 LIST_SHOWN = 4  # longer lists (loss curves, trials) stay in the report, out of a status line
 ANSWER_LIMIT = 2000  # the longest answer a front end is sure to show whole (Discord's limit)
-SNIPPET = 90  # characters of a reply shown in a line
 
 
 def when(timestamp: float) -> str:
@@ -80,12 +81,6 @@ def stats_text(numbers: dict, active: str) -> str:
             break
         lines.append(line(version, row))
     return "\n".join(lines)
-
-
-def snippet(text: str, limit: int = SNIPPET) -> str:
-    """`text` on one line, its head kept up to `limit` characters."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
 
 
 def learned_lines(learned: dict) -> list[str]:

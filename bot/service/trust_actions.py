@@ -19,8 +19,9 @@ from bot.core.store import (
     UnknownExchange,
     UnknownHeldItem,
 )
+from bot.core.text import snippet
 from bot.service.answer import Answer, store_guard
-from bot.service.answer_text import count, fitted, learned_lines, snippet
+from bot.service.answer_text import count, fitted, learned_lines
 
 REVIEW_SHOWN = 10  # held items listed in one answer (oldest first); the rest are counted
 MIN_PREFIX = 4  # characters of a held item's id an admin may type instead of all of it

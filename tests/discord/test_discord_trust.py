@@ -98,14 +98,14 @@ async def test_distrust_and_trust_a_moderator(bot, store, own, fast):
         f"Distrusted {member('mod').display_name}: their ratings and teachings leave "
         "training and the exam from the next cycle")
     assert await own.trust.distrusted() == {store.user_hash(member("mod").id)}
-    verdict, _, _ = await endorsed_view(fast, own)
+    verdict, _ = await endorsed_view(fast, own)
     assert [c for item in verdict.rated for c in item.corrections] == []
 
     assert "is distrusted already" in (await on_member(bot, "admin", "distrust", "mod"))[
         "content"]
     trusted = await on_member(bot, "admin", "trust", "mod")
     assert trusted["content"].startswith(f"Trusted {member('mod').display_name} again")
-    verdict, _, _ = await endorsed_view(fast, own)
+    verdict, _ = await endorsed_view(fast, own)
     assert [c.text for item in verdict.rated for c in item.corrections] == ["Nine to five."]
 
 
@@ -120,7 +120,7 @@ async def test_add_to_exam_pins_a_reply_of_this_server_first_on_the_exam(bot, st
     assert added["ephemeral"] and added["content"].startswith(
         "Added to this server's exam (1 pinned reply)")
     assert await own.trust.exam_pins() == [exchange.id]
-    _, _, exam = await endorsed_view(fast, own)
+    _, exam = await endorsed_view(fast, own)
     [first, *_] = exam_references([], set(), list(exam.pinned), limit=5)
     assert (first.exchange_id, first.text, first.source) == (exchange.id, exchange.reply,
                                                              "pinned")
