@@ -25,6 +25,8 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass
 
+from trainer.trust import INVITE, LINK, MENTION
+
 N_CHARS = 24  # long enough that ordinary phrases ("thank you for your order") rarely fill it
 SHARED_MARGIN = 0.15  # share of replies the top n-gram may cover beyond the others' highest
 # ...and never fewer replies than this beyond it: over the quick demo's 6 exam prompts one reply
@@ -38,9 +40,6 @@ SHARED_EXCESS_REPLIES = 3
 DISTINCT_FLOOR = 0.2
 LINK_ALLOWANCE = 1  # replies with a new link beyond the others' count
 
-_LINK = re.compile(r"https?://|www\.|\b[\w-]+\.(?:com|net|org|io|gg|ru|xyz|info|biz)\b|"
-                   r"discord(?:app)?\.(?:gg|com/invite)|<[@#][!&]?\d+>|@everyone|@here",
-                   re.IGNORECASE)
 _WORD = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]|[^\s\u3040-\u30ff\u3400-\u9fff"
                    r"\uf900-\ufaff]+")
 
@@ -59,8 +58,10 @@ class ReplyFigures:
 
 
 def links_in(text: str) -> set[str]:
-    """The links, invites and mentions in `text`, lower-cased."""
-    return {match.group(0).lower() for match in _LINK.finditer(text)}
+    """The links, invites and mentions in `text`, lower-cased (the trust policy's patterns:
+    what holds a teaching for review is what counts in a reply)."""
+    return {match.group(0).lower() for pattern in (LINK, INVITE, MENTION)
+            for match in pattern.finditer(text)}
 
 
 def top_shared(replies: list[str], n: int = N_CHARS) -> float:
