@@ -150,7 +150,9 @@ async def test_a_second_cycle_no_better_than_the_active_adapter_is_rejected(sett
 
 
 async def test_two_cycles_started_at_once_train_once(settings, store, redis_server, own):
-    settings = train_settings(settings, search_trials=1, max_epochs=1, **NLL_GATE)
+    # Three epochs: with one, 1 split in 40 left the candidate's NLL above the base's (60 runs
+    # with three all promoted, the NLL lower by 0.12 nats or more).
+    settings = train_settings(settings, search_trials=1, max_epochs=3, **NLL_GATE)
     await add_rated(store, 20)
     other = Store(aioredis.from_url(redis_server.url), prefix=settings.key_prefix,
                   user_secret=settings.user_hash_secret.get_secret_value())
@@ -161,7 +163,7 @@ async def test_two_cycles_started_at_once_train_once(settings, store, redis_serv
     finally:
         await other.close()
     outcomes = sorted([first.outcome, second.outcome])
-    assert outcomes == ["promoted", "skipped"]
+    assert outcomes == ["promoted", "skipped"], (first.reason, second.reason)
     skipped = first if first.outcome == "skipped" else second
     assert skipped.reason == LOCK_HELD
     assert [r.version for r in await own.registry.records()] == ["v1"]
