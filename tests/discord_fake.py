@@ -7,14 +7,18 @@ minutes (measured on `RecordingAdapter.clock`, which a test may replace). An edi
 message comes back as MESSAGE_UPDATE, as Discord sends it (dpytest only changes its own copy),
 so the client's cached message shows the edited text. `RecordingAdapter` stands in for
 Discord's interaction-response endpoints (the only HTTP an interaction answer uses) and records
-what would have been sent.
+what would have been sent. `slow_store` makes the store's Redis answer late, as a pool that is
+exhausted under load does.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import sys
 import time
+import weakref
 
 import discord
 from discord.ext.test import backend, factories
@@ -208,3 +212,27 @@ class RecordingAdapter(AsyncWebhookAdapter):
     def modals(self) -> list[dict]:
         return [payload["data"] for _, path, payload in self.calls
                 if path.endswith("/callback") and payload.get("type") == 9]
+
+
+@contextlib.contextmanager
+def slow_store(store, seconds: float):
+    """While open, the first Redis command of each task waits `seconds` (real time) for its
+    connection, as when the pool is exhausted: whatever a command or form does with the store
+    before it answers Discord takes that long. (Only the first, so a test of many commands
+    stays short; it is the wait before the first answer that Discord's window sees.)"""
+    pool = store._redis.connection_pool
+    get_connection = pool.get_connection
+    waited: weakref.WeakSet = weakref.WeakSet()  # tasks that waited already
+
+    async def slow_get_connection(*args, **kwargs):
+        task = asyncio.current_task()
+        if task is not None and task not in waited:
+            waited.add(task)
+            await asyncio.sleep(seconds)
+        return await get_connection(*args, **kwargs)
+
+    pool.get_connection = slow_get_connection
+    try:
+        yield
+    finally:
+        pool.get_connection = get_connection

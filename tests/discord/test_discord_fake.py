@@ -14,7 +14,7 @@ from discord_helpers import (
     interaction_payload,
     invoke,
     member,
-    slash_data,
+    message_menu_data,
 )
 
 
@@ -44,14 +44,17 @@ async def test_the_fake_refuses_messages_over_2000_characters_as_discord_does(bo
 async def test_an_interaction_answered_after_3_seconds_is_refused(bot, channel, monkeypatch):
     clock = FakeClock()
     recorder = RecordingAdapter(clock=clock)
-    show = bot.actions.show_style
+    lookup = bot.actions.exchange_of_message
 
-    async def slow(*args, **kwargs):
+    async def slow(*args, **kwargs):  # quick for the bot's own timeout, 3.5 s for Discord's
         clock.advance(3.5)
-        return await show(*args, **kwargs)
+        return await lookup(*args, **kwargs)
 
-    monkeypatch.setattr(bot.actions, "show_style", slow)
-    payload = interaction_payload(bot, member("admin"), channel, slash_data("style", "show"))
+    monkeypatch.setattr(bot.actions, "exchange_of_message", slow)
+    # The teach menu answers with a form, which cannot be deferred.
+    asked = await dpytest.message("a question", member=member("alice"))
+    payload = interaction_payload(bot, member("mod"), channel,
+                                  message_menu_data("Teach a better reply", asked))
 
     await invoke(bot, payload, recorder)
 

@@ -55,7 +55,7 @@ async def on_app_command_error(interaction: discord.Interaction,
             await interaction.followup.send(text, ephemeral=True)
         else:
             await interaction.response.send_message(text, ephemeral=True)
-    except discord.HTTPException as http_error:
+    except (discord.HTTPException, discord.InteractionResponded) as http_error:
         log.warning("could not answer a failed interaction: %s", http_error)
 
 

@@ -1,9 +1,10 @@
 """Slash commands: /style, /adapter, /train, /chat, /modlog (admins), /stats (moderators),
 /forget me (trust.py has /review, /moderators and the exam menus).
 
-Every answer is ephemeral. The work itself lives in bot.service.actions, shared with the console;
-each
-act on data, adapters or training is this server's only (the interaction's guild).
+Every answer is ephemeral. Every command is acknowledged (deferred) before it touches the store,
+so it answers within Discord's 3-second window however slow the store is. The work itself lives
+in bot.service.actions, shared with the console; each act on data, adapters or training is this
+server's only (the interaction's guild).
 """
 
 from __future__ import annotations
@@ -36,9 +37,19 @@ def admin_group(name: str, description: str) -> app_commands.Group:
                               default_permissions=ADMIN_PERMISSIONS)
 
 
+async def acknowledge(interaction: discord.Interaction) -> None:
+    """Defer (ephemerally) unless already answered: Discord waits 3 s for a first answer, the
+    store may take longer; the answer then comes as a follow-up."""
+    if not interaction.response.is_done():
+        await interaction.response.defer(ephemeral=True, thinking=True)
+
+
 async def say(interaction: discord.Interaction, answer: actions.Answer) -> None:
-    """An act's answer, shown to the one who asked only."""
-    await interaction.response.send_message(answer.text, ephemeral=True)
+    """An act's answer, shown to the one who asked only (a follow-up once deferred)."""
+    if interaction.response.is_done():
+        await interaction.followup.send(answer.text, ephemeral=True)
+    else:
+        await interaction.response.send_message(answer.text, ephemeral=True)
 
 
 def _scope(scope: str) -> actions.Scope:
@@ -88,6 +99,11 @@ class Admin(commands.Cog):
         self.bot = bot
         self.actions: actions.Actions = bot.actions
 
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        """Runs before every command of this cog (and its checks): acknowledge first."""
+        await acknowledge(interaction)
+        return True
+
     # --- /style -------------------------------------------------------------------------------
 
     @style.command(name="set", description="Set the style prefix for this channel, thread or "
@@ -130,8 +146,6 @@ class Admin(commands.Cog):
     @adapter.command(name="rollback", description="Go back to the previous adapter at once")
     @admin_only()
     async def adapter_rollback(self, interaction: discord.Interaction) -> None:
-        # Loading an adapter can outlast Discord's 3-second answer window: acknowledge first.
-        await interaction.response.defer(ephemeral=True, thinking=True)
         answer = await self.actions.rollback(interaction.guild_id)
         await interaction.edit_original_response(content=answer.text)
         if answer.event is not None:
@@ -189,8 +203,6 @@ class Admin(commands.Cog):
 
     @forget.command(name="me", description="Delete everything the bot stored of you")
     async def forget_me(self, interaction: discord.Interaction) -> None:
-        # Forgetting walks several indexes and streams: acknowledge within Discord's 3 s first.
-        await interaction.response.defer(ephemeral=True, thinking=True)
         answer = await self.actions.forget(interaction.user.id)
         await interaction.edit_original_response(content=answer.text)
 
@@ -199,7 +211,6 @@ class Admin(commands.Cog):
     @app_commands.default_permissions(MODERATOR_PERMISSIONS)
     @moderator_only()
     async def stats(self, interaction: discord.Interaction) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
         answer = await self.actions.stats(interaction.guild_id)
         await interaction.edit_original_response(content=answer.text)
 

@@ -6,6 +6,7 @@ rated too; the exchange is found by the reply's message id in the store.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 
@@ -23,6 +24,11 @@ log = logging.getLogger(__name__)
 TEACH_MAX_CHARS = 1500
 TEACH_SHOWN_CHARS = 1500  # of the reply being corrected, shown above the text box
 TEACH_TIMEOUT_S = 600.0  # under the 15 minutes an interaction can still be answered
+# The menu must answer with its form within Discord's 3 s and a form cannot be deferred: the
+# lookup before it gets this long, then the moderator is asked to try again.
+TEACH_LOOKUP_S = 2.0
+TEACH_SLOW = "I could not look that reply up quickly enough; please try again in a moment."
+TEACH_FAILED = "Sorry, something went wrong; your reply was not stored."
 TEACH_PREFIX = "teach:"  # custom_id of every teach form: teach:{exchange id}:{nonce}
 TEACH_EXPIRED = ("The form to teach a better reply was open for more than {minutes:g} minutes "
                  "and has expired, so nothing was stored. Open it again: right-click the "
@@ -74,10 +80,12 @@ class TeachModal(discord.ui.Modal, title="Teach a better reply"):
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         try:
+            # Acknowledge before the store: storing may outlast Discord's 3-second window.
+            await interaction.response.defer(ephemeral=True, thinking=True)
             answer = await self.actions.teach(interaction.guild_id, self.exchange.id,
                                               interaction.user.id, self.reply.value,
                                               moderator_name=interaction.user.display_name)
-            await interaction.response.send_message(answer.text, ephemeral=True)
+            await interaction.followup.send(answer.text, ephemeral=True)
         finally:
             self.open_forms.discard(self.custom_id)
 
@@ -90,10 +98,14 @@ class TeachModal(discord.ui.Modal, title="Teach a better reply"):
             log.info("could not say that a teach form expired: %s", error)
 
     async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
-        log.exception("teach modal failed", exc_info=error)
-        if not interaction.response.is_done():
-            await interaction.response.send_message(
-                "Sorry, something went wrong; your reply was not stored.", ephemeral=True)
+        log.error("teach form failed", exc_info=error)
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(TEACH_FAILED, ephemeral=True)
+            else:
+                await interaction.response.send_message(TEACH_FAILED, ephemeral=True)
+        except discord.HTTPException as http_error:  # nothing left to tell the moderator with
+            log.warning("could not say that a teach form failed: %s", http_error)
 
 
 class Ratings(commands.Cog):
@@ -198,7 +210,14 @@ class Ratings(commands.Cog):
     # --- teach --------------------------------------------------------------------------------
 
     async def teach(self, interaction: discord.Interaction, message: discord.Message) -> None:
-        exchange = await self.actions.exchange_of_message(message.id)
+        try:
+            async with asyncio.timeout(TEACH_LOOKUP_S):
+                exchange = await self.actions.exchange_of_message(message.id)
+        except TimeoutError:
+            log.warning("teach menu: looking up message %s took over %g s", message.id,
+                        TEACH_LOOKUP_S)
+            await interaction.response.send_message(TEACH_SLOW, ephemeral=True)
+            return
         if exchange is None:
             await interaction.response.send_message(
                 "That is not one of my replies that I still remember.", ephemeral=True)

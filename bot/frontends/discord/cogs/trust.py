@@ -1,7 +1,8 @@
 """Slash commands and menus of moderator trust (admins): /review list|approve|reject,
 /moderators distrust|trust, and the message menus "Add to exam" and "Remove from exam".
 
-Every answer is ephemeral and acts in the interaction's server only. The work lives in
+Every command is deferred before it touches the store (admin.acknowledge); every answer is
+ephemeral and acts in the interaction's server only. The work lives in
 bot.service.trust_actions (`actions.trust`), shared with the console.
 """
 
@@ -11,7 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.frontends.discord.cogs.admin import admin_group, say
+from bot.frontends.discord.cogs.admin import acknowledge, admin_group, say
 from bot.frontends.discord.cogs.checks import admin_only
 from bot.service.actions import Actions
 
@@ -36,6 +37,11 @@ class Trust(commands.Cog):
         self.menus = [admin_menu("Add to exam", self.exam_add),
                       admin_menu("Remove from exam", self.exam_remove)]
 
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        """Runs before every slash command of this cog (and its checks): acknowledge first."""
+        await acknowledge(interaction)
+        return True
+
     async def cog_load(self) -> None:
         for menu in self.menus:
             self.bot.tree.add_command(menu)
@@ -50,8 +56,6 @@ class Trust(commands.Cog):
                                              "reject")
     @admin_only()
     async def review_list(self, interaction: discord.Interaction) -> None:
-        # Reads the queue and its exchanges: acknowledge within Discord's 3 s first.
-        await interaction.response.defer(ephemeral=True, thinking=True)
         answer = await self.actions.trust.review_list(interaction.guild_id)
         await interaction.edit_original_response(content=answer.text)
 
@@ -88,12 +92,14 @@ class Trust(commands.Cog):
     # --- the exam menus -----------------------------------------------------------------------
 
     async def exam_add(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        await acknowledge(interaction)  # menus skip the cog's interaction_check
         exchange = await self.actions.exchange_of_message(message.id)
         await say(interaction, await self.actions.trust.exam_add(interaction.guild_id,
                                                                      exchange))
 
     async def exam_remove(self, interaction: discord.Interaction,
                           message: discord.Message) -> None:
+        await acknowledge(interaction)  # menus skip the cog's interaction_check
         exchange = await self.actions.exchange_of_message(message.id)
         await say(interaction, await self.actions.trust.exam_remove(interaction.guild_id,
                                                                         exchange))
