@@ -65,14 +65,18 @@ def record_sends(bot) -> None:
     longer exists unless the reference says fail_if_not_exists=False, and an edit of a deleted
     message. Every send and edit of the bot goes into `bot.writes` as (kind, message id,
     content), in order, with its reactions and deletions (recorded by make_bot);
-    `bot.edits` holds the edits alone."""
+    `bot.edits` holds the edits alone. `bot.write_times` holds when each send and edit was
+    asked for, on `bot.write_clock` (a test may set its own)."""
     send, edit = bot.http.send_message, bot.http.edit_message
     bot.sent_payloads = []
     bot.writes = []
     bot.edits = []
+    bot.write_times = []
+    bot.write_clock = time.monotonic
 
     async def send_message(channel_id, *, params):
         channel = sys._getframe(1).f_locals["channel"]  # noqa: F841 - dpytest reads this local
+        bot.write_times.append(bot.write_clock())
         payload = _payload_of(params)
         _too_long(bot, "send", payload.get("content"))
         reference = payload.get("message_reference")
@@ -96,6 +100,7 @@ def record_sends(bot) -> None:
 
     async def edit_message(channel_id, message_id, **fields):
         self = sys._getframe(1).f_locals["self"]  # dpytest reads this local: the message
+        bot.write_times.append(bot.write_clock())
         content = _payload_of(fields["params"]).get("content")
         _too_long(bot, "edit", content)
         kept = backend._cur_config.messages.get(int(channel_id), [])
@@ -137,7 +142,8 @@ def add_reaction_type(state) -> None:
 
 
 class FakeClock:
-    """A clock a test moves by hand, for RecordingAdapter's answer windows."""
+    """A clock a test moves by hand, for RecordingAdapter's answer windows and the channels'
+    write budgets (channel_writes.py)."""
 
     def __init__(self):
         self.now = 0.0
@@ -147,6 +153,11 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        """asyncio.sleep on this clock: the time passes at once (other tasks run first)."""
+        self.now += max(0.0, seconds)
+        await asyncio.sleep(0)
 
 
 class RecordingAdapter(AsyncWebhookAdapter):

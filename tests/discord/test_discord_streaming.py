@@ -25,7 +25,7 @@ from store_util import exchange_count
 from stream_util import words
 
 from bot.core.generation import EngineBusy, GenerationFailed
-from bot.frontends.discord.cogs import replies
+from bot.frontends.discord import channel_writes
 from bot.frontends.discord.cogs.replies import (
     EDIT_INTERVAL_S,
     MESSAGE_LIMIT,
@@ -56,10 +56,12 @@ def shown(bot, message) -> str:
 
 
 def paced(monkeypatch) -> FakeClock:
-    """The clock that paces a streamed reply's edits (replies.py reads `monotonic`), which the
-    test moves as each piece is decoded."""
+    """The clock that paces a streamed reply's edits and its channel's write budget
+    (channel_writes.py reads `monotonic` and waits with `sleep`), which the test moves as each
+    piece is decoded."""
     clock = FakeClock()
-    monkeypatch.setattr(replies, "monotonic", clock)
+    monkeypatch.setattr(channel_writes, "monotonic", clock)
+    monkeypatch.setattr(channel_writes, "sleep", clock.sleep)
     return clock
 
 

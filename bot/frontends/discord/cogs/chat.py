@@ -4,7 +4,9 @@ in the channel, and passes deleted messages on.
 A thread (a forum post too) follows its parent channel: `/chat on` and the style of the parent
 apply in its threads. How a reply is shown lives in replies.py beside this file (ChannelReply,
 the Discord sink of `Conversation.reply`): it is shown while it is decoded and stored once it is
-whole; a reply cut part-way ends with a note and is not stored.
+whole; a reply cut part-way ends with a note and is not stored. Every write in a channel goes
+through its write scheduler (channel_writes.py); past REPLIES_IN_FLIGHT replies there, a message
+gets a short "busy" note instead.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from discord.ext import commands
 
 from bot.core.dialogue import Turn
 from bot.core.store import StoreUnavailable
+from bot.frontends.discord.channel_writes import BUSY_REPLY, ChannelWrites, WriteSchedulers
 from bot.frontends.discord.cogs.replies import ChannelReply, send_reply
 from bot.service.conversation import Conversation
 from bot.service.cooldowns import Cooldowns
@@ -49,6 +52,7 @@ class Chat(commands.Cog):
         self.conversation: Conversation = bot.conversation
         self.cooldowns: Cooldowns = bot.cooldowns
         self.deletions: Deletions = bot.deletions
+        self.writes = WriteSchedulers(bot)
 
     # --- when to answer -----------------------------------------------------------------------
 
@@ -136,7 +140,13 @@ class Chat(commands.Cog):
                     await self._send_quietly(message, COOLDOWN_REPLY.format(
                         seconds=self.settings.cooldown_seconds))
                 return
-            await self.answer(message)
+            writes = self.writes.of(message.channel.id)
+            if not writes.admit():
+                return await self._say_busy(message, writes)
+            try:
+                await self.answer(message, writes)
+            finally:
+                writes.release()
         except StoreUnavailable as error:
             log.warning("message %s in channel %s not answered: the store is unavailable (%s)",
                         message.id, message.channel.id, error)
@@ -144,13 +154,25 @@ class Chat(commands.Cog):
 
     async def _send_quietly(self, message: discord.Message, text: str) -> None:
         try:
-            await send_reply(message, text)
+            await send_reply(message, text, self.writes.of(message.channel.id))
         except discord.HTTPException as error:
             log.warning("could not answer in channel %s: %s", message.channel.id, error)
 
-    async def answer(self, message: discord.Message) -> None:
+    async def _say_busy(self, message: discord.Message, writes: ChannelWrites) -> None:
+        """Past the cap of replies in flight: a short note, only when the channel's budget has
+        room at once (a busy channel must not queue up notes)."""
+        log.info("message %s in channel %s not answered: %d replies in flight there",
+                 message.id, message.channel.id, writes.in_flight)
+        if not writes.try_take():
+            return
+        try:
+            await send_reply(message, BUSY_REPLY)  # its write is taken already
+        except discord.HTTPException as error:
+            log.warning("could not answer in channel %s: %s", message.channel.id, error)
+
+    async def answer(self, message: discord.Message, writes: ChannelWrites) -> None:
         turns, origins = await self.conversation_turns(message)
-        async with ChannelReply(message) as sink:
+        async with ChannelReply(message, writes) as sink:
             try:
                 await self.conversation.reply(
                     turns, sink, source="discord", user_id=message.author.id,

@@ -4,10 +4,12 @@ deleted, and 👍/👎 under every piece so moderators can rate any of them (eve
 exchange in the store).
 
 A reply shown while it is decoded (`LiveReply`) is sent once its first words exist, then edited
-at most once per EDIT_INTERVAL_S (Discord rate-limits edits of a message: about 5 per 5 s), and
-continues in a new message past 2,000 characters; its last writes carry the whole reply, and
-only then is it stored and are the 👍/👎 added. `ChannelReply` is that as the Discord sink of
-`Conversation.reply`, with "typing..." until the first words.
+at most once per EDIT_INTERVAL_S, and continues in a new message past 2,000 characters; its
+last writes carry the whole reply, and only then is it stored and are the 👍/👎 added. Every
+send and edit goes through its channel's write budget (channel_writes.py), shared with the
+other replies there: while streaming a write is skipped when the budget has no room (a later
+one shows the text so far), the last writes wait their turn. `ChannelReply` is that as the
+Discord sink of `Conversation.reply`, with "typing..." until the first words.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import logging
 import re
 import unicodedata
 from contextlib import AsyncExitStack, asynccontextmanager
-from time import monotonic
 
 import discord
 
 from bot.core.store import Exchange
+from bot.frontends.discord import channel_writes
+from bot.frontends.discord.channel_writes import ChannelWrites
 from bot.service.drafts import Failure, cut_off
 
 log = logging.getLogger(__name__)
@@ -123,8 +126,10 @@ def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     return pieces
 
 
-async def send_reply(message: discord.Message, text: str) -> list[discord.Message]:
+async def send_reply(message: discord.Message, text: str,
+                     writes: ChannelWrites | None = None) -> list[discord.Message]:
     """Send `text` as a reply to `message`, split to Discord's limit; returns every piece sent.
+    Each piece waits its turn in the channel's `writes` budget when one is given.
 
     The reference says `fail_if_not_exists=False`: a question deleted while the bot generated
     still gets its answer (Discord would otherwise refuse the reply with HTTP 400). Mentions
@@ -134,6 +139,8 @@ async def send_reply(message: discord.Message, text: str) -> list[discord.Messag
     reference = message.to_reference(fail_if_not_exists=False)
     sent = []
     for number, piece in enumerate(split_message(text)):
+        if writes is not None:
+            await writes.take()
         sent.append(await message.channel.send(piece,
                                                reference=reference if number == 0 else None))
     return sent
@@ -151,10 +158,12 @@ async def add_rating_reactions(pieces: list[discord.Message]) -> None:
 
 class LiveReply:
     """A reply to `question` shown while it is decoded: `show` the text so far as often as
-    pieces come (writes are throttled), then `finish` with the whole text."""
+    pieces come (writes are throttled and share the channel's `writes` budget), then `finish`
+    with the whole text."""
 
-    def __init__(self, question: discord.Message):
+    def __init__(self, question: discord.Message, writes: ChannelWrites):
         self.question = question
+        self.writes = writes
         self.messages: list[discord.Message] = []  # sent so far, in order
         self._shown: list[str] = []  # what each message shows now
         self._last_write = 0.0
@@ -166,22 +175,25 @@ class LiveReply:
 
     async def show(self, text: str) -> None:
         """Show `text`, the reply so far: the first message once it has words, later ones and
-        edits when EDIT_INTERVAL_S has passed since the last write (else the next call or
-        `finish` shows it)."""
+        edits when EDIT_INTERVAL_S has passed since the last write and the channel's budget
+        has room (else the next call or `finish` shows it)."""
         text = text.strip()
         if not text:
             return
-        if self.messages and monotonic() - self._last_write < EDIT_INTERVAL_S:
+        if self.messages and channel_writes.now() - self._last_write < EDIT_INTERVAL_S:
             return
-        await self._write_one(split_message(text))
+        step = self._next_write(split_message(text))
+        if step is not None and self.writes.try_take():
+            await self._write(*step)
 
     async def finish(self, text: str) -> list[discord.Message]:
-        """Show the whole `text` now (every write it still needs, unthrottled); returns the
-        messages that hold it. Messages beyond it (a reply that ended shorter than it was
-        shown) are deleted."""
+        """Show the whole `text` (every write it still needs, each in its turn of the channel's
+        budget); returns the messages that hold it. Messages beyond it (a reply that ended
+        shorter than it was shown) are deleted."""
         pieces = split_message(text.strip())
-        while await self._write_one(pieces):
-            pass
+        while (step := self._next_write(pieces)) is not None:
+            await self.writes.take()
+            await self._write(*step)
         extra = self.messages[len(pieces):]
         del self.messages[len(pieces):], self._shown[len(pieces):]
         for message in extra:
@@ -192,25 +204,25 @@ class LiveReply:
                             error)
         return list(self.messages)
 
-    async def _write_one(self, pieces: list[str]) -> bool:
-        """The first send or edit that brings the messages closer to `pieces`; False when they
-        show them already. Earlier messages settle first: one past 2,000 characters is edited
-        to its final piece before the next one is sent."""
+    def _next_write(self, pieces: list[str]) -> tuple[int, str] | None:
+        """The first send or edit that brings the messages closer to `pieces` (as the piece's
+        number and text); None when they show them already. Earlier messages settle first:
+        one past 2,000 characters is edited to its final piece before the next one is sent."""
         for number, piece in enumerate(pieces):
-            if number == len(self.messages):
-                reference = (self.question.to_reference(fail_if_not_exists=False)
-                             if number == 0 else None)
-                self.messages.append(await self.question.channel.send(piece,
-                                                                      reference=reference))
-                self._shown.append(piece)
-            elif self._shown[number] != piece:
-                self.messages[number] = await self.messages[number].edit(content=piece)
-                self._shown[number] = piece
-            else:
-                continue
-            self._last_write = monotonic()
-            return True
-        return False
+            if number == len(self.messages) or self._shown[number] != piece:
+                return number, piece
+        return None
+
+    async def _write(self, number: int, piece: str) -> None:
+        if number == len(self.messages):
+            reference = (self.question.to_reference(fail_if_not_exists=False)
+                         if number == 0 else None)
+            self.messages.append(await self.question.channel.send(piece, reference=reference))
+            self._shown.append(piece)
+        else:
+            self.messages[number] = await self.messages[number].edit(content=piece)
+            self._shown[number] = piece
+        self._last_write = channel_writes.now()
 
 
 @asynccontextmanager
@@ -230,14 +242,16 @@ async def typing_in(channel: discord.abc.Messageable):
 
 
 class ChannelReply:
-    """A reply to `question` in its channel, the Discord ReplySink (bot/service/conversation.py):
+    """A reply to `question` in its channel (writing within the channel's `writes` budget), the
+    Discord ReplySink (bot/service/conversation.py):
     "typing..." from the start of generation until its first words are out, then a LiveReply;
     once kept, 👍/👎 under every piece (none in DMs: ratings are a server's). Used as `async
     with`, so "typing..." stops whatever happens."""
 
-    def __init__(self, question: discord.Message):
+    def __init__(self, question: discord.Message, writes: ChannelWrites):
         self.question = question
-        self.live = LiveReply(question)
+        self.writes = writes
+        self.live = LiveReply(question, writes)
         self._typing = AsyncExitStack()
 
     async def __aenter__(self) -> ChannelReply:
@@ -265,7 +279,7 @@ class ChannelReply:
             if self.live.started:
                 await self.live.finish(cut_off(text, failure.reason))
             else:
-                await send_reply(self.question, failure.text)
+                await send_reply(self.question, failure.text, self.writes)
         except discord.HTTPException as error:
             log.warning("could not end a reply in channel %s: %s", self.question.channel.id,
                         error)
