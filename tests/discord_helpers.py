@@ -72,6 +72,12 @@ async def make_bot(runtime: Runtime, *, guilds: int = 1):
     bot._connection.member_cache_flags = discord.MemberCacheFlags.all()
     allowed_mentions = bot.allowed_mentions
     dpytest.configure(bot, guilds=guilds, members=["alice", "bob", "mod", "admin"])
+    # Discord's default @everyone permissions include Send Messages in Threads (dpytest's
+    # predate threads).
+    for guild in dpytest.get_config().guilds:
+        everyone = guild.default_role.permissions
+        everyone.update(send_messages_in_threads=True)
+        backend.update_role(guild.default_role, permissions=everyone.value)
     # dpytest's new connection state drops the client's options; carry over the one we set.
     bot._connection.allowed_mentions = allowed_mentions
     # dpytest swaps in its own connection state (without the loop a login would set); point
@@ -237,7 +243,9 @@ def interaction_payload(bot, who: discord.Member, channel, data: dict,
             "token": f"token-{interaction_id}", "version": 1, "locale": "en-US",
             "attachment_size_limit": 8 * 1024 * 1024, "guild_id": str(channel.guild.id),
             "channel_id": str(channel.id), "channel": raw_channel,
-            "member": _member_payload(who, channel), "app_permissions": "0", "data": data}
+            "member": _member_payload(who, channel), "data": data,
+            # Discord sends the bot's own permissions in the channel too.
+            "app_permissions": str(channel.permissions_for(channel.guild.me).value)}
 
 
 def slash_data(*names: str, **options) -> dict:

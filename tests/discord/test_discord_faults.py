@@ -66,6 +66,8 @@ async def test_a_rating_that_cannot_be_stored_is_reported_to_the_moderator(fragi
         removed.append((message.id, str(emoji), who.id))
 
     callbacks.set_callback(record_removal, "remove_reaction")
+    guild = reply.guild  # taking off another's reaction needs Manage Messages
+    await dpytest.add_role(guild.me, make_role(guild, "Bot", manage_messages=True))
     own_redis.stop()
 
     await dpytest.add_reaction(mod, reply, THUMBS_UP)
@@ -82,6 +84,28 @@ async def test_a_rating_that_cannot_be_stored_is_reported_to_the_moderator(fragi
     await dpytest.add_reaction(mod, reply, THUMBS_UP)
     exchange = await store.exchanges.for_message(reply.id)
     assert await store.exchanges.ratings(exchange.id) == {store.user_hash(mod.id): 1}
+
+
+async def test_without_manage_messages_a_lost_rating_is_reported_and_left_on(fragile_bot,
+                                                                            own_redis):
+    bot, _ = fragile_bot
+    await dpytest.message(f"<@{bot.user.id}> rate me", member=member("alice"))
+    [reply] = await sent_messages()
+    removed = []
+
+    async def record_removal(message, emoji, who):
+        removed.append((message.id, str(emoji), who.id))
+
+    callbacks.set_callback(record_removal, "remove_reaction")
+    own_redis.stop()
+
+    await dpytest.add_reaction(member("mod"), reply, THUMBS_UP)
+
+    [note] = [m for m in await sent_messages() if isinstance(m.channel, discord.DMChannel)]
+    assert "was not counted" in note.content
+    assert removed == []  # the invite grants no Manage Messages: not even tried
+    assert bot.event_errors == []
+    own_redis.start()
 
 
 async def test_a_streamed_reply_the_store_cannot_keep_says_so_and_invites_no_rating(

@@ -16,6 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core.store.privacy import requester
+from bot.frontends.discord import permissions
 from bot.frontends.discord.cogs.checks import admin_only, moderator_only
 from bot.service import actions
 
@@ -181,10 +182,17 @@ class Admin(commands.Cog):
         target = place(interaction, scope)
         if target is None:
             return await say(interaction, NOT_A_THREAD)
+        own = interaction.app_permissions  # the bot's, in this channel
+        if on and (missing := permissions.missing_to_answer(interaction.channel, own)):
+            return await say(interaction, actions.Answer(permissions.cannot_answer_text(
+                missing), ok=False))
         # A thread turned off still follows its channel: the answer says so when that is on.
         parent_id = parent_id_of(interaction) if not on and scope == "thread" else None
-        await say(interaction, await self.actions.chat(target[0], on, where=target[1],
-                                                           parent_id=parent_id))
+        answer = await self.actions.chat(target[0], on, where=target[1], parent_id=parent_id)
+        if on and answer.ok:
+            answer = actions.Answer(answer.text + permissions.optional_note(
+                permissions.missing_optional(interaction.channel, own)), ok=True)
+        await say(interaction, answer)
 
     # --- /modlog ------------------------------------------------------------------------------
 

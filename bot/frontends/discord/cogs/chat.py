@@ -19,6 +19,7 @@ from discord.ext import commands
 
 from bot.core.dialogue import Turn
 from bot.core.store import StoreUnavailable
+from bot.frontends.discord import permissions
 from bot.frontends.discord.channel_writes import BUSY_REPLY, ChannelWrites, WriteSchedulers
 from bot.frontends.discord.cogs.replies import ChannelReply, send_reply
 from bot.service.conversation import Conversation
@@ -53,6 +54,7 @@ class Chat(commands.Cog):
         self.cooldowns: Cooldowns = bot.cooldowns
         self.deletions: Deletions = bot.deletions
         self.writes = WriteSchedulers(bot)
+        self._mute_logged: set[int] = set()  # channels where "cannot answer" was logged
 
     # --- when to answer -----------------------------------------------------------------------
 
@@ -65,6 +67,8 @@ class Chat(commands.Cog):
             return ref.resolved
         if ref.cached_message is not None:
             return ref.cached_message
+        if not permissions.may(message.channel, "read_message_history"):
+            return None
         try:
             return await message.channel.fetch_message(ref.message_id)
         except discord.HTTPException:
@@ -112,7 +116,7 @@ class Chat(commands.Cog):
                     break
                 if not current.is_system():
                     earlier.insert(0, self._turn(current))
-        elif limit:
+        elif limit and permissions.may(message.channel, "read_message_history"):
             try:
                 async for older in message.channel.history(limit=limit, before=message):
                     if older.content and not older.is_system():
@@ -133,6 +137,8 @@ class Chat(commands.Cog):
             log.warning("message %s in channel %s not answered: the store is unavailable (%s)",
                         message.id, message.channel.id, error)
             return
+        if missing := permissions.missing_to_answer(message.channel):
+            return self._cannot_answer(message.channel, missing)
         try:
             if not await self.cooldowns.claim(message.author.id):
                 # Say "wait" once per cooldown window, so a burst of messages is not echoed.
@@ -151,6 +157,15 @@ class Chat(commands.Cog):
             log.warning("message %s in channel %s not answered: the store is unavailable (%s)",
                         message.id, message.channel.id, error)
             await self._send_quietly(message, STORE_REPLY)
+
+    def _cannot_answer(self, channel, missing: list[str]) -> None:
+        """No generation where the reply could not be sent (logged once per channel)."""
+        if channel.id not in self._mute_logged:
+            if len(self._mute_logged) > 4096:
+                self._mute_logged.clear()
+            self._mute_logged.add(channel.id)
+            log.warning("not answering in channel %s: the bot lacks %s there", channel.id,
+                        ", ".join(missing))
 
     async def _send_quietly(self, message: discord.Message, text: str) -> None:
         try:

@@ -15,6 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core.store import Exchange
+from bot.frontends.discord import permissions
 from bot.frontends.discord.cogs.checks import is_moderator, moderator_only
 from bot.frontends.discord.cogs.replies import rating_of
 from bot.service.actions import Actions
@@ -180,8 +181,8 @@ class Ratings(commands.Cog):
         link = (f"https://discord.com/channels/{payload.guild_id}/{payload.channel_id}/"
                 f"{payload.message_id}")
         channel = self.bot.get_channel(payload.channel_id)
-        try:
-            if channel is not None:
+        try:  # taking off another's reaction needs Manage Messages (optional): else leave it
+            if channel is not None and permissions.may(channel, "manage_messages"):
                 message = await channel.fetch_message(payload.message_id)
                 await message.remove_reaction(payload.emoji, moderator)
         except discord.HTTPException as error:

@@ -22,7 +22,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import discord
 
 from bot.core.store import Exchange
-from bot.frontends.discord import channel_writes
+from bot.frontends.discord import channel_writes, permissions
 from bot.frontends.discord.channel_writes import ChannelWrites
 from bot.service.drafts import Failure, cut_off
 
@@ -285,5 +285,10 @@ class ChannelReply:
                         error)
 
     async def kept(self, exchange: Exchange) -> None:
-        if self.question.guild is not None:
+        if self.question.guild is None:
+            return
+        if permissions.may(self.question.channel, "add_reactions"):
             await add_rating_reactions(self.live.messages)
+        else:  # moderators can still add 👍/👎 themselves
+            log.info("no rating reactions in channel %s: the bot lacks Add Reactions",
+                     self.question.channel.id)
