@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import discord.ext.test as dpytest
 from paths import REPO
 from subprocess_env import settings_env
 
@@ -46,6 +47,28 @@ async def test_the_bot_beats_once_ready(bot, store):
     assert written["guilds"] == len(bot.guilds)
     expiry_ms = await raw_redis(store).pttl(store.keys("hb", "discord", host))
     assert 0 < expiry_ms <= HEARTBEAT_TTL_S * 1000
+
+
+async def test_a_reconnecting_bot_beats_unready_at_once(bot, store):
+    host = socket.gethostname()
+    bot._ready.set()  # what discord.py does on READY (dpytest never connects a gateway)
+    bot.dispatch("ready")
+    try:
+        async with asyncio.timeout(10):
+            while await store.heartbeat(host) is None:
+                await asyncio.sleep(0.02)
+        assert (await store.heartbeat(host))["ready"] is True
+        bot.dispatch("disconnect")  # the gateway dropped; discord.py reconnects
+        await dpytest.run_all_events()
+        written = await store.heartbeat(host)
+        assert (written["ready"], written["shards_ready"]) == (False, 0)
+        assert "0/1 shards ready" in discord_problem(written, time.time())
+        bot.dispatch("resumed")
+        await dpytest.run_all_events()
+        assert (await store.heartbeat(host))["ready"] is True
+    finally:
+        bot.get_cog("Health").beat.cancel()
+        bot._ready.clear()
 
 
 async def test_a_sharded_bot_not_yet_connected_beats_unready(fast, runtime):

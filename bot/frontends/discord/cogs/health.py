@@ -1,5 +1,6 @@
-"""The bot's heartbeat: every HEARTBEAT_S it writes how its Discord connection is (gateway
-latency, ready shards) to the store, where `deploy/healthcheck.py --discord` reads it.
+"""The bot's heartbeat: every HEARTBEAT_S (and at once on a disconnect or resume) it writes how
+its Discord connection is (gateway latency, ready shards; reconnecting counts as not ready) to
+the store, where `deploy/healthcheck.py --discord` reads it.
 
 The record is keyed by host name (a container's, or a machine's), so the health check run on
 the same host reads its own bot's; it expires after HEARTBEAT_TTL_S, so a bot that hangs or
@@ -31,6 +32,12 @@ def _ms(seconds: float | None) -> float | None:
     return round(seconds * 1000, 1)
 
 
+def connected(bot) -> bool:
+    """Ready and not reconnecting: discord.py's is_ready() stays true while the gateway
+    reconnects, so the Health cog notes disconnects and resumes (`gateway_up`)."""
+    return bot.is_ready() and not bot.is_closed() and getattr(bot, "gateway_up", True)
+
+
 def heartbeat_of(bot) -> dict:
     """How the client's gateway connection is, as JSON-ready numbers."""
     shards = getattr(bot, "shards", None)
@@ -39,11 +46,10 @@ def heartbeat_of(bot) -> dict:
                   for shard_id, info in sorted(shards.items())]
         count = bot.shard_count or len(states)
     else:  # a plain bot, or a sharded one before its shards connect
-        states = [{"id": 0, "ready": bot.is_ready() and not bot.is_closed(),
-                   "latency_ms": _ms(bot.latency)}]
+        states = [{"id": 0, "ready": connected(bot), "latency_ms": _ms(bot.latency)}]
         count = getattr(bot, "shard_count", None) or 1
     return {"at": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
-            "ready": bot.is_ready(), "latency_ms": _ms(bot.latency), "shard_count": count,
+            "ready": connected(bot), "latency_ms": _ms(bot.latency), "shard_count": count,
             "shards_ready": sum(1 for state in states if state["ready"]), "shards": states,
             "guilds": len(bot.guilds)}
 
@@ -55,8 +61,22 @@ class Health(commands.Cog):
     @commands.Cog.listener()
     async def on_ready(self) -> None:
         """Beat once connected (a bot that only lists or syncs its commands never is)."""
+        self.bot.gateway_up = True
         if not self.beat.is_running():
             self.beat.start()
+
+    @commands.Cog.listener()
+    async def on_disconnect(self) -> None:
+        """Reconnecting is not ready: say so at once rather than at the next beat."""
+        self.bot.gateway_up = False
+        if self.beat.is_running():
+            await self.beat()
+
+    @commands.Cog.listener()
+    async def on_resumed(self) -> None:
+        self.bot.gateway_up = True
+        if self.beat.is_running():
+            await self.beat()
 
     async def cog_unload(self) -> None:
         self.beat.cancel()
