@@ -134,11 +134,24 @@ async def run_bot(settings) -> None:
         bot = build_bot(settings, runtime)
         runtime.on_change(bot.modlog.announce)
         async with bot:
-            try:
-                await bot.start(settings.discord_token.get_secret_value())
-            except discord.LoginFailure:
-                raise Fatal("Discord refused DISCORD_TOKEN: copy the bot token again from the "
-                            "developer portal") from None
-            except discord.PrivilegedIntentsRequired:
-                raise Fatal("Discord refused the Message Content intent: enable it for the bot "
-                            "in the developer portal (docs/discord-setup.md)") from None
+            await start(bot, settings.discord_token.get_secret_value())
+
+
+SHARDING_REQUIRED = 4011  # the gateway's close code for a bot in too many servers for one
+
+
+async def start(bot: commands.Bot, token: str) -> None:
+    """Connect and serve until closed; Discord's refusals become a Fatal that says what to do."""
+    try:
+        await bot.start(token)
+    except discord.LoginFailure:
+        raise Fatal("Discord refused DISCORD_TOKEN: copy the bot token again from the "
+                    "developer portal") from None
+    except discord.PrivilegedIntentsRequired:
+        raise Fatal("Discord refused the Message Content intent: enable it for the bot "
+                    "in the developer portal (docs/discord-setup.md)") from None
+    except discord.ConnectionClosed as closed:
+        if closed.code != SHARDING_REQUIRED:
+            raise
+        raise Fatal("Discord requires sharding: the bot is in too many servers for one "
+                    "connection; set SHARD_COUNT (e.g. 2) and start it again") from None

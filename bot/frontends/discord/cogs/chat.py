@@ -29,6 +29,8 @@ from bot.service.drafts import STORE_REPLY, Origin
 
 log = logging.getLogger(__name__)
 
+ATTACHMENTS_IGNORED = ("I read text only: I can't open attachments (files, images), so I answer "
+                       "only what you wrote.")
 COOLDOWN_REPLY = "One moment please - I answer each person at most every {seconds:g} seconds."
 
 
@@ -37,9 +39,23 @@ def parent_of(channel) -> int | None:
     return channel.parent_id if isinstance(channel, discord.Thread) else None
 
 
+def own_role(message: discord.Message) -> discord.Role | None:
+    """The bot's own managed role in the message's server (what "@Bot" autocomplete often
+    picks: mentioning it addresses the bot too)."""
+    return message.guild.self_role if message.guild is not None else None
+
+
+def mentions_bot(message: discord.Message, bot_user: discord.abc.User) -> bool:
+    role = own_role(message)
+    return bot_user in message.mentions or (role is not None and role in message.role_mentions)
+
+
 def plain_text(message: discord.Message, bot_user: discord.abc.User) -> str:
-    """The message text without the bot's mention, other user mentions as @names."""
+    """The message text without the bot's mention (or its role's), other user mentions as
+    @names."""
     text = re.sub(rf"<@!?{bot_user.id}>", "", message.content)
+    if (role := own_role(message)) is not None:
+        text = text.replace(f"<@&{role.id}>", "")
     for user in message.mentions:
         if user.id != bot_user.id:
             text = re.sub(rf"<@!?{user.id}>", f"@{user.display_name}", text)
@@ -85,7 +101,7 @@ class Chat(commands.Cog):
             return False
         if message.guild is None:
             return self.settings.dm_enabled
-        if me in message.mentions:
+        if mentions_bot(message, me):
             return True
         parent = await self._referenced(message)
         if parent is not None and parent.author.id == me.id:
@@ -132,6 +148,8 @@ class Chat(commands.Cog):
     async def on_message(self, message: discord.Message) -> None:
         try:
             if not await self.should_answer(message):
+                if self._attachments_only_for_me(message):
+                    await self._note_attachments(message)
                 return
         except StoreUnavailable as error:  # cannot tell whether /chat is on here: stay quiet
             log.warning("message %s in channel %s not answered: the store is unavailable (%s)",
@@ -150,6 +168,8 @@ class Chat(commands.Cog):
             if not writes.admit():
                 return await self._say_busy(message, writes)
             try:
+                if message.attachments:
+                    await self._note_attachments(message)
                 await self.answer(message, writes)
             finally:
                 writes.release()
@@ -157,6 +177,23 @@ class Chat(commands.Cog):
             log.warning("message %s in channel %s not answered: the store is unavailable (%s)",
                         message.id, message.channel.id, error)
             await self._send_quietly(message, STORE_REPLY)
+
+    def _attachments_only_for_me(self, message: discord.Message) -> bool:
+        """Files and no words, sent to the bot (a mention, or a DM it would answer)."""
+        if not message.attachments or message.author.bot or message.is_system():
+            return False
+        if plain_text(message, self.bot.user):
+            return False
+        if message.guild is None:
+            return self.settings.dm_enabled
+        return mentions_bot(message, self.bot.user)
+
+    async def _note_attachments(self, message: discord.Message) -> None:
+        """Say that attachments are not read (once per cooldown window per person)."""
+        if permissions.missing_to_answer(message.channel):
+            return
+        if await self.cooldowns.claim(message.author.id, "attachments"):
+            await self._send_quietly(message, ATTACHMENTS_IGNORED)
 
     def _cannot_answer(self, channel, missing: list[str]) -> None:
         """No generation where the reply could not be sent (logged once per channel)."""
