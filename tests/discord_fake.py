@@ -1,6 +1,7 @@
 """The fake Discord under dpytest: what it refuses and records, as Discord would.
 
-It refuses what Discord refuses: a message (sent, edited, or an interaction answer) over 2,000
+It refuses what Discord refuses (and, scripted per test in `bot.trouble`, answers a write with
+403, 5xx or 429 with a retry-after): a message (sent, edited, or an interaction answer) over 2,000
 characters; a reply to a deleted message unless its reference says `fail_if_not_exists=False`;
 an edit of a deleted message; an interaction's first answer after 3 s, and any answer after 15
 minutes (measured on `RecordingAdapter.clock`, which a test may replace). An edit of the bot's
@@ -36,13 +37,45 @@ class _Response:
         self.status, self.reason = status, reason
 
 
+_ERRORS = {403: (discord.Forbidden, "Forbidden"), 404: (discord.NotFound, "Not Found")}
+
+
 def refusal(bot, what: str, status: int, code: int, text: str) -> discord.HTTPException:
-    """The error discord.py raises for Discord's refusal (recorded in `bot.refusals`)."""
+    """The error discord.py raises for Discord's refusal (recorded in `bot.refusals`): a 5xx
+    is what discord.py raises once its own retries of it are spent."""
     if bot is not None:
         bot.refusals.append((what, status, text))
-    kind = discord.NotFound if status == 404 else discord.HTTPException
-    reason = "Not Found" if status == 404 else "Bad Request"
+    if status >= 500:
+        return discord.DiscordServerError(_Response(status, "Server Error"), text)
+    kind, reason = _ERRORS.get(status, (discord.HTTPException, "Bad Request"))
     return kind(_Response(status, reason), {"code": code, "message": text})
+
+
+async def _trouble(bot, what: str, channel_id: int) -> None:
+    """What Discord answers instead, when a test scripted it in `bot.trouble`: a list of
+    (what, status, retry_after) taken in order for the next "send" or "edit". 403 and 5xx are
+    raised as discord.py raises them. A 429 is what discord.py handles itself: it marks the
+    route's rate-limit bucket empty for retry_after (where the bot can read it), waits, and
+    sends again; recorded in `bot.rate_limited`."""
+    found = next((t for t in bot.trouble if t[0] == what), None)
+    if found is None:
+        return
+    bot.trouble.remove(found)
+    _, status, retry_after = found
+    if status == 403:
+        raise refusal(bot, what, 403, 50013, "Missing Permissions")
+    if status >= 500:
+        raise refusal(bot, what, status, 0, "Service Unavailable")
+    loop = asyncio.get_running_loop()
+    route = discord.http.Route("POST", "/channels/{channel_id}/messages",
+                               channel_id=channel_id)
+    bucket = discord.http.Ratelimit(None)
+    bucket.limit, bucket.remaining = 5, 0
+    bucket.expires = loop.time() + retry_after
+    bot.http._bucket_hashes[route.key] = "fake-bucket"
+    bot.http._buckets[f"fake-bucket:{route.major_parameters}"] = bucket
+    bot.rate_limited.append((what, loop.time(), retry_after))
+    await asyncio.sleep(retry_after)
 
 
 def _too_long(bot, what: str, content) -> None:
@@ -73,10 +106,13 @@ def record_sends(bot) -> None:
     bot.edits = []
     bot.write_times = []
     bot.write_clock = time.monotonic
+    bot.trouble = []  # scripted answers instead of success (see _trouble)
+    bot.rate_limited = []
 
     async def send_message(channel_id, *, params):
         channel = sys._getframe(1).f_locals["channel"]  # noqa: F841 - dpytest reads this local
         bot.write_times.append(bot.write_clock())
+        await _trouble(bot, "send", channel_id)
         payload = _payload_of(params)
         _too_long(bot, "send", payload.get("content"))
         reference = payload.get("message_reference")
@@ -101,6 +137,7 @@ def record_sends(bot) -> None:
     async def edit_message(channel_id, message_id, **fields):
         self = sys._getframe(1).f_locals["self"]  # dpytest reads this local: the message
         bot.write_times.append(bot.write_clock())
+        await _trouble(bot, "edit", channel_id)
         content = _payload_of(fields["params"]).get("content")
         _too_long(bot, "edit", content)
         kept = backend._cur_config.messages.get(int(channel_id), [])
