@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import discord.ext.test as dpytest
+from discord.ext.test import backend
 from discord_helpers import make_role, member, sent_messages
 from store_util import score
 
@@ -79,3 +80,44 @@ async def test_other_emoji_and_unknown_messages_are_ignored(bot, store, own):
 
     assert await store.exchanges.ratings(exchange.id) == {}
     assert await own.exchanges.rated() == []
+
+
+def clear_reactions(reply, emoji: str | None = None) -> None:
+    """Someone with Manage Messages clears every reaction (or every `emoji`) from `reply`, as
+    MESSAGE_REACTION_REMOVE_ALL / _REMOVE_EMOJI bring it (no per-user removal events)."""
+    data = {"channel_id": str(reply.channel.id), "message_id": str(reply.id),
+            "guild_id": str(reply.guild.id)}
+    state = backend.get_state()
+    if emoji is None:
+        state.parse_message_reaction_remove_all(data)
+    else:
+        state.parse_message_reaction_remove_emoji({**data, "emoji": {"id": None,
+                                                                     "name": emoji}})
+
+
+async def test_clearing_all_reactions_withdraws_every_rating(bot, store):
+    reply, exchange = await bot_reply(bot, store)
+    await dpytest.add_reaction(member("mod"), reply, THUMBS_UP)
+    await dpytest.add_reaction(member("admin"), reply, THUMBS_DOWN)
+    assert len(await store.exchanges.ratings(exchange.id)) == 2
+
+    clear_reactions(reply)
+    await dpytest.run_all_events()
+
+    assert await store.exchanges.ratings(exchange.id) == {}
+    assert bot.event_errors == []
+
+
+async def test_clearing_one_emoji_withdraws_only_its_ratings(bot, store):
+    reply, exchange = await bot_reply(bot, store)
+    await dpytest.add_reaction(member("mod"), reply, THUMBS_UP)
+    await dpytest.add_reaction(member("admin"), reply, THUMBS_DOWN)
+
+    clear_reactions(reply, THUMBS_UP)
+    await dpytest.run_all_events()
+
+    assert await store.exchanges.ratings(exchange.id) == {
+        store.user_hash(member("admin").id): -1}
+    clear_reactions(reply, "\N{GRINNING FACE}")  # not a rating: nothing changes
+    await dpytest.run_all_events()
+    assert len(await store.exchanges.ratings(exchange.id)) == 1

@@ -83,8 +83,11 @@ class Exchanges(ExchangeRecords):
         return exchange, self.keys.of(exchange.tenant), [*messages, *zsets], len(messages)
 
     async def _rating_call(self, exchange_id: str, moderator_id: int | str, value: int) -> int:
+        return await self._hashed_rating_call(exchange_id, self.user_hash(moderator_id), value)
+
+    async def _hashed_rating_call(self, exchange_id: str, moderator: str, value: int) -> int:
         exchange, own, lifetime, messages = await self._indexes(exchange_id)
-        k, moderator = self.keys, self.user_hash(moderator_id)
+        k = self.keys
         try:
             return int(await self._rate(
                 keys=[k.exchange(exchange_id), k.ratings(exchange_id), own.rated,
@@ -104,6 +107,15 @@ class Exchanges(ExchangeRecords):
     async def withdraw(self, exchange_id: str, moderator_id: int | str) -> int:
         """Remove this moderator's rating, if any; returns the score."""
         return await self._rating_call(exchange_id, moderator_id, 0)
+
+    async def withdraw_all(self, exchange_id: str, value: int | None = None) -> int:
+        """Remove every rating (`value`: every rating of that value) of the exchange, as when
+        its reply's reactions were cleared; returns how many were removed."""
+        found = [moderator for moderator, given in (await self.ratings(exchange_id)).items()
+                 if value is None or given == value]
+        for moderator in found:
+            await self._hashed_rating_call(exchange_id, moderator, 0)
+        return len(found)
 
     async def ratings(self, exchange_id: str) -> dict[str, int]:
         """moderator hash -> +1 or -1."""

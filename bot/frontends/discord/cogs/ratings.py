@@ -1,4 +1,5 @@
-"""Moderator ratings: 👍/👎 reactions on the bot's replies, and "Teach a better reply".
+"""Moderator ratings: 👍/👎 reactions on the bot's replies (a reaction removed, or all of them
+cleared, withdraws the rating), and "Teach a better reply".
 
 Raw reaction events are used so replies sent before a restart (not in the message cache) are
 rated too; the exchange is found by the reply's message id in the store.
@@ -207,6 +208,26 @@ class Ratings(commands.Cog):
                                                    payload.user_id, value)
         if answer is not None:
             log.info("reaction removed on message %s: %s", payload.message_id, answer.text)
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_clear(self, payload: discord.RawReactionClearEvent) -> None:
+        """Someone removed every reaction from a message: its ratings go with them."""
+        await self._cleared(payload.guild_id, payload.message_id, None)
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_clear_emoji(self, payload: discord.RawReactionClearEmojiEvent
+                                          ) -> None:
+        """Someone removed every 👍 (or 👎) from a message: the ratings of that value go."""
+        value = rating_of(payload.emoji)
+        if value is not None:
+            await self._cleared(payload.guild_id, payload.message_id, value)
+
+    async def _cleared(self, guild_id: int | None, message_id: int, value: int | None) -> None:
+        if guild_id is None:
+            return
+        answer = await self.actions.clear_reply(guild_id, message_id, value)
+        if answer is not None:
+            log.info("reactions cleared on message %s: %s", message_id, answer.text)
 
     # --- teach --------------------------------------------------------------------------------
 
