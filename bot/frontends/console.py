@@ -119,6 +119,7 @@ class Console:
             settings.home_guild_id if settings.home_guild_id is not None else CONSOLE_GUILD)
         self.channel_id, self.user = channel_id, user
         self.turns: list[Turn] = []  # this session's dialogue, oldest first
+        self.conversations = 0  # /new starts the next one
         self.last: Exchange | None = None
         self._acts = self._commands()
 
@@ -137,11 +138,17 @@ class Console:
         sink = ConsoleSink(self.write)
         result = await self.conversation.reply(turns, sink, source="console", user_id=self.user,
                                                guild_id=self.guild_id,
-                                               channel_id=self.channel_id)
+                                               channel_id=self.channel_id,
+                                               conversation=self.conversation_id)
         if isinstance(result, Exchange):
             self.last = result
             self.turns = [*result.turns(), Turn("bot", result.reply)]  # as stored: clipped
         return sink.answer
+
+    @property
+    def conversation_id(self) -> str:
+        """This conversation's id: the same for each line until `/new`."""
+        return f"console:{self.channel_id}:{self.user}:{self.conversations}"
 
     async def command(self, line: str) -> str:
         name, _, rest = line[1:].partition(" ")
@@ -204,6 +211,7 @@ class Console:
 
     async def _new(self, rest: str, arg: str) -> str:
         self.turns, self.last = [], None
+        self.conversations += 1
         return "started a new conversation: earlier lines are no longer its context"
 
     async def _help(self, rest: str, arg: str) -> str:
