@@ -23,6 +23,7 @@ from bot.core.text import clean_text
 from bot.runtime import Runtime
 from bot.service.actions import Answer
 from bot.service.answer_text import refusal_line
+from bot.service.canary_actions import canary_line
 from bot.service.drafts import CUT_NOTES, Failure
 from bot.service.trust_actions import cycle_lines
 
@@ -34,7 +35,8 @@ CONSOLE_CHANNEL = 0
 ANY = "*"  # a command that takes any words after its name
 
 HELP = ("commands: /new | /style set [server] <prefix> | /style show | /style clear [server] | "
-        "/rate up|down | /teach <better reply> | /adapter status|rollback | /train now | "
+        "/rate up|down | /teach <better reply> | /adapter status|rollback|promote|abort | "
+        "/train now | "
         "/review [approve|reject <id>] | /moderators distrust|trust <user> | "
         "/exam add|remove | /stats | /forget me | /quit")
 
@@ -173,6 +175,8 @@ class Console:
             ("teach", ANY): self._teach,
             ("adapter", "status"): _said(lambda: actions.adapter_status(guild)),
             ("adapter", "rollback"): _said(lambda: actions.rollback(guild)),
+            ("adapter", "promote"): _said(lambda: actions.canary.promote(guild)),
+            ("adapter", "abort"): _said(lambda: actions.canary.abort(guild)),
             ("train", "now"): _said(lambda: actions.train_now(guild, "console")),
             ("stats", ANY): _said(lambda: actions.stats(guild)),
             ("forget", "me"): self._forget,
@@ -297,6 +301,9 @@ async def run_console(settings, stdin: TextIO = sys.stdin, stdout: TextIO = sys.
             if event.kind == "cycle":
                 text = "\n".join(await cycle_lines(runtime.store, event))
                 print(f"[training cycle: {text}]", file=stdout, flush=True)
+                return
+            if event.kind == "canary":
+                print(f"[{canary_line(event)}]", file=stdout, flush=True)
                 return
             text = (refusal_line(event.version, event.reason, event.previous)
                     if event.kind == "refused" else f"{event.kind}: now serving {event.version}")

@@ -75,7 +75,9 @@ class Canaries:
     async def start(self, canary: Canary) -> Canary | None:
         """Make `canary` this tenant's (it replaces a running one, which is returned) if
         `canary.active` is still active; else ActiveChanged and nothing changes."""
-        event = self._event(canary, "started", canary.gate)
+        event = self._event(canary, "started", (
+            f"it answers {canary.share:.0%} of new conversations until moderators' live "
+            f"ratings decide; the offline gate: {canary.gate or 'passed'}"))
         try:
             before = await self._start(
                 keys=[self._key, self.keys.active, self.keys.adapter_events],
