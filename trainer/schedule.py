@@ -18,6 +18,7 @@ from datetime import datetime
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from bot.core.canary_rule import Verdict
 from bot.core.store import Store
 from trainer.canary import judge_canaries
 from trainer.cycle import due_tenants, run_cycle
@@ -62,9 +63,9 @@ class TrainerService:
         rather than recording a skipped run every poll."""
         return await self.scheduled_cycle(requested_only=True)
 
-    async def judge_canaries(self) -> None:
+    async def judge_canaries(self) -> dict[int, Verdict]:
         """Promote or roll back the canaries whose live ratings decide (trainer/canary.py)."""
-        await judge_canaries(self.settings, self.store)
+        return await judge_canaries(self.settings, self.store)
 
 
 def build_scheduler(service: TrainerService, settings) -> AsyncIOScheduler:
