@@ -50,7 +50,7 @@ async def judge(settings, store: TenantStore, *, now: float | None = None) -> Ve
         verdict = decide(mine, rest, canary.hours(now or time.time()),
                          CanaryRules.from_settings(settings))
         if verdict.action == "promote":
-            acted = await store.canary.promote(canary, store.registry, verdict.reason)
+            acted = await store.canary.promote(canary, verdict.reason)
         elif verdict.action == "rollback":
             acted = await store.canary.end(canary, "rolled back", verdict.reason)
         else:

@@ -58,8 +58,7 @@ class CanaryActions:
         if canary is None:
             return Answer(NO_CANARY, ok=False)
         verdict = await self._verdict(tenant, canary)
-        if not await own.canary.promote(canary, own.registry,
-                                        f"by an admin; {verdict.reason}"):
+        if not await own.canary.promote(canary, f"by an admin; {verdict.reason}"):
             return Answer(NO_CANARY, ok=False)
         await self.router.refresh(tenant)
         await self.router.refresh_canary(tenant)

@@ -74,10 +74,22 @@ async def test_promoting_ends_it_and_activates_it_once(own, settings, blobs):
     await own.registry.activate(v1)
     await own.canary.start(Canary(version=v2, active=v1, share=0.5))
     canary = await own.canary.current()
-    assert await own.canary.promote(canary, own.registry, "numbers")
-    assert not await own.canary.promote(canary, own.registry, "numbers")
+    assert await own.canary.promote(canary, "numbers")
+    assert not await own.canary.promote(canary, "numbers")
     assert await own.registry.active() == v2
     assert (await own.registry.history())[0] == v1
+
+
+async def test_a_canary_whose_active_version_left_is_aborted_not_promoted(own, settings,
+                                                                         blobs):
+    v1, v2 = await saved(own, settings, blobs["v1"]), await saved(own, settings, blobs["v2"])
+    v3 = await saved(own, settings, blobs["v1"])
+    await own.registry.activate(v1)
+    await own.canary.start(Canary(version=v2, active=v1, share=0.5))
+    await own.registry.activate(v3)  # e.g. `python -m trainer publish` meanwhile
+    assert not await own.canary.promote(await own.canary.current(), "numbers")
+    assert await own.canary.current() is None
+    assert await own.registry.active() == v3
 
 
 async def test_the_tally_counts_trusted_moderators_since_the_start(store, own, settings, blobs):

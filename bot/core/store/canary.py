@@ -23,7 +23,6 @@ from bot.core.canary_rule import Tally
 from bot.core.generation import BASE_VERSION
 from bot.core.store.keys import Keys
 from bot.core.store.records import ActiveChanged, AdapterEvent, Exchange
-from bot.core.store.registry import Registry
 
 # KEYS: canary, active pointer, event channel; ARGV: canary JSON, expected active, event JSON.
 # Returns the canary it replaced (or false).
@@ -41,6 +40,22 @@ local raw = redis.call('GET', KEYS[1])
 if not raw or cjson.decode(raw)['version'] ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', KEYS[2], ARGV[2])
+return 1
+"""
+# Promotion in one step: the canary still runs and its active version still serves -> the
+# canary ends and becomes active (both announced, the activation first, so a bot serves it
+# everywhere before it stops routing the canary's share). KEYS: canary, active, history, event
+# channel; ARGV: version, expected active, activated event JSON, canary event JSON.
+_PROMOTE = """
+local raw = redis.call('GET', KEYS[1])
+if not raw or cjson.decode(raw)['version'] ~= ARGV[1] then return 0 end
+local current = redis.call('GET', KEYS[2]) or 'base'
+if current ~= ARGV[2] then return redis.error_reply('ACTIVE_CHANGED ' .. current) end
+redis.call('DEL', KEYS[1])
+redis.call('LPUSH', KEYS[3], current)
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('PUBLISH', KEYS[4], ARGV[3])
+redis.call('PUBLISH', KEYS[4], ARGV[4])
 return 1
 """
 
@@ -63,6 +78,7 @@ class Canaries:
         self._redis, self.keys = client, keys
         self._start = client.register_script(_START)
         self._end = client.register_script(_END)
+        self._promote = client.register_script(_PROMOTE)
 
     @property
     def _key(self) -> str:
@@ -97,14 +113,23 @@ class Canaries:
         return bool(await self._end(keys=[self._key, self.keys.adapter_events],
                                     args=[canary.version, event.model_dump_json()]))
 
-    async def promote(self, canary: Canary, registry: Registry, detail: str) -> bool:
-        """End `canary` as promoted and make it the active adapter; False (nothing moves)
-        when it had ended already. Ending first makes the decision once: a trainer and an
-        admin promoting or aborting at the same moment cannot both act."""
-        if not await self.end(canary, "promoted", detail):
-            return False
-        await registry.activate(canary.version, expected=canary.active)
-        return True
+    async def promote(self, canary: Canary, detail: str) -> bool:
+        """End `canary` as promoted and make it the active adapter, in one step; False when
+        it had ended already (nothing moves), or when another version became active meanwhile
+        (then the canary ends as aborted: it was judged against a version that left)."""
+        activated = AdapterEvent(kind="activated", tenant=self.keys.tenant,
+                                 version=canary.version, previous=canary.active)
+        keys = [self._key, self.keys.active, self.keys.history, self.keys.adapter_events]
+        try:
+            return bool(await self._promote(keys=keys, args=[
+                canary.version, canary.active, activated.model_dump_json(),
+                self._event(canary, "promoted", detail).model_dump_json()]))
+        except aioredis.ResponseError as error:
+            if "ACTIVE_CHANGED" not in str(error):
+                raise
+            why = str(error)
+        await self.end(canary, "aborted", f"another adapter became active meanwhile ({why})")
+        return False
 
     def _event(self, canary: Canary, outcome: str, detail: str) -> AdapterEvent:
         return AdapterEvent(kind="canary", tenant=self.keys.tenant, version=canary.version,
