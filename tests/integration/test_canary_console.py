@@ -44,7 +44,11 @@ async def test_the_console_canary_is_rolled_back_by_its_ratings(fast, store, eng
     own = store.tenant(TENANT)
     async with Runtime(settings, store=store, generator=engine) as runtime:
         heard = []
-        runtime.on_change(lambda event, record: asyncio.sleep(0, heard.append(event)))
+
+        async def hear(event, record) -> None:
+            heard.append(event)
+
+        runtime.on_change(hear)
         console, router = Console(runtime), runtime.router
         v1, v2 = await promoted_twice(settings, own, blobs)
         await until(lambda: router.canary(TENANT) is not None and router.own_version(TENANT)
