@@ -4,14 +4,17 @@ keeps the version that answered its conversation."""
 
 from __future__ import annotations
 
+import asyncio
+
 import discord.ext.test as dpytest
 from adapters_util import make_adapter_bytes
 from discord_helpers import REFUSED_ADMIN, member, reply_message, sent_messages, slash
 
-from bot.core.store import AdapterRecord
+from bot.core.store import AdapterRecord, Exchange
 from bot.core.store.canary import Canary
 from bot.frontends.discord.modlog import modlog_text
 from bot.service.follow import serves_canary
+from trainer.canary import judge
 
 
 async def with_canary(own, fast, tiny_model_dir, share: float = 0.5) -> tuple[str, str]:
@@ -90,3 +93,35 @@ def test_the_mod_log_says_how_a_canary_started_and_ended():
                                         "conversations")
     assert modlog_text(end, None) == ("Canary v2 rolled back: v1 answers every conversation "
                                       "again (canary 0/20 👍 (0%))")
+
+
+async def canary_post():
+    """The next mod-log post about a canary (v1's activation is posted before it)."""
+    async with asyncio.timeout(20):
+        while True:
+            while dpytest.sent_queue.empty():
+                await asyncio.sleep(0.05)
+            for post in await sent_messages():
+                if post.content.startswith("Canary"):
+                    return post
+
+
+async def test_the_mod_log_posts_the_start_and_the_judges_decision(bot, own, fast,
+                                                                   tiny_model_dir, channel):
+    await own.set_modlog_channel(channel.id)
+    bot.runtime.on_change(bot.modlog.announce)
+    active, canary = await with_canary(own, fast, tiny_model_dir)
+    started = await canary_post()
+    assert started.content == (f"Canary {canary} started against {active}: it answers 50% of "
+                               "new conversations until moderators' live ratings decide; the "
+                               "offline gate: better chrF")
+    for _ in range(fast.canary_min_ratings):
+        for version, vote in ((canary, -1), (active, 1)):
+            exchange = await own.exchanges.add(Exchange(tenant=own.tenant, user_message="q",
+                                                        reply="a", adapter_version=version))
+            await own.exchanges.rate(exchange.id, "mod", vote)
+    assert (await judge(fast, own)).action == "rollback"
+    ended = await canary_post()
+    assert ended.content.startswith(f"Canary {canary} rolled back: {active} answers every "
+                                    "conversation again (worse than the active adapter: "
+                                    "canary 0/20 👍 (0%), active 20/20 👍 (100%)")
