@@ -267,11 +267,14 @@ async def _judge_and_publish(settings, store: TenantStore, lock: TrainingLock,
                            metrics=outcome.metrics, data=outcome.data)
     try:
         saved = await publish(store.registry, record, search.best.adapter, outcome.report(),
-                              candidate.png)
+                              candidate.png, canaries=store.canary, share=settings.canary_share)
     except PublishRefused as refused:
         outcome.reason, outcome.version = str(refused), refused.version
         return outcome
     outcome.outcome, outcome.version = "promoted", saved.version
+    if settings.canary_share > 0:
+        outcome.notes.append(f"a canary for {settings.canary_share:.0%} of new conversations "
+                             "until moderators' live ratings decide")
     _keep_files(outcome, settings, saved.version, candidate.png)
     return outcome
 

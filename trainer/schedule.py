@@ -4,7 +4,8 @@ APScheduler 3.x with its memory job store (its Redis job store would keep pickle
 defined here at start-up. One job runs, on the interval, a cycle for each server that is due
 (max_instances 1, coalesce, so a slow round never overlaps or piles up); another polls the store
 for servers that asked `/train now`. Both go through one in-process guard, one server at a time;
-each server's Redis lock keeps other trainer processes off that server.
+each server's Redis lock keeps other trainer processes off that server. A third judges each
+server's canary every minute (trainer/canary.py), under the same per-server lock.
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ from datetime import datetime
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from bot.core.canary_rule import Verdict
 from bot.core.store import Store
+from trainer.canary import judge_canaries
 from trainer.cycle import due_tenants, run_cycle
 from trainer.outcome import CycleOutcome
 
 log = logging.getLogger(__name__)
 
 REQUEST_POLL_SECONDS = 15
+CANARY_CHECK_SECONDS = 60
 
 
 class TrainerService:
@@ -59,6 +63,10 @@ class TrainerService:
         rather than recording a skipped run every poll."""
         return await self.scheduled_cycle(requested_only=True)
 
+    async def judge_canaries(self) -> dict[int, Verdict]:
+        """Promote or roll back the canaries whose live ratings decide (trainer/canary.py)."""
+        return await judge_canaries(self.settings, self.store)
+
 
 def build_scheduler(service: TrainerService, settings) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler()
@@ -69,6 +77,8 @@ def build_scheduler(service: TrainerService, settings) -> AsyncIOScheduler:
                       id="training-cycle", next_run_time=datetime.now(), **once)
     scheduler.add_job(service.poll_request, IntervalTrigger(seconds=REQUEST_POLL_SECONDS),
                       id="train-now-poll", **once)
+    scheduler.add_job(service.judge_canaries, IntervalTrigger(seconds=CANARY_CHECK_SECONDS),
+                      id="canary-judge", **once)
     return scheduler
 
 

@@ -113,6 +113,13 @@ class Settings(BaseSettings):
     trust_min_signals: int = Field(20, ge=1)
     trust_repeat_prompts: int = Field(3, ge=2)
 
+    # --- the canary: live ratings judge a promoted adapter (bot/core/canary_rule.py) ----------
+    canary_share: float = Field(0.0, ge=0.0, lt=1.0)  # 0: a promotion serves at once
+    canary_min_ratings: int = Field(20, ge=1)
+    canary_margin: float = Field(0.02, ge=0.0, le=0.5)
+    canary_confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    canary_max_hours: float = Field(336.0, gt=0.0)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("redis_url")

@@ -23,6 +23,7 @@ from bot.core.text import clean_text
 from bot.runtime import Runtime
 from bot.service.actions import Answer
 from bot.service.answer_text import refusal_line
+from bot.service.canary_actions import canary_line
 from bot.service.drafts import CUT_NOTES, Failure
 from bot.service.trust_actions import cycle_lines
 
@@ -34,7 +35,8 @@ CONSOLE_CHANNEL = 0
 ANY = "*"  # a command that takes any words after its name
 
 HELP = ("commands: /new | /style set [server] <prefix> | /style show | /style clear [server] | "
-        "/rate up|down | /teach <better reply> | /adapter status|rollback | /train now | "
+        "/rate up|down | /teach <better reply> | /adapter status|rollback|promote|abort | "
+        "/train now | "
         "/review [approve|reject <id>] | /moderators distrust|trust <user> | "
         "/exam add|remove | /stats | /forget me | /quit")
 
@@ -119,6 +121,7 @@ class Console:
             settings.home_guild_id if settings.home_guild_id is not None else CONSOLE_GUILD)
         self.channel_id, self.user = channel_id, user
         self.turns: list[Turn] = []  # this session's dialogue, oldest first
+        self.conversations = 0  # /new starts the next one
         self.last: Exchange | None = None
         self._acts = self._commands()
 
@@ -137,11 +140,17 @@ class Console:
         sink = ConsoleSink(self.write)
         result = await self.conversation.reply(turns, sink, source="console", user_id=self.user,
                                                guild_id=self.guild_id,
-                                               channel_id=self.channel_id)
+                                               channel_id=self.channel_id,
+                                               conversation=self.conversation_id)
         if isinstance(result, Exchange):
             self.last = result
             self.turns = [*result.turns(), Turn("bot", result.reply)]  # as stored: clipped
         return sink.answer
+
+    @property
+    def conversation_id(self) -> str:
+        """This conversation's id: the same for each line until `/new`."""
+        return f"console:{self.channel_id}:{self.user}:{self.conversations}"
 
     async def command(self, line: str) -> str:
         name, _, rest = line[1:].partition(" ")
@@ -166,6 +175,8 @@ class Console:
             ("teach", ANY): self._teach,
             ("adapter", "status"): _said(lambda: actions.adapter_status(guild)),
             ("adapter", "rollback"): _said(lambda: actions.rollback(guild)),
+            ("adapter", "promote"): _said(lambda: actions.canary.promote(guild)),
+            ("adapter", "abort"): _said(lambda: actions.canary.abort(guild)),
             ("train", "now"): _said(lambda: actions.train_now(guild, "console")),
             ("stats", ANY): _said(lambda: actions.stats(guild)),
             ("forget", "me"): self._forget,
@@ -204,6 +215,7 @@ class Console:
 
     async def _new(self, rest: str, arg: str) -> str:
         self.turns, self.last = [], None
+        self.conversations += 1
         return "started a new conversation: earlier lines are no longer its context"
 
     async def _help(self, rest: str, arg: str) -> str:
@@ -289,6 +301,9 @@ async def run_console(settings, stdin: TextIO = sys.stdin, stdout: TextIO = sys.
             if event.kind == "cycle":
                 text = "\n".join(await cycle_lines(runtime.store, event))
                 print(f"[training cycle: {text}]", file=stdout, flush=True)
+                return
+            if event.kind == "canary":
+                print(f"[{canary_line(event)}]", file=stdout, flush=True)
                 return
             text = (refusal_line(event.version, event.reason, event.previous)
                     if event.kind == "refused" else f"{event.kind}: now serving {event.version}")

@@ -34,6 +34,7 @@ from bot.service.answer_text import (
     stats_text,
     when,
 )
+from bot.service.canary_actions import CanaryActions
 from bot.service.follow import AdapterRouter
 from bot.service.retry import with_retries
 from bot.service.style_prefix import StyleRejected, validate_style
@@ -59,6 +60,7 @@ class Actions:
         self.generator = generator
         self.router = router
         self.trust = TrustActions(store)  # the review queue, moderators, the exam
+        self.canary = CanaryActions(settings, store, router)  # a promoted adapter on trial
 
     # --- moderators: ratings and corrections --------------------------------------------------
 
@@ -262,6 +264,7 @@ class Actions:
                           f"Metrics: {pairs(record.metrics)}",
                           f"Data: {pairs(record.data)}",
                           f"Hyperparameters: {pairs(record.hyperparameters)}"]
+        lines += await self.canary.status_lines(tenant)
         lines += await self._last_cycle(tenant)
         return Answer(fitted(lines))
 
@@ -291,7 +294,10 @@ class Actions:
         """Move this server's registry pointer back one version, once that version loaded
         here: it is loaded first (a damaged or foreign adapter is refused and nothing moves),
         then the pointer moves if nobody moved it meanwhile, and this process serves it at
-        once; other processes follow the registry event."""
+        once; other processes follow the registry event. During a canary it ends the canary
+        instead (the active adapter stays)."""
+        if await self.canary.running(tenant):  # the newest change is the canary: it ends
+            return await self.canary.abort(tenant, "rolled back")
         registry = self.store.tenant(tenant).registry
         for _ in range(ROLLBACK_ATTEMPTS):
             history = await registry.history()

@@ -86,17 +86,20 @@ class Conversation:
     async def reply(self, turns: list[Turn], sink: ReplySink, *, source: Source,
                     user_id: int | str, guild_id: int | None, channel_id: int | None,
                     parent_id: int | None = None, origins: list[Origin] | None = None,
-                    user_message_id: int | None = None) -> Exchange | Failure:
+                    user_message_id: int | None = None,
+                    conversation: str | None = None) -> Exchange | Failure:
         """Reply to `turns` (oldest first, ending with the user's message) on `sink`: draft,
         show, keep, then take out what was deleted meanwhile (see the module docstring).
 
         `parent_id`: the parent channel of a thread (its style applies there); `origins`:
-        where each context turn came from; `user_message_id`: the message answered. Returns
+        where each context turn came from; `user_message_id`: the message answered;
+        `conversation`: its id (a server's canary answers a share of them). Returns
         the stored exchange (the sink is told `kept` unless its question was deleted
         meanwhile), or the Failure the sink was told (nothing is kept then)."""
         origins = list(origins or [])
         stream = await self.stream_draft(turns, guild_id=guild_id, channel_id=channel_id,
-                                         parent_id=parent_id, origins=origins)
+                                         parent_id=parent_id, origins=origins,
+                                         conversation=conversation)
         if isinstance(stream, Failure):
             await sink.fail(stream, "")
             return stream
@@ -162,7 +165,8 @@ class Conversation:
 
     async def stream_draft(self, turns: list[Turn], *, guild_id: int | None,
                            channel_id: int | None, parent_id: int | None = None,
-                           origins: list[Origin] | None = None) -> DraftStream | Failure:
+                           origins: list[Origin] | None = None,
+                           conversation: str | None = None) -> DraftStream | Failure:
         """A reply to `turns` with the adapter serving that server, piece by piece: the
         DraftStream to iterate (its `draft` is what `keep` stores), or the Failure when the
         store cannot say which style is in force."""
@@ -173,7 +177,7 @@ class Conversation:
             log.warning("no reply: the store is unavailable (%s)", error)
             return Failure("unavailable", STORE_REPLY)
         tenant = self.tenant_of(guild_id)
-        version = self.router.version_for(tenant)
+        version = self.router.version_for(tenant, conversation)
         stream = self.generator.stream(turns, style=style, adapter=version)
 
         def finish(generation: Generation) -> Draft:

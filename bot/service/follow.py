@@ -17,13 +17,20 @@ one of the default tenant: the operator's choice, else HOME_GUILD_ID), else the 
   "refused" event (the mod log) when it is news; it is cleared once the active version serves;
 - a "cycle" event (a training cycle refused its candidate or held teachings) loads nothing and
   is passed on to `on_change` (the mod log says what the cycle learned);
+- a "canary" event (a promoted adapter on trial started or ended, bot/core/store/canary.py)
+  loads the canary, or drops it, and is passed on to `on_change`;
 - a lost Redis connection is retried with backoff, and the table is read again.
+
+While a server has a canary, `version_for(tenant, conversation)` gives it to its share of
+conversations: a hash of the conversation's id and the canary's version, so a conversation keeps
+one version for its whole reply chain, in every process, and each canary draws its own share.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -32,6 +39,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.core.generation import BASE_VERSION, AdapterLoadError, Generator
 from bot.core.store import AdapterCorrupt, AdapterEvent, AdapterRecord, Store, UnknownAdapter
+from bot.core.store.canary import Canary
 from bot.core.store.registry import Refusal
 
 log = logging.getLogger(__name__)
@@ -51,16 +59,42 @@ class AdapterRouter:
         self.home_tenant = home_tenant
         self.default_tenant = home_tenant
         self._own: dict[int, str] = {}  # tenant -> its own version, as loaded here
+        self._canary: dict[int, Canary] = {}  # tenant -> its canary, loaded here
         self.ready = asyncio.Event()  # set once start_up has served every tenant
 
-    def version_for(self, tenant: int | None) -> str:
-        """The version that answers in `tenant` now (None, no server: the base model)."""
+    def version_for(self, tenant: int | None, conversation: str | None = None) -> str:
+        """The version that answers in `tenant` now (None, no server: the base model); with
+        `conversation` (its id), the server's canary for its share of conversations."""
         if tenant is None:
             return BASE_VERSION
+        canary = self._canary.get(tenant)
+        if canary is not None and conversation is not None and serves_canary(
+                conversation, canary.version, canary.share):
+            return canary.version
         own = self._own.get(tenant, BASE_VERSION)
         if own != BASE_VERSION or self.default_tenant in (None, tenant):
             return own
         return self._own.get(self.default_tenant, BASE_VERSION)
+
+    def canary(self, tenant: int) -> Canary | None:
+        """The tenant's canary as served here (None: none, or it could not be loaded)."""
+        return self._canary.get(tenant)
+
+    async def refresh_canary(self, tenant: int) -> Canary | None:
+        """Serve `tenant`'s canary if it has one that loads, else none."""
+        canary = await self.store.tenant(tenant).canary.current()
+        if canary is not None:
+            try:
+                await self._load(canary.version)
+            except _UNSERVABLE as error:
+                log.error("canary %s of server %s cannot be served (%s); the active adapter "
+                          "answers every conversation", canary.version, tenant, error)
+                canary = None
+        if canary is None:
+            self._canary.pop(tenant, None)
+        else:
+            self._canary[tenant] = canary
+        return canary
 
     def own_version(self, tenant: int) -> str:
         """The tenant's own adapter as served here (BASE_VERSION: none)."""
@@ -86,6 +120,7 @@ class AdapterRouter:
         self.default_tenant = await self.store.registry.default_tenant() or self.home_tenant
         for tenant in await self.store.tenants():
             await self._start_tenant(tenant, on_change)
+            await self.refresh_canary(tenant)
         self.ready.set()
 
     async def _start_tenant(self, tenant: int, on_change: OnChange | None) -> None:
@@ -173,6 +208,9 @@ class AdapterRouter:
             return event.tenant is not None  # nothing to load: passed on to the mod log
         if event.tenant is None:
             return False
+        if event.kind == "canary":
+            await self.refresh_canary(event.tenant)
+            return True
         before = self.own_version(event.tenant)
         try:
             now = await self.refresh(event.tenant)
@@ -201,3 +239,10 @@ async def _notify(store: Store, on_change: OnChange | None, event: AdapterEvent)
         await on_change(event, record)
     except Exception:  # a failing notification must not stop the bot following the registry
         log.exception("on_change callback failed for adapter %s", version)
+
+
+def serves_canary(conversation: str, version: str, share: float) -> bool:
+    """Whether the canary `version` answers `conversation`: the same for every reply of that
+    conversation and in every process (a hash, not a random draw)."""
+    digest = hashlib.sha256(f"{version}:{conversation}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2 ** 64 < share

@@ -17,7 +17,7 @@ from bot.core.adapter_io import attach_adapter, parse_adapter
 from bot.core.store import BASE_VERSION, AdapterRecord, Exchange, Store
 from trainer.cycle import LOCK_HELD, TrainingLock, run_cycle, warm_start
 from trainer.publish import PublishRefused, publish
-from trainer.schedule import TrainerService, build_scheduler
+from trainer.schedule import CANARY_CHECK_SECONDS, TrainerService, build_scheduler
 
 QA = [("what is the capital of france", "paris is the capital of france"),
       ("how are you", "i am fine thank you"),
@@ -234,7 +234,8 @@ async def test_schedule_runs_a_requested_cycle_soon(settings, store, own):
     service = TrainerService(settings, store)
     scheduler = build_scheduler(service, settings)
     jobs = {job.id: job for job in scheduler.get_jobs()}
-    assert set(jobs) == {"training-cycle", "train-now-poll"}
+    assert set(jobs) == {"training-cycle", "train-now-poll", "canary-judge"}
+    assert jobs["canary-judge"].trigger.interval.total_seconds() == CANARY_CHECK_SECONDS
     for job in jobs.values():
         assert job.max_instances == 1 and job.coalesce is True
     assert jobs["training-cycle"].trigger.interval.total_seconds() == \
@@ -337,3 +338,16 @@ async def test_the_schedule_trains_each_due_server_and_only_those(settings, stor
     assert all(o.outcome == "promoted" for o in outcomes), [o.reason for o in outcomes]
     assert await store.tenant(3).registry.active() == BASE_VERSION
     assert await store.tenant(3).trainer.recent_runs() == []
+
+
+async def test_a_promotion_with_a_canary_share_starts_a_canary(settings, store, own):
+    # The schedule test's training (three epochs, the NLL gate), with CANARY_SHARE set.
+    settings = train_settings(settings, search_trials=1, max_epochs=3, canary_share=0.3,
+                              **NLL_GATE)
+    await add_rated(store, 20)
+    outcome = await run_cycle(settings, store, TENANT, force=True, progress=False)
+    assert outcome.outcome == "promoted", outcome
+    canary = await own.canary.current()
+    assert (canary.version, canary.active, canary.share) == (outcome.version, BASE_VERSION, 0.3)
+    assert await own.registry.active() == BASE_VERSION  # the rest still get the base model
+    assert any("a canary for 30% of new conversations" in note for note in outcome.notes)

@@ -10,6 +10,7 @@
                       and counters), .registry (its active pointer, history, versions),
                       .trainer (its cursor, lock, "train now", recent runs), .trust
                       (distrusted moderators, the review queue, exam pins: trust.py),
+                      .canary (a promoted adapter on trial: canary.py),
                       .modlog channel
 
 `store.forget_user` and `store.forget_messages` remove a person's data and deleted Discord
@@ -25,6 +26,7 @@ import json
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from bot.core.store.canary import Canaries
 from bot.core.store.exchanges import Exchanges
 from bot.core.store.keys import SCHEMA_VERSION, Keys
 from bot.core.store.migrate import migrate_from_1
@@ -51,6 +53,7 @@ class TenantStore:
         self.registry = Registry(redis, keys)
         self.trainer = TrainerState(redis, keys)
         self.trust = Trust(redis, keys, store.user_hash)
+        self.canary = Canaries(redis, keys)
         self._redis, self._keys = redis, keys
 
     async def modlog_channel(self) -> int | None:

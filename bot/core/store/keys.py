@@ -60,6 +60,8 @@ One tenant's (`T` = P:g:{tenant}):
     T:tr:request                 JSON "train now" request from the bot; kept until a cycle
                                  that saw it ends (a failed one counts an attempt)
     T:tr:runs                    list  JSON outcomes of recent training cycles, newest first
+    T:canary                     JSON Canary: a promoted adapter answering a share of new
+                                 conversations until live ratings decide (canary.py)
     T:modlog                     channel id where this tenant's adapter changes are posted
     T:trust:distrusted           set   moderator hashes an admin distrusted: their ratings and
                                  teachings leave training (bot/core/store/trust.py)
@@ -188,6 +190,10 @@ class Keys:
     @property
     def refused(self) -> str:
         return self._own("ad", "refused")
+
+    @property
+    def canary(self) -> str:
+        return self._own("canary")
 
     @property
     def modlog(self) -> str:

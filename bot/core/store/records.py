@@ -169,8 +169,11 @@ class AdapterEvent(BaseModel):
     # default: another default tenant; refused: a version a bot would not serve (told to its
     # own listeners, never published); cycle: a training cycle ended without changing what
     # serves but with something to tell (a refused candidate, teachings newly held)
-    kind: Literal["activated", "rollback", "default", "refused", "cycle"]
+    # canary: a canary started or ended (reason: started, promoted, rolled back, aborted,
+    # replaced; detail: the numbers; previous: the active version it is judged against)
+    kind: Literal["activated", "rollback", "default", "refused", "cycle", "canary"]
     tenant: int | None = None  # the server whose active adapter changed
     version: str  # cycle: the version serving
     previous: str  # refused: the version serving instead; cycle: when its run was recorded
     reason: str | None = None  # refused: the check it failed; cycle: its outcome
+    detail: str | None = None  # canary: the live test's numbers, or the offline gate's reason

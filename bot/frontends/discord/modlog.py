@@ -1,6 +1,7 @@
 """A server's mod log: each adapter change posted with what its training cycle learned, its
 report's numbers and loss curve; a cycle that refused its candidate or held teachings is posted
-too (a "cycle" event from the trainer), with what it learned, held or refused.
+too (a "cycle" event from the trainer), with what it learned, held or refused, and so is a
+canary's start and end with the live test's numbers.
 
 Every bot process follows the registry and sees each change; the first to claim it in the
 store posts it, so a change is posted once however many processes (shards) run.
@@ -16,6 +17,7 @@ import discord
 from bot.core.store import Store, StoreUnavailable
 from bot.frontends.discord.cogs.replies import MESSAGE_LIMIT
 from bot.service.answer_text import fitted, learned_lines, refusal_line
+from bot.service.canary_actions import canary_line
 from bot.service.trust_actions import cycle_lines
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,8 @@ def modlog_text(event, report: dict | None, cycle: list[str] | None = None) -> s
     `cycle`: its learned lines."""
     if event.kind == "refused":
         return f"Adapter {refusal_line(event.version, event.reason, event.previous)}"
+    if event.kind == "canary":
+        return fitted([canary_line(event)], MESSAGE_LIMIT)
     if event.kind == "cycle":
         return fitted([f"Training cycle: {event.version} keeps serving", *(cycle or [])],
                       MESSAGE_LIMIT)
@@ -77,10 +81,11 @@ class ModLog:
         if channel_id is None:
             return
         try:
-            if not await self.store.claim("modlog", event.kind, event.version, event.previous,
+            kind = f"{event.kind}-{event.reason}" if event.kind == "canary" else event.kind
+            if not await self.store.claim("modlog", kind, event.version, event.previous,
                                           ttl_s=MODLOG_CLAIM_S):
                 return
-            report, png = ((None, None) if event.kind in ("refused", "cycle")
+            report, png = ((None, None) if event.kind in ("refused", "cycle", "canary")
                            else await self.store.registry.report(event.version))
             cycle = await cycle_lines(self.store, event) if event.kind == "cycle" else None
             if event.kind == "cycle" and not cycle:

@@ -153,6 +153,24 @@ class Admin(commands.Cog):
             # This process swapped already, so its follower sees no change to announce.
             await self.bot.modlog.announce(answer.event, None)
 
+    @adapter.command(name="promote", description="Promote the canary: it answers every "
+                                                 "conversation")
+    @admin_only()
+    async def adapter_promote(self, interaction: discord.Interaction) -> None:
+        await self._canary_act(interaction, self.actions.canary.promote)
+
+    @adapter.command(name="abort", description="End the canary: the active adapter answers "
+                                               "every conversation")
+    @admin_only()
+    async def adapter_abort(self, interaction: discord.Interaction) -> None:
+        await self._canary_act(interaction, self.actions.canary.abort)
+
+    async def _canary_act(self, interaction: discord.Interaction, act) -> None:
+        # Promoting loads an adapter, which can outlast Discord's 3-second answer window.
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        answer = await act(interaction.guild_id)
+        await interaction.edit_original_response(content=answer.text)
+
     @train.command(name="now", description="Ask the trainer for a training cycle now")
     @admin_only()
     async def train_now(self, interaction: discord.Interaction) -> None:

@@ -62,6 +62,14 @@ def plain_text(message: discord.Message, bot_user: discord.abc.User) -> str:
     return text.strip()
 
 
+def conversation_id(message: discord.Message, origins: list[Origin]) -> str:
+    """A reply chain's id: its oldest message within reach (CONTEXT_MESSAGES), so every reply
+    in the chain keeps the version that answered it; a message that replies to nothing starts
+    a conversation of its own."""
+    first = origins[0].message_id if message.reference is not None and origins else None
+    return str(first if first is not None else message.id)
+
+
 class Chat(commands.Cog):
     def __init__(self, bot):
         self.bot = bot
@@ -230,7 +238,8 @@ class Chat(commands.Cog):
                     turns, sink, source="discord", user_id=message.author.id,
                     guild_id=message.guild.id if message.guild else None,
                     channel_id=message.channel.id, parent_id=parent_of(message.channel),
-                    origins=origins, user_message_id=message.id)
+                    origins=origins, user_message_id=message.id,
+                    conversation=conversation_id(message, origins))
             except discord.HTTPException as error:  # e.g. its message deleted meanwhile
                 log.error("could not send a reply in channel %s: %s", message.channel.id,
                           error)
