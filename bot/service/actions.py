@@ -122,14 +122,6 @@ class Actions:
             lambda exchange_id: self.withdraw(tenant, exchange_id, moderator_id, value),
             "withdrawal", f"Withdrawal not stored: {UNAVAILABLE}")
 
-    async def clear_reply(self, tenant: int, message_id: int, value: int | None) -> Answer | None:
-        """Withdraw every rating (of `value`, None: all) of the reply that is this message."""
-        async def clear(exchange_id: str) -> Answer:
-            count = await with_retries(lambda: self.store.tenant(tenant).exchanges.withdraw_all(
-                exchange_id, value), f"withdrawing the ratings of {exchange_id}")
-            return Answer(f"{count} rating(s) withdrawn")
-        return await self._on_reply(message_id, clear, "clear", f"Clear not stored: {UNAVAILABLE}")
-
     async def _on_reply(self, message_id: int, act: Callable[[str], Awaitable[Answer]],
                         what: str, unavailable: str) -> Answer | None:
         """`act(exchange id)` for the exchange whose reply is this message; None when it is not

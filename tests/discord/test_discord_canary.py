@@ -69,6 +69,8 @@ async def test_abort_and_rollback_end_the_canary(bot, own, fast, tiny_model_dir)
 
 async def test_a_reply_chain_keeps_its_version(bot, own, fast, tiny_model_dir, channel):
     active, canary = await with_canary(own, fast, tiny_model_dir)
+    # Served here before the first question (else it races the follower's activation).
+    await bot.runtime.router.refresh(own.tenant)
     await bot.runtime.router.refresh_canary(own.tenant)
     alice = member("alice")
     for n in range(4):  # a question, a reply to the answer, a reply to that answer

@@ -166,8 +166,7 @@ class Admin(commands.Cog):
         await self._canary_act(interaction, self.actions.canary.abort)
 
     async def _canary_act(self, interaction: discord.Interaction, act) -> None:
-        # Promoting loads an adapter, which can outlast Discord's 3-second answer window.
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        # Deferred already (interaction_check): promoting loads an adapter.
         answer = await act(interaction.guild_id)
         await interaction.edit_original_response(content=answer.text)
 

@@ -20,6 +20,7 @@ from bot.frontends.discord import permissions
 from bot.frontends.discord.cogs.checks import is_moderator, moderator_only
 from bot.frontends.discord.cogs.replies import rating_of
 from bot.service.actions import Actions
+from bot.service.rating_clears import clear_ratings
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +226,7 @@ class Ratings(commands.Cog):
     async def _cleared(self, guild_id: int | None, message_id: int, value: int | None) -> None:
         if guild_id is None:
             return
-        answer = await self.actions.clear_reply(guild_id, message_id, value)
+        answer = await clear_ratings(self.actions, guild_id, message_id, value)
         if answer is not None:
             log.info("reactions cleared on message %s: %s", message_id, answer.text)
 
