@@ -31,6 +31,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.core.generation import BASE_VERSION, AdapterLoadError, Generator
+from bot.core.metrics import Metrics
 from bot.core.store import AdapterCorrupt, AdapterEvent, AdapterRecord, Store, UnknownAdapter
 from bot.core.store.registry import Refusal
 
@@ -46,8 +47,10 @@ _RECONNECT_MAX_S = 30.0
 class AdapterRouter:
     """The version serving each tenant in this process; see the module docstring."""
 
-    def __init__(self, store: Store, generator: Generator, home_tenant: int | None = None):
+    def __init__(self, store: Store, generator: Generator, home_tenant: int | None = None,
+                 metrics: Metrics | None = None):
         self.store, self.generator = store, generator
+        self.metrics = metrics or Metrics()  # swaps, refusals, the versions served
         self.home_tenant = home_tenant
         self.default_tenant = home_tenant
         self._own: dict[int, str] = {}  # tenant -> its own version, as loaded here
@@ -75,6 +78,7 @@ class AdapterRouter:
         await self._load(version)
         self._own[tenant] = version
         await registry.clear_refusal()
+        self.metrics.serving(self._own.values())
         return version
 
     async def _load(self, version: str) -> None:
@@ -86,6 +90,7 @@ class AdapterRouter:
         self.default_tenant = await self.store.registry.default_tenant() or self.home_tenant
         for tenant in await self.store.tenants():
             await self._start_tenant(tenant, on_change)
+        self.metrics.serving(self._own.values())
         self.ready.set()
 
     async def _start_tenant(self, tenant: int, on_change: OnChange | None) -> None:
@@ -113,6 +118,7 @@ class AdapterRouter:
     async def _refused(self, tenant: int, version: str, error: Exception,
                        on_change: OnChange | None) -> None:
         """Keep the tenant's refusal of `version`; tell `on_change` when it is news."""
+        self.metrics.adapter_refusals.inc()
         refusal = Refusal(version=version, check=getattr(error, "check", None) or str(error),
                           serving=self.version_for(tenant))
         if await self.store.tenant(tenant).registry.record_refusal(refusal):
@@ -187,6 +193,8 @@ class AdapterRouter:
             log.exception("loading adapter %s failed, server %s keeps %s", event.version,
                           event.tenant, before)
             return False
+        if now != before:
+            self.metrics.adapter_swaps.inc()
         # An event superseded by a newer change is not announced: the newer one has its own.
         return now == event.version and now != before
 
