@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from store_util import TENANT
 
 from bot.core.local_redis import free_port
-from bot.core.metrics import MetricsPortError
+from bot.core.metrics import Metrics, MetricsPortError
 from bot.core.store import AdapterRecord
 from bot.runtime import Runtime
 
@@ -89,3 +89,36 @@ async def test_a_metrics_port_in_use_is_named(fast, store, engine):
             async with Runtime(fast.model_copy(update={"metrics_port": port}), store=store,
                                generator=engine):
                 pass
+
+
+async def test_the_trainer_counts_its_cycles_by_outcome(settings, store, own, monkeypatch):
+    from trainer import schedule
+    from trainer.schedule import TrainerService
+
+    metrics = Metrics()
+    service = TrainerService(settings.model_copy(update={"search_trials": 1, "max_epochs": 1}),
+                             store, metrics)
+    await own.trainer.request_training("admin")
+    [outcome] = await service.poll_request()
+    assert outcome.outcome == "skipped"  # no data
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(schedule, "run_cycle", broken)
+    await own.trainer.request_training("admin")
+    assert await service.poll_request() == []
+    value = metrics.registry.get_sample_value
+    assert value("lbot_training_cycles_total", {"outcome": "skipped"}) == 1
+    assert value("lbot_training_cycles_total", {"outcome": "failed"}) == 1
+    assert value("lbot_training_cycle_seconds_count") == 2
+    assert value("lbot_gate_refusals_total", {"check": "nll"}) is None
+
+
+def test_a_refused_candidate_counts_the_check_that_refused_it():
+    metrics = Metrics()
+    metrics.cycle("rejected", 12.0, "chrf")
+    metrics.cycle("promoted", 10.0, None)
+    value = metrics.registry.get_sample_value
+    assert value("lbot_gate_refusals_total", {"check": "chrf"}) == 1
+    assert value("lbot_training_cycles_total", {"outcome": "promoted"}) == 1
