@@ -18,7 +18,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    start_http_server,
+)
 
 from bot.core.fatal import Fatal
 
@@ -29,6 +39,8 @@ PREFIX = "lbot"
 _TTFT_BUCKETS = (0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
 _ITL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _E2E_BUCKETS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
+RATING_KINDS = ("up", "down", "correction")
+CYCLE_OUTCOMES = ("promoted", "rejected", "skipped", "failed")
 _CYCLE_BUCKETS = (1.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 2400.0, 4800.0)
 
 
@@ -42,6 +54,9 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # The process's memory, CPU and garbage collection (process_resident_memory_bytes...).
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
         r, p = self.registry, PREFIX
         # --- generation (the engine's scheduler) ---
         self.time_to_first_token = Histogram(
@@ -88,6 +103,11 @@ class Metrics:
         self.training_cycle_seconds = Histogram(
             f"{p}_training_cycle_seconds", "Duration of a training cycle",
             buckets=_CYCLE_BUCKETS, registry=r)
+        # Known label values start at 0, so a rate over them exists before the first event.
+        for kind in RATING_KINDS:
+            self.ratings.labels(kind=kind)
+        for outcome in CYCLE_OUTCOMES:
+            self.training_cycles.labels(outcome=outcome)
 
     # --- what the parts call ----------------------------------------------------------------
 
