@@ -9,7 +9,8 @@ A private redis-server (a free port, a temp dir) and, without --model, the tiny 
 (random weights: replies run to their token limit; --pretrained: the demo's pretrained tiny
 model, built here, which ends replies as a trained model does). The bot's own runtime serves a
 `Console` (`python -m bot console`'s path: conversation, engine, stored exchange): one reply
-after another for --minutes, a `/rate up` after every tenth, and halfway one adapter published
+after another (--pause seconds apart) for --minutes, each streamed piece by piece as to a
+terminal, a `/rate up` after every tenth, and halfway one adapter published
 and activated, which the runtime swaps in while serving. The resident set size (RSS, from
 /proc/self/statm) is sampled every --sample-seconds. --gc collects garbage before each sample
 (growth that remains is not waiting garbage); --tracemalloc prints the Python allocations that
@@ -61,12 +62,14 @@ def parse_args(argv=None):
                        help="the demo's pretrained tiny GPT-2 (built here, a few minutes)")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--sample-seconds", type=float, default=10.0)
+    parser.add_argument("--pause", type=float, default=0.0,
+                        help="seconds between replies, as a person typing (default 0)")
     parser.add_argument("--gc", action="store_true", help="gc.collect() before each sample")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="trace Python allocations (slower) and print the top growth")
     args = parser.parse_args(argv)
-    if args.minutes <= 0 or args.sample_seconds <= 0:
-        parser.error("--minutes and --sample-seconds must be positive")
+    if args.minutes <= 0 or args.sample_seconds <= 0 or args.pause < 0:
+        parser.error("--minutes and --sample-seconds must be positive, --pause not negative")
     return args
 
 
@@ -133,15 +136,17 @@ async def swap_adapter(runtime, settings) -> None:
 async def reply_loop(args, settings, runtime, soak: Soak) -> None:
     from bot.frontends.console import Console
 
-    console = Console(runtime)
+    shown: list[str] = []  # what the console wrote of the current reply (streamed, as a terminal)
+    console = Console(runtime, write=shown.append)
     lines = messages()
     started = time.monotonic()
     deadline = started + args.minutes * 60
     swap_at = started + args.minutes * 30
     next_sample = started
     while time.monotonic() < deadline:
+        shown.clear()
         answer = await console.handle_line(lines[soak.replies % len(lines)])
-        if not answer.startswith("bot ["):
+        if not "".join(shown).startswith("bot [") or answer:
             soak.failures += 1
         else:
             soak.replies += 1
@@ -155,6 +160,7 @@ async def reply_loop(args, settings, runtime, soak: Soak) -> None:
             next_sample += args.sample_seconds
             if args.tracemalloc and soak.first_snapshot is None:
                 soak.first_snapshot = tracemalloc.take_snapshot()
+        await asyncio.sleep(args.pause)
     soak.sample(started, args.gc)
 
 
