@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
 from bot.core.config import SettingsError, load_settings
 from bot.core.fatal import run_main
-from bot.core.redact import hide_secrets_in_logs
+from bot.core.logs import configure_logging
 
 
 def parse_args(argv: list[str] | None):
@@ -59,9 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    hide_secrets_in_logs(settings)
+    configure_logging(settings)
 
     if args.command == "run":
         from bot.frontends.discord.app import run_bot  # imports discord only when serving Discord

@@ -2,12 +2,13 @@
 
     async with Runtime(settings) as runtime:
         runtime.store, runtime.generator, runtime.router, runtime.conversation,
-        runtime.actions, runtime.cooldowns, runtime.deletions
+        runtime.actions, runtime.cooldowns, runtime.deletions, runtime.metrics
         runtime.on_change(callback)    # called after each adapter change this process swapped in
 
 Entering connects to Redis (checking the schema, moving old data once), loads the model off the
 event loop with the registry as its adapter source, starts it, loads every server's adapter
-and starts following the registry; leaving stops them in reverse order. The Discord bot, the
+and starts following the registry; with METRICS_PORT set it serves its Prometheus metrics
+(bot/core/metrics.py) meanwhile. Leaving stops them in reverse order. The Discord bot, the
 console and the demo all run inside one and build none of these themselves.
 """
 
@@ -18,6 +19,7 @@ import contextlib
 import logging
 
 from bot.core.generation import AdapterSource, Generator
+from bot.core.metrics import Metrics
 from bot.core.store import Store
 from bot.service.actions import Actions
 from bot.service.conversation import Conversation
@@ -54,17 +56,22 @@ class Runtime:
         self.actions: Actions | None = None
         self.cooldowns: Cooldowns | None = None
         self.deletions: Deletions | None = None
+        self.metrics = Metrics()
+        self._metrics_server = None
 
     def on_change(self, callback: OnChange) -> None:
         self._listeners.append(callback)
 
     async def __aenter__(self) -> Runtime:
         try:
+            self._metrics_server = self.metrics.serve(self.settings.metrics_port)
             self.store = self._given_store or Store.from_settings(self.settings)
             await self.store.ping()
             self.generator = self._given_generator or await asyncio.to_thread(
                 load_engine, self.settings, self.store.registry.blob)
             await self.generator.start()
+            if hasattr(self.generator, "use_metrics"):  # a remote generator has its own
+                self.generator.use_metrics(self.metrics)
             self._wire(self.store, self.generator)
             self._follower = asyncio.create_task(self.router.follow(self._announce),
                                                  name="adapter-follower")
@@ -79,12 +86,12 @@ class Runtime:
 
     def _wire(self, store: Store, generator: Generator) -> None:
         settings = self.settings
-        self.router = AdapterRouter(store, generator, settings.home_guild_id)
+        self.router = AdapterRouter(store, generator, settings.home_guild_id, self.metrics)
         self.deletions = Deletions(store)
         self.cooldowns = Cooldowns(store, settings.cooldown_seconds)
         self.conversation = Conversation(settings, store, generator, self.router,
                                          self.deletions)
-        self.actions = Actions(settings, store, generator, self.router)
+        self.actions = Actions(settings, store, generator, self.router, self.metrics)
 
     async def _started_up(self) -> None:
         """Wait until the follower served every server's adapter once (or failed trying)."""
@@ -115,3 +122,5 @@ class Runtime:
             await self.generator.close()
         if self.store is not None and self._given_store is None:
             await self.store.close()
+        self.metrics.close(self._metrics_server)
+        self._metrics_server = None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
 
@@ -48,16 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from bot.core.config import SettingsError, get_settings
     from bot.core.fatal import run_main
-    from bot.core.redact import hide_secrets_in_logs
+    from bot.core.logs import configure_logging
 
     try:
         settings = get_settings()
     except SettingsError as error:
         print(error, file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    hide_secrets_in_logs(settings)
+    configure_logging(settings)
     commands_run = {"run": _serve, "once": _once, "import": _import, "export": _transfer,
                     "publish": _transfer}
     # One clear line and exit status 1 on failure (no secret; the traceback only at DEBUG).

@@ -5,7 +5,9 @@ defined here at start-up. One job runs, on the interval, a cycle for each server
 (max_instances 1, coalesce, so a slow round never overlaps or piles up); another polls the store
 for servers that asked `/train now`. Both go through one in-process guard, one server at a time;
 each server's Redis lock keeps other trainer processes off that server. A third judges each
-server's canary every minute (trainer/canary.py), under the same per-server lock.
+server's canary every minute (trainer/canary.py), under the same per-server lock. With
+METRICS_PORT set, the cycles' outcomes, the gate's refusals and the cycles' durations are
+served to Prometheus.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from datetime import datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.core.canary_rule import Verdict
+from bot.core.metrics import Metrics
 from bot.core.store import Store
 from trainer.canary import judge_canaries
 from trainer.cycle import due_tenants, run_cycle
@@ -37,9 +41,10 @@ class TrainerService:
     that finds a server's lock held skips it and goes on to the next.
     """
 
-    def __init__(self, settings, store: Store):
+    def __init__(self, settings, store: Store, metrics: Metrics | None = None):
         self.settings = settings
         self.store = store
+        self.metrics = metrics or Metrics()
         self._running = asyncio.Lock()
 
     async def scheduled_cycle(self, *, requested_only: bool = False) -> list[CycleOutcome]:
@@ -50,11 +55,16 @@ class TrainerService:
         async with self._running:
             for tenant in await due_tenants(self.settings, self.store,
                                             requested_only=requested_only):
+                started = time.monotonic()
                 try:
-                    outcomes.append(await run_cycle(self.settings, self.store, tenant,
-                                                    progress=False))
+                    outcome = await run_cycle(self.settings, self.store, tenant, progress=False)
                 except Exception:  # keep the schedule alive; the next cycle starts clean
                     log.exception("training cycle of server %s failed", tenant)
+                    self.metrics.cycle("failed", time.monotonic() - started)
+                    continue
+                self.metrics.cycle(outcome.outcome, time.monotonic() - started,
+                                   outcome.gate.get("failed"))
+                outcomes.append(outcome)
         return outcomes
 
     async def poll_request(self) -> list[CycleOutcome]:
@@ -84,9 +94,11 @@ def build_scheduler(service: TrainerService, settings) -> AsyncIOScheduler:
 
 async def serve(settings) -> None:
     """Run the schedule until SIGINT/SIGTERM."""
+    metrics = Metrics()
+    metrics_server = metrics.serve(settings.metrics_port)
     store = Store.from_settings(settings)
     await store.ping()
-    scheduler = build_scheduler(TrainerService(settings, store), settings)
+    scheduler = build_scheduler(TrainerService(settings, store, metrics), settings)
     # Its INFO lines would repeat every poll; the cycle logs what happened.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     stop = asyncio.Event()
@@ -101,4 +113,5 @@ async def serve(settings) -> None:
     finally:
         scheduler.shutdown(wait=False)
         await store.close()
+        metrics.close(metrics_server)
         log.info("trainer stopped")

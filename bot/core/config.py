@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     canary_max_hours: float = Field(336.0, gt=0.0)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line (bot/core/logs.py)
+    # Prometheus metrics over HTTP on this port, every interface (unset: none; bot/core/metrics.py)
+    metrics_port: int | None = Field(None, ge=1, le=65535)
 
     @field_validator("redis_url")
     @classmethod
@@ -174,7 +177,7 @@ class Settings(BaseSettings):
         return ",".join(names)
 
     @field_validator("modlog_channel_id", "shard_count", "home_guild_id", "search_seed",
-                     mode="before")
+                     "metrics_port", mode="before")
     @classmethod
     def _empty_number_is_unset(cls, value):
         return None if value == "" else value

@@ -45,8 +45,10 @@ from bot.core.generation import (
     GenerationConfig,
     GenerationFailed,
 )
+from bot.core.metrics import Metrics
 from bot.core.reply_decoder import ReplyDecoder, TokenBytes
 from bot.engine.adapter_cache import BASE_NAME, AdapterCache
+from bot.engine.busy import Refusals
 from bot.engine.cpu_bf16 import speed_up as speed_up_half_precision_on_cpu
 from bot.engine.kv_batch import KVBatch
 from bot.engine.model_dtype import resolve_dtype
@@ -97,17 +99,17 @@ class Engine:
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-model")
         self._token_bytes = TokenBytes(tokenizer)
         self._prober = Prober(tokenizer, self._next_logits, config.device)
+        self.metrics = Metrics()  # the runtime's replaces it (use_metrics)
         self.kv = KVBatch(self._forward, model_config.n_layer, self.eos_token_id, self.device,
                           cache_dtype)
         self._scheduler = Scheduler(
             self.kv, self._model_thread, self._adapters, batch_max_size=config.batch_max_size,
             batch_max_wait_ms=config.batch_max_wait_ms, queue_max=config.queue_max,
-            eos_token_id=self.eos_token_id, needs_adapter=self._wait_for_adapter)
+            eos_token_id=self.eos_token_id, needs_adapter=self._wait_for_adapter,
+            metrics=self.metrics)
         self._worker: asyncio.Task | None = None
         self._closed = False
-        self.refused = 0  # requests turned away with EngineBusy since start
-        self._burst: list[float] = []  # [first refusal, last refusal, count] of this burst
-        self._burst_timer: asyncio.TimerHandle | None = None
+        self._refusals = Refusals(config.queue_max, BUSY_QUIET_S, log, self.metrics)
 
     @classmethod
     def load_model(cls, config: GenerationConfig,
@@ -143,8 +145,18 @@ class Engine:
         return self.kv.decode_steps
 
     @property
+    def refused(self) -> int:
+        """Requests turned away with EngineBusy since start."""
+        return self._refusals.count
+
+    @property
     def max_prompt_tokens(self) -> int:
         return self.n_positions - self.default_sampling.max_new_tokens
+
+    def use_metrics(self, metrics: Metrics) -> None:
+        """Report to `metrics` from now on (the runtime's, served on METRICS_PORT)."""
+        self.metrics = self._scheduler.metrics = self._refusals.metrics = metrics
+        metrics.watch_queue(lambda: len(self._scheduler.running), self._waiting)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -157,9 +169,7 @@ class Engine:
     async def close(self) -> None:
         """Stop the worker, fail what is still queued, and release the model thread."""
         self._closed = True
-        if self._burst_timer is not None:
-            self._burst_timer.cancel()
-        self._end_burst(closing=True)
+        self._refusals.close()
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -232,33 +242,12 @@ class Engine:
     def _refuse_if_full(self) -> None:
         # Requests ready to run again or waiting for their adapter count too: the bound covers
         # everything waiting.
-        waiting = self._scheduler.waiting + sum(map(len, self._awaiting_adapter.values()))
-        if waiting >= self.config.queue_max:
-            self._count_refusal()
+        if self._waiting() >= self.config.queue_max:
+            self._refusals.add()
             raise EngineBusy(f"{self.config.queue_max} requests are already waiting")
 
-    def _count_refusal(self) -> None:
-        """Count a refusal; a burst of them is logged once, BUSY_QUIET_S after its last."""
-        self.refused += 1
-        now = time.monotonic()
-        if self._burst:
-            self._burst[1], self._burst[2] = now, self._burst[2] + 1
-            return
-        self._burst = [now, now, 1]
-        self._burst_timer = asyncio.get_running_loop().call_later(BUSY_QUIET_S,
-                                                                  self._end_burst)
-
-    def _end_burst(self, *, closing: bool = False) -> None:
-        if not self._burst:
-            return
-        first, last, count = self._burst
-        wait = last + BUSY_QUIET_S - time.monotonic()
-        if wait > 0 and not closing:  # still refusing: look again once it has been quiet
-            self._burst_timer = asyncio.get_running_loop().call_later(wait, self._end_burst)
-            return
-        self._burst, self._burst_timer = [], None
-        log.warning("generation queue full (%d waiting): turned away %d request(s) over %.1f s",
-                    self.config.queue_max, count, last - first)
+    def _waiting(self) -> int:
+        return self._scheduler.waiting + sum(map(len, self._awaiting_adapter.values()))
 
     def _encode_prompt(self, turns: list[Turn], style: str | None,
                        budget: int) -> tuple[str, list[int]]:
@@ -304,6 +293,7 @@ class Engine:
         await asyncio.get_running_loop().run_in_executor(
             self._model_thread, self._attach_on_model_thread, name, parsed, evicted)
         self._adapters.add(version, name)
+        self.metrics.adapter_loads.inc()
         log.info("adapter %s loaded in %.0f ms%s", version, (time.perf_counter() - started) * 1000,
                  " (evicted the least recently used)" if evicted else "")
 

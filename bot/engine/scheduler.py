@@ -22,6 +22,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from bot.core.generation import Generation, GenerationFailed
+from bot.core.metrics import Metrics
 from bot.core.reply_decoder import ReplyDecoder
 from bot.engine.adapter_cache import AdapterCache
 from bot.engine.kv_batch import KVBatch, Row
@@ -44,6 +45,7 @@ class Request:
     pieces: asyncio.Queue = field(default_factory=asyncio.Queue)  # str pieces, then _END
     started: float = field(default_factory=time.perf_counter)
     row: Row | None = None
+    last_token_at: float | None = None  # perf_counter of its latest token (None: none yet)
     tokens: int = 0  # reply tokens taken (the model thread's count may run one ahead)
 
 
@@ -73,8 +75,10 @@ class Scheduler:
 
     def __init__(self, kv: KVBatch, model_thread: Executor, adapters: AdapterCache, *,
                  batch_max_size: int, batch_max_wait_ms: int, queue_max: int,
-                 eos_token_id: int, needs_adapter: Callable[[Request], None]):
+                 eos_token_id: int, needs_adapter: Callable[[Request], None],
+                 metrics: Metrics):
         self.kv = kv
+        self.metrics = metrics
         self._model_thread = model_thread
         self._adapters = adapters
         self._size = batch_max_size
@@ -138,8 +142,18 @@ class Scheduler:
                 continue  # it ended (or failed) at an earlier token
             if token == NO_TOKEN:
                 self._fail_alone(request)
-            elif self._advance(request, token):
+                continue
+            self._time_token(request)
+            if self._advance(request, token):
                 self._finish(request)
+
+    def _time_token(self, request: Request) -> None:
+        now = time.perf_counter()
+        if request.last_token_at is None:
+            self.metrics.time_to_first_token.observe(now - request.started)
+        else:
+            self.metrics.inter_token_latency.observe(now - request.last_token_at)
+        request.last_token_at = now
 
     async def _admit(self) -> list[Request]:
         """Requests for the free rows: at once when rows are running; when idle, the first
@@ -163,12 +177,14 @@ class Scheduler:
         while len(taken) < free and not self.queue.empty():
             taken.append(self.queue.get_nowait())
         ready = []
+        now = time.perf_counter()
         for request in taken:
             if request.future.done():
                 continue  # the caller gave up before it started
             if request.adapter in self._adapters:
                 request.row = Row(request.prompt_ids, request.sampling,
                                   self._adapters.name_of(request.adapter))
+                self.metrics.request_queue_time.observe(now - request.started)
                 ready.append(request)
             else:
                 self._needs_adapter(request)
@@ -194,11 +210,14 @@ class Scheduler:
         piece = request.decoder.finish()
         if piece:
             self._send(request, piece)
+        latency_s = time.perf_counter() - request.started
         request.future.set_result(Generation(
             text=request.decoder.sent, prompt=request.prompt,
             prompt_tokens=len(request.prompt_ids), reply_tokens=request.tokens,
-            latency_ms=(time.perf_counter() - request.started) * 1000,
-            adapter_version=request.adapter))
+            latency_ms=latency_s * 1000, adapter_version=request.adapter))
+        self.metrics.e2e_request_latency.observe(latency_s)
+        self.metrics.prompt_tokens.inc(len(request.prompt_ids))
+        self.metrics.generation_tokens.inc(request.tokens)
         request.pieces.put_nowait(_END)
 
     def _release(self, request: Request) -> None:
@@ -210,6 +229,7 @@ class Scheduler:
         log.error("a reply by adapter %s failed alone after %d token(s): its logits were not "
                   "finite", request.adapter, request.tokens)
         self._release(request)
+        self.metrics.requests_failed.inc()
         fail([request], MODEL_FAILED)
 
     def _drop_abandoned(self) -> None:
@@ -219,6 +239,8 @@ class Scheduler:
     def _fail_running(self, message: str) -> None:
         failed, self.running, self._leaving = self.running, [], []
         self._adapters.release([r.adapter for r in failed])
+        if message == MODEL_FAILED:
+            self.metrics.requests_failed.inc(len(failed))
         fail(failed, message)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Literal
 
 from bot.core.generation import BASE_VERSION, AdapterLoadError, Generator
+from bot.core.metrics import Metrics
 from bot.core.store import (
     ActiveChanged,
     Exchange,
@@ -53,8 +54,10 @@ def _where(scope: Scope) -> str:
 
 
 class Actions:
-    def __init__(self, settings, store: Store, generator: Generator, router: AdapterRouter):
+    def __init__(self, settings, store: Store, generator: Generator, router: AdapterRouter,
+                 metrics: Metrics | None = None):
         """`router` says which adapter serves each server here (a rollback moves it)."""
+        self.metrics = metrics or Metrics()
         self.settings = settings
         self.store = store
         self.generator = generator
@@ -85,6 +88,7 @@ class Actions:
                         exchange_id, error)
             return Answer(RATING_UNAVAILABLE, ok=False)
         log.info("moderator rated exchange %s %+d (score %d)", exchange_id, value, score)
+        self.metrics.ratings.labels(kind="up" if value > 0 else "down").inc()
         return Answer(f"rated {subject} {'up' if value > 0 else 'down'} (score now {score})")
 
     @store_guard
@@ -153,6 +157,7 @@ class Actions:
                 f"storing a correction of {exchange_id}")
         except StoreError as error:
             return Answer(f"Not stored: {error}.", ok=False)
+        self.metrics.ratings.labels(kind="correction").inc()
         return Answer("Thanks - your better reply is stored and will be used in the next "
                       "training.")
 

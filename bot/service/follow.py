@@ -38,6 +38,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.core.generation import BASE_VERSION, AdapterLoadError, Generator
+from bot.core.metrics import Metrics
 from bot.core.store import AdapterCorrupt, AdapterEvent, AdapterRecord, Store, UnknownAdapter
 from bot.core.store.canary import Canary
 from bot.core.store.registry import Refusal
@@ -54,8 +55,10 @@ _RECONNECT_MAX_S = 30.0
 class AdapterRouter:
     """The version serving each tenant in this process; see the module docstring."""
 
-    def __init__(self, store: Store, generator: Generator, home_tenant: int | None = None):
+    def __init__(self, store: Store, generator: Generator, home_tenant: int | None = None,
+                 metrics: Metrics | None = None):
         self.store, self.generator = store, generator
+        self.metrics = metrics or Metrics()  # swaps, refusals, the versions served
         self.home_tenant = home_tenant
         self.default_tenant = home_tenant
         self._own: dict[int, str] = {}  # tenant -> its own version, as loaded here
@@ -94,7 +97,13 @@ class AdapterRouter:
             self._canary.pop(tenant, None)
         else:
             self._canary[tenant] = canary
+        self._report_served()
         return canary
+
+    def _report_served(self) -> None:
+        """The versions this process answers with, canaries included, for the metrics."""
+        canaries = (canary.version for canary in self._canary.values())
+        self.metrics.serving([*self._own.values(), *canaries])
 
     def own_version(self, tenant: int) -> str:
         """The tenant's own adapter as served here (BASE_VERSION: none)."""
@@ -109,6 +118,7 @@ class AdapterRouter:
         await self._load(version)
         self._own[tenant] = version
         await registry.clear_refusal()
+        self._report_served()
         return version
 
     async def _load(self, version: str) -> None:
@@ -121,6 +131,7 @@ class AdapterRouter:
         for tenant in await self.store.tenants():
             await self._start_tenant(tenant, on_change)
             await self.refresh_canary(tenant)
+        self._report_served()
         self.ready.set()
 
     async def _start_tenant(self, tenant: int, on_change: OnChange | None) -> None:
@@ -148,6 +159,7 @@ class AdapterRouter:
     async def _refused(self, tenant: int, version: str, error: Exception,
                        on_change: OnChange | None) -> None:
         """Keep the tenant's refusal of `version`; tell `on_change` when it is news."""
+        self.metrics.adapter_refusals.inc()
         refusal = Refusal(version=version, check=getattr(error, "check", None) or str(error),
                           serving=self.version_for(tenant))
         if await self.store.tenant(tenant).registry.record_refusal(refusal):
@@ -225,6 +237,8 @@ class AdapterRouter:
             log.exception("loading adapter %s failed, server %s keeps %s", event.version,
                           event.tenant, before)
             return False
+        if now != before:
+            self.metrics.adapter_swaps.inc()
         # An event superseded by a newer change is not announced: the newer one has its own.
         return now == event.version and now != before
 

@@ -33,6 +33,9 @@ def test_env_file_is_read(tmp_path, monkeypatch):
     ("TRAIN_INTERVAL_MINUTES", "soon", "TRAIN_INTERVAL_MINUTES"),
     ("MIN_NEW_RATINGS", "-1", "MIN_NEW_RATINGS"),
     ("KEY_PREFIX", "has space", "KEY_PREFIX"),
+    ("LOG_FORMAT", "xml", "LOG_FORMAT"),
+    ("METRICS_PORT", "0", "METRICS_PORT"),
+    ("METRICS_PORT", "70000", "METRICS_PORT"),
 ])
 def test_bad_values_name_the_variable(monkeypatch, name, value, fragment):
     monkeypatch.setenv(name, value)

@@ -101,8 +101,9 @@ def test_compose_defaults_match_env_example():
         assert match.group(1) == name, f"{name} takes its value from {match.group(1)}"
         assert match.group(2) == example[name], \
             f"{name}: compose default {match.group(2)!r}, .env.example {example[name]!r}"
-    # Set by the deployment itself (the redis service, the reports volume) or required secrets.
-    assert fixed == {"REDIS_URL", "REPORTS_DIR"} | SECRET_NAMES
+    # Set by the deployment itself (the redis service, the reports volume, the port Prometheus
+    # scrapes) or required secrets.
+    assert fixed == {"REDIS_URL", "REPORTS_DIR", "METRICS_PORT"} | SECRET_NAMES
 
 
 def test_compose_secrets_are_required_and_the_trainer_has_no_token():
