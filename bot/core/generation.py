@@ -124,7 +124,8 @@ class Generator(Protocol):
 
     async def load(self, version: str) -> None:
         """Fetch `version` from the adapter source, check it and load it now, so its requests
-        do not wait for it (a no-op when it is loaded). Raises AdapterLoadError when the bytes
-        do not fit the model, and what the source raises when it has none for `version`;
-        nothing changes then. Loading never changes what a request already running is served
-        with."""
+        do not wait for it (a no-op when it is loaded from the same bytes; a name the registry
+        gave other bytes, after Redis lost its data, is loaded again). Raises AdapterLoadError
+        when the bytes do not fit the model, and what the source raises when it has none for
+        `version`; nothing changes then. Loading never changes what a request already running
+        is served with."""
