@@ -77,24 +77,20 @@ class AdapterCache:
         if blob is not None:
             self._digests[version] = hashlib.sha256(blob).hexdigest()
 
-    def checkable(self, version: str) -> bool:
-        """`version` is loaded from bytes whose digest is known (not the base model, nor an
-        adapter attached without its bytes)."""
-        return version in self._digests
-
-    async def unchanged(self, version: str, blob: bytes) -> bool:
-        """True when `version` is loaded from exactly `blob`. When it is loaded from other
-        bytes (the registry reused its name after Redis lost its data), it leaves the table,
-        so its new requests wait for the reload, and once the rows that started with it are
-        done (a reply keeps its weights) the next `plan` names its peft adapter for deletion."""
+    def stale(self, version: str, sha256: str | None) -> bool:
+        """`version` is loaded from other bytes than those with digest `sha256` (None: not
+        known, so not stale): the registry reused its name after Redis lost its data."""
         known = self._digests.get(version)
-        if known is None or known == hashlib.sha256(blob).hexdigest():
-            return known is not None
+        return None not in (sha256, known) and known != sha256
+
+    async def retire(self, version: str) -> None:
+        """Take stale `version` out of the table, so its new requests wait for the reload;
+        once the rows that started with it are done (a reply keeps its weights), the next
+        `plan` names its peft adapter for deletion."""
         log.warning("adapter %s has new bytes in the registry (did Redis lose its data?): "
                     "loading it again", version)
-        del self._digests[version]
+        self._digests.pop(version, None)
         name = self._names.pop(version)
         while self._pins[version] > 0:
             await asyncio.sleep(0.05)
         self._retired.append(name)
-        return False

@@ -279,10 +279,10 @@ class Engine:
 
     # --- adapters -------------------------------------------------------------------------------
 
-    async def load(self, version: str) -> None:
+    async def load(self, version: str, sha256: str | None = None) -> None:
         """See Generator.load: fetch, check and attach `version` (unless loaded from its bytes)."""
-        if version in self._adapters and not self._adapters.checkable(version):
-            return  # the base model, or an adapter attached without its bytes
+        if version in self._adapters and not self._adapters.stale(version, sha256):
+            return
         if version not in self._loads:
             self._loads[version] = asyncio.ensure_future(self._attach(version))
         load = self._loads[version]
@@ -296,8 +296,8 @@ class Engine:
         if self._adapter_source is None:
             raise AdapterLoadError("the engine has no adapter source to load it from")
         adapter_bytes = await self._adapter_source(version)
-        if await self._adapters.unchanged(version, adapter_bytes):
-            return  # a name the registry gave new bytes (Redis lost its data) loads again
+        if version in self._adapters:  # stale: the old weights go once their rows are done
+            await self._adapters.retire(version)
         started = time.perf_counter()
         parsed = await asyncio.to_thread(parse_adapter, adapter_bytes, self.model_name)
         name, evicted = self._adapters.plan()
