@@ -3,8 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# The CPU build of torch; the project's range admits it, so pip installs nothing bigger after it.
+# torch first, with TORCH_INDEX as an extra index: PyTorch's CPU wheels, or its CUDA 12.8 ones
+# where nvidia-smi runs (a plain package index alone gives the big CUDA build everywhere). The
+# pinned version matches the index's local build (2.13.0+cpu), which pip prefers. Override it
+# (`make test TORCH_INDEX=https://download.pytorch.org/whl/cu126`), or set it empty to use only
+# pip's configured index. The project's torch range admits the pin, so nothing bigger follows.
 TORCH_PIN := torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/$(if $(shell command -v nvidia-smi 2>/dev/null),cu128,cpu)
 
 .PHONY: test demo lint setup redis-server clean
 
@@ -13,7 +18,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH_PIN)
+	$(PY) -m pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) $(TORCH_PIN)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 

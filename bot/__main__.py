@@ -1,22 +1,27 @@
 """`python -m bot run` serves Discord (needs DISCORD_TOKEN); `python -m bot console` chats in
 the terminal through the same path, without Discord; `python -m bot servers` holds the
 operator's acts across servers; `python -m bot sync` registers the slash commands with Discord
-(on demand: `run` never does) and `python -m bot commands --json` prints what it would send."""
+(on demand: `run` never does) and `python -m bot commands --json` prints what it would send;
+`python -m bot check` checks the settings, Redis and MODEL_NAME without serving."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import sys
 
-from bot.core.config import SettingsError, load_settings
+from bot.core.config import SettingsError, check_token_format, load_settings
 from bot.core.fatal import run_main
 from bot.core.logs import configure_logging
 
 
 def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("check", help="check the settings, Redis (reachable, schema, eviction "
+                                 "policy) and that MODEL_NAME is there, then exit")
     sub.add_parser("run", help="serve Discord (needs DISCORD_TOKEN and USER_HASH_SECRET)")
     console = sub.add_parser("console", help="chat in the terminal; reads standard input")
     console.add_argument("--guild", type=int, default=None,
@@ -55,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sync" and settings.discord_token is None:
             raise SettingsError("DISCORD_TOKEN is not set: `bot sync` logs in as the bot to "
                                 "register its commands")
+        if args.command == "sync":
+            check_token_format(settings.discord_token.get_secret_value())
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -64,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         from bot.frontends.discord.app import run_bot  # imports discord only when serving Discord
 
         return run_main(run_bot(settings), settings, "bot run", interrupted=0)
+    if args.command == "check":
+        return run_main(_check(settings), settings, "bot check")
     if args.command == "servers":
         return run_main(_servers(settings, args), settings, "bot servers")
     if args.command in ("sync", "commands"):
@@ -89,6 +98,32 @@ async def _commands(settings, args) -> int:
     if not args.json:
         text = "\n".join(command_tree.command_summary(json.loads(text)))
     print(text)
+    return 0
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("learning-discord-bot")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed: run from a checkout)"
+
+
+async def _check(settings) -> int:
+    """What `bot run` needs before it logs in, each part said on its own line."""
+    import asyncio
+
+    from bot.core.model_source import ensure_model
+    from bot.core.store import Store
+
+    print(f"settings: valid (Redis {settings.redis_address}, key prefix {settings.key_prefix})")
+    store = Store.from_settings(settings)
+    try:
+        await store.ping()  # reachable, the schema, an eviction policy that keeps adapters
+    finally:
+        await store.close()
+    print("redis: reachable, schema and maxmemory-policy fit")
+    await asyncio.to_thread(ensure_model, settings.model_name)
+    print(f"model: MODEL_NAME={settings.model_name} is there to load")
     return 0
 
 

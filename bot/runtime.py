@@ -5,10 +5,12 @@
         runtime.actions, runtime.cooldowns, runtime.deletions, runtime.metrics
         runtime.on_change(callback)    # called after each adapter change this process swapped in
 
-Entering connects to Redis (checking the schema, moving old data once), loads the model off the
-event loop with the registry as its adapter source, starts it, loads every server's adapter
-and starts following the registry; with METRICS_PORT set it serves its Prometheus metrics
-(bot/core/metrics.py) meanwhile. Leaving stops them in reverse order. The Discord bot, the
+Entering connects to Redis (checking the schema and its eviction policy, moving old data
+once), runs the front end's `preflight` (the Discord login), finds MODEL_NAME (one clear line
+when it is missing; bot/core/model_source.py), loads the model off the event loop with the
+registry as its adapter source, starts it, loads every server's adapter and starts following
+the registry; with METRICS_PORT set it serves its Prometheus metrics (bot/core/metrics.py)
+meanwhile. Leaving stops them in reverse order. The Discord bot, the
 console and the demo all run inside one and build none of these themselves.
 """
 
@@ -17,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from bot.core.generation import AdapterSource, Generator
 from bot.core.metrics import Metrics
+from bot.core.model_source import ensure_model
 from bot.core.store import Store
 from bot.service.actions import Actions
 from bot.service.conversation import Conversation
@@ -44,8 +48,10 @@ class Runtime:
     the store's registry (`store.registry.blob`)."""
 
     def __init__(self, settings, *, store: Store | None = None,
-                 generator: Generator | None = None):
+                 generator: Generator | None = None,
+                 preflight: Callable[[], Awaitable[None]] | None = None):
         self.settings = settings
+        self._preflight = preflight  # cheap checks that must not wait for the model load
         self._given_store, self._given_generator = store, generator
         self._listeners: list[OnChange] = []
         self._follower: asyncio.Task | None = None
@@ -67,6 +73,10 @@ class Runtime:
             self._metrics_server = self.metrics.serve(self.settings.metrics_port)
             self.store = self._given_store or Store.from_settings(self.settings)
             await self.store.ping()
+            if self._preflight is not None:
+                await self._preflight()
+            if self._given_generator is None:
+                await asyncio.to_thread(ensure_model, self.settings.model_name)
             self.generator = self._given_generator or await asyncio.to_thread(
                 load_engine, self.settings, self.store.registry.blob)
             await self.generator.start()

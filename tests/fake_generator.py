@@ -101,7 +101,7 @@ class FakeGenerator:
             pass
         return stream.generation
 
-    async def load(self, version: str) -> None:
+    async def load(self, version: str, sha256: str | None = None) -> None:
         if version in self._loaded:
             return
         if self._source is None:

@@ -24,6 +24,7 @@ import asyncio
 import logging
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 from bot.core.store import (
     BASE_VERSION,
@@ -34,16 +35,15 @@ from bot.core.store import (
     UnknownAdapter,
 )
 from bot.core.store.registry import Registry
-from trainer.candidate import Candidate, fit_candidate
 from trainer.exam import ExamSource
-from trainer.gate import GateRules, gate
 from trainer.importer import IMPORT_MODERATOR
 from trainer.outcome import CycleOutcome
 from trainer.publish import PublishRefused, publish
-from trainer.report import write_report_files
 from trainer.summary import exam_answers, headline, held_items, taught_since
-from trainer.transfer import service_refusal
 from trainer.trust import TrustPolicy, judge
+
+if TYPE_CHECKING:
+    from trainer.candidate import Candidate
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,12 @@ class TrainingLock:
         if self._keeper is not None:
             self._keeper.cancel()
         await self.store.trainer.release_lock(self.token)
+
+
+def fit_candidate(*args, **kwargs) -> Candidate:
+    """trainer.candidate's, imported only when a cycle trains (torch and peft take seconds)."""
+    from trainer.candidate import fit_candidate as fit
+    return fit(*args, **kwargs)
 
 
 async def warm_start(registry: Registry) -> dict | None:
@@ -229,6 +235,9 @@ async def _locked_cycle(settings, store: TenantStore, lock: TrainingLock, snapsh
 async def _judge_and_publish(settings, store: TenantStore, lock: TrainingLock,
                              outcome: CycleOutcome, candidate: Candidate) -> CycleOutcome:
     """The gate's decision on a trained candidate and, when it passes, publishing."""
+    from trainer.gate import GateRules, gate
+    from trainer.transfer import service_refusal
+
     parent = outcome.parent
     if not candidate.data.train or not candidate.data.validation:
         outcome.outcome = "skipped"
@@ -330,6 +339,8 @@ def _describe_candidate(outcome: CycleOutcome, candidate: Candidate, settings) -
 def _keep_files(outcome: CycleOutcome, settings, name: str, png: bytes | None) -> None:
     """Write the report files, named by KEY_PREFIX so bots sharing a folder keep theirs apart;
     a full or read-only disk costs the files, not the cycle."""
+    from trainer.report import write_report_files  # matplotlib
+
     try:
         json_path, png_path = write_report_files(settings.reports_dir,
                                                  f"{settings.key_prefix}-{name}",

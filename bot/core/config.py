@@ -6,6 +6,7 @@ variable; nothing else in the project reads `os.environ` for configuration.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -221,6 +222,7 @@ class Settings(BaseSettings):
         if self.discord_token is None:
             raise SettingsError("DISCORD_TOKEN is not set: create a bot in the Discord developer "
                                 "portal and put its token in the environment or .env")
+        check_token_format(self.discord_token.get_secret_value())
         if self.uses_dev_secret:
             raise SettingsError("USER_HASH_SECRET is not set: set a long random value (e.g. "
                                 "`openssl rand -hex 32`) before serving users")
@@ -228,6 +230,21 @@ class Settings(BaseSettings):
         if weakness:
             raise SettingsError(f"USER_HASH_SECRET is too weak ({weakness}): set a long random "
                                 "value (e.g. `openssl rand -hex 32`) before serving users")
+
+
+# A bot token is three base64url parts joined by dots (the bot's id, a timestamp, an HMAC).
+_TOKEN_FORMAT = re.compile(r"[A-Za-z0-9_-]{17,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{20,}")
+
+
+def check_token_format(token: str) -> None:
+    """Raise SettingsError (never quoting the token) when DISCORD_TOKEN cannot be a bot token,
+    before anything slow starts."""
+    if _TOKEN_FORMAT.fullmatch(token.strip()):
+        return
+    hint = (" (leave out the \"Bot \" prefix)" if token.startswith("Bot ") else
+            ": copy the bot token again from the developer portal (Bot -> Reset Token)")
+    raise SettingsError(f"DISCORD_TOKEN is not a Discord bot token (three dot-separated parts "
+                        f"of letters, digits, - and _){hint}")
 
 
 def secret_weakness(secret: str) -> str | None:

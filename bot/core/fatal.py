@@ -11,11 +11,12 @@ import logging
 import sys
 from collections.abc import Coroutine
 
-from redis.exceptions import AuthenticationError, RedisError, ResponseError
+from redis.exceptions import AuthenticationError, OutOfMemoryError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.core.redact import redact, secrets_of
+from bot.core.store.records import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,14 @@ def _refused_credentials(error: BaseException) -> bool:
 def explain(error: BaseException, settings) -> str:
     """One line (or a few, for several bad settings) that says what went wrong."""
     address = settings.redis_address
-    if isinstance(error, Fatal):
+    if isinstance(error, Fatal | StoreError):  # written for the operator already
         text = str(error)
     elif _refused_credentials(error):
         text = (f"Redis at {address} refused the credentials in REDIS_URL "
                 f"({type(error).__name__}: {error})")
+    elif isinstance(error, OutOfMemoryError):
+        text = (f"Redis at {address} is full (its used memory reached maxmemory) and refused "
+                "a write: raise maxmemory in redis.conf or free memory, then start again")
     elif isinstance(error, RedisConnectionError | RedisTimeoutError):
         text = f"cannot reach Redis at {address}: {error}"
     elif isinstance(error, RedisError):

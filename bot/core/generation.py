@@ -122,9 +122,11 @@ class Generator(Protocol):
                adapter: str = BASE_VERSION, **overrides) -> ReplyStream:
         """The same reply as `generate`, piece by piece."""
 
-    async def load(self, version: str) -> None:
+    async def load(self, version: str, sha256: str | None = None) -> None:
         """Fetch `version` from the adapter source, check it and load it now, so its requests
-        do not wait for it (a no-op when it is loaded). Raises AdapterLoadError when the bytes
-        do not fit the model, and what the source raises when it has none for `version`;
-        nothing changes then. Loading never changes what a request already running is served
-        with."""
+        do not wait for it (a no-op when it is loaded, unless `sha256`, the registry's digest
+        of its bytes, differs from the loaded bytes': after Redis lost its data the registry
+        may give a name to other bytes, which then load instead). Raises AdapterLoadError
+        when the bytes do not fit the model, and what the source raises when it has none for
+        `version`; nothing changes then. Loading never changes what a request already running
+        is served with."""

@@ -12,15 +12,16 @@ import logging
 import re
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from bot.core.config import DEV_USER_HASH_SECRET, PLAIN_URL_ARGUMENTS
+from bot.core.config import DEV_USER_HASH_SECRET, PLAIN_URL_ARGUMENTS, redis_address
 
 MASK = "***"
 MIN_SECRET_CHARS = 4  # shorter values would blank common words; such a password is no secret
 
 
 def url_secrets(url: str) -> set[str]:
-    """Every credential redis-py would read from `url`, as written and percent-decoded."""
-    found = {url}
+    """Every credential redis-py would read from `url`, as written and percent-decoded (the
+    whole URL too when it holds one; a URL without credentials is an address to show)."""
+    found = set() if redis_address(url) == url else {url}
     scheme, _, rest = url.partition("://")
     userinfo = rest.rpartition("@")[0]  # everything before the last "@", however malformed
     if userinfo:

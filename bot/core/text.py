@@ -3,7 +3,10 @@
 `clean_text` turns what cannot be encoded as UTF-8 (lone surrogates, undecodable bytes a
 terminal passed through) into U+FFFD, so the tokenizer, pydantic and Redis only ever see valid
 text. `clip` bounds one message (MAX_MESSAGE_CHARS) before anything tokenises or stores it.
-`invisible_characters` finds format and control characters that change how text looks
+`strip_controls` removes C0 and C1 control characters but newline and tab (a model's ESC, BEL
+or XOFF would drive a terminal; nothing shows them usefully), from model output and taught
+replies before they are shown or stored. `invisible_characters` finds format and control
+characters that change how text looks
 without being seen (U+202E RIGHT-TO-LEFT OVERRIDE, zero-width spaces, ...).
 """
 
@@ -24,6 +27,16 @@ def clean_text(text: str) -> str:
     except UnicodeEncodeError:
         return "".join(REPLACEMENT if "\ud800" <= ch <= "\udfff" else ch for ch in text)
     return text
+
+
+# C0 (U+0000-U+001F), DEL and C1 (U+0080-U+009F), less newline and tab: str.translate drops them.
+_CONTROLS = dict.fromkeys(c for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]
+                          if chr(c) not in "\n\t")
+
+
+def strip_controls(text: str) -> str:
+    """`text` without control characters, newlines and tabs kept."""
+    return text.translate(_CONTROLS)
 
 
 def clip(text: str, max_chars: int) -> str:

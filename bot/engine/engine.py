@@ -268,11 +268,9 @@ class Engine:
 
     # --- adapters -------------------------------------------------------------------------------
 
-    async def load(self, version: str) -> None:
-        """Fetch `version` from the adapter source, check and attach it (a no-op when loaded).
-        Raises what the source raises when it has none, AdapterLoadError without a source and
-        AdapterRefused naming the failed check (adapter_sanity.py); the model is as it was."""
-        if version in self._adapters:
+    async def load(self, version: str, sha256: str | None = None) -> None:
+        """See Generator.load: fetch, check and attach `version` (unless loaded from its bytes)."""
+        if version in self._adapters and not self._adapters.stale(version, sha256):
             return
         if version not in self._loads:
             self._loads[version] = asyncio.ensure_future(self._attach(version))
@@ -287,15 +285,18 @@ class Engine:
         if self._adapter_source is None:
             raise AdapterLoadError("the engine has no adapter source to load it from")
         adapter_bytes = await self._adapter_source(version)
+        if version in self._adapters:  # stale: the old weights go once their rows are done
+            await self._adapters.retire(version)
         started = time.perf_counter()
         parsed = await asyncio.to_thread(parse_adapter, adapter_bytes, self.model_name)
         name, evicted = self._adapters.plan()
         await asyncio.get_running_loop().run_in_executor(
             self._model_thread, self._attach_on_model_thread, name, parsed, evicted)
-        self._adapters.add(version, name)
+        self._adapters.add(version, name, adapter_bytes)
         self.metrics.adapter_loads.inc()
         log.info("adapter %s loaded in %.0f ms%s", version, (time.perf_counter() - started) * 1000,
                  " (evicted the least recently used)" if evicted else "")
+
 
     def _wait_for_adapter(self, request: Request) -> None:
         """Set `request` aside until its version is loaded, starting that load once."""

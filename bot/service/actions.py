@@ -24,7 +24,7 @@ from bot.core.store import (
     StoreUnavailable,
     UnknownAdapter,
 )
-from bot.core.text import clean_text
+from bot.core.text import clean_text, strip_controls
 from bot.service.answer import UNAVAILABLE, Answer, store_guard
 from bot.service.answer_text import (
     count,
@@ -145,7 +145,7 @@ class Actions:
     async def teach(self, tenant: int, exchange_id: str, moderator_id: int | str,
                     text: str, moderator_name: str | None = None) -> Answer:
         """`moderator_name` is shown where the mod log says what was learned."""
-        text = clean_text(text).strip()
+        text = strip_controls(clean_text(text)).strip()
         limit = self.settings.max_message_chars
         if len(text) > limit:
             return Answer(f"Not stored: a better reply is at most {limit} characters (this one "

@@ -8,6 +8,7 @@ imports discord.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from bot.core.generation import (
     PromptTooLong,
     ReplyStream,
 )
+from bot.core.text import strip_controls
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,7 @@ class DraftStream:
         self._pieces = aiter(self._stream)
         try:
             async for piece in self._pieces:
+                piece = strip_controls(piece)  # the same characters leave the stored text
                 if piece:
                     self.text += piece
                     yield piece
@@ -120,7 +123,12 @@ class DraftStream:
             log.error("the reply stream ended without its generation")
             self.failure = Failure("failed", FAILED_REPLY)
             return
-        self.draft = self._finish(generation)
+        text = strip_controls(generation.text)
+        if not text.strip():
+            log.error("the reply held nothing but control characters")
+            self.failure = Failure("failed", FAILED_REPLY)
+            return
+        self.draft = self._finish(dataclasses.replace(generation, text=text))
 
     async def aclose(self) -> None:
         """Stop generating (a front end that gives up on the reply: the engine drops it)."""

@@ -123,7 +123,9 @@ class AdapterRouter:
 
     async def _load(self, version: str) -> None:
         if version != BASE_VERSION:
-            await self.generator.load(version)
+            # With its digest: a name reused after a Redis loss must not keep the old weights.
+            record = await self.store.registry.record(version)
+            await self.generator.load(version, sha256=record.sha256)
 
     async def start_up(self, on_change: OnChange | None = None) -> None:
         """Read the default tenant and every tenant's version (see the module docstring)."""

@@ -4,6 +4,7 @@ loading, eviction), loop lag."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import time
 
@@ -15,6 +16,10 @@ from bot.core.dialogue import Turn
 from bot.engine.engine import Engine, EngineBusy, Generation, GenerationFailed
 
 HELLO = [Turn("user", "hello, how are you?")]
+
+
+def sha256(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()
 
 
 @pytest.fixture
@@ -205,6 +210,39 @@ async def test_a_load_waits_for_the_batch_in_flight_and_changes_none_of_it(setti
         assert (await engine.generate(HELLO, adapter="v2")).adapter_version == "v2"
     finally:
         await engine.close()
+
+
+async def test_a_version_given_new_bytes_is_loaded_again(engine, stored, blobs, replies):
+    """After Redis lost its data the registry may name other bytes v1 again: a loaded v1 whose
+    digest differs from the registry's loads again, and replies come from the new weights."""
+    await engine.load("v1", sha256=sha256(blobs["v1"]))  # the same bytes: nothing to do
+    assert (await engine.generate(HELLO, adapter="v1")).text == replies["v1"]
+    stored["v1"] = blobs["v2"]
+    await engine.load("v1", sha256=sha256(blobs["v2"]))
+    result = await engine.generate(HELLO, adapter="v1")
+    assert (result.text, result.adapter_version) == (replies["v2"], "v1")
+    assert len(engine.model.peft_config) == 2  # the old v1 weights were deleted
+    await engine.load("v1", sha256=sha256(blobs["v2"]))  # the same bytes now
+    assert len(engine.model.peft_config) == 2
+
+
+async def test_a_reply_in_flight_keeps_the_weights_it_started_with(engine, stored, blobs,
+                                                                   replies):
+    gate = ModelThreadGate(engine)
+    try:
+        old = asyncio.create_task(engine.generate(HELLO, adapter="v1"))
+        async with asyncio.timeout(30):
+            while not engine._adapters._pins["v1"]:  # its batch is formed behind the gate
+                await asyncio.sleep(0.01)
+        stored["v1"] = blobs["v2"]
+        reload = asyncio.create_task(engine.load("v1", sha256=sha256(blobs["v2"])))
+        await asyncio.sleep(0.1)
+        assert not reload.done()  # the old weights stay until the row that uses them is done
+    finally:
+        gate.open()
+    await reload
+    assert (await old).text == replies["v1"]
+    assert (await engine.generate(HELLO, adapter="v1")).text == replies["v2"]
 
 
 async def test_swaps_during_a_stream_fail_nothing_and_versions_are_true(engine, replies):

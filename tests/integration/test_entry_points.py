@@ -18,6 +18,8 @@ from bot.core.local_redis import LocalRedis, free_port
 SECRET = "wrong-s3cret-pw"  # what must never be printed
 PASSWORD = "right-pw-0123456789"
 STRONG = "3f9c1a7e5b2d8046c1e9a7b3d5f20817"
+# The shape of a bot token (Discord would refuse it), so a test reaches what comes after the check.
+WELL_FORMED_TOKEN = "MTAxMjM0NTY3ODkwMTIzNDU2Nw.GaBcDe.a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8s9"
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,7 @@ def assert_one_clear_line(done: subprocess.CompletedProcess) -> str:
 def test_bot_fails_with_one_clear_line(locked_redis, tmp_path, command, case):
     url = cases(locked_redis.port)[case]
     done = run(command, tmp_path, REDIS_URL=url, USER_HASH_SECRET=STRONG,
-               DISCORD_TOKEN="tok-not-a-real-token")
+               DISCORD_TOKEN=WELL_FORMED_TOKEN)
     line = assert_one_clear_line(done)
     if case == "bad port":
         assert done.returncode == 2 and "REDIS_URL" in line
@@ -84,7 +86,7 @@ def test_the_trainer_fails_with_one_clear_line(locked_redis, tmp_path, case):
 
 @pytest.mark.parametrize("secret", [None, "", "x", "   ", "short-secret", "x" * 40])
 def test_bot_run_refuses_a_missing_or_weak_user_hash_secret(tmp_path, secret):
-    env = {"DISCORD_TOKEN": "tok-not-a-real-token",
+    env = {"DISCORD_TOKEN": WELL_FORMED_TOKEN,
            "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
     if secret is not None:
         env["USER_HASH_SECRET"] = secret

@@ -115,6 +115,28 @@ async def test_follows_activate_and_rollback_per_server(store, engine, settings,
                        (ONE, "activated", "base", None)]
 
 
+async def test_a_version_name_reused_after_redis_lost_its_data_serves_the_new_weights(
+        store, engine, settings, blobs, follower):
+    serving, start, changes = follower
+    v1 = await publish(store, settings, blobs["v1"])
+    v2 = await publish(store, settings, blobs["v2"])
+    await start()
+    for version in (v2, v1):  # v1 is active, and both are loaded
+        await store.tenant(ONE).registry.activate(version)
+        await eventually(lambda version=version: serving.version_for(ONE) == version)
+    answers = {v: (await engine.generate(HELLO, adapter=v)).text for v in (v1, v2)}
+    assert answers[v1] != answers[v2]
+
+    await store.delete_all_keys()  # Redis lost everything (no AOF, or an older backup)
+    await store.ping()
+    reused = await publish(store, settings, blobs["v2"])  # the counter starts again
+    assert reused == v1
+    await store.tenant(ONE).registry.activate(reused)
+    async with asyncio.timeout(20):  # the follower hears it and loads the new bytes
+        while (await engine.generate(HELLO, adapter=reused)).text != answers[v2]:
+            await asyncio.sleep(0.05)
+
+
 async def test_the_operator_can_make_another_servers_adapter_the_default(store, settings,
                                                                          blobs, follower):
     serving, start, _ = follower

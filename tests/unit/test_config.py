@@ -44,6 +44,7 @@ def test_bad_values_name_the_variable(monkeypatch, name, value, fragment):
 
 
 STRONG = "3f9c1a7e5b2d8046c1e9a7b3d5f20817"
+TOKEN = "MTAxMjM0NTY3ODkwMTIzNDU2Nw.GaBcDe.a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8s9"  # its format
 
 
 def test_discord_needs_a_token_and_a_real_secret(monkeypatch):
@@ -51,20 +52,29 @@ def test_discord_needs_a_token_and_a_real_secret(monkeypatch):
     settings = load_settings(_env_file=None, discord_token="")
     with pytest.raises(SettingsError, match="DISCORD_TOKEN"):
         settings.require_discord()
-    settings = load_settings(_env_file=None, discord_token="abc")
+    settings = load_settings(_env_file=None, discord_token=TOKEN)
     assert settings.user_hash_secret.get_secret_value() == DEV_USER_HASH_SECRET
     assert settings.uses_dev_secret
     with pytest.raises(SettingsError, match="USER_HASH_SECRET is not set"):
         settings.require_discord()
-    settings = load_settings(_env_file=None, discord_token="abc", user_hash_secret=STRONG)
+    settings = load_settings(_env_file=None, discord_token=TOKEN, user_hash_secret=STRONG)
     settings.require_discord()
-    assert "abc" not in repr(settings)  # secrets stay out of logs
+    assert TOKEN not in repr(settings)  # secrets stay out of logs
+
+
+@pytest.mark.parametrize("token", ["abc", f"Bot {TOKEN}", TOKEN.replace(".", ""),
+                                   TOKEN + ".extra", TOKEN[:-1] + "!"])
+def test_discord_refuses_a_malformed_token_without_quoting_it(token):
+    settings = load_settings(_env_file=None, discord_token=token, user_hash_secret=STRONG)
+    with pytest.raises(SettingsError, match="DISCORD_TOKEN is not a Discord bot token") as error:
+        settings.require_discord()
+    assert token not in str(error.value) and TOKEN not in str(error.value)
 
 
 @pytest.mark.parametrize("weak", ["x", " " * 40, "short-secret", "x" * 32, "abababababababab",
                                   "  padded  12345  "])
 def test_discord_refuses_a_weak_secret_naming_the_variable(weak):
-    settings = load_settings(_env_file=None, discord_token="abc", user_hash_secret=weak)
+    settings = load_settings(_env_file=None, discord_token=TOKEN, user_hash_secret=weak)
     with pytest.raises(SettingsError, match="USER_HASH_SECRET is too weak"):
         settings.require_discord()
 

@@ -40,7 +40,13 @@ def test_token_and_hash_secret_are_hidden_but_the_dev_value_is_not_a_secret():
     text = redact("token tok-abcdef123456 secret hash-secret-0123456789", secrets_of(settings))
     assert text == f"token {MASK} secret {MASK}"
     plain = load_settings(_env_file=None)
-    assert plain.uses_dev_secret and secrets_of(plain) == [plain.redis_url]
+    assert plain.uses_dev_secret and secrets_of(plain) == []  # the address is no secret
+
+
+def test_an_address_without_credentials_is_shown():
+    settings = load_settings(_env_file=None, redis_url="redis://cache.internal:6380/2?db=2")
+    line = f"cannot reach Redis at {settings.redis_address}"
+    assert redact(line, secrets_of(settings)) == line
 
 
 def test_log_lines_and_tracebacks_are_redacted():

@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import sys
+import time
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -145,12 +146,33 @@ def _build_and_pretrain(target: Path, text: str, steps: int):
     build_tiny_model(target, **DEMO_MODEL, corpus=text)
     bar = tqdm(total=steps, desc="pretraining", leave=False, file=sys.stderr,
                disable=not sys.stderr.isatty())
+    lines = None if sys.stderr.isatty() else ProgressLines(steps)  # to a file or a pipe
 
     def on_step(step: int, loss: float) -> None:
         bar.update()
         bar.set_postfix(loss=f"{loss:.2f}")
+        if lines is not None:
+            lines.step(step, loss)
 
     try:
         return pretrain(target, text, steps=steps, on_step=on_step, **PRETRAINING)
     finally:
         bar.close()
+
+
+class ProgressLines:
+    """Pretraining progress where no bar can show (output to a file or a pipe): a line at most
+    every `every_s` seconds and at the last step, so a slow machine is seen to be working."""
+
+    def __init__(self, steps: int, every_s: float = 30.0, out=None, clock=time.monotonic):
+        self.steps, self.every_s, self.clock = steps, every_s, clock
+        self.out = out or sys.stdout
+        self.started = self.last = clock()
+
+    def step(self, step: int, loss: float) -> None:
+        now = self.clock()
+        if now - self.last < self.every_s and step < self.steps:
+            return
+        self.last = now
+        print(f"  pretraining: step {step}/{self.steps}, loss {loss:.2f}, "
+              f"{now - self.started:.0f} s", file=self.out, flush=True)

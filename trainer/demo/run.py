@@ -7,7 +7,6 @@ new adapter -> the same questions answered before and after, with the numbers.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -30,6 +29,7 @@ from bot.frontends.console import Console
 from bot.runtime import Runtime
 from trainer.cycle import run_cycle
 from trainer.dataset import validation_ids
+from trainer.demo.cli import parse_args
 from trainer.demo.prepare import MODEL_DIR, demo_model, demo_prefix, demo_redis
 from trainer.importer import import_pairs, read_rows, validate_rows
 from trainer.outcome import CycleOutcome
@@ -276,16 +276,10 @@ def summary(outcome: CycleOutcome, old_version: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.demo", description=__doc__)
-    parser.add_argument("--quick", action="store_true",
-                        help="a smaller run (fewer questions, trials and epochs)")
-    parser.add_argument("--workdir", default=".demo",
-                        help="where the tiny model and the reports go (default .demo)")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the demo's keys in Redis instead of removing them")
-    parser.add_argument("--json", action="store_true",
-                        help="end with one JSON line: outcome, answers before and after")
-    args = parser.parse_args(argv)
+    return run(parse_args(argv))
+
+
+def run(args) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo never reaches for the hub
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")

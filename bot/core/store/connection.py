@@ -22,9 +22,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from bot.core.store.canary import Canaries
 from bot.core.store.exchanges import Exchanges
@@ -36,6 +37,11 @@ from bot.core.store.registry import Registry
 from bot.core.store.styles import ChatChannels, Styles
 from bot.core.store.trainer_state import TrainerState
 from bot.core.store.trust import Trust
+
+log = logging.getLogger(__name__)
+
+# maxmemory-policy values under which Redis deletes keys by itself when it is full.
+EVICTING_POLICIES = ("allkeys-", "volatile-")
 
 # What a store call raises when Redis cannot be reached or refuses the command (down, wrong
 # password, no free connection within REDIS_POOL_TIMEOUT_SECONDS, out of memory, ...): every
@@ -123,12 +129,30 @@ class Store:
         """Check the connection and record (or verify) the schema version; data of schema 1
         is moved to schema 2 once (see bot/core/store/migrate.py)."""
         await self._redis.ping()
+        await self._refuse_eviction()
         stored = await self._redis.set(self.keys("schema"), SCHEMA_VERSION, nx=True, get=True)
         if stored is not None and int(stored) == 1:
             await migrate_from_1(self)
         elif stored is not None and int(stored) != SCHEMA_VERSION:
             raise StoreError(f"Redis holds schema version {int(stored)} under prefix "
                              f"{self.prefix!r}; this code speaks version {SCHEMA_VERSION}")
+
+    async def _refuse_eviction(self) -> None:
+        """Refuse a Redis that may evict keys when full: it would drop adapters, the active
+        pointers, the schema key and ratings without a word (the bot would fall back to the
+        base model). Where CONFIG is disabled (managed Redis) the policy cannot be read."""
+        try:
+            found = await self._redis.config_get("maxmemory-policy")
+        except ResponseError:
+            log.warning("cannot read Redis's maxmemory-policy (CONFIG is disabled): make sure "
+                        "it is noeviction, or adapters and ratings may be evicted")
+            return
+        policy = next(iter(found.values()), b"noeviction")
+        policy = policy.decode() if isinstance(policy, bytes) else str(policy)
+        if policy.startswith(EVICTING_POLICIES):
+            raise StoreError(f"Redis's maxmemory-policy is {policy}: it evicts keys when full "
+                             "(adapters, the active pointer, ratings); set maxmemory-policy "
+                             "noeviction in redis.conf")
 
     async def forget_user(self, user_id: int | str) -> Forgotten:
         """Delete everything of this person, in every server (see bot/core/store/privacy.py)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -128,9 +129,25 @@ def build_bot(settings, runtime: Runtime | None) -> commands.Bot:
     return LearningBot(**options)
 
 
+async def log_in_once(settings) -> None:
+    """Log in before the model loads, so a token Discord refuses is said in seconds."""
+    client = discord.Client(intents=discord.Intents.none())
+    try:
+        await client.login(settings.discord_token.get_secret_value())
+    except discord.LoginFailure:
+        raise Fatal("Discord refused DISCORD_TOKEN: copy the bot token again from the "
+                    "developer portal") from None
+    except (aiohttp.ClientError, OSError, discord.HTTPException) as error:
+        raise Fatal(f"cannot log in to Discord ({type(error).__name__}: {error}): check the "
+                    "network and DISCORD_TOKEN") from None
+    finally:
+        await client.close()
+
+
 async def run_bot(settings) -> None:
-    """Open the runtime (Redis, model, active adapter, registry follower), then serve Discord."""
-    async with Runtime(settings) as runtime:
+    """Open the runtime (Redis, a login, model, active adapter, registry follower), then serve
+    Discord."""
+    async with Runtime(settings, preflight=lambda: log_in_once(settings)) as runtime:
         bot = build_bot(settings, runtime)
         runtime.on_change(bot.modlog.announce)
         async with bot:
