@@ -96,10 +96,9 @@ class Actions:
                        value: int) -> Answer:
         """Withdraw this moderator's rating if it is `value` (removing 👎 after switching to 👍
         keeps the 👍)."""
-        current = (await with_retries(lambda: self.store.exchanges.ratings(exchange_id),
-                                      f"reading the ratings of {exchange_id}")).get(
-            self.store.user_hash(moderator_id))
-        if current != value:
+        ratings = await with_retries(lambda: self.store.exchanges.ratings(exchange_id),
+                                     f"reading the ratings of {exchange_id}")
+        if ratings.get(self.store.user_hash(moderator_id)) != value:
             return Answer("no such rating of yours to withdraw", ok=False)
         try:
             score = await with_retries(
@@ -267,10 +266,9 @@ class Actions:
 
     async def _unreadable(self, version: str) -> str | None:
         """Why the stored bytes of `version` cannot be loaded (damaged, missing), else None."""
-        if version == BASE_VERSION:
-            return None
         try:
-            await self.store.registry.blob(version)
+            if version != BASE_VERSION:
+                await self.store.registry.blob(version)
         except StoreError as error:
             return str(error)
         return None
