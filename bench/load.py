@@ -85,6 +85,20 @@ def load_average() -> str:
         return "n/a"
 
 
+def quiet_libraries() -> None:
+    """Warnings and up on stderr, offline, without the libraries' progress bars and notices."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import transformers
+
+    # peft asks transformers a deprecated question on every load; nothing to act on here.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated",
+                            category=FutureWarning)
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
 def percentile(values: list[float], share: float) -> float:
     if not values:
         return float("nan")
@@ -276,16 +290,7 @@ async def run(args, redis_url: str, model_name: str) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import transformers
-
-    # peft asks transformers a deprecated question on every load; nothing to act on here.
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated",
-                            category=FutureWarning)
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
+    quiet_libraries()
     from bot.core.local_redis import LocalRedis
     from trainer.demo.tiny_model import build_tiny_model
 

@@ -29,13 +29,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import logging
 import os
 import sys
 import tempfile
 import time
 import tracemalloc
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from generate import adapter_blob  # noqa: E402  (bench/generate.py)
-from load import load_average, machine  # noqa: E402  (bench/load.py)
+from load import load_average, machine, quiet_libraries  # noqa: E402  (bench/load.py)
 
 GUILD = 1  # the console's server (the home server)
 SECRET = "bench-soak-secret-0123456789abcdef"
@@ -209,15 +207,7 @@ def model_for(args, tmp: Path) -> tuple[str, str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import transformers
-
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated",
-                            category=FutureWarning)
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
+    quiet_libraries()
     from bot.core.local_redis import LocalRedis
 
     print(f"machine: {machine()}; load average {load_average()}; MALLOC_ARENA_MAX="
