@@ -45,7 +45,11 @@ class Int8Linear(nn.Linear):
             # is not faster here yet; the kernels used are fbgemm/onednn's, still shipped.
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", UserWarning)
-            self.quantized = torch.ao.nn.quantized.dynamic.Linear.from_float(source)
+            quantized = torch.ao.nn.quantized.dynamic.Linear.from_float(source)
+        # Kept out of the module tree: peft loads adapters with `load_state_dict(strict=False)`,
+        # which a quantized module refuses when its own keys are missing. The weights are frozen
+        # and never saved, so nothing needs to reach them through the tree.
+        self.__dict__["quantized"] = quantized
         # peft places a LoRA layer's weights on its base layer's weight's device and dtype:
         # an empty float32 tensor says "cpu, float32" without keeping a float copy.
         self.weight = nn.Parameter(torch.empty(0), requires_grad=False)
@@ -55,7 +59,7 @@ class Int8Linear(nn.Linear):
         return self.quantized(x.float())
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+        return f"{self.quantized}"
 
 
 def _from_conv1d(module) -> Int8Linear:
