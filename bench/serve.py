@@ -57,6 +57,7 @@ from generate import (  # noqa: E402  (bench/generate.py)
     made_adapter,
     percentile,
 )
+from models import build_model_dir  # noqa: E402  (bench/models.py)
 
 
 def parse_args(argv=None):
@@ -81,24 +82,6 @@ def parse_args(argv=None):
     if args.quick:
         args.requests, args.max_new_tokens, args.arrivals = 4, 8, 8
     return args
-
-
-def build_model_dir(workdir: Path) -> str:
-    """GPT-2 small with random weights and a tokenizer covering its vocabulary, on disk."""
-    import torch
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
-
-    from trainer.demo.tiny_model import build_tiny_model
-
-    tokenizer = AutoTokenizer.from_pretrained(str(build_tiny_model(workdir / "tokenizer")))
-    config = GPT2Config(bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
-    tokenizer.add_tokens([f" w{i}" for i in range(len(tokenizer), config.vocab_size)])
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(config)
-    directory = workdir / "gpt2-small-random"
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return str(directory)
 
 
 class StaticServer:
