@@ -16,7 +16,8 @@ target, as the trainer scores them):
 
 Speed, on the GPT-2-small-shaped model: the engine (`Engine.load_model`, MODEL_DTYPE float32 and
 int8) answering a burst of --rows requests of exactly --tokens new tokens each, sampled as the
-bot samples; the two engines take turns, the first alternating, --repeats times each; medians.
+bot samples; the two engines take turns, the first alternating, --repeats times each; medians
+(int8_speedup: the median of each repeat's int8/float32 ratio).
 
 Last line: `int8_speedup=A nll_delta=B greedy_agree=C fp32_tok_s=D int8_tok_s=E`, where
 nll_delta is the larger of the two models' and greedy_agree the smaller.
@@ -118,8 +119,8 @@ async def burst(engine, convos, tokens: int) -> float:
     return sum(r.reply_tokens for r in results) / (time.perf_counter() - started)
 
 
-async def speed(model_dir: str, args) -> dict[str, float]:
-    """Median burst tokens/s of the float32 and int8 engines, taking turns."""
+async def speed(model_dir: str, args) -> dict[str, list[float]]:
+    """Burst tokens/s of the float32 and int8 engines, taking turns, per repeat."""
     from bot.core.generation import GenerationConfig
     from bot.engine.engine import Engine
 
@@ -139,7 +140,7 @@ async def speed(model_dir: str, args) -> dict[str, float]:
     finally:
         for engine in engines.values():
             await engine.close()
-    return {dtype: statistics.median(values) for dtype, values in runs.items()}
+    return runs
 
 
 def load_average() -> str:
@@ -168,10 +169,13 @@ async def run(args, workdir: Path) -> int:
               f"{q['agree']:>13.3f} {q['tokens']:>7}", flush=True)
     print(f"\nspeed: engine, {args.model or 'GPT-2-small shape'}, {args.rows} requests x "
           f"{args.tokens} tokens, {args.repeats} repeats each, alternating")
-    tps = await speed(small, args)
-    speedup = tps["int8"] / tps["float32"]
-    print(f"median tokens/s: float32 {tps['float32']:.1f}, int8 {tps['int8']:.1f} "
-          f"({speedup:.2f}x); load average after {load_average()}")
+    runs = await speed(small, args)
+    tps = {dtype: statistics.median(values) for dtype, values in runs.items()}
+    # The ratio within each repeat (the two ran back to back) is steadier than the ratio of the
+    # medians when the host's load changes between repeats.
+    speedup = statistics.median(a / b for a, b in zip(runs["int8"], runs["float32"], strict=True))
+    print(f"median tokens/s: float32 {tps['float32']:.1f}, int8 {tps['int8']:.1f}; int8/float32 "
+          f"per repeat, median {speedup:.2f}x; load average after {load_average()}")
     delta = max(q["delta"] for q in found.values())
     agree = min(q["agree"] for q in found.values())
     print(f"int8_speedup={speedup:.2f} nll_delta={delta:.4f} greedy_agree={agree:.3f} "
