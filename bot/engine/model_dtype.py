@@ -22,7 +22,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
 # bf16 must take at most this share of float32's time to be chosen: measurement noise on a
 # busy host must not pick the slower type.
 BF16_MARGIN = 0.9
-PROBE_REPEATS = 5  # float32 and bf16 timed alternately, this many times each; medians compared
+PROBE_REPEATS = 3  # float32 and bf16 timed alternately, this many times each; medians compared
 
 _chosen: dict[tuple, tuple[str, dict[str, float]]] = {}  # (shapes, rows, threads) -> choice
 
