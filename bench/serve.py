@@ -198,9 +198,9 @@ def start_servers(args, model_dir: str) -> Servers:
     prompt_ids = [engine._encode_prompt(c, None, budget)[1] for c in convos]
     lengths = [len(p) for p in prompt_ids]
     params = sum(p.numel() for p in static_model.parameters()) / 1e6
-    print(f"model: {params:.0f}M parameters, device {args.device}, engine weights "
-          f"{next(engine.model.parameters()).dtype}, static weights {static_dtype}; torch "
-          f"threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, "
+    print(f"model: {params:.0f}M parameters, device {args.device}, engine MODEL_DTYPE "
+          f"{args.dtype} (embeddings {next(engine.model.parameters()).dtype}), static weights "
+          f"{static_dtype}; torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, "
           f"{platform.processor() or platform.machine()}; load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"prompt tokens {min(lengths)}..{max(lengths)}, {max_new} new tokens per request")
