@@ -3,7 +3,8 @@ static batching, on the same model in the same run.
 
     .venv/bin/python bench/serve.py [--device cpu] [--model DIR] [--requests 16]
                                     [--max-new-tokens 64] [--arrivals 32] [--load 0.8]
-                                    [--dtype auto] [--threads N] [--quick]
+                                    [--dtype auto] [--compare float32,bfloat16,int8]
+                                    [--repeats 3] [--threads N] [--quick]
 
 Without --model the model is the GPT-2 small architecture (GPT2Config(): 124M parameters,
 vocabulary 50257) with random weights, saved here and loaded with `from_pretrained` like the
@@ -14,20 +15,24 @@ model's with placeholder words so that every generated token has text to stream.
   a BATCH_MAX_WAIT_MS pause), later arrivals wait for it; float32 weights on CPU as before
   (bf16/fp16 on a GPU). Its whole reply arrives at once, so its time to first token is its
   latency.
-- engine: `bot.engine.engine.Engine` with MODEL_DTYPE=--dtype (auto: bf16 where the CPU has native
-  bf16), its replies streamed; time to first token is the first streamed piece. The same engine
-  in float32 is shown too, to tell scheduling from weight type apart.
+- engine: `bot.engine.engine.Engine` with MODEL_DTYPE=--dtype (auto: measured at start-up,
+  bot/engine/model_dtype.py), its replies streamed; time to first token is the first streamed
+  piece. Engines of the --compare types (int8 on a CPU only) run the burst too, to tell
+  scheduling from weight type apart.
 
 1. burst: --requests requests at once, --max-new-tokens tokens each (min = max, so both sides
-   generate the same number): tokens/s; throughput_ratio = engine / static.
+   generate the same number): tokens/s; throughput_ratio = engine / static. Every server
+   (static, each engine, CTranslate2) runs --repeats bursts, taking turns in an order that
+   alternates (forward, then backward), so a change of load favours none; medians.
 2. Poisson: --arrivals requests arriving at --load times the static burst's measured capacity,
    mixed prompt lengths: time to first token and latency per request; p95_ratio = engine p95
    latency / static p95 latency. Halfway through the engine's run a new LoRA adapter is loaded
    and later requests use it (a hot swap): no request may fail.
-3. CTranslate2 int8 (only when `import ctranslate2` works): its burst tokens/s, as an anchor.
+CTranslate2 int8 takes its turns in the burst only when `import ctranslate2` works (the optional
+`ct2` extra; never installed in the test path), as an anchor.
 
 Last line: `ttft_p95_ms=A p95_ms=B p95_ratio=Q throughput_ratio=R failed=N` (engine figures;
-N counts the engine's failed requests). --quick: 4 requests, 8 tokens, 8 arrivals.
+N counts the engines' failed requests). --quick: 4 requests, 8 tokens, 8 arrivals, 1 repeat.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from anchors import StaticServer, ctranslate2_runner  # noqa: E402  (bench/anchors.py)
 from generate import (  # noqa: E402  (bench/generate.py)
     MADE_ADAPTERS,
     adapter_blob,
@@ -57,6 +63,9 @@ from generate import (  # noqa: E402  (bench/generate.py)
     made_adapter,
     percentile,
 )
+from models import build_model_dir  # noqa: E402  (bench/models.py)
+
+from bot.engine.model_dtype import DTYPES  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -64,8 +73,12 @@ def parse_args(argv=None):
     parser.add_argument("--model", help="local model directory (default: GPT-2 small "
                                         "architecture with random weights)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="auto",
-                        choices=("auto", "float32", "bfloat16", "float16"))
+    parser.add_argument("--dtype", default="auto", choices=DTYPES,
+                        help="the engine's MODEL_DTYPE (its figures make the last line)")
+    parser.add_argument("--compare", default="float32,bfloat16,int8",
+                        help="more engines in the burst, by MODEL_DTYPE (comma-separated)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="bursts per server, taking turns (order alternating); medians")
     parser.add_argument("--requests", type=int, default=16, help="burst size (and batch size)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--arrivals", type=int, default=32, help="Poisson run's requests")
@@ -79,78 +92,8 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="4 requests, 8 tokens, 8 arrivals")
     args = parser.parse_args(argv)
     if args.quick:
-        args.requests, args.max_new_tokens, args.arrivals = 4, 8, 8
+        args.requests, args.max_new_tokens, args.arrivals, args.repeats = 4, 8, 8, 1
     return args
-
-
-def build_model_dir(workdir: Path) -> str:
-    """GPT-2 small with random weights and a tokenizer covering its vocabulary, on disk."""
-    import torch
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
-
-    from trainer.demo.tiny_model import build_tiny_model
-
-    tokenizer = AutoTokenizer.from_pretrained(str(build_tiny_model(workdir / "tokenizer")))
-    config = GPT2Config(bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
-    tokenizer.add_tokens([f" w{i}" for i in range(len(tokenizer), config.vocab_size)])
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(config)
-    directory = workdir / "gpt2-small-random"
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return str(directory)
-
-
-class StaticServer:
-    """Today's engine: one `generate` per batch of the requests that have arrived."""
-
-    def __init__(self, model, tokenizer, size: int, wait_s: float, sampling: dict):
-        self.model, self.tokenizer, self.size, self.wait_s = model, tokenizer, size, wait_s
-        self.sampling = sampling
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.calls = 0
-        self.worker = asyncio.create_task(self._run())
-
-    async def ask(self, prompt_ids: list[int]) -> dict:
-        started = time.perf_counter()
-        future = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait((prompt_ids, future))
-        tokens = await future
-        latency = (time.perf_counter() - started) * 1000
-        return {"ttft": latency, "latency": latency, "tokens": tokens}
-
-    async def _run(self):
-        while True:
-            batch = [await self.queue.get()]
-            await asyncio.sleep(self.wait_s)
-            while len(batch) < self.size and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-            try:
-                counts = await asyncio.to_thread(self._generate, [ids for ids, _ in batch])
-            except Exception as error:  # counted by the caller, never hidden
-                for _, future in batch:
-                    future.set_exception(error)
-                continue
-            for (_, future), count in zip(batch, counts, strict=True):
-                future.set_result(count)
-
-    def _generate(self, prompts: list[list[int]]) -> list[int]:
-        import torch
-
-        self.calls += 1
-        pad = self.tokenizer.eos_token_id
-        width = max(map(len, prompts))
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts],
-                           device=self.model.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts],
-                            device=self.model.device)
-        with torch.inference_mode():
-            out = self.model.generate(input_ids=ids, attention_mask=mask, pad_token_id=pad,
-                                      eos_token_id=pad, **self.sampling)
-        return [(row != pad).sum().item() for row in out[:, width:]]
-
-    async def close(self):
-        self.worker.cancel()
 
 
 async def ask_engine(engine, convo, adapter: str, sampling: dict) -> dict:
@@ -195,29 +138,6 @@ def figures(results: list) -> dict:
             "errors": [r for r in results if isinstance(r, BaseException)]}
 
 
-def ctranslate2_burst(model_dir: str, prompts: list[list[int]], tokenizer, max_new: int):
-    """CTranslate2 int8 `generate_batch` on the same prompts (tokens/s), or None without it."""
-    try:
-        import ctranslate2
-    except ImportError:
-        return None
-    out = Path(tempfile.mkdtemp(prefix="bench-ct2-"))
-    try:
-        ctranslate2.converters.TransformersConverter(model_dir).convert(
-            str(out / "int8"), quantization="int8", force=True)
-        generator = ctranslate2.Generator(str(out / "int8"), device="cpu", compute_type="int8")
-    finally:
-        shutil.rmtree(out, ignore_errors=True)  # the generator holds the weights in memory
-    tokens = [tokenizer.convert_ids_to_tokens(p) for p in prompts]
-    started = time.perf_counter()
-    results = generator.generate_batch(tokens, max_length=max_new, min_length=max_new,
-                                       sampling_topk=50, sampling_topp=0.9,
-                                       sampling_temperature=0.8, repetition_penalty=1.2,
-                                       include_prompt_in_result=False)
-    wall = time.perf_counter() - started
-    return sum(len(r.sequences_ids[0]) for r in results) / wall
-
-
 async def main(argv=None) -> int:
     args = parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="bench-serve-"))
@@ -232,7 +152,7 @@ class Servers:
     """Both sides of the comparison, on one model, with the requests they answer."""
 
     engine: object
-    engine32: object | None  # the engine in float32 too, when --dtype chose another type
+    others: dict[str, object]  # "engine <dtype>" -> an engine of another --compare type
     static: StaticServer
     convos: list  # conversations for the engine
     prompt_ids: list[list[int]]  # the same, tokenised for the static side
@@ -240,8 +160,7 @@ class Servers:
 
     @property
     def engines(self) -> list[tuple[str, object]]:
-        return [("engine", self.engine)] + ([("engine fp32", self.engine32)]
-                                            if self.engine32 else [])
+        return [("engine", self.engine), *self.others.items()]
 
     async def close(self) -> None:
         await self.static.close()
@@ -261,8 +180,9 @@ def start_servers(args, model_dir: str) -> Servers:
     common = dict(model_name=model_dir, device=args.device, max_new_tokens=max_new,
                   batch_max_size=n, queue_max=max(64, 4 * args.arrivals))
     engine = Engine.load_model(GenerationConfig(dtype=args.dtype, **common), made_adapter)
-    engine32 = (Engine.load_model(GenerationConfig(dtype="float32", **common))
-                if next(engine.model.parameters()).dtype != torch.float32 else None)
+    others = {f"engine {dtype}": Engine.load_model(GenerationConfig(dtype=dtype, **common))
+              for dtype in args.compare.split(",") if dtype and dtype != args.dtype
+              and (dtype != "int8" or args.device == "cpu")}  # int8 is a CPU path
     static_dtype = resolve_dtype("auto", args.device) if args.device != "cpu" else torch.float32
     static_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=static_dtype)
     static_model = static_model.to(args.device).eval()
@@ -278,35 +198,52 @@ def start_servers(args, model_dir: str) -> Servers:
     prompt_ids = [engine._encode_prompt(c, None, budget)[1] for c in convos]
     lengths = [len(p) for p in prompt_ids]
     params = sum(p.numel() for p in static_model.parameters()) / 1e6
-    print(f"model: {params:.0f}M parameters, device {args.device}, engine weights "
-          f"{next(engine.model.parameters()).dtype}, static weights {static_dtype}; torch "
-          f"threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, "
+    print(f"model: {params:.0f}M parameters, device {args.device}, engine MODEL_DTYPE "
+          f"{args.dtype} (embeddings {next(engine.model.parameters()).dtype}), static weights "
+          f"{static_dtype}; torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, "
           f"{platform.processor() or platform.machine()}; load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"prompt tokens {min(lengths)}..{max(lengths)}, {max_new} new tokens per request")
-    return Servers(engine, engine32, static, convos, prompt_ids, sampling)
+    return Servers(engine, others, static, convos, prompt_ids, sampling)
 
 
 async def run_burst(args, servers: Servers, model_dir: str) -> dict:
-    """1. every request at once; name -> (wall seconds, figures)."""
+    """1. every request at once, the servers taking turns (the order alternating) --repeats
+    times; name -> (median wall seconds, that run's figures, failures over all runs)."""
     n = args.requests
-    rows = {}
-    wall, results = await burst(servers.static.ask, servers.prompt_ids[:n])
-    rows["static"] = (wall, figures(results))
+    bursts = {"static": lambda: burst(servers.static.ask, servers.prompt_ids[:n])}
     for name, e in servers.engines:
-        wall, results = await burst(lambda c, e=e: ask_engine(e, c, "base", servers.sampling),
-                                    servers.convos[:n])
-        rows[name] = (wall, figures(results))
-    ct2_tps = ctranslate2_burst(model_dir, servers.prompt_ids[:n], servers.static.tokenizer,
-                                args.max_new_tokens)
-    print(f"\n1. burst: {n} requests at once x {args.max_new_tokens} tokens")
-    print(f"{'server':<12} {'tokens':>7} {'wall s':>7} {'tokens/s':>9} {'ttft p95':>9} "
+        bursts[name] = lambda e=e: burst(
+            lambda c: ask_engine(e, c, "base", servers.sampling), servers.convos[:n])
+    runs: dict[str, list] = {name: [] for name in bursts}
+    ct2 = ctranslate2_runner(model_dir, servers.prompt_ids[:n], servers.static.tokenizer,
+                             args.max_new_tokens)
+    if ct2 is not None:
+        runs["ct2 int8"] = []
+    for repeat in range(args.repeats):
+        order = list(runs) if repeat % 2 == 0 else list(reversed(runs))
+        for name in order:
+            if name == "ct2 int8":
+                wall, count = await ct2()
+                runs[name].append((wall, figures([{"ttft": 0.0, "latency": 0.0,
+                                                   "tokens": count}])))
+                continue
+            wall, results = await bursts[name]()
+            runs[name].append((wall, figures(results)))
+    rows = {}
+    for name, done in runs.items():
+        wall, f = sorted(done, key=lambda run: run[0])[len(done) // 2]
+        rows[name] = (wall, dict(f, failed=sum(g["failed"] for _, g in done),
+                                 errors=[e for _, g in done for e in g["errors"]]))
+    print(f"\n1. burst: {n} requests at once x {args.max_new_tokens} tokens, median of "
+          f"{args.repeats} turns each")
+    print(f"{'server':<16} {'tokens':>7} {'wall s':>7} {'tokens/s':>9} {'ttft p95':>9} "
           f"{'p95 ms':>8} {'failed':>6}")
     for name, (wall, f) in rows.items():
-        print(f"{name:<12} {f['tokens']:>7} {wall:>7.2f} {f['tokens'] / wall:>9.1f} "
+        print(f"{name:<16} {f['tokens']:>7} {wall:>7.2f} {f['tokens'] / wall:>9.1f} "
               f"{f['ttft95']:>9.0f} {f['p95']:>8.0f} {f['failed']:>6}")
-    print("ctranslate2 int8: " + (f"{ct2_tps:.1f} tokens/s" if ct2_tps is not None else
-                                  "not installed (pip install '.[ct2]'), column left out"))
+    if ct2 is None:
+        print("ctranslate2 int8: not installed (pip install '.[ct2]'), row left out")
     return rows
 
 
@@ -366,9 +303,9 @@ async def run(args, workdir: Path) -> int:
     rows = await run_burst(args, servers, model_dir)
     tps = {name: f["tokens"] / wall for name, (wall, f) in rows.items()}
     throughput_ratio = tps["engine"] / tps["static"]
-    print(f"throughput_ratio engine/static: {throughput_ratio:.2f} (goal >= 2.0)"
-          + (f"; engine fp32/static: {tps['engine fp32'] / tps['static']:.2f}"
-             if servers.engine32 else ""))
+    print(f"throughput_ratio engine/static: {throughput_ratio:.2f} (goal >= 2.0); "
+          + ", ".join(f"{name}/static {value / tps['static']:.2f}"
+                      for name, value in tps.items() if name not in ("engine", "static")))
     en = await run_poisson(args, servers, capacity=args.requests / rows["static"][0])
     engine_rows = [f for name, (_, f) in rows.items() if name != "static"]
     failed = en["failed"] + sum(f["failed"] for f in engine_rows)

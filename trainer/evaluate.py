@@ -43,16 +43,30 @@ def collate(examples: list[Example], pad_id: int, device: str) -> dict[str, torc
             "labels": torch.tensor(labels, device=device)}
 
 
+def label_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The logits only where the next token is a label: (logits [n, vocab] in float32, the
+    labels they predict [n], the row of each [n]), for [rows, length] inputs and labels.
+
+    The LM head ([hidden] x [hidden, vocab] per position, a fifth of GPT-2-small's work) runs
+    only at those n positions, not at every prompt and padding position: the model returns its
+    last hidden states (after the final layer norm) with the logits of one position only.
+    """
+    out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
+                logits_to_keep=1)
+    targets = labels[:, 1:]  # position t predicts token t+1
+    keep = targets != IGNORE_INDEX
+    hidden = out.hidden_states[-1][:, :-1][keep]
+    logits = model.get_output_embeddings()(hidden).float()
+    return logits, targets[keep], keep.nonzero()[:, 0]
+
+
 def summed_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     """(sum of the cross-entropy over target tokens, how many target tokens)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    # Position t predicts token t+1.
-    logits = logits[:, :-1, :].float()
-    labels = batch["labels"][:, 1:]
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)),
-                                             labels.reshape(-1), ignore_index=IGNORE_INDEX,
-                                             reduction="sum")
-    return loss, int((labels != IGNORE_INDEX).sum())
+    logits, targets, _ = label_logits(model, batch["input_ids"], batch["attention_mask"],
+                                      batch["labels"])
+    loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+    return loss, targets.numel()
 
 
 @contextlib.contextmanager

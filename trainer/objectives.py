@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from trainer.dataset import IGNORE_INDEX, LABEL_KINDS, TARGET_KINDS, Example
-from trainer.evaluate import collate, eval_mode, summed_loss
+from trainer.evaluate import collate, eval_mode, label_logits, summed_loss
 
 Sequence = tuple[list[int], list[int]]  # (input ids, labels with IGNORE_INDEX over the prompt)
 
@@ -87,12 +87,9 @@ def sequence_logps(model, sequences: list[Sequence], *, pad_id: int,
     if not sequences:
         return torch.zeros(0, device=device)
     ids, mask, labels = _tensors(sequences, pad_id, device)
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1, :].float()
-    labels = labels[:, 1:]  # position t predicts token t+1
-    keep = labels != IGNORE_INDEX
-    picked = torch.gather(logits, 2, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    token_logps = picked - torch.logsumexp(logits, dim=-1)
-    return (token_logps * keep).sum(dim=-1)
+    logits, targets, rows = label_logits(model, ids, mask, labels)
+    token_logps = logits.gather(1, targets[:, None]).squeeze(1) - torch.logsumexp(logits, -1)
+    return token_logps.new_zeros(len(sequences)).index_add(0, rows, token_logps)
 
 
 def reference_logps(model, sequences: list[Sequence], *, pad_id: int,

@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     # --- model and generation --------------------------------------------------------------
     model_name: str = "gpt2"
     device: str = "auto"
-    model_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    model_dtype: Literal["auto", "float32", "bfloat16", "float16", "int8"] = "auto"
     max_new_tokens: int = Field(64, ge=1, le=512)
     temperature: float = Field(0.8, ge=0.0, le=5.0)
     top_p: float = Field(0.9, gt=0.0, le=1.0)
@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     # Prometheus metrics over HTTP on this port, every interface (unset: none; bot/core/metrics.py)
     metrics_port: int | None = Field(None, ge=1, le=65535)
 
+    # --- CPU serving (bot/engine/serving_model.py) ------------------------------------------------
+    torch_threads: int | None = Field(None, ge=1, le=1024)  # None: torch's default
+
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
@@ -178,7 +181,7 @@ class Settings(BaseSettings):
         return ",".join(names)
 
     @field_validator("modlog_channel_id", "shard_count", "home_guild_id", "search_seed",
-                     "metrics_port", mode="before")
+                     "metrics_port", "torch_threads", mode="before")
     @classmethod
     def _empty_number_is_unset(cls, value):
         return None if value == "" else value

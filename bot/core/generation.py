@@ -44,7 +44,7 @@ class GenerationConfig:
 
     model_name: str
     device: str  # resolved: cpu, cuda, cuda:N or mps
-    dtype: str = "auto"  # MODEL_DTYPE: auto, float32, bfloat16 or float16 (engine/model_dtype.py)
+    dtype: str = "auto"  # MODEL_DTYPE (engine/model_dtype.py, engine/int8.py)
     max_new_tokens: int = 64
     temperature: float = 0.8
     top_p: float = 0.9
@@ -54,6 +54,7 @@ class GenerationConfig:
     queue_max: int = 64
     max_loaded_adapters: int = 8
     lora_target_modules: tuple[str, ...] = ("c_attn", "c_proj")
+    torch_threads: int | None = None  # TORCH_THREADS (None: torch's default, one per core)
 
     @classmethod
     def from_settings(cls, settings) -> GenerationConfig:
@@ -64,7 +65,8 @@ class GenerationConfig:
                    batch_max_size=settings.batch_max_size,
                    batch_max_wait_ms=settings.batch_max_wait_ms, queue_max=settings.queue_max,
                    max_loaded_adapters=settings.max_loaded_adapters,
-                   lora_target_modules=tuple(settings.lora_target_modules))
+                   lora_target_modules=tuple(settings.lora_target_modules),
+                   torch_threads=settings.torch_threads)
 
 
 @dataclass(frozen=True)

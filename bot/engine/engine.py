@@ -51,9 +51,9 @@ from bot.engine.adapter_cache import BASE_NAME, AdapterCache
 from bot.engine.busy import Refusals
 from bot.engine.cpu_bf16 import speed_up as speed_up_half_precision_on_cpu
 from bot.engine.kv_batch import KVBatch
-from bot.engine.model_dtype import resolve_dtype
 from bot.engine.sampler import Sampling
 from bot.engine.scheduler import PieceStream, Request, Scheduler, fail
+from bot.engine.serving_model import load_serving_model
 
 __all__ = ["Engine", "EngineBusy", "Generation", "GenerationFailed", "Sampling"]
 
@@ -114,13 +114,10 @@ class Engine:
     @classmethod
     def load_model(cls, config: GenerationConfig,
                    adapter_source: AdapterSource | None = None) -> Engine:
-        """Load `config.model_name` (hub name or local directory) on `config.device`."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        dtype = resolve_dtype(config.dtype, config.device)
-        tokenizer = AutoTokenizer.from_pretrained(config.model_name)
-        model = AutoModelForCausalLM.from_pretrained(config.model_name, dtype=dtype)
-        return cls(model.to(config.device), tokenizer, config, adapter_source)
+        """Load `config.model_name` (hub name or local directory) on `config.device`, its
+        weights' type chosen as serving_model.py says."""
+        model, tokenizer = load_serving_model(config)
+        return cls(model, tokenizer, config, adapter_source)
 
     @classmethod
     def from_settings(cls, settings, adapter_source: AdapterSource | None = None) -> Engine:

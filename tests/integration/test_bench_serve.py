@@ -18,6 +18,9 @@ def test_quick_serving_benchmark_on_the_tiny_model(tiny_model_dir):
     assert float(p95_ratio) > 0 and float(ratio) > 0
     assert any(line.startswith("static ") for line in lines)
     assert any(line.startswith("engine ") for line in lines)
+    # The --compare engines (float32, bfloat16, int8 by default) take their turns in the burst.
+    for dtype in ("float32", "bfloat16", "int8"):
+        assert any(line.startswith(f"engine {dtype} ") for line in lines), lines
     # The adapter loaded midway served the later requests.
     swap = next(line for line in lines if line.startswith("hot swap midway"))
     assert "'bench-v2'" in swap and "'base'" in swap

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from bot.core.adapter_io import attach_adapter, parse_adapter
 from trainer.dataset import IGNORE_INDEX, Example
-from trainer.evaluate import objective_loss, summed_loss
+from trainer.evaluate import collate, objective_loss, summed_loss
 from trainer.fit import FitConfig, FitParams, FitRun, Keep, fit_lora
 from trainer.objectives import PreferenceObjective, reference_logps, sequence_logps
 
@@ -62,6 +62,46 @@ def test_sequence_logps_sum_the_labelled_tokens(base, tokenizer):
     with torch.no_grad():
         loss, _ = summed_loss(base, batch)
     assert float(loss) == pytest.approx(-got[0].item(), abs=1e-4)
+
+
+def full_logits_loss(model, batch) -> torch.Tensor:
+    """The summed cross-entropy the way it was computed before: logits at every position."""
+    logits = model(input_ids=batch["input_ids"],
+                   attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def test_logits_at_label_positions_only_give_the_full_loss_and_gradients(adapted, tokenizer):
+    examples = [example(tokenizer, "a", "reply", "<user> hi\n<bot>", "hello there"),
+                example(tokenizer, "b", "reply", "<user> what is two plus two, please?\n<bot>",
+                        "four, and thank you for asking")]
+    batch = collate(examples, tokenizer.eos_token_id, "cpu")
+    lora = [p for n, p in adapted.named_parameters() if "lora_" in n]
+    for p in lora:
+        p.requires_grad_(True)
+    results = []
+    for loss_of in (full_logits_loss, lambda m, b: summed_loss(m, b)[0]):
+        adapted.zero_grad()
+        loss = loss_of(adapted, batch)
+        loss.backward()
+        results.append((loss.item(), [p.grad.clone() for p in lora]))
+    (full, full_grads), (ours, our_grads) = results
+    assert ours == pytest.approx(full, rel=1e-5)
+    for a, b in zip(full_grads, our_grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+    # ... with the LM head run at the labelled positions alone
+    seen = []
+    hook = adapted.get_output_embeddings().register_forward_hook(
+        lambda module, args, out: seen.append(out.shape[:-1].numel()))
+    try:
+        with torch.no_grad():
+            _, count = summed_loss(adapted, batch)
+    finally:
+        hook.remove()
+    assert count == sum(sum(label != IGNORE_INDEX for label in e.labels) for e in examples)
+    assert sum(seen) <= count + len(examples)  # (the model's own head: one position per row)
 
 
 def test_reference_is_the_model_with_its_adapter_disabled(base, adapted, tokenizer):
