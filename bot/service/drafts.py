@@ -124,7 +124,7 @@ class DraftStream:
             self.failure = Failure("failed", FAILED_REPLY)
             return
         text = strip_controls(generation.text)
-        if not text.strip():
+        if text != generation.text and not text.strip():  # an empty reply stays as it was
             log.error("the reply held nothing but control characters")
             self.failure = Failure("failed", FAILED_REPLY)
             return

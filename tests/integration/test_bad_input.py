@@ -39,7 +39,9 @@ async def test_lone_surrogates_are_replaced_before_anything_sees_them(console, s
 
 
 async def test_undecodable_bytes_piped_into_the_console_are_answered(fast, store, tmp_path):
-    env = settings_env(fast, MAX_NEW_TOKENS=4, PYTHONPATH=REPO)
+    # Greedy: a sampled reply of the random tiny model was, now and then, nothing but control
+    # characters, which are taken out: the console apologised instead (one full run in several).
+    env = settings_env(fast, MAX_NEW_TOKENS=4, TEMPERATURE=0, PYTHONPATH=REPO)
     script = b"hello \xff\xfe there\n/style set caf\xe9 voice:\n/style show\n"
     done = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "bot", "console"], input=script,
@@ -47,7 +49,7 @@ async def test_undecodable_bytes_piped_into_the_console_are_answered(fast, store
     out, err = done.stdout.decode(), done.stderr.decode()
     assert done.returncode == 0, err
     assert "Traceback" not in out + err
-    assert out.startswith("bot [base]: ")
+    assert out.startswith("bot [base]: "), out
     assert "Channel style (in force): caf\ufffd voice:" in out
     user_key = store.keys("ex", "user", store.user_hash(CONSOLE_USER))
     [exchange_id] = await raw_redis(store).zrange(user_key, 0, -1)
