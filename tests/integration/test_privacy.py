@@ -7,7 +7,7 @@ from __future__ import annotations
 from store_util import TENANT, raw_redis
 from test_store import make_exchange
 
-from bot.core.store import Store, TurnRecord
+from bot.core.store import Store, TurnRecord, exchange_records
 
 OTHER = 2  # a second server
 
@@ -48,6 +48,7 @@ async def test_indexes_live_as_long_as_their_exchanges(store: Store):
         make_exchange(context=context, message_id=7, extra_message_ids=[8, 9]), user_id=6)
     keys = [store.keys("ex", "text", 1000), store.keys("ex", "text", 299),
             store.keys("ex", "ctx", store.user_hash(5)),
+            store.keys.of(TENANT).channel_exchanges(2),
             *(store.keys("ex", "msg", m) for m in (7, 8, 9))]
     for key in keys:
         assert 0 < await raw_redis(store).ttl(key) <= store.exchanges.unrated_ttl_s, key
@@ -57,6 +58,39 @@ async def test_indexes_live_as_long_as_their_exchanges(store: Store):
     for key in keys:
         assert await raw_redis(store).ttl(key) == -1, key
     assert await store.exchanges.for_message(9) == exchange
+
+
+async def test_a_deleted_channel_forgets_its_exchanges_and_its_threads(store: Store, own):
+    in_channel = await store.exchanges.add(make_exchange(channel_id=2, message_id=7), user_id=6)
+    in_thread = await store.exchanges.add(make_exchange(channel_id=3, parent_id=2, message_id=8),
+                                          user_id=6)
+    elsewhere = await store.exchanges.add(make_exchange(channel_id=4, message_id=9), user_id=7)
+    await store.exchanges.rate(in_thread.id, 99, 1)
+
+    assert await store.forget_channel(TENANT, 3) == 1  # the thread
+    assert await store.forget_channel(TENANT, 2) == 1  # the channel (its thread's is gone)
+
+    assert await own.exchanges.recent(0) == [elsewhere]
+    assert await own.exchanges.rated() == []
+    assert (await own.exchanges.stats())["total"]["exchanges"] == 1
+    for channel_id in (2, 3):
+        assert not await raw_redis(store).exists(store.keys.of(TENANT).channel_exchanges(
+            channel_id))
+    assert not await store.exchanges.exists(in_channel.id)
+
+
+async def test_the_recent_exchanges_are_bounded_and_leave_with_their_exchanges(
+        store: Store, own, monkeypatch):
+    monkeypatch.setattr(exchange_records, "RECENT_KEPT", 2)
+    first, second, third = [await store.exchanges.add(make_exchange(message_id=m), user_id=u)
+                            for m, u in ((7, 5), (8, 6), (9, 6))]
+    assert await own.exchanges.recent(0) == [second, third]  # the newest RECENT_KEPT
+
+    await store.forget_user(6)
+
+    assert await own.exchanges.recent(0) == []
+    assert not await raw_redis(store).exists(store.keys.of(TENANT).recent_exchanges)
+    assert await own.exchanges.in_channel(2) == [first.id]
 
 
 async def test_deleting_any_piece_of_a_reply_takes_it_out_of_training(store: Store, own):

@@ -13,8 +13,9 @@
                       .canary (a promoted adapter on trial: canary.py),
                       .modlog channel
 
-`store.forget_user` and `store.forget_messages` remove a person's data and deleted Discord
-messages (privacy.py). Every key is named by bot/core/store/keys.py, which documents the layout.
+`store.forget_user`, `store.forget_messages` and `store.forget_channel` remove a person's data,
+deleted Discord messages and deleted channels or threads (privacy.py). Every key is named by
+bot/core/store/keys.py, which documents the layout.
 """
 
 from __future__ import annotations
@@ -31,7 +32,13 @@ from bot.core.store.canary import Canaries
 from bot.core.store.exchanges import Exchanges
 from bot.core.store.keys import SCHEMA_VERSION, Keys
 from bot.core.store.migrate import migrate_from_1
-from bot.core.store.privacy import Deleted, Forgotten, forget_messages, forget_user
+from bot.core.store.privacy import (
+    Deleted,
+    Forgotten,
+    forget_channel,
+    forget_messages,
+    forget_user,
+)
 from bot.core.store.records import StoreError
 from bot.core.store.registry import Registry
 from bot.core.store.styles import ChatChannels, Styles
@@ -161,6 +168,10 @@ class Store:
     async def forget_messages(self, message_ids) -> Deleted:
         """Apply deleted Discord messages (see bot/core/store/privacy.py)."""
         return await forget_messages(self, message_ids)
+
+    async def forget_channel(self, tenant: int, channel_id: int) -> int:
+        """Apply a deleted channel or thread (see bot/core/store/privacy.py)."""
+        return await forget_channel(self, tenant, channel_id)
 
     async def write_heartbeat(self, host: str, beat: dict, ttl_s: float) -> None:
         """The bot process on `host` says how its Discord connection is (JSON, expires)."""
