@@ -79,6 +79,24 @@ async def test_a_deleted_channel_forgets_its_exchanges_and_its_threads(store: St
     assert not await store.exchanges.exists(in_channel.id)
 
 
+async def test_exchanges_stored_before_the_channel_index_are_put_in_it_once(store: Store):
+    kept = await store.exchanges.add(make_exchange(channel_id=3, parent_id=2, message_id=7),
+                                     user_id=6)
+    await store.exchanges.rate(kept.id, 99, 1)
+    unrated = await store.exchanges.add(make_exchange(channel_id=2, message_id=8), user_id=6)
+    channel, thread = (store.keys.of(TENANT).channel_exchanges(c) for c in (2, 3))
+    # As an older version left them: no channel index, not marked as indexed.
+    await raw_redis(store).delete(channel, thread, store.keys("indexed", "channels"))
+
+    await store.ping()
+
+    assert sorted(await store.tenant(TENANT).exchanges.in_channel(2)) == sorted(
+        [kept.id, unrated.id])
+    assert await raw_redis(store).ttl(channel) == -1  # it holds a kept exchange
+    assert await raw_redis(store).zscore(thread, kept.id) == float("inf")
+    assert await store.forget_channel(TENANT, 2) == 2
+
+
 async def test_the_recent_exchanges_are_bounded_and_leave_with_their_exchanges(
         store: Store, own, monkeypatch):
     monkeypatch.setattr(exchange_records, "RECENT_KEPT", 2)

@@ -31,7 +31,7 @@ from redis.exceptions import RedisError, ResponseError
 from bot.core.store.canary import Canaries
 from bot.core.store.exchanges import Exchanges
 from bot.core.store.keys import SCHEMA_VERSION, Keys
-from bot.core.store.migrate import migrate_from_1
+from bot.core.store.migrate import index_channels, migrate_from_1
 from bot.core.store.privacy import (
     Deleted,
     Forgotten,
@@ -134,7 +134,8 @@ class Store:
 
     async def ping(self) -> None:
         """Check the connection and record (or verify) the schema version; data of schema 1
-        is moved to schema 2 once (see bot/core/store/migrate.py)."""
+        is moved to schema 2 once, and exchanges stored before the channel index are put in it
+        once (see bot/core/store/migrate.py)."""
         await self._redis.ping()
         await self._refuse_eviction()
         stored = await self._redis.set(self.keys("schema"), SCHEMA_VERSION, nx=True, get=True)
@@ -143,6 +144,10 @@ class Store:
         elif stored is not None and int(stored) != SCHEMA_VERSION:
             raise StoreError(f"Redis holds schema version {int(stored)} under prefix "
                              f"{self.prefix!r}; this code speaks version {SCHEMA_VERSION}")
+        if not await self._redis.exists(self.keys("indexed", "channels")):
+            count = await index_channels(self)
+            if count:
+                log.info("indexed %d stored exchange(s) by channel", count)
 
     async def _refuse_eviction(self) -> None:
         """Refuse a Redis that may evict keys when full: it would drop adapters, the active

@@ -8,6 +8,8 @@ or 0); `T` is `P:g:{tenant}`, the keys of one tenant.
 Shared by every tenant (ids are unique across servers):
 
     P:schema                     "2"
+    P:indexed:channels           "1" once exchanges stored before the channel index are in it
+                                 (migrate.py)
     P:tenants                    set   tenants that have exchanges or adapters
     P:ex:{id}                    JSON Exchange (with its tenant); expires after UNRATED_TTL_DAYS
                                  until first rated
@@ -72,7 +74,7 @@ One tenant's (`T` = P:g:{tenant}):
     T:ex:channel:{channel_id}    zset  exchange id -> when it expires (+inf once kept), like
                                  P:ex:user: the exchanges said in that channel or thread, and
                                  a channel's also those of its threads (a deleted channel or
-                                 thread takes them with it; empty for exchanges stored before)
+                                 thread takes them with it)
     T:ex:recent                  zset  exchange id -> when it was stored: the last RECENT_S,
                                  at most RECENT_KEPT (the newest); what the Discord front end
                                  checks for messages deleted while it was not connected

@@ -134,8 +134,7 @@ async def forget_messages(store, message_ids: Iterable[int]) -> Deleted:
 
 async def forget_channel(store, tenant: int, channel_id: int) -> int:
     """Forget every exchange of `tenant` said in that channel or thread (or in the threads of
-    that channel); returns how many went. Exchanges stored before the channel index existed are
-    not found here."""
+    that channel); returns how many went."""
     own = store.tenant(tenant).exchanges
     key = store.keys.of(tenant).channel_exchanges(channel_id)
     ids = await own.in_channel(channel_id)
