@@ -5,6 +5,7 @@ exchanges with it."""
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 import discord.ext.test as dpytest
@@ -13,13 +14,20 @@ from discord_helpers import (
     make_text_channel,
     make_thread,
     member,
+    refusal,
     sent_messages,
     vanish,
 )
 from store_util import raw_redis
+from test_discord_permissions import forbid
 
 from bot.frontends.discord.cogs import catchup
 from bot.frontends.discord.cogs.replies import THUMBS_UP
+
+
+def cog_module(bot):
+    """The catch-up cog's module as the bot loaded it (discord.py loads an extension anew)."""
+    return sys.modules[type(bot.get_cog("CatchUp")).__module__]
 
 
 async def ask(bot, text: str, who: str = "alice", channel=None):
@@ -138,3 +146,43 @@ async def test_being_removed_from_a_server_keeps_its_data_and_says_how_to_delete
 
     assert await store.exchanges.exists(exchange.id)  # a kick may be a mistake
     assert f"python -m bot servers wipe {channel.guild.id} --yes" in caplog.text
+
+
+async def test_only_what_the_bounded_read_covered_is_judged(bot, store, monkeypatch):
+    monkeypatch.setattr(cog_module(bot), "CATCHUP_MESSAGES", 2)
+    first_question, _, first = await ask(bot, "my phone is 555-0100")
+    _, _, second = await ask(bot, "and the weather?", who="bob")
+
+    vanish(first_question)
+    bot.dispatch("ready")
+    await dpytest.run_all_events()
+
+    assert not await store.exchanges.exists(first.id)
+    # Its question and reply lie past the two messages read: not taken for deleted.
+    assert (await store.exchanges.get(second.id)).reply_deleted is False
+    assert await store.exchanges.for_message(second.message_id) is not None
+
+
+async def test_without_read_message_history_or_on_a_failed_read_nothing_is_taken_for_deleted(
+        bot, store, channel, monkeypatch):
+    question, _, exchange = await ask(bot, "hello")
+    vanish(question)
+
+    forbid(channel, read_message_history=False)
+    bot.dispatch("ready")
+    await dpytest.run_all_events()
+    assert bot.history_reads == []
+
+    forbid(channel, read_message_history=True)
+    read = bot.http.logs_from
+
+    async def failing(channel_id, limit, before=None, after=None, around=None):
+        if after is None:
+            return await read(channel_id, limit, before=before, after=after, around=around)
+        raise refusal(None, "history", 503, 0, "Service Unavailable")
+
+    monkeypatch.setattr(bot.http, "logs_from", failing)
+    bot.dispatch("ready")
+    await dpytest.run_all_events()
+
+    assert await store.exchanges.get(exchange.id) == exchange
