@@ -8,6 +8,7 @@ from store_util import TENANT, raw_redis
 from test_store import make_exchange
 
 from bot.core.store import Store, TurnRecord, exchange_records
+from bot.core.store.wipe import wipe_tenant
 
 OTHER = 2  # a second server
 
@@ -143,3 +144,17 @@ async def test_a_deleted_context_message_leaves_every_exchange_holding_it(store:
     # The author forgetting themselves later finds nothing left of that message.
     assert (await store.forget_user(5)).context_turns == 0
     assert (await own.exchanges.stats())["total"]["exchanges"] == 2
+
+
+async def test_wiping_a_server_leaves_none_of_its_channel_or_recent_indexes(store: Store):
+    await store.exchanges.add(make_exchange(tenant=OTHER, channel_id=2, parent_id=5),
+                              user_id=6)
+    # An entry of an exchange that expired, not pruned yet (pruning happens as it is written).
+    await raw_redis(store).zadd(store.keys.of(OTHER).channel_exchanges(2), {"gone": 1.0})
+    await store.exchanges.add(make_exchange(channel_id=2), user_id=6)  # another server's
+
+    await wipe_tenant(store, OTHER)
+
+    left = [key async for key in raw_redis(store).scan_iter(match=store.keys("g", OTHER, "*"))]
+    assert left == []
+    assert await store.tenant(TENANT).exchanges.in_channel(2) != []
