@@ -61,8 +61,7 @@ async def test_messages_deleted_while_the_bot_was_down_leave_the_store_at_start(
     assert bot.history_reads == [(channel.id, 100)]  # one read for the whole channel
 
 
-async def test_a_resume_catches_up_on_deletions_since_the_disconnect(bot, store,
-                                                                     monkeypatch):
+async def test_a_resume_catches_up_on_deletions_since_the_disconnect(bot, store):
     question, _, exchange = await ask(bot, "my card number is 4111")
 
     bot.dispatch("disconnect")
@@ -134,6 +133,21 @@ async def test_a_channel_deleted_while_the_bot_was_down_is_caught_at_start(bot, 
 
     assert not await store.exchanges.exists(there.id)
     assert await store.exchanges.exists(here.id)
+
+
+async def test_nothing_is_taken_for_deleted_in_a_server_discord_has_not_sent(bot, store,
+                                                                              channel,
+                                                                              monkeypatch):
+    other = make_text_channel(channel.guild)
+    question, _, exchange = await ask(bot, "my secret plan", channel=other)
+    vanish(question)
+    await delete_channel(other, seen=False)
+    monkeypatch.setattr(channel.guild, "unavailable", True)  # a Discord outage
+
+    bot.dispatch("ready")
+    await dpytest.run_all_events()
+
+    assert await store.exchanges.get(exchange.id) == exchange
 
 
 async def test_being_removed_from_a_server_keeps_its_data_and_says_how_to_delete_it(

@@ -110,9 +110,12 @@ class CatchUp(commands.Cog):
             if exchange.channel_id is not None:
                 channels.setdefault(exchange.channel_id, []).append(exchange)
         for channel_id, exchanges in channels.items():
+            guild_id = exchanges[0].guild_id
+            if guild_id is not None and not self._available(guild_id):
+                continue
             channel = await self._channel(channel_id)
             if channel is GONE:
-                if exchanges[0].guild_id is not None:  # a DM channel is never deleted
+                if guild_id is not None:  # a DM channel is never deleted
                     await self.bot.deletions.channel_deleted(tenant, channel_id)
                 continue
             ids = message_ids(exchanges, channel_id, since)
@@ -125,6 +128,12 @@ class CatchUp(commands.Cog):
                 log.info("catching up: %d message(s) deleted in channel %s while the bot "
                          "was not connected", len(gone), channel_id)
                 await self.bot.deletions.deleted(gone)
+
+    def _available(self, guild_id: int) -> bool:
+        """Whether the bot is in that server and Discord has it (not in an outage, when its
+        channels are unknown and nothing may be taken for deleted)."""
+        guild = self.bot.get_guild(guild_id)
+        return guild is not None and not guild.unavailable
 
     async def _channel(self, channel_id: int):
         """The channel (a thread too, archived ones fetched), GONE, or None when Discord
