@@ -6,8 +6,9 @@ On start (on_ready, which also follows a failed resume) the bot checks the excha
 server stored in the last CATCHUP_S (at most the newest RECENT_KEPT per server: the store's
 recent index); on a resume, those stored since the disconnect. Each channel's history is read
 once, oldest first, 100 messages a request and at most CATCHUP_MESSAGES, channel after
-channel, so a catch-up costs a few reads per active channel and no writes (discord.py waits
-out a 429 itself). A stored message missing from that history was deleted: it goes the way of
+channel, so a catch-up costs a few reads per active channel and no writes (reads are limited
+apart from the message writes each channel's budget shares, channel_writes.py; discord.py
+waits out a 429 itself). A stored message missing from that history was deleted: it goes the way of
 a live deletion (bot/service/deletions.py). A server channel Discord no longer knows (404) was
 deleted: its exchanges go, as they do when the deletion is seen live. A server the bot was
 removed from keeps its data: a kick may be a mistake, and the operator deletes a server's data
