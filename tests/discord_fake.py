@@ -166,6 +166,29 @@ def record_sends(bot) -> None:
     bot.http.edit_message = edit_message
 
 
+def read_history(bot) -> None:
+    """Reading a channel's history after a message, as Discord answers it: any snowflake as
+    `after` (dpytest 0.7 wants a stored id and returns it too), the `limit` oldest messages
+    after it, newest first; 404 Unknown Channel for a channel Discord does not know. Each such
+    read is recorded in `bot.history_reads` as (channel id, limit). (Reads without `after`
+    stay dpytest's.)"""
+    logs_from = bot.http.logs_from
+    bot.history_reads = []
+
+    async def read(channel_id, limit, before=None, after=None, around=None):
+        if after is None:
+            return await logs_from(channel_id, limit, before=before, after=after,
+                                   around=around)
+        bot.history_reads.append((int(channel_id), limit))
+        if bot.get_channel(int(channel_id)) is None:
+            raise refusal(None, "history", 404, 10003, "Unknown Channel")
+        kept = backend._cur_config.messages.get(int(channel_id), [])
+        later = sorted((m for m in kept if int(m["id"]) > int(after)), key=lambda m: int(m["id"]))
+        return list(reversed(later[:limit]))
+
+    bot.http.logs_from = read
+
+
 def add_reaction_type(state) -> None:
     """dpytest 0.7 leaves out the `type` field (0 = normal reaction) that Discord sends with
     every reaction event and discord.py 2.7 requires; add it on the way in."""

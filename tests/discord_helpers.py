@@ -30,6 +30,7 @@ from discord_fake import (  # noqa: F401 - tests take these from here too
     FakeClock,
     RecordingAdapter,
     add_reaction_type,
+    read_history,
     record_sends,
     refusal,
 )
@@ -107,6 +108,7 @@ async def make_bot(runtime: Runtime, *, guilds: int = 1):
 
     callbacks.set_callback(record_delete, "delete_message")
     record_sends(bot)
+    read_history(bot)
     # dpytest does not emulate leaving a server; record it where discord.py calls Discord.
     bot.left_guilds = []
 
@@ -200,6 +202,47 @@ async def delete_messages(*messages: discord.Message, wait: bool = True) -> None
         state.parse_message_delete_bulk({**data, "ids": [str(i) for i in gone]})
     if wait:
         await dpytest.run_all_events()
+
+
+def vanish(*messages: discord.Message) -> None:
+    """These messages are deleted while the bot is not connected: gone from the fake Discord,
+    and no event ever reaches the bot."""
+    for message in messages:
+        kept = backend._cur_config.messages.get(message.channel.id, [])
+        backend._cur_config.messages[message.channel.id] = [
+            m for m in kept if int(m["id"]) != message.id]
+
+
+def make_text_channel(guild: discord.Guild, name: str = "second") -> discord.TextChannel:
+    """Another text channel, as CHANNEL_CREATE brings it."""
+    channel_id = factories.make_id()
+    backend.get_state().parse_channel_create({
+        "id": str(channel_id), "guild_id": str(guild.id), "type": 0, "name": name,
+        "position": 8, "permission_overwrites": [], "flags": 0})
+    return guild.get_channel(channel_id)
+
+
+async def delete_channel(channel, *, seen: bool = True) -> None:
+    """Someone deletes a channel or thread (its threads and messages go with it). `seen`: the
+    bot gets CHANNEL_DELETE or THREAD_DELETE, as Discord sends it (no per-message deletes);
+    else it happens while the bot is not connected."""
+    guild, state = channel.guild, backend.get_state()
+    doomed = [channel, *getattr(channel, "threads", [])]
+    for gone in doomed:
+        backend._cur_config.messages.pop(gone.id, None)
+    data = {"id": str(channel.id), "guild_id": str(guild.id), "type": channel.type.value}
+    if not seen:
+        for gone in doomed:
+            if isinstance(gone, discord.Thread):
+                guild._remove_thread(gone)
+            else:
+                guild._remove_channel(gone)
+    elif isinstance(channel, discord.Thread):
+        state.parse_thread_delete({**data, "parent_id": str(channel.parent_id)})
+    else:
+        state.parse_channel_delete({**data, "name": channel.name, "position": 0,
+                                    "permission_overwrites": []})
+    await dpytest.run_all_events()
 
 
 async def dm_reply(name: str, text: str = "hello in private") -> discord.Message:

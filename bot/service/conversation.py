@@ -183,7 +183,7 @@ class Conversation:
         def finish(generation: Generation) -> Draft:
             return Draft(turns=list(turns), style=style, generation=generation, tenant=tenant,
                          guild_id=guild_id, channel_id=channel_id,
-                         origins=tuple(origins or ()))
+                         origins=tuple(origins or ()), parent_id=parent_id)
 
         return DraftStream(stream, version, finish)
 
@@ -197,7 +197,7 @@ class Conversation:
         generation = draft.generation
         exchange = Exchange(
             source=source, tenant=draft.tenant, guild_id=draft.guild_id,
-            channel_id=draft.channel_id,
+            channel_id=draft.channel_id, parent_id=draft.parent_id,
             message_id=message_id, extra_message_ids=list(extra_message_ids),
             user_message_id=user_message_id,
             context=self._context_records(draft),

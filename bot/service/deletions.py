@@ -1,6 +1,6 @@
 """Messages deleted in Discord leave the store: a deleted question forgets its exchange, a
 deleted message leaves every exchange holding it as context, a deleted reply's exchange leaves
-the training data.
+the training data. A deleted channel or thread takes every exchange said there with it.
 
 A reply is stored only once it is shown, so a message deleted while its reply was being made
 is not in the store yet: deleted ids are remembered for DELETIONS_KEPT_S, and the conversation
@@ -54,3 +54,16 @@ class Deletions:
         ids = list(message_ids)
         return await with_retries(lambda: self.store.forget_messages(ids),
                                   f"applying {len(ids)} deleted message(s)")
+
+    async def channel_deleted(self, tenant: int, channel_id: int) -> None:
+        """A channel or thread of `tenant` was deleted: forget what was said there (logged; a
+        store that stays unavailable is logged and the deletion not applied)."""
+        try:
+            count = await with_retries(lambda: self.store.forget_channel(tenant, channel_id),
+                                       f"applying deleted channel {channel_id}")
+        except StoreUnavailable as error:
+            log.error("deleted channel %s not applied to the store: it is unavailable (%s)",
+                      channel_id, error)
+            return
+        if count:
+            log.info("deleted channel %s: %d exchange(s) forgotten", channel_id, count)

@@ -57,6 +57,7 @@ class Draft:
     guild_id: int | None
     channel_id: int | None  # where it was said (a thread's own id in a thread)
     origins: tuple[Origin, ...] = ()  # one per context turn (turns[:-1]), when known
+    parent_id: int | None = None  # a thread's parent channel
 
     @property
     def text(self) -> str:

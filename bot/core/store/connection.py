@@ -13,8 +13,9 @@
                       .canary (a promoted adapter on trial: canary.py),
                       .modlog channel
 
-`store.forget_user` and `store.forget_messages` remove a person's data and deleted Discord
-messages (privacy.py). Every key is named by bot/core/store/keys.py, which documents the layout.
+`store.forget_user`, `store.forget_messages` and `store.forget_channel` remove a person's data,
+deleted Discord messages and deleted channels or threads (privacy.py). Every key is named by
+bot/core/store/keys.py, which documents the layout.
 """
 
 from __future__ import annotations
@@ -30,8 +31,14 @@ from redis.exceptions import RedisError, ResponseError
 from bot.core.store.canary import Canaries
 from bot.core.store.exchanges import Exchanges
 from bot.core.store.keys import SCHEMA_VERSION, Keys
-from bot.core.store.migrate import migrate_from_1
-from bot.core.store.privacy import Deleted, Forgotten, forget_messages, forget_user
+from bot.core.store.migrate import index_channels, migrate_from_1
+from bot.core.store.privacy import (
+    Deleted,
+    Forgotten,
+    forget_channel,
+    forget_messages,
+    forget_user,
+)
 from bot.core.store.records import StoreError
 from bot.core.store.registry import Registry
 from bot.core.store.styles import ChatChannels, Styles
@@ -127,7 +134,8 @@ class Store:
 
     async def ping(self) -> None:
         """Check the connection and record (or verify) the schema version; data of schema 1
-        is moved to schema 2 once (see bot/core/store/migrate.py)."""
+        is moved to schema 2 once, and exchanges stored before the channel index are put in it
+        once (see bot/core/store/migrate.py)."""
         await self._redis.ping()
         await self._refuse_eviction()
         stored = await self._redis.set(self.keys("schema"), SCHEMA_VERSION, nx=True, get=True)
@@ -136,6 +144,10 @@ class Store:
         elif stored is not None and int(stored) != SCHEMA_VERSION:
             raise StoreError(f"Redis holds schema version {int(stored)} under prefix "
                              f"{self.prefix!r}; this code speaks version {SCHEMA_VERSION}")
+        if not await self._redis.exists(self.keys("indexed", "channels")):
+            count = await index_channels(self)
+            if count:
+                log.info("indexed %d stored exchange(s) by channel", count)
 
     async def _refuse_eviction(self) -> None:
         """Refuse a Redis that may evict keys when full: it would drop adapters, the active
@@ -161,6 +173,10 @@ class Store:
     async def forget_messages(self, message_ids) -> Deleted:
         """Apply deleted Discord messages (see bot/core/store/privacy.py)."""
         return await forget_messages(self, message_ids)
+
+    async def forget_channel(self, tenant: int, channel_id: int) -> int:
+        """Apply a deleted channel or thread (see bot/core/store/privacy.py)."""
+        return await forget_channel(self, tenant, channel_id)
 
     async def write_heartbeat(self, host: str, beat: dict, ttl_s: float) -> None:
         """The bot process on `host` says how its Discord connection is (JSON, expires)."""

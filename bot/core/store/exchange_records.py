@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 import redis.asyncio as aioredis
 
 from bot.core.store import scripts
-from bot.core.store.keys import Keys
+from bot.core.store.keys import RECENT_KEPT, RECENT_S, Keys
 from bot.core.store.records import Exchange, OtherTenant, StoreError, UnknownExchange
 
 REWRITE_ATTEMPTS = 5  # compare-and-set rewrites of an exchange that others change meanwhile
@@ -47,6 +47,10 @@ class ExchangeRecords:
         authors = {t.author_hash for t in exchange.context
                    if t.author_hash and t.author_hash != exchange.user_hash}
         zsets += [k.context_exchanges(h) for h in sorted(authors)]
+        if exchange.tenant is not None:
+            own = k.of(exchange.tenant)
+            zsets += [own.channel_exchanges(c) for c in (exchange.channel_id, exchange.parent_id)
+                      if c is not None]
         return messages, zsets
 
     # --- exchanges --------------------------------------------------------------------------------
@@ -63,10 +67,11 @@ class ExchangeRecords:
         own = k.of(exchange.tenant) if exchange.tenant is not None else None
         messages, zsets = self.lifetime_keys(exchange)
         await self._add(
-            keys=[k.exchange(exchange.id), own.stats if own else "", k.tenants, *messages,
-                  *zsets],
+            keys=[k.exchange(exchange.id), own.stats if own else "", k.tenants,
+                  own.recent_exchanges if own else "", *messages, *zsets],
             args=[exchange.model_dump_json(), 0 if keep else self.unrated_ttl_s, exchange.id,
-                  time.time(), exchange.adapter_version, exchange.tenant or "", len(messages)])
+                  time.time(), exchange.adapter_version, exchange.tenant or "", len(messages),
+                  RECENT_S, RECENT_KEPT])
         return exchange
 
     async def exists(self, exchange_id: str) -> bool:
@@ -95,6 +100,19 @@ class ExchangeRecords:
             return []
         raws = await self._redis.mget([self.keys.exchange(i) for i in ids])
         return [Exchange.model_validate_json(raw) for raw in raws if raw is not None]
+
+    async def recent(self, since: float) -> list[Exchange]:
+        """This tenant's exchanges stored since `since` (a Unix time; at most RECENT_S back and
+        the newest RECENT_KEPT), oldest first."""
+        ids = [i.decode() for i in await self._redis.zrangebyscore(
+            self.keys.recent_exchanges, since, "+inf")]
+        return await self.get_many(ids)
+
+    async def in_channel(self, channel_id: int) -> list[str]:
+        """The ids of this tenant's exchanges said in that channel or thread (or its threads).
+        """
+        key = self.keys.channel_exchanges(channel_id)
+        return [i.decode() for i in await self._redis.zrange(key, 0, -1)]
 
     # --- forgetting and rewriting -----------------------------------------------------------------
 
@@ -125,6 +143,8 @@ class ExchangeRecords:
             own = k.of(exchange.tenant) if exchange.tenant is not None else None
             messages, zsets = self.lifetime_keys(exchange)
             moderators = [k.moderator_exchanges(h.decode()) for h in {*raters, *teachers}]
+            if own is not None:
+                zsets.append(own.recent_exchanges)
             count += int(await self._forget(
                 keys=[k.exchange(exchange.id), k.ratings(exchange.id),
                       k.corrections(exchange.id), own.rated if own else "",

@@ -8,6 +8,8 @@ or 0); `T` is `P:g:{tenant}`, the keys of one tenant.
 Shared by every tenant (ids are unique across servers):
 
     P:schema                     "2"
+    P:indexed:channels           "1" once exchanges stored before the channel index are in it
+                                 (migrate.py)
     P:tenants                    set   tenants that have exchanges or adapters
     P:ex:{id}                    JSON Exchange (with its tenant); expires after UNRATED_TTL_DAYS
                                  until first rated
@@ -69,6 +71,13 @@ One tenant's (`T` = P:g:{tenant}):
                                  or rejected): what the trainer held for an admin's review
     T:review:pending             zset  held item id -> when it was held (the review queue)
     T:exam:pins                  zset  exchange id -> when an admin pinned it to the exam set
+    T:ex:channel:{channel_id}    zset  exchange id -> when it expires (+inf once kept), like
+                                 P:ex:user: the exchanges said in that channel or thread, and
+                                 a channel's also those of its threads (a deleted channel or
+                                 thread takes them with it)
+    T:ex:recent                  zset  exchange id -> when it was stored: the last RECENT_S,
+                                 at most RECENT_KEPT (the newest); what the Discord front end
+                                 checks for messages deleted while it was not connected
 
 User ids are stored only as an HMAC-SHA256 under USER_HASH_SECRET. The score of an exchange
 is the sum of its ratings hash, never stored twice.
@@ -78,6 +87,8 @@ from __future__ import annotations
 
 SCHEMA_VERSION = 2
 COOLDOWN_PURPOSES = ("reply", "notice")  # the per-user cooldowns of the bot (P:cd:...)
+RECENT_S = 7 * 86400  # how far back T:ex:recent reaches
+RECENT_KEPT = 1000  # most exchanges T:ex:recent holds per tenant
 
 
 class Keys:
@@ -131,6 +142,14 @@ class Keys:
 
     def corrections(self, exchange_id: str) -> str:
         return self("co", exchange_id)
+
+    def channel_exchanges(self, channel_id: int) -> str:
+        """This tenant's exchanges said in that channel or thread (or in its threads)."""
+        return self._own("ex", "channel", channel_id)
+
+    @property
+    def recent_exchanges(self) -> str:
+        return self._own("ex", "recent")
 
     @property
     def rated(self) -> str:

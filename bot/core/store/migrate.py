@@ -10,6 +10,9 @@ Schema 2 keeps them per tenant (bot/core/store/keys.py). Moving:
 - user indexes of the first schema-1 layout (sets) become expiring sorted sets.
 The first process to start migrates under a lock; the others wait for it. Without
 HOME_GUILD_ID the data has no tenant to go to: the migration refuses and says so.
+
+`index_channels` puts exchanges stored before the channel index (keys.py) into it, once
+(repeating it changes nothing, so processes starting together need no lock).
 """
 
 from __future__ import annotations
@@ -155,3 +158,38 @@ async def _shared_state(store, home: int) -> None:
             await r.set(k.adapter(version, "meta"), json.dumps(record))
     if await r.zcard(own.adapters):
         await r.sadd(k.tenants, home)
+
+
+async def index_channels(store) -> int:
+    """Index every exchange by its channel (and a thread's parent), scored with its expiry as
+    the store does; marks it done. Returns how many exchanges were indexed."""
+    r, k = store._redis, store.keys
+    now, touched, count = time.time(), set(), 0
+    keys = [key for key in await _scan(r, k("ex", "*")) if key.decode().count(":") == 2]
+    for start in range(0, len(keys), CHUNK):
+        chunk = keys[start:start + CHUNK]
+        async with r.pipeline(transaction=False) as pipe:
+            for key in chunk:
+                pipe.get(key)
+                pipe.ttl(key)
+            replies = await pipe.execute()
+        async with r.pipeline(transaction=False) as pipe:
+            for raw, ttl in zip(replies[::2], replies[1::2], strict=True):
+                exchange = json.loads(raw) if raw is not None else {}
+                if exchange.get("tenant") is None or ttl == -2:
+                    continue
+                own = k.of(exchange["tenant"])
+                for channel_id in {exchange.get("channel_id"), exchange.get("parent_id")} - {None}:
+                    touched.add(own.channel_exchanges(channel_id))
+                    pipe.zadd(own.channel_exchanges(channel_id),
+                              {exchange["id"]: float("inf") if ttl == -1 else now + ttl})
+                count += 1
+            await pipe.execute()
+    for key in touched:  # the index lives as long as its longest-lived exchange
+        [(_, latest)] = await r.zrevrange(key, 0, 0, withscores=True)
+        if latest == float("inf"):
+            await r.persist(key)
+        else:
+            await r.expire(key, max(1, int(latest - now) + 1))
+    await r.set(k("indexed", "channels"), b"1")
+    return count

@@ -10,6 +10,8 @@ streams, on the styles they set, on a "train now" request they made and in their
 `forget_messages` applies deleted Discord messages: a deleted user message's exchange is
 forgotten and its text leaves every exchange that held it as context; a deleted bot reply's
 exchange leaves the training data (its tenant's rated index) and is marked so.
+`forget_channel` applies a deleted channel or thread, which Discord reports without
+per-message deletes: every exchange said there (a channel's threads too) is forgotten.
 
 Adapters trained before keep what they learned; no later cycle uses the forgotten data.
 """
@@ -128,3 +130,17 @@ async def forget_messages(store, message_ids: Iterable[int]) -> Deleted:
                     exchange.id, lambda turn, gone=message_id: turn.message_id == gone)
         await store._redis.delete(k.text_exchanges(message_id))
     return done
+
+
+async def forget_channel(store, tenant: int, channel_id: int) -> int:
+    """Forget every exchange of `tenant` said in that channel or thread (or in the threads of
+    that channel); returns how many went."""
+    own = store.tenant(tenant).exchanges
+    key = store.keys.of(tenant).channel_exchanges(channel_id)
+    ids = await own.in_channel(channel_id)
+    count = 0
+    for start in range(0, len(ids), EVENT_CHUNK):
+        count += await store.exchanges.forget(await store.exchanges.get_many(
+            ids[start:start + EVENT_CHUNK]))
+    await store._redis.delete(key)
+    return count

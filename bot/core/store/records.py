@@ -72,6 +72,7 @@ class Exchange(BaseModel):
     tenant: int | None = None
     guild_id: int | None = None  # where it was said (None in a DM)
     channel_id: int | None = None
+    parent_id: int | None = None  # a thread's parent channel (None elsewhere)
     message_id: int | None = None  # the bot's reply message (its first piece)
     extra_message_ids: list[int] = []  # the later pieces of a reply split over messages
     user_message_id: int | None = None

@@ -17,27 +17,38 @@ end
 """
 
 # Store an exchange, index it for each message of its reply, its user, the user messages whose
-# text it holds and the authors of its context, and count it for its tenant. An exchange
-# already stored is left as it is (returns 0), so a write retried after a lost reply counts
-# once.
-# KEYS: exchange, tenant stats | '', tenants, then N message index keys (one per piece of the
-#       reply), then the zset indexes (user, text of a message, context of an author)
-# ARGV: exchange JSON, ttl seconds (0 = kept), exchange id, now, adapter version, tenant | '', N
+# text it holds, the authors of its context and its channel (and a thread's parent), count it
+# for its tenant and put it among the tenant's recent exchanges (pruned past a window and a
+# count). An exchange already stored is left as it is (returns 0), so a write retried after a
+# lost reply counts once.
+# KEYS: exchange, tenant stats | '', tenants, tenant recent | '', then N message index keys
+#       (one per piece of the reply), then the zset indexes (user, text of a message, context
+#       of an author, channel)
+# ARGV: exchange JSON, ttl seconds (0 = kept), exchange id, now, adapter version, tenant | '', N,
+#       recent window seconds, recent count
 ADD_EXCHANGE = _INDEX + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local ttl, id, now = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 if ttl > 0 then redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
 else redis.call('SET', KEYS[1], ARGV[1]) end
 local n = tonumber(ARGV[7])
-for i = 4, 3 + n do
+for i = 5, 4 + n do
   if ttl > 0 then redis.call('SET', KEYS[i], id, 'EX', ttl)
   else redis.call('SET', KEYS[i], id) end
 end
-for i = 4 + n, #KEYS do index(KEYS[i], id, now, ttl) end
+for i = 5 + n, #KEYS do index(KEYS[i], id, now, ttl) end
 if KEYS[2] ~= '' then
   redis.call('HINCRBY', KEYS[2], 'exchanges', 1)
   redis.call('HINCRBY', KEYS[2], ARGV[5] .. ':exchanges', 1)
   redis.call('SADD', KEYS[3], ARGV[6])
+end
+if KEYS[4] ~= '' then
+  local window = tonumber(ARGV[8])
+  redis.call('ZADD', KEYS[4], now, id)
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. (now - window))
+  redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -1 - tonumber(ARGV[9]))
+  if ttl > 0 and ttl < window then window = ttl end
+  redis.call('EXPIRE', KEYS[4], math.ceil(window))
 end
 return 1
 """

@@ -4,7 +4,8 @@ Exchanges are found by their tenant field (a full scan: this is rare and offline
 deleted with their ratings, corrections and every index entry that finds them; the tenant's
 adapters (bytes, records, reports), its own keys (rated index, counters, rating events,
 registry pointer, history and refusal, trainer state, mod-log channel, distrusted
-moderators, review queue, exam pins and canary) and its server style go too.
+moderators, review queue, exam pins, canary, recent exchanges and channel indexes) and its
+server style go too.
 Bots are told through an adapter event, so they stop serving its adapter at once.
 """
 
@@ -30,6 +31,8 @@ async def wipe_tenant(store, tenant: int) -> dict[str, int]:
                 if raw is not None and json.loads(raw).get("tenant") == tenant]
         # Each with its ratings, corrections and every index entry that finds it.
         exchanges += await store.exchanges.forget(mine)
+    # Channel indexes may still name exchanges that expired (pruned only as they are written).
+    channels = [key async for key in r.scan_iter(match=own.channel_exchanges("*"), count=CHUNK)]
     versions = [v.decode() for v in await r.zrange(own.adapters, 0, -1)]
     async with r.pipeline(transaction=True) as pipe:
         for version in versions:
@@ -37,7 +40,7 @@ async def wipe_tenant(store, tenant: int) -> dict[str, int]:
         pipe.delete(own.rated, own.stats, own.rating_events, own.adapters, own.active,
                     own.history, own.refused, own.modlog, k.style("guild", tenant),
                     own.distrusted, own.review("items"), own.review("pending"), own.exam_pins,
-                    own.canary,
+                    own.canary, own.recent_exchanges, *channels,
                     *(own.trainer(part) for part in ("cursor", "lock", "request", "runs")))
         pipe.srem(k.tenants, tenant)
         event = AdapterEvent(kind="activated", tenant=tenant, version=BASE_VERSION,

@@ -23,7 +23,7 @@ from bot.runtime import Runtime
 log = logging.getLogger(__name__)
 
 COGS = tuple(f"bot.frontends.discord.cogs.{name}"
-             for name in ("chat", "ratings", "admin", "trust", "health"))
+             for name in ("chat", "ratings", "admin", "trust", "health", "catchup"))
 APOLOGY = "Sorry, something went wrong on my side. Please try again later."
 STORE_APOLOGY = "Sorry, I can't reach my memory right now; nothing was changed. Please try again."
 

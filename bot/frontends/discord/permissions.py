@@ -2,7 +2,8 @@
 costs a wasted generation and a 403, and 403s count toward Discord's invalid-request limit.
 
 Needed to answer: View Channel and Send Messages (Send Messages in Threads in a thread).
-Optional (docs/discord-setup.md): Read Message History (earlier messages as context), Add
+Optional (docs/discord-setup.md): Read Message History (earlier messages as context, and
+finding messages deleted while the bot was not connected: cogs/catchup.py), Add
 Reactions (👍/👎 under replies), Manage Messages (taking off a moderator's reaction whose rating
 could not be stored).
 """
