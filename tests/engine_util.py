@@ -1,10 +1,12 @@
-"""The engine tests' settings, adapter source and a started engine, shared by test_engine.py
-and test_engine_scheduler.py (each asks for the reply length it relies on)."""
+"""The engine tests' settings, adapter source, a started engine and a slowed one, shared by
+test_engine.py, test_engine_scheduler.py and test_engine_int8.py (each asks for the reply
+length it relies on)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 from bot.core.generation import AdapterSource
@@ -48,3 +50,13 @@ async def swap_through(engine: Engine, serving: dict, versions=("v1", "v2", "bas
         if version != "base":
             await engine.load(version)
         serving["version"] = version
+
+
+def slow_down(engine: Engine, seconds: float):
+    """Each forward pass takes at least `seconds`, so steps outlast the event loop's work."""
+    first_block = next(m for name, m in engine.model.named_modules() if name.endswith(".h.0"))
+    return first_block.register_forward_pre_hook(lambda module, args: time.sleep(seconds))
+
+
+async def collect(stream) -> list[str]:
+    return [piece async for piece in stream]

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import pytest
 import torch
-from engine_util import engine_settings, running_engine, swap_through
+from engine_util import collect, engine_settings, running_engine, slow_down, swap_through
 from paths import REPO
 
 from bot.core.dialogue import Turn
@@ -87,13 +86,12 @@ async def test_int8_swaps_mid_stream_fail_nothing_and_versions_are_true(settings
             await engine.load(version)
         engine._adapters.capacity = 1  # loads evict while rows stream
         serving = {"version": "base"}
-        first_block = engine.model.base_model.model.transformer.h[0]
-        hook = first_block.register_forward_pre_hook(lambda module, args: time.sleep(0.002))
+        hook = slow_down(engine, 0.002)
 
         async def one(delay: float):
             await asyncio.sleep(delay)
             stream = engine.stream(HELLO, adapter=serving["version"])
-            pieces = [piece async for piece in stream]
+            pieces = await collect(stream)
             return pieces, stream.generation
 
         try:

@@ -4,11 +4,17 @@ greedy replies equal transformers' `generate`, streamed pieces are the reply, sw
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 import torch
-from engine_util import blob_source, engine_settings, running_engine, swap_through
+from engine_util import (
+    blob_source,
+    collect,
+    engine_settings,
+    running_engine,
+    slow_down,
+    swap_through,
+)
 
 from bot.core.dialogue import Turn, extract_reply
 from bot.engine.engine import Engine
@@ -26,16 +32,6 @@ async def engine(settings, blobs):
     async with running_engine(engine_settings(settings, max_new_tokens=REPLY_TOKENS),
                               blobs) as engine:
         yield engine
-
-
-def slow_down(engine: Engine, seconds: float):
-    """Each forward pass takes at least `seconds`, so steps outlast the event loop's work."""
-    first_block = next(m for name, m in engine.model.named_modules() if name.endswith(".h.0"))
-    return first_block.register_forward_pre_hook(lambda module, args: time.sleep(seconds))
-
-
-async def collect(stream) -> list[str]:
-    return [piece async for piece in stream]
 
 
 def hf_reply(engine: Engine, text: str, max_new_tokens: int) -> str:
