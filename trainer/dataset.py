@@ -11,6 +11,15 @@ it becomes data:
   SFT target, and also a "desirable" label;
 - "undesirable": the bot's reply when the score is negative (a score of 0 gives nothing).
 
+A liked bot reply that is near-identical (`trainer.trust.similar`) to liked replies of other
+exchanges is a stock answer: a small model says it to many prompts, the moderator likes some of
+them, and training on every copy teaches it to say it everywhere (on the chit-chat dialogues 15
+of the base model's 62 liked replies were one nonsense question; the next adapters opened 35-44 %
+of their replies with it). Of such a group's replies to prompts they share no content word with
+(`trainer.trust.related`: the same answer to one question asked in other words stays), only the
+newest REPEATED_REPLY_TARGETS become "reply" and "desirable" examples; the rest are counted as
+repeated_reply. Imported pairs are exempt: the operator chose them.
+
 Each example is the served prompt (`bot.core.dialogue.training_ids`) followed by " " + reply +
 end-of-text; the labels mask the prompt with -100 so losses count the reply tokens only. A
 target or desirable reply holding U+FFFD (a character broken in decoding) is never taught: it
@@ -29,6 +38,7 @@ from typing import Literal
 
 from bot.core.dialogue import PromptTooLong, training_ids
 from bot.core.store import RatedExchange
+from trainer.trust import clusters, related
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +46,8 @@ IGNORE_INDEX = -100  # label value the loss skips (torch CrossEntropyLoss defaul
 # Below this many exchanges a validation set would be too small to say anything.
 MIN_EXCHANGES_FOR_VALIDATION = 5
 BROKEN = "\ufffd"  # what a decoder writes for bytes that are not a whole character
+REPEATED_REPLY_TARGETS = 2  # liked bot replies of one near-identical group that still train
+IMPORTED = "import"  # the version an imported pair's reply is stored under (the operator wrote it)
 
 Kind = Literal["reply", "correction", "pair", "desirable", "undesirable"]
 TARGET_KINDS: tuple[Kind, ...] = ("reply", "correction")  # SFT targets
@@ -123,14 +135,15 @@ def validation_ids(exchange_ids: list[str], fraction: float) -> set[str]:
 
 # (kind, text, rejected text for a pair). Newest correction first: a cap that cuts an exchange
 # keeps its latest teaching.
-def _signals(item: RatedExchange) -> list[tuple[Kind, str, str | None]]:
+def _signals(item: RatedExchange, stock: bool = False) -> list[tuple[Kind, str, str | None]]:
+    """`stock`: the liked reply is an extra copy of a stock answer and gives no example."""
     reply = item.exchange.reply
     out: list[tuple[Kind, str, str | None]] = []
     for correction in reversed(item.corrections):
         out.append(("correction", correction.text, None))
         if correction.text.strip() != reply.strip():
             out.append(("pair", correction.text, reply))
-    if item.score > 0:
+    if item.score > 0 and not stock:
         out += [("reply", reply, None), ("desirable", reply, None)]
     elif item.score < 0:
         out.append(("undesirable", reply, None))
@@ -141,6 +154,25 @@ COUNT_OF: dict[str, str] = {"reply": "positives", "correction": "corrections", "
                             "desirable": "desirable", "undesirable": "undesirable"}
 
 
+def stock_copies(rated: list[RatedExchange]) -> set[str]:
+    """Ids of the exchanges whose liked reply is a copy of a stock answer: its near-identical
+    group already trains on the newest REPEATED_REPLY_TARGETS different prompts (near-identical
+    prompts count as one, as in the trust policy; `rated` is newest first)."""
+    liked = [item for item in rated if item.score > 0 and item.exchange.adapter_version !=
+             IMPORTED and not related(item.exchange.user_message, item.exchange.reply)]
+    replies = clusters([item.exchange.reply for item in liked])
+    prompts = clusters([item.exchange.user_message for item in liked])
+    training: dict[int, set[int]] = {}  # reply group -> the prompt groups it trains on
+    copies = set()
+    for item, reply, prompt in zip(liked, replies, prompts, strict=True):
+        kept = training.setdefault(reply, set())
+        if prompt in kept or len(kept) < REPEATED_REPLY_TARGETS:
+            kept.add(prompt)
+        else:
+            copies.add(item.exchange.id)
+    return copies
+
+
 def build_dataset(rated: list[RatedExchange], tokenizer, *, max_tokens: int,
                   max_examples: int, val_fraction: float,
                   exam_ids: frozenset[str] = frozenset()) -> DataSet:
@@ -149,12 +181,14 @@ def build_dataset(rated: list[RatedExchange], tokenizer, *, max_tokens: int,
     examples: list[Example] = []
     counts = {"rated_exchanges": len(rated), "positives": 0, "corrections": 0, "pairs": 0,
               "desirable": 0, "undesirable": 0, "negatives_used": 0, "not_positive": 0,
-              "too_long": 0, "capped": 0, "broken_text": 0}
+              "too_long": 0, "capped": 0, "broken_text": 0, "repeated_reply": 0}
+    stock = stock_copies(rated)
+    counts["repeated_reply"] = len(stock)
     used = 0
     for item in rated:  # newest first, so the cap keeps the newest
         exchange = item.exchange
         counts["not_positive"] += item.score <= 0
-        signals = _signals(item)
+        signals = _signals(item, exchange.id in stock)
         if signals and used >= max_examples:
             counts["capped"] += 1  # the cap counts exchanges: each gives its every signal
             continue
@@ -188,10 +222,10 @@ def build_dataset(rated: list[RatedExchange], tokenizer, *, max_tokens: int,
                                    for e in train))
     log.info("data set: %d rated exchanges -> %d train / %d validation examples "
              "(%d positives, %d corrections, %d pairs, %d desirable, %d undesirable, "
-             "%d too long, %d over the cap, %d with broken text)",
+             "%d too long, %d over the cap, %d with broken text, %d stock-answer copies)",
              len(rated), len(train), len(validation), counts["positives"],
              counts["corrections"], counts["pairs"], counts["desirable"],
              counts["undesirable"], counts["too_long"], counts["capped"],
-             counts["broken_text"])
+             counts["broken_text"], counts["repeated_reply"])
     return DataSet(train=train, validation=validation, counts=counts,
                    held_out={i for i in held_out})

@@ -17,7 +17,9 @@ effect from the next cycle, on old data as on new. In order:
    NEAR_DUPLICATE between the character trigram sets of the normalised texts (NFKC, case-folded,
    punctuation and symbols gone, spaces collapsed): spam variants that change a word or two
    score 0.6-0.9, different everyday replies below 0.3. Prompts that similar count as one.
-   An item an admin approved trains (and counts as agreed); one rejected is dropped for good.
+   A held or rejected teaching takes its moderator's rating of the same exchange with it (one
+   say on one exchange). An item an admin approved trains (and counts as agreed); one rejected
+   is dropped for good.
 3. Bounded share: a signal is one moderator's say on one exchange (their rating, their teaching
    or both). It is agreed when another moderator gave the same rating there or taught a
    near-identical reply, or an admin approved it. When two or more moderators give at least
@@ -230,7 +232,9 @@ def _holds(signals: list[_Signals], state: TrustState, policy: TrustPolicy,
             continue
         exchange = signals[index]
         if item.kind == "teach":
-            exchange.teachings.pop(item.moderator_hash, None)
+            # The whole say goes with the teaching: a spammer's 👍 beside their held advert
+            # would otherwise count towards the share bound and cap an honest moderator.
+            exchange.drop(item.moderator_hash)
         else:
             exchange.votes.pop(item.moderator_hash, None)
         if status == "rejected":

@@ -186,3 +186,40 @@ async def test_a_thumbs_down_only_data_set_has_data(store, tokenizer, own):
     assert {e.kind for e in data.train + data.validation} == {"undesirable"}
     assert data.counts["undesirable"] == 6 and data.counts["negatives_used"] == 6
     assert data.counts["positives"] == 0 and data.counts["pairs"] == 0
+
+
+async def test_a_liked_stock_answer_trains_twice_not_on_every_prompt(store, tokenizer, own):
+    stock = "What is the sea and quiet?"
+    unrelated = ["I have to work this weekend.", "Going to the beach tomorrow!",
+                 "我刚养了一只小狗！", "Spicy food is the best.", "I can't decide what to wear."]
+    for prompt in unrelated:  # oldest first: the store lists the newest first
+        await rated_exchange(store, stock.upper() if "beach" in prompt else stock, [1],
+                             user_message=prompt)
+    answer = "Our support team answers from nine to six on weekdays."
+    for prompt in ["When does your support team answer?", "Is the support team there today?",
+                   "Which hours does support answer?"]:  # the same answer on its topic
+        await rated_exchange(store, answer, [1], user_message=prompt)
+
+    rated = await own.exchanges.rated()
+    data = build(rated, tokenizer, val_fraction=0.0)
+    replies = targets(data.train + data.validation, tokenizer)
+    end = tokenizer.eos_token
+    assert sorted(replies).count(f" {stock}{end}") + replies.count(f" {stock.upper()}{end}") == 2
+    assert replies.count(f" {answer}{end}") == 3
+    assert data.counts["repeated_reply"] == 3
+    newest_stock = [item.exchange.id for item in rated if item.exchange.reply.casefold() ==
+                    stock.casefold()][:2]
+    assert {e.exchange_id for e in data.train + data.validation if e.kind == "reply"} >= set(
+        newest_stock)
+    assert sum(e.kind == "desirable" for e in data.train + data.validation) == 5
+
+
+async def test_imported_pairs_are_never_stock_answers(store, tokenizer, own):
+    for prompt in ["I have to work this weekend.", "Going to the beach tomorrow!",
+                   "我刚养了一只小狗！", "Spicy food is the best."]:
+        exchange = await store.exchanges.add(Exchange(
+            tenant=TENANT, user_message=prompt, reply="Nice to hear from you!",
+            adapter_version="import"))
+        await store.exchanges.rate(exchange.id, "import", 1)
+    data = build(await own.exchanges.rated(), tokenizer, val_fraction=0.0)
+    assert data.counts["repeated_reply"] == 0 and data.counts["positives"] == 4

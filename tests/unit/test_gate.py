@@ -61,17 +61,27 @@ def test_too_few_references_neither_refuse_nor_promote_on_replies():
     assert not enough.promote and enough.failed == "chrf"
 
 
-def test_a_reply_loss_within_noise_does_not_refuse_a_better_nll():
-    decision = decide(numbers(candidate=Scores(nll=2.0, chrf=29.0), base=Scores(nll=5.0, chrf=30.0),
-                              vs_base=Interval(mean=-1.0, low=-3.9, high=0.1)))
-    assert decision.promote and "val loss 2.0000 below 5.0000" in decision.reason
-    refused = decide(numbers(candidate=Scores(nll=2.0, chrf=29.0), base=Scores(nll=5.0, chrf=30.0),
-                             vs_base=Interval(mean=-1.0, low=-1.9, high=-0.1)))
-    assert not refused.promote and refused.failed == "chrf"
-    # GATE_CHRF_MARGIN tolerates a loss of that many points beyond noise.
+def test_a_better_nll_does_not_promote_replies_that_scored_lower_even_within_noise():
+    within_noise = decide(numbers(candidate=Scores(nll=2.0, chrf=29.0),
+                                  base=Scores(nll=5.0, chrf=30.0),
+                                  vs_base=Interval(mean=-1.0, low=-3.9, high=0.1)))
+    assert not within_noise.promote and within_noise.failed == "chrf"
+    assert "29.00" in within_noise.reason and "(-1.00)" in within_noise.reason
+    level = decide(numbers(candidate=Scores(nll=2.0, chrf=30.0), base=Scores(nll=5.0, chrf=30.0),
+                           vs_base=Interval(mean=0.0, low=-2.9, high=2.9)))
+    assert level.promote and "val loss 2.0000 below 5.0000" in level.reason
+    beyond_noise = decide(numbers(candidate=Scores(nll=2.0, chrf=29.0),
+                                  base=Scores(nll=5.0, chrf=30.0),
+                                  vs_base=Interval(mean=-1.0, low=-1.9, high=-0.1)))
+    assert not beyond_noise.promote and beyond_noise.failed == "chrf"
+    assert "[-1.90, -0.10]" in beyond_noise.reason
+    # GATE_CHRF_MARGIN tolerates a loss of that many points, in the mean and beyond noise.
     assert gate(numbers(candidate=Scores(nll=2.0, chrf=29.0), base=Scores(nll=5.0, chrf=30.0),
                         vs_base=Interval(mean=-1.0, low=-1.9, high=-0.1)),
-                GateRules(margin=0.01, chrf_margin=0.5)).promote
+                GateRules(margin=0.01, chrf_margin=1.5)).promote
+    assert not gate(numbers(candidate=Scores(nll=2.0, chrf=29.0), base=Scores(nll=5.0, chrf=30.0),
+                            vs_base=Interval(mean=-1.0, low=-1.9, high=-0.1)),
+                    GateRules(margin=0.01, chrf_margin=0.5)).promote
 
 
 def test_better_replies_alone_promote_and_each_number_can_be_the_win():

@@ -234,3 +234,22 @@ def test_near_duplicate_threshold_separates_spam_variants_from_everyday_replies(
     assert jaccard("Nice! What are you planning?",
                    "Cool! What are you cooking?") < NEAR_DUPLICATE
     assert jaccard("我很好，谢谢关心！你呢？", "我也很好，谢谢！你呢？") < NEAR_DUPLICATE
+
+
+def test_a_held_teaching_takes_its_moderators_rating_of_that_exchange_with_it():
+    """A spammer who 👍 each exchange they taught an advert on: the held adverts take the 👍
+    with them, so the spammer is no second substantial moderator and bounds nobody (measured:
+    their 20 signals a round capped the honest moderator at half of all signals)."""
+    honest = [rated(f"honest question {n}", votes={"honest": 1}) for n in range(60)]
+    spam = [rated(f"spam question {n}", votes={"spammer": 1},
+                  taught={"spammer": "Buy cheap pills at example.com today!"}) for n in range(25)]
+
+    verdict = judge([*spam, *honest], NOBODY, POLICY)
+
+    assert len(verdict.held) == 25 and votes_of(verdict, "spammer") == 0
+    assert verdict.cap is None and verdict.moderators["honest"].capped == 0
+    assert votes_of(verdict, "honest") == 60
+
+    approved = TrustState(decisions={item.id: "approved" for item in verdict.held})
+    again = judge([*spam, *honest], approved, POLICY)
+    assert votes_of(again, "spammer") == 25  # an approved teaching keeps its rating
