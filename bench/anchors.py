@@ -64,16 +64,20 @@ class StaticServer:
 
 def ctranslate2_runner(model_dir: str, prompts: list[list[int]], tokenizer, max_new: int):
     """A function running one CTranslate2 int8 `generate_batch` burst on `prompts` (returns
-    (wall seconds, tokens)), or None without CTranslate2."""
+    (wall seconds, tokens)), or None without CTranslate2. It uses torch's thread count."""
     try:
         import ctranslate2
     except ImportError:
         return None
+    import torch
+
     out = Path(tempfile.mkdtemp(prefix="bench-ct2-"))
     try:
         ctranslate2.converters.TransformersConverter(model_dir).convert(
             str(out / "int8"), quantization="int8", force=True)
-        generator = ctranslate2.Generator(str(out / "int8"), device="cpu", compute_type="int8")
+        # As many threads as torch has (--threads): CTranslate2's default is every core.
+        generator = ctranslate2.Generator(str(out / "int8"), device="cpu", compute_type="int8",
+                                          intra_threads=torch.get_num_threads())
     finally:
         shutil.rmtree(out, ignore_errors=True)  # the generator holds the weights in memory
     tokens = [tokenizer.convert_ids_to_tokens(p) for p in prompts]

@@ -115,17 +115,20 @@ async def burst(ask, items) -> tuple[float, list[dict]]:
 
 
 async def poisson(ask, items, gaps, midway=None) -> list:
-    """Send item i at the sum of the first i gaps; run `midway` (a coroutine function) once
-    half of them have been sent."""
+    """Send item i at the sum of the first i gaps; start `midway` (a coroutine function) once
+    half of them have been sent, beside the arrivals: they keep their times while it runs."""
     started = time.perf_counter()
-    at, tasks = 0.0, []
+    at, tasks, beside = 0.0, [], None
     for index, (item, gap) in enumerate(zip(items, gaps, strict=True)):
         at += gap
         await asyncio.sleep(max(0.0, started + at - time.perf_counter()))
         tasks.append(asyncio.create_task(ask(item)))
         if midway is not None and index == len(items) // 2:
-            await midway()
-    return await asyncio.gather(*tasks, return_exceptions=True)
+            beside = asyncio.create_task(midway())
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    if beside is not None:
+        await beside
+    return results
 
 
 def figures(results: list) -> dict:

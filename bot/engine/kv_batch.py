@@ -59,6 +59,23 @@ class _GrowingLayer(DynamicLayer):
             values[:, :, :self.length] = self._values[:, :, :self.length]
         self._keys, self._values = keys, values
 
+    def add_rows(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
+        """Rows `keys`/`values` [rows, heads, columns, dim] added below the rows held, both
+        right-aligned to `length` columns with zeros on the left, in one new buffer: each
+        cache entry is copied once (padding, concatenating and re-reserving copied it 4 times)."""
+        held_rows, heads, _, dim = self._keys.shape
+        shape = (held_rows + keys.shape[0], heads, length + GROW, dim)
+        buffers = self._keys.new_empty(shape), self._values.new_empty(shape)
+        for buffer, held, added in zip(buffers, (self.keys, self.values), (keys, values),
+                                       strict=True):
+            for part, states in ((buffer[:held_rows], held), (buffer[held_rows:], added)):
+                start = length - states.shape[-2]
+                part[:, :, :start].zero_()
+                part[:, :, start:length] = states
+        self._keys, self._values = buffers
+        self.length = length
+        self.keys, self.values = self._keys[:, :, :length], self._values[:, :, :length]
+
     def replace(self, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Hold exactly `keys`/`values` (rows spliced in or dropped, columns trimmed)."""
         self.lazy_initialization(keys, values)
@@ -184,9 +201,7 @@ class KVBatch:
             return
         length = max(self.length, mask.shape[1])
         for old, new in zip(self.cache.layers, cache.layers, strict=True):
-            keys = torch.cat([_left_pad(old.keys, length), _left_pad(new.keys, length)])
-            values = torch.cat([_left_pad(old.values, length), _left_pad(new.values, length)])
-            old.replace(keys, values)
+            old.add_rows(new.keys, new.values, length)
         self.mask = torch.cat([F.pad(self.mask, (length - self.length, 0)),
                                F.pad(mask, (length - mask.shape[1], 0))])
         self.positions = torch.cat([self.positions, positions])
@@ -212,11 +227,6 @@ class KVBatch:
         self.positions, self.last = self.positions[index], self.last[index]
         longest = max(len(r.prompt_ids) + r.generated for r in self.rows)
         self.history = self.history[index, -longest:]
-
-
-def _left_pad(states: torch.Tensor, length: int) -> torch.Tensor:
-    """[rows, heads, columns, dim] padded with zeros on the left to `length` columns."""
-    return F.pad(states, (0, 0, length - states.shape[-2], 0))
 
 
 def _similar_lengths(rows: list[Row]) -> list[list[Row]]:

@@ -114,3 +114,11 @@ def test_a_temperature_that_overflows_fails_its_row_only():
     tiny = Sampling(8, 0, 1e-30, 1.0, 1.0)
     greedy = Sampling(8, 0, 0.0, 1.0, 1.0)
     assert next_tokens(logits, history, [tiny, greedy], [0, 0], 0).tolist() == [NO_TOKEN, 1]
+
+
+def test_finite_logits_whose_sum_overflows_are_not_taken_for_broken():
+    # Rows are screened by their sum: a sum that overflows must not fail a healthy row.
+    logits = torch.tensor([[3e38, 3e38, 1.0], [0.0, 2.0, math.nan]])
+    history = torch.zeros((2, 1), dtype=torch.long)
+    greedy = Sampling(8, 0, 0.0, 1.0, 1.0)
+    assert next_tokens(logits, history, [greedy, greedy], [0, 0], 0).tolist() == [0, NO_TOKEN]
