@@ -29,6 +29,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from bot.core.store.canary import Canaries
+from bot.core.store.client import Acknowledgement, connect
 from bot.core.store.exchanges import Exchanges
 from bot.core.store.keys import SCHEMA_VERSION, Keys
 from bot.core.store.migrate import index_channels, migrate_from_1
@@ -99,16 +100,22 @@ class Store:
 
     @classmethod
     def from_settings(cls, settings) -> Store:
-        """A store on REDIS_URL through a bounded pool that waits for a free connection.
+        """A store on REDIS_URL (plain or Sentinel) through the bounded pool of
+        bot/core/store/client.py.
 
         redis-py's default pool refuses a command outright (MaxConnectionsError) once 100 are
         in flight; this one holds at most REDIS_MAX_CONNECTIONS and makes a command wait up to
         REDIS_POOL_TIMEOUT_SECONDS for one (then redis ConnectionError, which callers handle).
+        With REDIS_WAIT_REPLICAS, a write returns once that many replicas have it.
         """
-        pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=settings.redis_max_connections,
-            timeout=settings.redis_pool_timeout_seconds, decode_responses=False)
-        client = aioredis.Redis.from_pool(pool)  # closing the client closes its pool
+        keys = Keys(settings.key_prefix)
+        acknowledgement = None
+        if settings.redis_wait_replicas:
+            acknowledgement = Acknowledgement(settings.redis_wait_replicas,
+                                              settings.redis_wait_timeout_ms, keys.write_fence)
+        client = connect(settings.redis_url, max_connections=settings.redis_max_connections,
+                         pool_timeout_s=settings.redis_pool_timeout_seconds,
+                         acknowledgement=acknowledgement)
         return cls(client, prefix=settings.key_prefix,
                    user_secret=settings.user_hash_secret.get_secret_value(),
                    unrated_ttl_days=settings.unrated_ttl_days,

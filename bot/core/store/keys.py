@@ -40,6 +40,8 @@ Shared by every tenant (ids are unique across servers):
     P:ev:adapter                 pub/sub channel of adapter changes (JSON AdapterEvent)
     P:cd:{purpose}:{user_hash}   per-user cooldown of the bot ("reply", "notice"); expires
     P:modlog:{kind}:{ver}:{prev} an adapter change already posted to the mod log; expires
+    P:fence                      "1", written before a WAIT when writes must reach replicas
+                                 (REDIS_WAIT_REPLICAS, bot/core/store/client.py)
     P:hb:discord:{host}          JSON heartbeat of the bot process on that host: its gateway
                                  latency and ready shards (deploy/healthcheck.py); expires
 
@@ -113,6 +115,10 @@ class Keys:
     @property
     def tenants(self) -> str:
         return self("tenants")
+
+    @property
+    def write_fence(self) -> str:
+        return self("fence")
 
     # --- exchanges, ratings, corrections ----------------------------------------------------
     def exchange(self, exchange_id: str) -> str:
