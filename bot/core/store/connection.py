@@ -185,15 +185,25 @@ class Store:
         """Apply a deleted channel or thread (see bot/core/store/privacy.py)."""
         return await forget_channel(self, tenant, channel_id)
 
-    async def write_heartbeat(self, host: str, beat: dict, ttl_s: float) -> None:
-        """The bot process on `host` says how its Discord connection is (JSON, expires)."""
-        await self._redis.set(self.keys.heartbeat(host), json.dumps(beat),
-                         px=max(1, int(ttl_s * 1000)))
+    async def write_heartbeat(self, process: str, beat: dict, ttl_s: float) -> None:
+        """One bot process (see keys.gateway_process) says how its Discord connection is
+        (JSON, expires)."""
+        await self._redis.set(self.keys.heartbeat(process), json.dumps(beat),
+                              px=max(1, int(ttl_s * 1000)))
 
-    async def heartbeat(self, host: str) -> dict | None:
-        """The last heartbeat of the bot process on `host` (None: none, or it expired)."""
-        raw = await self._redis.get(self.keys.heartbeat(host))
+    async def heartbeat(self, process: str) -> dict | None:
+        """The last heartbeat of that bot process (None: none, or it expired)."""
+        raw = await self._redis.get(self.keys.heartbeat(process))
         return json.loads(raw) if raw is not None else None
+
+    async def take_identify_slot(self, bucket: int, window_s: float) -> float:
+        """Claim IDENTIFY rate-limit `bucket` for `window_s`, shared by every bot process:
+        0.0 when claimed now, else the seconds until the current holder's claim runs out."""
+        key = self.keys.identify_slot(bucket)
+        if await self._redis.set(key, b"1", nx=True, px=max(1, int(window_s * 1000))):
+            return 0.0
+        left_ms = await self._redis.pttl(key)
+        return max(left_ms, 1) / 1000  # -2: it expired meanwhile; try again at once
 
     def user_hash(self, user_id: int | str) -> str:
         return hmac.new(self._secret, str(user_id).encode(), hashlib.sha256).hexdigest()
