@@ -39,10 +39,9 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_max_connections: int = Field(32, ge=2, le=10_000)
     redis_pool_timeout_seconds: float = Field(10.0, gt=0.0)
-    # Writes count once this many replicas confirm them (WAIT; bot/core/store/client.py); the
-    # wait stays under redis-py's 5 s socket timeout
+    # Writes count once this many replicas confirm them (WAIT; bot/core/store/client.py)
     redis_wait_replicas: int = Field(0, ge=0, le=16)
-    redis_wait_timeout_ms: int = Field(1000, ge=1, le=4000)
+    redis_wait_timeout_ms: int = Field(1000, ge=1, le=60_000)
     key_prefix: str = Field("lbot", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     discord_token: SecretStr | None = None
     shard_count: int | None = Field(None, ge=1)

@@ -8,6 +8,7 @@ import pytest
 from bot.core.config import SettingsError, load_settings
 from bot.core.redact import redact, secrets_of
 from bot.core.redis_url import SENTINEL_PORT, parse_sentinel_url
+from bot.core.store.client import Acknowledgement, connect
 
 
 def test_a_sentinel_url_names_the_sentinels_the_service_and_the_master_connection():
@@ -53,7 +54,18 @@ def test_the_passwords_of_a_sentinel_url_are_hidden():
     assert "m4ster-pw" not in line and "s3ntinel" not in line
 
 
-def test_the_wait_for_replicas_stays_under_the_socket_timeout():
+def test_the_wait_for_replicas_is_bounded_and_off_by_default():
     with pytest.raises(SettingsError, match="REDIS_WAIT_TIMEOUT_MS"):
-        load_settings(redis_wait_timeout_ms=5000, _env_file=None)
-    assert load_settings(_env_file=None).redis_wait_replicas == 0  # off unless asked for
+        load_settings(redis_wait_timeout_ms=0, _env_file=None)  # WAIT 0 would wait forever
+    assert load_settings(_env_file=None).redis_wait_replicas == 0
+
+
+async def test_the_socket_timeout_outlasts_the_wait():
+    ack = Acknowledgement(replicas=1, timeout_ms=20_000, fence_key="t:fence")
+    for url in ("redis://127.0.0.1:1/0", "redis+sentinel://127.0.0.1:1/main"):
+        waiting = connect(url, max_connections=2, pool_timeout_s=1, acknowledgement=ack)
+        plain = connect(url, max_connections=2, pool_timeout_s=1)
+        assert waiting.connection_pool.connection_kwargs["socket_timeout"] == 25.0
+        assert plain.connection_pool.connection_kwargs.get("socket_timeout") is None
+        await waiting.aclose()
+        await plain.aclose()

@@ -27,6 +27,8 @@ from redis.exceptions import RedisError
 
 from bot.core.redis_url import is_sentinel_url, parse_sentinel_url
 
+WAIT_MARGIN_S = 5.0  # a WAIT's reply may take its timeout plus this before the socket gives up
+
 # Commands the store sends that never write: no WAIT after them. Any other command is followed
 # by one (an unknown read costs a round trip; an unknown write skipped could be lost).
 READ_COMMANDS = frozenset({
@@ -120,7 +122,11 @@ def connect(url: str, *, max_connections: int, pool_timeout_s: float,
             acknowledgement: Acknowledgement | None = None, **options) -> StoreRedis:
     """A client on `url` whose pool holds at most `max_connections` and makes a command wait up
     to `pool_timeout_s` for a free one (then redis ConnectionError). `options` are redis-py
-    connection arguments (socket_timeout=, ...); the URL's own arguments win over them."""
+    connection arguments (socket_timeout=, ...); the URL's own arguments win over them. With an
+    `acknowledgement` the socket timeout is raised to outlast its WAIT."""
+    if acknowledgement is not None:
+        wait_s = acknowledgement.timeout_ms / 1000 + WAIT_MARGIN_S
+        options["socket_timeout"] = max(options.get("socket_timeout") or 0, wait_s)
     if is_sentinel_url(url):
         target = parse_sentinel_url(url)
         connection = {**options, **target.connection}
