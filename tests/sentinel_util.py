@@ -117,6 +117,16 @@ class SentinelSet:
         return any(r["port"] == self.replica.port and not r["is_sdown"]
                    and r.get("master-link-status") == "ok" for r in replicas)
 
+    def logs(self, lines: int = 40) -> str:
+        """The last lines of each process's log, for a failure message."""
+        found = []
+        for name, log in (("master", "master/redis.log"), ("replica", "replica/redis.log"),
+                          ("sentinel", "sentinel/sentinel.log")):
+            path = self._directory / log
+            text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
+            found.append(f"--- {name} ---\n" + "\n".join(text))
+        return "\n".join(found)
+
     def close(self) -> None:
         for part in (self.sentinel, self.replica, self.master):
             if part is not None:
