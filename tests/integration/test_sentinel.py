@@ -137,6 +137,14 @@ async def test_sentinel_pool_waits_for_a_free_connection(sentinel_set):
         await client.aclose()
 
 
+async def test_the_demo_finds_a_store_behind_sentinel(sentinel_set):
+    from trainer.demo.prepare import redis_answers
+
+    assert await redis_answers(sentinel_set.url)
+    assert not await redis_answers(sentinel_set.url.replace("/lbot/", "/nosuch/"))
+    assert not await redis_answers("redis+sentinel://127.0.0.1:1/")  # malformed: no service
+
+
 async def test_an_unknown_service_is_a_store_error_without_the_password(sentinel_set):
     url = sentinel_set.url.replace("redis+sentinel://", "redis+sentinel://:hunter22@").replace(
         "/lbot/", "/nosuch/")
