@@ -13,11 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
 import discord
 
 from bot.core.store import StoreUnavailable
+
+if TYPE_CHECKING:
+    from bot.core.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +33,8 @@ class IdentifyGate:
     """Waits for a shard's IDENTIFY slot; `claims` records (shard id, bucket, times it waited)
     in the order the slots were taken."""
 
-    store: object  # bot.core.store.Store
-    http: discord.http.HTTPClient
+    store: Store
+    http: discord.http.HTTPClient | None  # None: max_concurrency is given
     window_s: float = IDENTIFY_WINDOW_S
     max_concurrency: int | None = None  # from GET /gateway/bot on first use
     claims: list[tuple[int | None, int, int]] = field(default_factory=list)
