@@ -2,8 +2,9 @@
 
 Healthy means: the settings in the environment are valid and the store answers with the
 schema this code speaks (`Store.ping`). With `--discord` (the bot's check) also: the bot
-process on this host wrote a heartbeat lately (bot/frontends/discord/cogs/health.py) and its
-gateway connection is up, every shard ready. Exits 0 when healthy, 1 otherwise, with one line
+process on this host (with these SHARD_IDS, when set) wrote a heartbeat lately
+(bot/frontends/discord/cogs/health.py) and its gateway connection is up, each of its shards
+ready. Exits 0 when healthy, 1 otherwise, with one line
 that says why; it never prints a setting's value, so no password or token reaches the logs.
 """
 
@@ -20,6 +21,7 @@ from redis.exceptions import RedisError
 from bot.core.config import SettingsError, load_settings
 from bot.core.redact import redact, secrets_of
 from bot.core.store import Store, StoreError
+from bot.core.store.keys import gateway_process
 
 TIMEOUT_S = 5.0
 HEARTBEAT_STALE_S = 90.0  # three missed beats (the bot writes one every 30 s)
@@ -31,7 +33,8 @@ async def _check(settings, discord: bool) -> dict | None:
     try:
         await asyncio.wait_for(store.ping(), TIMEOUT_S)
         if discord:
-            return await asyncio.wait_for(store.heartbeat(socket.gethostname()), TIMEOUT_S)
+            process = gateway_process(socket.gethostname(), settings.shard_id_list)
+            return await asyncio.wait_for(store.heartbeat(process), TIMEOUT_S)
         return None
     finally:
         await store.close()
@@ -45,7 +48,8 @@ def discord_problem(beat: dict | None, now: float) -> str | None:
     age = now - float(beat.get("at", 0))
     if age > HEARTBEAT_STALE_S:
         return f"the bot's last heartbeat is {age:.0f} s old"
-    ready, count = beat.get("shards_ready", 0), beat.get("shard_count", 1)
+    ready = beat.get("shards_ready", 0)
+    count = beat.get("shards_expected", beat.get("shard_count", 1))
     if not beat.get("ready") or ready < count:
         return f"not connected to the gateway ({ready}/{count} shards ready)"
     if beat.get("latency_ms") is None:
@@ -80,9 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"unhealthy: Discord: {problem}")
         return 1
+    expected = beat.get("shards_expected", beat["shard_count"])
     print(f"healthy: settings valid, store answers, Discord connected (gateway latency "
-          f"{beat['latency_ms']:.0f} ms, {beat['shards_ready']}/{beat['shard_count']} shards "
-          f"ready, heartbeat {time.time() - beat['at']:.0f} s ago)")
+          f"{beat['latency_ms']:.0f} ms, {beat['shards_ready']}/{expected} shards ready, "
+          f"heartbeat {time.time() - beat['at']:.0f} s ago)")
     return 0
 
 

@@ -39,9 +39,13 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_max_connections: int = Field(32, ge=2, le=10_000)
     redis_pool_timeout_seconds: float = Field(10.0, gt=0.0)
+    # Writes count once this many replicas confirm them (WAIT; bot/core/store/client.py)
+    redis_wait_replicas: int = Field(0, ge=0, le=16)
+    redis_wait_timeout_ms: int = Field(1000, ge=1, le=60_000)
     key_prefix: str = Field("lbot", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     discord_token: SecretStr | None = None
     shard_count: int | None = Field(None, ge=1)
+    shard_ids: str = ""  # this process's shards, e.g. "0,1" (empty: all SHARD_COUNT of them)
 
     # --- model and generation --------------------------------------------------------------
     model_name: str = "gpt2"
@@ -132,8 +136,13 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
+        from bot.core.redis_url import is_sentinel_url, parse_sentinel_url
+
+        if is_sentinel_url(value):
+            parse_sentinel_url(value)  # its messages quote no part of the URL
+            return value
         if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+            raise ValueError("must start with redis://, rediss://, unix:// or redis+sentinel://")
         from redis.connection import parse_url  # what the client will read from it
 
         try:
@@ -172,6 +181,16 @@ class Settings(BaseSettings):
         # mapping it to the placeholder makes require_discord refuse it.
         return DEV_USER_HASH_SECRET if value == "" else value
 
+    @field_validator("shard_ids")
+    @classmethod
+    def _shard_ids(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        if not all(n.isdigit() for n in names):
+            raise ValueError("must be a comma-separated list of shard numbers, e.g. 0,1")
+        if len(set(map(int, names))) != len(names):
+            raise ValueError("names a shard twice")
+        return ",".join(str(int(n)) for n in names)
+
     @field_validator("allowed_guild_ids")
     @classmethod
     def _guild_ids(cls, value: str) -> str:
@@ -192,6 +211,19 @@ class Settings(BaseSettings):
             raise ValueError("BATCH_MAX_SIZE must not exceed QUEUE_MAX")
         return self
 
+    @model_validator(mode="after")
+    def _shards_fit(self) -> Settings:
+        ids = self.shard_id_list
+        if ids is None:
+            return self
+        if self.shard_count is None:
+            raise ValueError("SHARD_IDS needs SHARD_COUNT (the total over every process)")
+        too_big = [i for i in ids if i >= self.shard_count]
+        if too_big:
+            raise ValueError(f"SHARD_IDS names shard {too_big[0]}, but SHARD_COUNT is "
+                             f"{self.shard_count} (shards are 0 to {self.shard_count - 1})")
+        return self
+
     @property
     def redis_address(self) -> str:
         """REDIS_URL without its credentials, for messages and logs: no user or password
@@ -202,6 +234,11 @@ class Settings(BaseSettings):
     def uses_dev_secret(self) -> bool:
         """USER_HASH_SECRET is unset: the development placeholder hashes user ids."""
         return self.user_hash_secret.get_secret_value() == DEV_USER_HASH_SECRET
+
+    @property
+    def shard_id_list(self) -> list[int] | None:
+        """SHARD_IDS as numbers (None: this process runs every shard, or is not sharded)."""
+        return [int(n) for n in self.shard_ids.split(",")] if self.shard_ids else None
 
     @property
     def allowed_guilds(self) -> set[int]:

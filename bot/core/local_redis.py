@@ -29,7 +29,8 @@ def free_port() -> int:
 class LocalRedis:
     """Start, kill and restart one redis-server process that keeps its files in `directory`."""
 
-    def __init__(self, directory: str | Path | None = None, *, appendonly: bool = False):
+    def __init__(self, directory: str | Path | None = None, *, appendonly: bool = False,
+                 extra_args: tuple[str, ...] = ()):
         self.binary = shutil.which("redis-server")
         if self.binary is None:
             raise RedisUnavailable("redis-server is not installed: `apt-get install redis-server`"
@@ -37,6 +38,7 @@ class LocalRedis:
         self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="lbot-redis-")
         self.directory = Path(directory or self._tmp.name)
         self.appendonly = appendonly
+        self.extra_args = tuple(extra_args)  # more redis-server options, e.g. --replicaof
         self.port = free_port()
         self.process: subprocess.Popen | None = None
 
@@ -49,7 +51,7 @@ class LocalRedis:
                 "--dir", str(self.directory), "--save", "",
                 "--appendonly", "yes" if self.appendonly else "no",
                 "--appendfsync", "everysec", "--protected-mode", "yes",
-                "--logfile", str(self.directory / "redis.log")]
+                "--logfile", str(self.directory / "redis.log"), *self.extra_args]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s

@@ -109,3 +109,19 @@ def test_a_bad_redis_url_is_refused_without_quoting_it():
     assert "s3cret" not in str(caught.value)
     with pytest.raises(SettingsError, match="REDIS_URL"):
         load_settings(_env_file=None, redis_url="redis://redis:6379/0?db=zero")
+
+
+@pytest.mark.parametrize("values, says", [
+    ({"shard_ids": "0,1"}, "SHARD_IDS needs SHARD_COUNT"),
+    ({"shard_ids": "0,4", "shard_count": 4}, "SHARD_IDS names shard 4, but SHARD_COUNT is 4"),
+    ({"shard_ids": "1,1", "shard_count": 4}, "SHARD_IDS: names a shard twice"),
+    ({"shard_ids": "0-3", "shard_count": 4}, "SHARD_IDS: must be a comma-separated list"),
+])
+def test_shard_ids_are_checked_against_the_shard_count(values, says):
+    with pytest.raises(SettingsError, match=says):
+        load_settings(_env_file=None, **values)
+
+
+def test_shard_ids_name_this_process_shards():
+    assert load_settings(_env_file=None, shard_ids=" 3, 1", shard_count=4).shard_id_list == [3, 1]
+    assert load_settings(_env_file=None, shard_count=4).shard_id_list is None

@@ -14,16 +14,21 @@ import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from bot.core.local_redis import LocalRedis
+from bot.core.store.client import connect
 
 
 async def redis_answers(url: str, timeout_s: float = 1.0) -> bool:
-    client = aioredis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        client = connect(url, max_connections=2, pool_timeout_s=timeout_s,
+                         socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    except ValueError:
+        return False
     try:
         return bool(await client.ping())
-    except (aioredis.RedisError, OSError, ValueError):
+    except (RedisError, OSError, ValueError):
         return False
     finally:
         await client.aclose()

@@ -29,6 +29,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from bot.core.store.canary import Canaries
+from bot.core.store.client import Acknowledgement, connect
 from bot.core.store.exchanges import Exchanges
 from bot.core.store.keys import SCHEMA_VERSION, Keys
 from bot.core.store.migrate import index_channels, migrate_from_1
@@ -99,16 +100,22 @@ class Store:
 
     @classmethod
     def from_settings(cls, settings) -> Store:
-        """A store on REDIS_URL through a bounded pool that waits for a free connection.
+        """A store on REDIS_URL (plain or Sentinel) through the bounded pool of
+        bot/core/store/client.py.
 
         redis-py's default pool refuses a command outright (MaxConnectionsError) once 100 are
         in flight; this one holds at most REDIS_MAX_CONNECTIONS and makes a command wait up to
         REDIS_POOL_TIMEOUT_SECONDS for one (then redis ConnectionError, which callers handle).
+        With REDIS_WAIT_REPLICAS, a write returns once that many replicas have it.
         """
-        pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=settings.redis_max_connections,
-            timeout=settings.redis_pool_timeout_seconds, decode_responses=False)
-        client = aioredis.Redis.from_pool(pool)  # closing the client closes its pool
+        keys = Keys(settings.key_prefix)
+        acknowledgement = None
+        if settings.redis_wait_replicas:
+            acknowledgement = Acknowledgement(settings.redis_wait_replicas,
+                                              settings.redis_wait_timeout_ms, keys.write_fence)
+        client = connect(settings.redis_url, max_connections=settings.redis_max_connections,
+                         pool_timeout_s=settings.redis_pool_timeout_seconds,
+                         acknowledgement=acknowledgement)
         return cls(client, prefix=settings.key_prefix,
                    user_secret=settings.user_hash_secret.get_secret_value(),
                    unrated_ttl_days=settings.unrated_ttl_days,
@@ -178,15 +185,25 @@ class Store:
         """Apply a deleted channel or thread (see bot/core/store/privacy.py)."""
         return await forget_channel(self, tenant, channel_id)
 
-    async def write_heartbeat(self, host: str, beat: dict, ttl_s: float) -> None:
-        """The bot process on `host` says how its Discord connection is (JSON, expires)."""
-        await self._redis.set(self.keys.heartbeat(host), json.dumps(beat),
-                         px=max(1, int(ttl_s * 1000)))
+    async def write_heartbeat(self, process: str, beat: dict, ttl_s: float) -> None:
+        """One bot process (see keys.gateway_process) says how its Discord connection is
+        (JSON, expires)."""
+        await self._redis.set(self.keys.heartbeat(process), json.dumps(beat),
+                              px=max(1, int(ttl_s * 1000)))
 
-    async def heartbeat(self, host: str) -> dict | None:
-        """The last heartbeat of the bot process on `host` (None: none, or it expired)."""
-        raw = await self._redis.get(self.keys.heartbeat(host))
+    async def heartbeat(self, process: str) -> dict | None:
+        """The last heartbeat of that bot process (None: none, or it expired)."""
+        raw = await self._redis.get(self.keys.heartbeat(process))
         return json.loads(raw) if raw is not None else None
+
+    async def take_identify_slot(self, bucket: int, window_s: float) -> float:
+        """Claim IDENTIFY rate-limit `bucket` for `window_s`, shared by every bot process:
+        0.0 when claimed now, else the seconds until the current holder's claim runs out."""
+        key = self.keys.identify_slot(bucket)
+        if await self._redis.set(key, b"1", nx=True, px=max(1, int(window_s * 1000))):
+            return 0.0
+        left_ms = await self._redis.pttl(key)
+        return max(left_ms, 1) / 1000  # -2: it expired meanwhile; try again at once
 
     def user_hash(self, user_id: int | str) -> str:
         return hmac.new(self._secret, str(user_id).encode(), hashlib.sha256).hexdigest()

@@ -40,8 +40,15 @@ Shared by every tenant (ids are unique across servers):
     P:ev:adapter                 pub/sub channel of adapter changes (JSON AdapterEvent)
     P:cd:{purpose}:{user_hash}   per-user cooldown of the bot ("reply", "notice"); expires
     P:modlog:{kind}:{ver}:{prev} an adapter change already posted to the mod log; expires
-    P:hb:discord:{host}          JSON heartbeat of the bot process on that host: its gateway
-                                 latency and ready shards (deploy/healthcheck.py); expires
+    P:fence                      "1", written before a WAIT when writes must reach replicas
+                                 (REDIS_WAIT_REPLICAS, bot/core/store/client.py)
+    P:hb:discord:{process}       JSON heartbeat of one bot process: its gateway latency and
+                                 ready shards (deploy/healthcheck.py); expires. {process} is
+                                 its host, and with SHARD_IDS "{host}:{shard ids}" (e.g.
+                                 "gw-1:0,1"): see gateway_process()
+    P:identify:{bucket}          "1" for 5 s after a shard of this bot sent IDENTIFY in that
+                                 rate-limit bucket (shard id % max_concurrency), whichever
+                                 process it runs in (bot/frontends/discord/identify.py)
 
 One tenant's (`T` = P:g:{tenant}):
 
@@ -91,6 +98,12 @@ RECENT_S = 7 * 86400  # how far back T:ex:recent reaches
 RECENT_KEPT = 1000  # most exchanges T:ex:recent holds per tenant
 
 
+def gateway_process(host: str, shard_ids: list[int] | None) -> str:
+    """How one bot process is named in its heartbeat key: its host, plus its shards when it
+    runs a subset of them (so several gateway processes may share a host)."""
+    return host if shard_ids is None else f"{host}:{','.join(map(str, shard_ids))}"
+
+
 class Keys:
     """The key names under one prefix; a tenant's own keys need `tenant` (see `of`)."""
 
@@ -113,6 +126,10 @@ class Keys:
     @property
     def tenants(self) -> str:
         return self("tenants")
+
+    @property
+    def write_fence(self) -> str:
+        return self("fence")
 
     # --- exchanges, ratings, corrections ----------------------------------------------------
     def exchange(self, exchange_id: str) -> str:
@@ -167,8 +184,11 @@ class Keys:
     def cooldown(self, purpose: str, user_hash: str) -> str:
         return self("cd", purpose, user_hash)
 
-    def heartbeat(self, host: str) -> str:
-        return self("hb", "discord", host)
+    def heartbeat(self, process: str) -> str:
+        return self("hb", "discord", process)
+
+    def identify_slot(self, bucket: int) -> str:
+        return self("identify", bucket)
 
     def style(self, scope: str, scope_id: int | str) -> str:
         return self("style", scope, scope_id)

@@ -1,7 +1,9 @@
 """The discord.py client: intents, cogs, the app-command error handler, the hot-swap listener.
 
-`build_bot(settings, runtime)` makes the client (an AutoShardedBot when SHARD_COUNT is set) on
-what the runtime built; `run_bot(settings)` runs it inside the runtime for `python -m bot run`.
+`build_bot(settings, runtime)` makes the client (an AutoShardedBot when SHARD_COUNT is set,
+running the shards in SHARD_IDS, or all of them) on what the runtime built; its IDENTIFYs are
+paced across processes through the store (identify.py); `run_bot(settings)` runs it inside
+the runtime for `python -m bot run`.
 The command tree is synced on demand only (command_tree.py); adapter changes are posted to the
 mod log (modlog.py).
 """
@@ -17,6 +19,7 @@ from discord.ext import commands
 
 from bot.core.fatal import Fatal
 from bot.core.store import StoreUnavailable
+from bot.frontends.discord.identify import IdentifyGate
 from bot.frontends.discord.modlog import ModLog
 from bot.runtime import Runtime
 
@@ -78,7 +81,15 @@ class _BotCore:
         self.cooldowns = runtime.cooldowns if runtime else None
         self.deletions = runtime.deletions if runtime else None
         self.modlog = ModLog(self, runtime.store, settings) if runtime else None
+        self.identify_gate = IdentifyGate(runtime.store, self.http) if runtime else None
         self.tree.on_error = on_app_command_error
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """Take this shard's IDENTIFY slot, shared with every gateway process (identify.py)."""
+        if self.identify_gate is None:
+            await super().before_identify_hook(shard_id, initial=initial)
+        else:
+            await self.identify_gate.wait(shard_id, initial=initial)
 
     async def setup_hook(self) -> None:
         # No tree.sync() here: `python -m bot sync` registers the commands when they change.
@@ -125,7 +136,8 @@ def build_bot(settings, runtime: Runtime | None) -> commands.Bot:
                    allowed_mentions=discord.AllowedMentions.none(), help_command=None,
                    settings=settings, runtime=runtime)
     if settings.shard_count:
-        return ShardedLearningBot(shard_count=settings.shard_count, **options)
+        return ShardedLearningBot(shard_count=settings.shard_count,
+                                  shard_ids=settings.shard_id_list, **options)
     return LearningBot(**options)
 
 
@@ -170,5 +182,10 @@ async def start(bot: commands.Bot, token: str) -> None:
     except discord.ConnectionClosed as closed:
         if closed.code != SHARDING_REQUIRED:
             raise
+        count = getattr(bot, "shard_count", None)
+        if count:
+            raise Fatal(f"Discord requires more shards: SHARD_COUNT {count} leaves a shard "
+                        "with too many servers; raise SHARD_COUNT on every gateway process "
+                        "(and spread SHARD_IDS over them) and start them again") from None
         raise Fatal("Discord requires sharding: the bot is in too many servers for one "
                     "connection; set SHARD_COUNT (e.g. 2) and start it again") from None

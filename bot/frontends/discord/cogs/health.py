@@ -2,9 +2,10 @@
 its Discord connection is (gateway latency, ready shards; reconnecting counts as not ready) to
 the store, where `deploy/healthcheck.py --discord` reads it.
 
-The record is keyed by host name (a container's, or a machine's), so the health check run on
-the same host reads its own bot's; it expires after HEARTBEAT_TTL_S, so a bot that hangs or
-stops is seen as such.
+The record is keyed by host name (a container's, or a machine's) and, for a process that runs
+SHARD_IDS, its shards (keys.gateway_process), so the health check run beside a process with
+the same settings reads that process's; it expires after HEARTBEAT_TTL_S, so a bot that hangs
+or stops is seen as such.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from discord.ext import commands, tasks
 
 from bot.core.store import StoreUnavailable
+from bot.core.store.keys import gateway_process
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,10 @@ def connected(bot) -> bool:
 
 
 def heartbeat_of(bot) -> dict:
-    """How the client's gateway connection is, as JSON-ready numbers."""
+    """How the client's gateway connection is, as JSON-ready numbers; `shards_expected` is how
+    many shards this process runs (its SHARD_IDS, or all of them)."""
     shards = getattr(bot, "shards", None)
+    own_ids = getattr(bot, "shard_ids", None)
     if shards:  # an auto-sharded bot
         states = [{"id": shard_id, "ready": not info.is_closed(), "latency_ms": _ms(info.latency)}
                   for shard_id, info in sorted(shards.items())]
@@ -48,8 +52,11 @@ def heartbeat_of(bot) -> dict:
     else:  # a plain bot, or a sharded one before its shards connect
         states = [{"id": 0, "ready": connected(bot), "latency_ms": _ms(bot.latency)}]
         count = getattr(bot, "shard_count", None) or 1
-    return {"at": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
-            "ready": connected(bot), "latency_ms": _ms(bot.latency), "shard_count": count,
+    host = socket.gethostname()
+    return {"at": time.time(), "host": host, "process": gateway_process(host, own_ids),
+            "pid": os.getpid(), "ready": connected(bot), "latency_ms": _ms(bot.latency),
+            "shard_count": count, "shard_ids": own_ids,
+            "shards_expected": len(own_ids) if own_ids else count,
             "shards_ready": sum(1 for state in states if state["ready"]), "shards": states,
             "guilds": len(bot.guilds)}
 
@@ -83,7 +90,7 @@ class Health(commands.Cog):
 
     async def write(self) -> dict:
         beat = heartbeat_of(self.bot)
-        await self.bot.store.write_heartbeat(beat["host"], beat, HEARTBEAT_TTL_S)
+        await self.bot.store.write_heartbeat(beat["process"], beat, HEARTBEAT_TTL_S)
         return beat
 
     @tasks.loop(seconds=HEARTBEAT_S)
