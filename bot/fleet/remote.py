@@ -18,6 +18,7 @@ requests there, so a server switches to a version only when a worker holds it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -206,6 +207,12 @@ class RemoteStream:
                     self.generation = wire.decode_generation(item["end"])
                     return
             raise GenerationFailed("the reply stream ended without its end")
+        except (GeneratorExit, asyncio.CancelledError):
+            # The consumer left: free the worker's row (best effort; the call may have failed).
+            if responses is not None:
+                with contextlib.suppress(Exception):
+                    responses.cancel()
+            raise
         except BackPressureError as error:
             generator.metrics.requests_refused.inc()
             raise EngineBusy("the inference workers' queue is full") from error
@@ -215,9 +222,6 @@ class RemoteStream:
         except (RayError, RayServeException) as error:
             log.error("inference worker lost: %s", error)
             raise _ReplicaLost() from error
-        finally:
-            if responses is not None and self.generation is None:
-                responses.cancel()  # the consumer left, or it failed: free the worker's row
 
 
 class _ReplicaLost(Exception):
