@@ -36,8 +36,7 @@ def worker_app(settings, overrides: dict | None = None):
         max_ongoing_requests=settings.batch_max_size + settings.queue_max,
         # Past this many waiting in a front end's router, Serve refuses (EngineBusy there).
         max_queued_requests=settings.queue_max,
-        # The replicas' settings as changed from their hosts' environment (worker.py); a
-        # redeploy that changes only this updates the replicas in place.
+        # The replicas' settings as changed from their hosts' environment (worker.py).
         user_config=dict(overrides or {}))
     return deployment.bind()
 

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 # A request whose replica died before its first piece is sent again, this many times at most.
 RETRIES_BEFORE_FIRST_PIECE = 2
 WORKER_FAILED = "the inference worker failed"
+STATE = ("loaded", "fetched", "pid", "actor")  # what a replica reports of itself
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,9 @@ class RemoteGenerator:
         self.config = config
         self._handle = None
         self._closed = False
-        self._loaded: dict[str, list[str]] = {}  # replica -> its versions, as last reported
-        self.fetched: dict[str, list[str]] = {}  # replica -> versions it fetched lately
+        # replica -> its state as it reported it last (worker.py's `state`: loaded versions,
+        # versions it fetched lately, its process and actor)
+        self.replicas: dict[str, dict] = {}
         self.metrics = Metrics()
 
     @property
@@ -75,8 +77,8 @@ class RemoteGenerator:
         """The versions the replicas reported loaded in their latest replies (each replica's
         least recently used first)."""
         seen: dict[str, None] = {}
-        for versions in self._loaded.values():
-            seen.update(dict.fromkeys(versions))
+        for state in self.replicas.values():
+            seen.update(dict.fromkeys(state["loaded"]))
         return list(seen)
 
     def use_metrics(self, metrics: Metrics) -> None:
@@ -148,8 +150,7 @@ class RemoteGenerator:
 
     def _note(self, reply: dict) -> None:
         """Keep what a replica reported of itself."""
-        self._loaded[reply["replica"]] = reply["loaded"]
-        self.fetched[reply["replica"]] = reply["fetched"]
+        self.replicas[reply["replica"]] = {key: reply[key] for key in STATE}
 
 
 class RemoteStream:

@@ -38,8 +38,8 @@ RECENT_FETCHES = 64  # how many fetched versions `state` reports
 
 class InferenceWorker:
     """A Serve deployment class (app.py wraps it with `serve.deployment`). Its user_config is
-    the settings it changes from its environment's: Serve hands it to `reconfigure` at start
-    and again on each redeploy that changes it, which then swaps in a new engine in place."""
+    the settings it changes from its environment's: Serve hands it to `reconfigure` at start,
+    which builds the engine (called again, it swaps in a new one in place)."""
 
     def __init__(self):
         self._context = serve.get_replica_context()

@@ -57,13 +57,14 @@ class WorkerApps:
                                                  FLEET_REPLICAS),
                                 name="fleet", route_prefix=None)]
 
-    def fresh_contract(self, key_prefix: str) -> str:
-        """The contract application, its replica now on a new engine that reads the registry
-        under `key_prefix` (Serve's in-place reconfigure: no process starts)."""
+    async def fresh_contract(self, key_prefix: str) -> str:
+        """The contract application, its one replica now on a new engine that reads the
+        registry under `key_prefix`: the replica's own `reconfigure`, as Serve calls it at
+        start with the deployment's user_config (a redeploy would start a new process)."""
         from ray import serve
 
-        serve.run(self._app("contract", CONTRACT, key_prefix, 1), name="contract",
-                  route_prefix=None)
+        overrides = {**self.common, **CONTRACT, "key_prefix": key_prefix}
+        await serve.get_app_handle("contract").reconfigure.remote(overrides)
         return "contract"
 
     def _app(self, name: str, changes: dict, key_prefix: str, replicas: int):

@@ -5,8 +5,6 @@ adapters from the registry itself; `fetched` is what that replica reports it fet
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from conftest import remote_generator
 from generator_contract import (  # noqa: F401 (the contract's tests, run here)
@@ -27,7 +25,7 @@ class ReportedFetches:
         self._generator = generator
 
     def versions(self) -> list[str]:
-        return [v for fetched in self._generator.fetched.values() for v in fetched]
+        return [v for state in self._generator.replicas.values() for v in state["fetched"]]
 
     def __eq__(self, other) -> bool:
         return self.versions() == other
@@ -38,7 +36,7 @@ class ReportedFetches:
 
 @pytest.fixture
 async def generator(worker_apps, store, key_prefix):
-    app = await asyncio.to_thread(worker_apps.fresh_contract, key_prefix)
+    app = await worker_apps.fresh_contract(key_prefix)
     made = remote_generator(app)
     await made.start()
     yield made
