@@ -117,15 +117,24 @@ class RemoteGenerator:
         if "error" in reply:
             raise wire.decode_error(reply)
         self._note(reply)
+        holder = reply["replica"]
         deadline = time.monotonic() + self.config.warm_timeout_s
         while time.monotonic() < deadline:
-            reply = await self._call("holds", version, version)
-            self._note(reply)
-            if reply["holds"]:
+            if await self._routed_to_holder(version, holder):
                 return
-            await asyncio.sleep(0.05)  # Serve's routers learn of the new holder within ~0.1 s
+            await asyncio.sleep(0.05)  # Serve's routers learn of a new holder within ~0.1 s
         log.warning("adapter %s is loaded on a worker, but Serve does not route to it yet",
                     version)
+
+    async def _routed_to_holder(self, version: str, holder: str) -> bool:
+        """Whether this process's Serve router sends `version` to `holder` now."""
+        known = _router_holders(self._handle, version)
+        if known is not None:
+            return holder in known
+        # Without the router's table, ask: a replica answers whether it holds the version.
+        reply = await self._call("holds", version, version)
+        self._note(reply)
+        return reply["holds"]
 
     # --- the wire -------------------------------------------------------------------------------
 
@@ -223,6 +232,19 @@ class RemoteStream:
         except (RayError, RayServeException) as error:
             log.error("inference worker lost: %s", error)
             raise _ReplicaLost() from error
+
+
+def _router_holders(handle, version: str) -> set[str] | None:
+    """The replicas this process's Serve router knows to hold `version` (None: this Ray
+    version keeps its table elsewhere). A replica that answers `holds` may have been picked
+    only because the router knew of no holder yet, so `load` reads the router's own table;
+    it is not public API (checked with Ray 2.60)."""
+    try:
+        table = handle._router._asyncio_router.request_router \
+            ._multiplexed_model_id_to_replica_ids
+    except AttributeError:
+        return None
+    return {replica.unique_id for replica in table.get(version, ())}
 
 
 class _ReplicaLost(Exception):

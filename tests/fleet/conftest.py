@@ -15,12 +15,15 @@ import uuid
 import pytest
 from generator_contract import CONTRACT_SETTINGS
 
+import bot.fleet  # noqa: F401 (sets Ray Serve's routing settings before ray is imported)
 from bot.core.config import load_settings
 
 # The contract's local generators' settings (tests/generator_contract.py).
 CONTRACT = CONTRACT_SETTINGS
-# The application of test_fleet.py: two replicas with room for two adapters each.
+# The application of test_fleet.py: two replicas with room for two adapters each, on a GPT-2
+# still tiny but with room for 1000-token replies that take a while (the kill test's).
 FLEET = dict(temperature=0.0, max_new_tokens=8, max_loaded_adapters=2)
+FLEET_MODEL = dict(n_layer=4, n_embd=128, n_positions=1024)
 FLEET_REPLICAS = 2
 
 
@@ -43,18 +46,19 @@ class WorkerApps:
     """The deployed applications: "contract" (one replica, reconfigured for each contract
     test: `fresh_contract`) and "fleet" (FLEET_REPLICAS replicas on `fleet_prefix`)."""
 
-    def __init__(self, common: dict, fleet_prefix: str):
+    def __init__(self, common: dict, fleet_prefix: str, fleet_model: str):
         self.common = common
         self.fleet = "fleet"
         self.fleet_prefix = fleet_prefix
+        self.fleet_model = fleet_model
 
     def targets(self) -> list:
         from ray import serve
 
         return [serve.RunTarget(target=self._app("contract", CONTRACT, "unused", 1),
                                 name="contract", route_prefix=None),
-                serve.RunTarget(target=self._app("fleet", FLEET, self.fleet_prefix,
-                                                 FLEET_REPLICAS),
+                serve.RunTarget(target=self._app("fleet", {**FLEET, "model_name": self.fleet_model},
+                                                 self.fleet_prefix, FLEET_REPLICAS),
                                 name="fleet", route_prefix=None)]
 
     async def fresh_contract(self, key_prefix: str) -> str:
@@ -77,12 +81,29 @@ class WorkerApps:
 
 
 @pytest.fixture(scope="session")
-def worker_apps(ray_instance, redis_server, tiny_model_dir):
+def fleet_model_dir(tmp_path_factory):
+    from trainer.demo.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("fleet-gpt2"), **FLEET_MODEL)
+
+
+@pytest.fixture(scope="session")
+def fleet_blobs(fleet_model_dir):
+    """Two adapters for the fleet's model."""
+    from adapters_util import make_adapter_bytes
+
+    lora = load_settings(_env_file=None)
+    return {name: make_adapter_bytes(fleet_model_dir, lora, seed=seed)
+            for name, seed in (("v1", 1), ("v2", 2))}
+
+
+@pytest.fixture(scope="session")
+def worker_apps(ray_instance, redis_server, tiny_model_dir, fleet_model_dir):
     from ray import serve
 
     common = dict(redis_url=redis_server.url, model_name=str(tiny_model_dir), device="cpu",
                   model_dtype="float32", torch_threads=1, _env_file=None)
-    apps = WorkerApps(common, "f" + uuid.uuid4().hex[:10])
+    apps = WorkerApps(common, "f" + uuid.uuid4().hex[:10], str(fleet_model_dir))
     serve.run_many(apps.targets())  # returns once every replica is up
     return apps
 
