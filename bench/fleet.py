@@ -43,6 +43,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,7 +161,7 @@ def ttft_p50(results: list) -> float:
     return percentile([r["ttft"] for r in served(results)] or [0.0], 0.5)
 
 
-def start_ray(args, settings, replicas_settings) -> object:
+def start_ray(replicas_settings) -> object:
     import ray
     from ray import serve
 
@@ -184,85 +185,104 @@ async def kill_one_replica(ray, remote) -> str:
     return doomed
 
 
+@dataclass
+class Workload:
+    work: list  # (conversation, adapter version) per request, in sending order
+    sampling: dict
+    gaps: list[float] = field(default_factory=list)  # the Poisson run's gaps (seconds)
+
+
+async def run_local(args, engine, load: Workload, rng: random.Random) -> dict:
+    """The local side; sets the Poisson gaps from its burst's rate."""
+    await engine.start()
+    for version in {version for _, version in load.work}:
+        await engine.load(version)
+    await burst(engine, load.work[:2], load.sampling)  # warm-up
+    elapsed, results = await burst(engine, load.work[:args.burst], load.sampling)
+    rate = tokens_per_s(elapsed, results)
+    arrivals_per_s = args.load * rate / args.max_new_tokens
+    load.gaps = [rng.expovariate(arrivals_per_s) for _ in range(args.arrivals)]
+    arrivals, _ = await poisson(engine, load.work[:args.arrivals], load.gaps, load.sampling)
+    await engine.close()
+    print(f"local : burst {rate:7.1f} tokens/s; Poisson ({arrivals_per_s:.2f} requests/s) "
+          f"TTFT p50 {ttft_p50(arrivals):7.1f} ms, failed "
+          f"{len(arrivals) - len(served(arrivals))}")
+    return {"rate": rate, "ttft": ttft_p50(arrivals)}
+
+
+async def run_remote(args, remote, load: Workload) -> dict:
+    for version in dict.fromkeys(version for _, version in load.work):
+        await remote.load(version)
+    spread = {r: len(s["loaded"]) for r, s in remote.replicas.items()}
+    print(f"adapters per replica after warming: {sorted(spread.values())}")
+    await burst(remote, load.work[:2], load.sampling)  # warm-up
+    elapsed, results = await burst(remote, load.work[:args.burst], load.sampling)
+    arrivals, _ = await poisson(remote, load.work[:args.arrivals], load.gaps, load.sampling)
+    rate = tokens_per_s(elapsed, results)
+    answered = served(results) + served(arrivals)
+    hit = sum(bool(r["held"]) for r in answered) / max(1, len(answered))
+    print(f"remote: burst {rate:7.1f} tokens/s; Poisson TTFT p50 {ttft_p50(arrivals):7.1f} "
+          f"ms, failed {len(arrivals) - len(served(arrivals))}; multiplex hits {hit:.0%} of "
+          f"{len(answered)}")
+    return {"rate": rate, "ttft": ttft_p50(arrivals), "hit": hit}
+
+
+async def run_failover(args, ray, remote, load: Workload) -> dict:
+    results, killed_at = await poisson(remote, load.work[:args.arrivals], load.gaps,
+                                       load.sampling,
+                                       midway=lambda: kill_one_replica(ray, remote))
+    failed = [r for r in results if isinstance(r, BaseException)]
+    after = [r for r in served(results) if r["sent"] > killed_at]
+    recovered = min((r["first"] for r in after), default=float("nan")) - killed_at
+    kinds = sorted({type(r).__name__ for r in failed})
+    print(f"failover: one replica killed mid-run; {len(failed)} of {len(results)} failed "
+          f"({', '.join(kinds) or 'none'}); served again {recovered:.2f} s after the kill; "
+          f"load average {load_average()}")
+    return {"failed": len(failed), "recovered": recovered}
+
+
 async def run(args, workdir: Path) -> int:
     from bot.core.local_redis import LocalRedis
     from bot.core.store import Store
     from bot.engine.engine import Engine
     from bot.fleet.remote import RemoteConfig, RemoteGenerator
 
-    rng = random.Random(args.seed)
     (workdir / "redis").mkdir()
     redis = LocalRedis(workdir / "redis").start()
     try:
         model = model_dir(args.model, workdir)
-        local_settings = settings_for(args, redis.url, model,
-                                      max_loaded_adapters=args.adapters)
+        local_settings = settings_for(args, redis.url, model, max_loaded_adapters=args.adapters)
         store = Store.from_settings(local_settings)
         engine = Engine.from_settings(local_settings, store.registry.blob)
         versions = await publish_adapters(store, engine, args.adapters)
         convos = dialogues(engine.tokenizer, max(args.burst, args.arrivals))
-        sampling = {"max_new_tokens": args.max_new_tokens, "min_new_tokens": args.max_new_tokens}
-        work = [(convos[i % len(convos)], versions[i % len(versions)])
-                for i in range(max(args.burst, args.arrivals))]
+        load = Workload([(convos[i % len(convos)], versions[i % len(versions)])
+                         for i in range(max(args.burst, args.arrivals))],
+                        {"max_new_tokens": args.max_new_tokens,
+                         "min_new_tokens": args.max_new_tokens})
         print(f"machine: {machine()}; load average {load_average()}")
         print(f"model {args.model}: {sum(p.numel() for p in engine.model.parameters()):,} "
               f"parameters; {args.adapters} adapters; {args.max_new_tokens} tokens a reply")
-
-        await engine.start()
-        for version in versions:
-            await engine.load(version)
-        await burst(engine, work[:2], sampling)  # warm-up
-        local_s, local_burst = await burst(engine, work[:args.burst], sampling)
-        local_rate = tokens_per_s(local_s, local_burst)
-        arrivals_per_s = args.load * local_rate / args.max_new_tokens
-        gaps = [rng.expovariate(arrivals_per_s) for _ in range(args.arrivals)]
-        local_poisson, _ = await poisson(engine, work[:args.arrivals], gaps, sampling)
-        await engine.close()
-        print(f"local : burst {local_rate:7.1f} tokens/s; Poisson ({arrivals_per_s:.2f} "
-              f"requests/s) TTFT p50 {ttft_p50(local_poisson):7.1f} ms, failed "
-              f"{len(local_poisson) - len(served(local_poisson))}")
+        local = await run_local(args, engine, load, random.Random(args.seed))
 
         remote_settings = settings_for(args, redis.url, model, max_loaded_adapters=args.slots,
                                        torch_threads=1, worker_replicas=args.replicas,
                                        worker_num_cpus=os.cpu_count() / args.replicas)
         started = time.perf_counter()
-        ray = await asyncio.to_thread(start_ray, args, remote_settings, remote_settings)
+        ray = await asyncio.to_thread(start_ray, remote_settings)
         print(f"Ray Serve up with {args.replicas} replicas in "
               f"{time.perf_counter() - started:.1f} s")
         remote = RemoteGenerator(RemoteConfig(address=None, app_name=remote_settings.ray_app))
         await remote.start()
-        for version in versions:
-            await remote.load(version)
-        spread = {r: len(s["loaded"]) for r, s in remote.replicas.items()}
-        print(f"adapters per replica after warming: {sorted(spread.values())}")
-        await burst(remote, work[:2], sampling)  # warm-up
-        remote_s, remote_burst = await burst(remote, work[:args.burst], sampling)
-        remote_poisson, _ = await poisson(remote, work[:args.arrivals], gaps, sampling)
-        remote_rate = tokens_per_s(remote_s, remote_burst)
-        answered = served(remote_burst) + served(remote_poisson)
-        hit = sum(bool(r["held"]) for r in answered) / max(1, len(answered))
-        print(f"remote: burst {remote_rate:7.1f} tokens/s; Poisson TTFT p50 "
-              f"{ttft_p50(remote_poisson):7.1f} ms, failed "
-              f"{len(remote_poisson) - len(served(remote_poisson))}; multiplex hits "
-              f"{hit:.0%} of {len(answered)}")
-
-        failover, killed_at = await poisson(
-            remote, work[:args.arrivals], gaps, sampling,
-            midway=lambda: kill_one_replica(ray, remote))
-        failed = [r for r in failover if isinstance(r, BaseException)]
-        after = [r for r in served(failover) if r["sent"] > killed_at]
-        recovered = min((r["first"] for r in after), default=float("nan")) - killed_at
-        kinds = sorted({type(r).__name__ for r in failed})
-        print(f"failover: one replica killed mid-run; {len(failed)} of {len(failover)} "
-              f"failed ({', '.join(kinds) or 'none'}); served again {recovered:.2f} s after "
-              f"the kill; load average {load_average()}")
+        served_remote = await run_remote(args, remote, load)
+        failover = await run_failover(args, ray, remote, load)
         await remote.close()
         ray.shutdown()
-        print(f"remote_ratio={remote_rate / local_rate:.2f} "
-              f"ttft_overhead_ms={ttft_p50(remote_poisson) - ttft_p50(local_poisson):.1f} "
-              f"multiplex_hit={hit:.2f} failover_failed={len(failed)} "
-              f"recovered_s={recovered:.2f}")
         await store.close()
+        print(f"remote_ratio={served_remote['rate'] / local['rate']:.2f} "
+              f"ttft_overhead_ms={served_remote['ttft'] - local['ttft']:.1f} "
+              f"multiplex_hit={served_remote['hit']:.2f} "
+              f"failover_failed={failover['failed']} recovered_s={failover['recovered']:.2f}")
     finally:
         redis.close()
     return 0

@@ -117,7 +117,8 @@ class InferenceWorker:
     async def load(self, version: str, sha256: str | None = None) -> dict:
         """Generator.load on this replica: the replica's state, or a wire error."""
         try:
-            await self._hold(version)
+            if version != BASE_VERSION:
+                await self._hold(version)
             await self.engine.load(version, sha256)  # reloads when the bytes changed
         except Exception as error:
             return wire.encode_error(error)
