@@ -1,6 +1,6 @@
-"""One local Ray instance for the whole test run, and the inference worker applications the
-fleet tests use, all deployed at once when the first test asks (their replicas import torch and
-load the tiny model in parallel, which is most of the time these tests take).
+"""One local Ray instance for the whole test run, and the two inference worker applications
+the fleet tests use, deployed together when the first test asks (their replicas import torch
+and load their models in parallel, which is most of the time these tests take).
 
 Replicas reserve no CPU (WORKER_NUM_CPUS=0) and run one torch thread, so a 2-core machine holds
 them all. Each contract test reconfigures the contract application's replica in place onto its

@@ -12,7 +12,7 @@ import signal
 import pytest
 from conftest import remote_generator
 from generator_contract import HELLO, publish
-from store_util import TENANT, exchange_count
+from store_util import TENANT, exchange_count, raw_redis
 from stream_util import RecordingSink
 
 from bot.core.dialogue import Turn
@@ -33,7 +33,7 @@ HANG_S = 120  # a call still running after this long is hung
 @pytest.fixture
 async def fleet_store(worker_apps, store):
     """The store on the fleet application's key prefix (what its replicas read)."""
-    fleet = Store(store._redis, prefix=worker_apps.fleet_prefix, user_secret="fleet-tests",
+    fleet = Store(raw_redis(store), prefix=worker_apps.fleet_prefix, user_secret="fleet-tests",
                   home_tenant=TENANT)
     await fleet.ping()
     return fleet
