@@ -2,7 +2,9 @@
 the terminal through the same path, without Discord; `python -m bot servers` holds the
 operator's acts across servers; `python -m bot sync` registers the slash commands with Discord
 (on demand: `run` never does) and `python -m bot commands --json` prints what it would send;
-`python -m bot check` checks the settings, Redis and MODEL_NAME without serving."""
+`python -m bot check` checks the settings, Redis and MODEL_NAME without serving; `python -m bot
+worker` serves the model to other processes as inference workers on Ray Serve (GENERATOR=ray in
+the front ends; needs the `fleet` extra)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ def parse_args(argv: list[str] | None):
     sub.add_parser("check", help="check the settings, Redis (reachable, schema, eviction "
                                  "policy) and that MODEL_NAME is there, then exit")
     sub.add_parser("run", help="serve Discord (needs DISCORD_TOKEN and USER_HASH_SECRET)")
+    sub.add_parser("worker", help="serve the model as inference workers on Ray Serve "
+                                  "(RAY_ADDRESS, WORKER_REPLICAS; front ends set GENERATOR=ray)")
     console = sub.add_parser("console", help="chat in the terminal; reads standard input")
     console.add_argument("--guild", type=int, default=None,
                          help="the server to act in (default: HOME_GUILD_ID, else 0)")
@@ -73,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_main(run_bot(settings), settings, "bot run", interrupted=0)
     if args.command == "check":
         return run_main(_check(settings), settings, "bot check")
+    if args.command == "worker":
+        return run_main(_worker(settings), settings, "bot worker", interrupted=0)
     if args.command == "servers":
         return run_main(_servers(settings, args), settings, "bot servers")
     if args.command in ("sync", "commands"):
@@ -125,6 +131,15 @@ async def _check(settings) -> int:
     await asyncio.to_thread(ensure_model, settings.model_name)
     print(f"model: MODEL_NAME={settings.model_name} is there to load")
     return 0
+
+
+async def _worker(settings) -> int:
+    try:
+        from bot.fleet.app import run_worker  # imports ray only here
+    except ImportError:
+        print("error: `bot worker` needs Ray Serve: pip install -e '.[fleet]'", file=sys.stderr)
+        return 2
+    return await run_worker(settings)
 
 
 async def _servers(settings, args) -> int:

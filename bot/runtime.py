@@ -8,7 +8,8 @@
 Entering connects to Redis (checking the schema and its eviction policy, moving old data
 once), runs the front end's `preflight` (the Discord login), finds MODEL_NAME (one clear line
 when it is missing; bot/core/model_source.py), loads the model off the event loop with the
-registry as its adapter source, starts it, loads every server's adapter and starts following
+registry as its adapter source (GENERATOR=ray: connects to the inference workers instead,
+bot/fleet/remote.py), starts it, loads every server's adapter and starts following
 the registry; with METRICS_PORT set it serves its Prometheus metrics (bot/core/metrics.py)
 meanwhile. Leaving stops them in reverse order. The Discord bot, the
 console and the demo all run inside one and build none of these themselves.
@@ -35,7 +36,12 @@ log = logging.getLogger(__name__)
 
 
 def load_engine(settings, adapter_source: AdapterSource) -> Generator:
-    """The local engine for MODEL_NAME (imports torch, so only when a process generates)."""
+    """The local engine for MODEL_NAME (imports torch, so only when a process generates), or
+    with GENERATOR=ray the inference workers on Ray Serve (imports ray only then)."""
+    if settings.generator == "ray":
+        from bot.fleet.remote import RemoteConfig, RemoteGenerator
+
+        return RemoteGenerator(RemoteConfig.from_settings(settings), adapter_source)
     from bot.core.generation import GenerationConfig
     from bot.engine.engine import Engine
 
@@ -75,12 +81,12 @@ class Runtime:
             await self.store.ping()
             if self._preflight is not None:
                 await self._preflight()
-            if self._given_generator is None:
+            if self._given_generator is None and self.settings.generator == "local":
                 await asyncio.to_thread(ensure_model, self.settings.model_name)
             self.generator = self._given_generator or await asyncio.to_thread(
                 load_engine, self.settings, self.store.registry.blob)
             await self.generator.start()
-            if hasattr(self.generator, "use_metrics"):  # a remote generator has its own
+            if hasattr(self.generator, "use_metrics"):
                 self.generator.use_metrics(self.metrics)
             self._wire(self.store, self.generator)
             self._follower = asyncio.create_task(self.router.follow(self._announce),

@@ -133,6 +133,14 @@ class Settings(BaseSettings):
     # --- CPU serving (bot/engine/serving_model.py) ------------------------------------------------
     torch_threads: int | None = Field(None, ge=1, le=1024)  # None: torch's default
 
+    # --- inference workers on Ray Serve (bot/fleet/) ------------------------------------------
+    generator: Literal["local", "ray"] = "local"  # ray: replies come from `bot worker`s
+    ray_address: str | None = None  # None: `bot worker` starts a local Ray instance
+    ray_app: str = Field("lbot-inference", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    worker_replicas: int = Field(1, ge=1, le=1024)
+    worker_num_cpus: float = Field(1.0, ge=0.0)
+    worker_num_gpus: float = Field(0.0, ge=0.0)
+
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
@@ -169,7 +177,7 @@ class Settings(BaseSettings):
             raise ValueError("must name at least one module, e.g. c_attn")
         return ",".join(names)
 
-    @field_validator("discord_token", "admin_role", mode="before")
+    @field_validator("discord_token", "admin_role", "ray_address", mode="before")
     @classmethod
     def _empty_is_unset(cls, value):
         return None if value == "" else value
@@ -209,6 +217,9 @@ class Settings(BaseSettings):
     def _reply_fits(self) -> Settings:
         if self.batch_max_size > self.queue_max:
             raise ValueError("BATCH_MAX_SIZE must not exceed QUEUE_MAX")
+        if self.generator == "ray" and self.ray_address is None:
+            raise ValueError("GENERATOR=ray needs RAY_ADDRESS (the Ray head where `bot worker` "
+                             "serves, e.g. ray://head:10001 or auto)")
         return self
 
     @model_validator(mode="after")

@@ -1,22 +1,23 @@
-"""What every Generator promises (bot/core/generation.py), checked on each implementation: the
-real engine on the tiny GPT-2 and the FakeGenerator the front-end tests use. Adapters come
-from a real registry in Redis, the source each generator is built with."""
+"""The Generator contract (tests/generator_contract.py) on the local implementations: the real
+engine on the tiny GPT-2 and the FakeGenerator the front-end tests use. Adapters come from a
+real registry in Redis, the source each generator is built with."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from fake_generator import FakeGenerator
-from store_util import TENANT
+from generator_contract import (  # noqa: F401 (the contract's tests, run here)
+    CONTRACT_SETTINGS,
+    test_a_closed_generator_refuses_work,
+    test_a_full_queue_refuses_with_engine_busy_and_serves_the_rest,
+    test_a_version_the_source_does_not_know_is_refused_and_fails_only_its_requests,
+    test_bytes_that_do_not_fit_the_model_are_refused_and_nothing_changes,
+    test_the_pieces_join_to_the_reply_of_the_version_asked_for,
+    test_versions_load_from_the_source_once_and_the_least_recently_used_goes,
+)
 
-from bot.core.adapter_io import AdapterLoadError
-from bot.core.dialogue import Turn
-from bot.core.generation import EngineBusy, Generation, GenerationConfig, GenerationFailed
-from bot.core.store import AdapterRecord, UnknownAdapter
+from bot.core.generation import GenerationConfig
 from bot.engine.engine import Engine
-
-HELLO = [Turn("user", "hello, how are you?")]
 
 
 @pytest.fixture
@@ -27,9 +28,7 @@ def fetched() -> list[str]:
 
 @pytest.fixture(params=["engine", "fake"])
 async def generator(request, settings, store, fetched):
-    config = GenerationConfig.from_settings(settings.model_copy(update={
-        "temperature": 0.0, "max_new_tokens": 8, "queue_max": 2, "batch_max_size": 1,
-        "max_loaded_adapters": 2}))
+    config = GenerationConfig.from_settings(settings.model_copy(update=CONTRACT_SETTINGS))
 
     async def source(version: str) -> bytes:
         fetched.append(version)
@@ -40,79 +39,3 @@ async def generator(request, settings, store, fetched):
     await made.start()
     yield made
     await made.close()
-
-
-async def publish(store, settings, blob: bytes) -> str:
-    """A version of the test server's, in the registry (not activated: nothing serves it)."""
-    registry = store.tenant(TENANT).registry
-    record = await registry.save(AdapterRecord(base_model=settings.model_name), blob)
-    return record.version
-
-
-async def test_the_pieces_join_to_the_reply_of_the_version_asked_for(generator, store, settings,
-                                                                    blobs):
-    v1 = await publish(store, settings, blobs["v1"])
-    for version in ("base", v1):
-        stream = generator.stream(HELLO, adapter=version)
-        pieces = [piece async for piece in stream]
-        assert pieces and "".join(pieces) == stream.generation.text
-        assert stream.generation.adapter_version == version
-    whole = await generator.generate(HELLO, adapter=v1)
-    assert isinstance(whole, Generation) and whole.text and whole.adapter_version == v1
-    assert whole.prompt.startswith("<user> hello") and whole.reply_tokens >= 1
-
-
-async def test_versions_load_from_the_source_once_and_the_least_recently_used_goes(
-        generator, store, settings, blobs, tiny_model_dir, fetched):
-    from adapters_util import make_adapter_bytes
-
-    v1, v2 = await publish(store, settings, blobs["v1"]), await publish(store, settings,
-                                                                        blobs["v2"])
-    v3 = await publish(store, settings, make_adapter_bytes(tiny_model_dir, settings, seed=3))
-    await generator.load(v1)
-    await generator.load(v1)  # loaded: nothing is fetched again
-    assert fetched == [v1] and generator.loaded_versions == [v1]
-    await generator.load(v2)
-    await generator.load(v3)  # room for two: v1, the least recently used, goes
-    assert generator.loaded_versions == [v2, v3]
-    # An evicted version comes back on demand for its request.
-    assert (await generator.generate(HELLO, adapter=v1)).adapter_version == v1
-    assert fetched == [v1, v2, v3, v1] and generator.loaded_versions == [v3, v1]
-
-
-async def test_a_version_the_source_does_not_know_is_refused_and_fails_only_its_requests(
-        generator):
-    with pytest.raises(UnknownAdapter):
-        await generator.load("v404")
-    assert generator.loaded_versions == []
-    outcomes = await asyncio.gather(generator.generate(HELLO, adapter="v404"),
-                                    generator.generate(HELLO), return_exceptions=True)
-    assert isinstance(outcomes[0], GenerationFailed) and "v404" in str(outcomes[0])
-    assert outcomes[1].adapter_version == "base"
-
-
-@pytest.mark.parametrize(("blob_name", "reason"), [("garbage", "safetensors"),
-                                                   ("other", "trained on")])
-async def test_bytes_that_do_not_fit_the_model_are_refused_and_nothing_changes(
-        generator, store, settings, blobs, blob_name, reason):
-    v1 = await publish(store, settings, blobs["v1"])
-    await generator.load(v1)
-    bad = {"garbage": b"\x00not an adapter at all" * 10}.get(blob_name) or blobs[blob_name]
-    refused = await publish(store, settings, bad)
-    with pytest.raises(AdapterLoadError, match=reason):
-        await generator.load(refused)
-    assert generator.loaded_versions == [v1]
-
-
-async def test_a_full_queue_refuses_with_engine_busy_and_serves_the_rest(generator):
-    outcomes = await asyncio.gather(*(generator.generate([Turn("user", f"hi {n}")])
-                                      for n in range(30)), return_exceptions=True)
-    busy = [o for o in outcomes if isinstance(o, EngineBusy)]
-    served = [o for o in outcomes if isinstance(o, Generation)]
-    assert busy and served and len(busy) + len(served) == len(outcomes), outcomes
-
-
-async def test_a_closed_generator_refuses_work(generator):
-    await generator.close()
-    with pytest.raises(GenerationFailed):
-        await generator.generate(HELLO)

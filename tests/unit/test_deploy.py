@@ -344,3 +344,38 @@ def test_dockerfile_copies_what_exists_and_bakes_in_no_setting():
     assert pyproject["readme"] in copied
     ignored = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
     assert ".env" in ignored and "**/.env" in ignored
+
+
+# --- the fleet profile (inference workers on Ray Serve) ----------------------------------------
+
+def test_compose_fleet_profile_runs_the_workers_on_gpus_and_the_bot_as_a_ray_front_end():
+    services = compose()["services"]
+    head, worker, front = (services[n] for n in ("ray-head", "ray-worker", "bot-fleet"))
+    for spec in (head, worker, front):
+        assert spec["profiles"] == ["fleet"] and spec["env_file"] == ".env"
+        assert set(spec["environment"]) == SETTING_NAMES
+    assert "ray start --head --port=6380" in head["command"][-1]
+    assert head["command"][-1].endswith("exec python -m bot worker")
+    assert head["environment"]["RAY_ADDRESS"] == "auto" and head["deploy"] == {}
+    assert head["environment"]["WORKER_NUM_GPUS"] == "1"
+    assert worker["command"][:3] == ["ray", "start", "--address=ray-head:6380"]
+    assert worker["deploy"]["resources"]["reservations"]["devices"][0]["count"] == 1
+    assert "--address=ray-head:6380" in front["command"][-1]
+    assert front["command"][-1].endswith("exec python -m bot run")
+    assert front["environment"]["GENERATOR"] == "ray" and front["deploy"] == {}
+    # The default stack stays one bot with the engine inside.
+    assert "profiles" not in services["bot"]
+    assert services["bot"]["environment"]["GENERATOR"] == "${GENERATOR:-local}"
+
+
+@pytest.mark.parametrize("name", ["ray-head", "ray-worker", "bot-worker"])
+def test_systemd_fleet_units_use_the_env_file(name):
+    parsed = unit(f"{name}.service")["Service"]
+    assert parsed["EnvironmentFile"] == "/etc/learning-bot/env"
+    assert parsed["Restart"] == "on-failure" and parsed["User"] not in ("", "root")
+    program, *args = parsed["ExecStart"].split()
+    assert program.startswith("/opt/learning-bot/venv/bin/")
+    if name == "bot-worker":
+        assert args == ["-m", "bot", "worker"]
+    else:
+        assert args[0] == "start" and "--block" in args

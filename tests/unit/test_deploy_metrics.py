@@ -40,10 +40,20 @@ def dashboard_queries() -> list[str]:
 def test_prometheus_scrapes_the_bot_and_the_trainer_on_their_metrics_port():
     services = compose()["services"]
     jobs = scrape_jobs()
-    assert set(jobs) == {"bot", "trainer"}
-    for name, targets in jobs.items():
+    assert set(jobs) == {"bot", "trainer", "fleet"}
+    for name in ("bot", "trainer"):
         port = services[name]["environment"]["METRICS_PORT"]
-        assert targets == [f"{name}:{port}"]
+        assert jobs[name] == [f"{name}:{port}"]
+
+
+def test_prometheus_scrapes_the_fleet_front_end_and_workers_on_their_metrics_port():
+    services = compose()["services"]
+    fleet = [name for name, spec in services.items() if spec.get("profiles") == ["fleet"]]
+    assert sorted(fleet) == ["bot-fleet", "ray-head", "ray-worker"]
+    # ray-head only deploys; the bot and the replicas on the workers generate and report.
+    assert scrape_jobs()["fleet"] == [
+        f"{name}:{services[name]['environment']['METRICS_PORT']}"
+        for name in ("bot-fleet", "ray-worker")]
 
 
 def test_the_prometheus_service_reads_that_config_and_listens_on_this_host_only():

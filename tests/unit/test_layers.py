@@ -68,6 +68,14 @@ def test_the_trainer_uses_only_the_core_of_the_bot():
                      skip="trainer/demo") == {}
 
 
+def test_only_the_fleet_imports_ray():
+    """The embedded default (the local engine: `make demo`, the console, a one-box install)
+    needs no Ray; bot/runtime.py reaches bot/fleet only for GENERATOR=ray."""
+    assert offenders("bot", ("ray",), skip="bot/fleet") == {}
+    assert offenders("trainer", ("ray",)) == {}
+    assert offenders("bot/engine", ("bot.fleet",)) == {}
+
+
 def test_the_bot_never_imports_the_trainer():
     assert offenders("bot", ("trainer",)) == {}
 
