@@ -218,8 +218,8 @@ class Settings(BaseSettings):
         if self.batch_max_size > self.queue_max:
             raise ValueError("BATCH_MAX_SIZE must not exceed QUEUE_MAX")
         if self.generator == "ray" and self.ray_address is None:
-            raise ValueError("GENERATOR=ray needs RAY_ADDRESS (the Ray head where `bot worker` "
-                             "serves, e.g. ray://head:10001 or auto)")
+            raise ValueError("GENERATOR=ray needs RAY_ADDRESS: auto, on a node of the Ray "
+                             "cluster where `bot worker` serves (ray:// cannot stream replies)")
         return self
 
     @model_validator(mode="after")
