@@ -116,12 +116,16 @@ async def burst(ask, items) -> tuple[float, list[dict]]:
 
 async def poisson(ask, items, gaps, midway=None) -> list:
     """Send item i at the sum of the first i gaps; start `midway` (a coroutine function) once
-    half of them have been sent, beside the arrivals: they keep their times while it runs."""
+    half of them have been sent, beside the arrivals: they keep their times while it runs,
+    except the last one, which waits for it when it is still running (so at least one request
+    comes after it, however slow the machine)."""
     started = time.perf_counter()
     at, tasks, beside = 0.0, [], None
     for index, (item, gap) in enumerate(zip(items, gaps, strict=True)):
         at += gap
         await asyncio.sleep(max(0.0, started + at - time.perf_counter()))
+        if beside is not None and index == len(items) - 1:
+            await beside
         tasks.append(asyncio.create_task(ask(item)))
         if midway is not None and index == len(items) // 2:
             beside = asyncio.create_task(midway())
