@@ -1,6 +1,6 @@
-"""The engine tests' settings, adapter source, a started engine and a slowed one, shared by
-test_engine.py, test_engine_scheduler.py and test_engine_int8.py (each asks for the reply
-length it relies on)."""
+"""The engine tests' settings, adapter source, a started engine, a slowed one and streams
+across hot swaps, shared by test_engine.py, test_engine_scheduler.py and test_engine_int8.py
+(each asks for the reply length it relies on)."""
 
 from __future__ import annotations
 
@@ -60,3 +60,24 @@ def slow_down(engine: Engine, seconds: float):
 
 async def collect(stream) -> list[str]:
     return [piece async for piece in stream]
+
+
+async def stream_across_swaps(engine: Engine, turns, rows: int = 40) -> list:
+    """`rows` streams of `turns` started 10 ms apart, each on the version serving when it
+    starts, while `swap_through` moves that version (forward passes slowed, so rows overlap
+    the loads); (pieces, generation) per row. Any failed row raises."""
+    serving = {"version": "base"}
+    hook = slow_down(engine, 0.002)
+
+    async def one(delay: float):
+        await asyncio.sleep(delay)
+        stream = engine.stream(turns, adapter=serving["version"])
+        pieces = await collect(stream)
+        return pieces, stream.generation
+
+    try:
+        tasks = [asyncio.create_task(one(i * 0.01)) for i in range(rows)]
+        await swap_through(engine, serving)
+        return await asyncio.gather(*tasks)
+    finally:
+        hook.remove()

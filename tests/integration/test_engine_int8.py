@@ -7,12 +7,11 @@ tests state the agreement they require instead of exact equality.
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 import torch
-from engine_util import collect, engine_settings, running_engine, slow_down, swap_through
+from engine_util import engine_settings, running_engine, stream_across_swaps
 from paths import REPO
 
 from bot.core.dialogue import Turn
@@ -85,21 +84,7 @@ async def test_int8_swaps_mid_stream_fail_nothing_and_versions_are_true(settings
         for version in ("v1", "v2"):
             await engine.load(version)
         engine._adapters.capacity = 1  # loads evict while rows stream
-        serving = {"version": "base"}
-        hook = slow_down(engine, 0.002)
-
-        async def one(delay: float):
-            await asyncio.sleep(delay)
-            stream = engine.stream(HELLO, adapter=serving["version"])
-            pieces = await collect(stream)
-            return pieces, stream.generation
-
-        try:
-            tasks = [asyncio.create_task(one(i * 0.01)) for i in range(40)]
-            await swap_through(engine, serving)
-            results = await asyncio.gather(*tasks)  # any failure would raise here
-        finally:
-            hook.remove()
+        results = await stream_across_swaps(engine, HELLO)
     # Which adapter each row really ran is checked above at the logits: the random tiny
     # model's near-ties make int8's greedy text differ from the batch-alone text too often
     # (23 of 40 equal when measured) for a text comparison to prove it.

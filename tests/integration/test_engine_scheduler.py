@@ -13,7 +13,7 @@ from engine_util import (
     engine_settings,
     running_engine,
     slow_down,
-    swap_through,
+    stream_across_swaps,
 )
 
 from bot.core.dialogue import Turn, extract_reply
@@ -157,21 +157,7 @@ async def test_loads_and_swaps_mid_stream_fail_nothing_and_versions_are_true(eng
     # Room for one adapter: loads evict, and evicted versions come back on demand, while
     # rows stream.
     engine._adapters.capacity = 1
-    serving = {"version": "base"}
-    hook = slow_down(engine, 0.002)
-
-    async def one(delay: float):
-        await asyncio.sleep(delay)
-        stream = engine.stream(HELLO, adapter=serving["version"])
-        pieces = await collect(stream)
-        return pieces, stream.generation
-
-    try:
-        tasks = [asyncio.create_task(one(i * 0.01)) for i in range(40)]
-        await swap_through(engine, serving)
-        results = await asyncio.gather(*tasks)  # any failure would raise here
-    finally:
-        hook.remove()
+    results = await stream_across_swaps(engine, HELLO)
     seen = set()
     for pieces, generation in results:
         assert "".join(pieces) == generation.text == alone[generation.adapter_version]
