@@ -21,13 +21,10 @@ threads_max_vs_1 the most threads' over 1 thread's (best type, middle batch).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import platform
-import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from generate import dialogues  # noqa: E402  (bench/generate.py)
-from models import build_model_dir  # noqa: E402  (bench/models.py)
+from models import build_model_dir, run_in_workdir  # noqa: E402  (bench/models.py)
 from quantize import burst, load_average  # noqa: E402  (bench/quantize.py)
 
 
@@ -117,11 +114,7 @@ async def run(args, workdir: Path) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="bench-batch-"))
-    try:
-        return asyncio.run(run(args, workdir))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    return run_in_workdir(run, args, "bench-batch-")
 
 
 if __name__ == "__main__":

@@ -39,9 +39,7 @@ import argparse
 import asyncio
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +54,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local instance
 
 from generate import dialogues, percentile  # noqa: E402  (bench/generate.py)
 from load import load_average, machine, quiet_libraries  # noqa: E402  (bench/load.py)
-from models import build_model_dir  # noqa: E402  (bench/models.py)
+from models import build_model_dir, run_in_workdir  # noqa: E402  (bench/models.py)
+from serve import timed_stream  # noqa: E402  (bench/serve.py)
 
 import bot.fleet  # noqa: E402,F401  (Ray Serve's routing settings, before ray is imported)
 
@@ -115,21 +114,9 @@ async def publish_adapters(store, engine, count: int) -> list[str]:
             for n in range(count)]
 
 
-async def ask(generator, convo, version: str, sampling: dict) -> dict:
-    started = time.perf_counter()
-    stream = generator.stream(convo, adapter=version, **sampling)
-    first = None
-    async for _ in stream:
-        first = first or time.perf_counter()
-    done = time.perf_counter()
-    return {"sent": started, "first": first or done, "ttft": ((first or done) - started) * 1000,
-            "tokens": stream.generation.reply_tokens, "held": getattr(stream, "held", None),
-            "done": done}
-
-
 async def burst(generator, work: list, sampling: dict) -> tuple[float, list]:
     started = time.perf_counter()
-    results = await asyncio.gather(*(ask(generator, c, v, sampling) for c, v in work),
+    results = await asyncio.gather(*(timed_stream(generator, c, v, sampling) for c, v in work),
                                    return_exceptions=True)
     return time.perf_counter() - started, results
 
@@ -142,7 +129,7 @@ async def poisson(generator, work: list, gaps: list[float], sampling: dict,
     for index, ((convo, version), gap) in enumerate(zip(work, gaps, strict=True)):
         at += gap
         await asyncio.sleep(max(0.0, started + at - time.perf_counter()))
-        tasks.append(asyncio.create_task(ask(generator, convo, version, sampling)))
+        tasks.append(asyncio.create_task(timed_stream(generator, convo, version, sampling)))
         if midway is not None and index == len(work) // 2:
             midway_at = time.perf_counter()
             await midway()
@@ -291,11 +278,7 @@ async def run(args, workdir: Path) -> int:
 def main(argv=None) -> int:
     args = parse_args(argv)
     quiet_libraries()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
-    try:
-        return asyncio.run(run(args, workdir))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    return run_in_workdir(run, args, "bench-fleet-")
 
 
 if __name__ == "__main__":

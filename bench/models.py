@@ -1,7 +1,11 @@
-"""The models the serving benches run on, built here (nothing is downloaded)."""
+"""The models the serving benches run on, built here (nothing is downloaded), and the temporary
+folder they are built in."""
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,3 +42,13 @@ def pretrained_demo_model(say=print) -> str:
     steps = PRETRAIN_STEPS["quick"]
     home = PRETRAINED_CACHE / recipe_digest(demo_recipe(pretrain_text(), steps))
     return tiny_demo_model(home, say, steps=steps)
+
+
+def run_in_workdir(run, args, prefix: str) -> int:
+    """`asyncio.run(run(args, workdir))` in a new temporary folder (the built models go there),
+    removed at the end whatever happens."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        return asyncio.run(run(args, workdir))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

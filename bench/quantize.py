@@ -31,10 +31,8 @@ import asyncio
 import json
 import os
 import platform
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from generate import dialogues  # noqa: E402  (bench/generate.py)
-from models import build_model_dir, pretrained_demo_model  # noqa: E402  (bench/models.py)
+from models import build_model_dir, pretrained_demo_model, run_in_workdir  # noqa: E402  (bench/models.py)
 
 SUPPORT = ROOT / "trainer" / "data" / "support_dialogues.jsonl"
 
@@ -185,11 +183,7 @@ async def run(args, workdir: Path) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="bench-quantize-"))
-    try:
-        return asyncio.run(run(args, workdir))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    return run_in_workdir(run, args, "bench-quantize-")
 
 
 if __name__ == "__main__":

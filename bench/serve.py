@@ -96,16 +96,20 @@ def parse_args(argv=None):
     return args
 
 
-async def ask_engine(engine, convo, adapter: str, sampling: dict) -> dict:
+async def timed_stream(generator, convo, adapter: str, sampling: dict) -> dict:
+    """One reply streamed from `generator` (the engine, or bench/fleet.py's remote one), timed:
+    perf_counter marks (sent, first piece, done), TTFT and latency in ms, tokens, the version
+    that answered, and `held` where the stream reports it."""
     started = time.perf_counter()
-    stream = engine.stream(convo, adapter=adapter, **sampling)
+    stream = generator.stream(convo, adapter=adapter, **sampling)
     first = None
     async for _ in stream:
         first = first or time.perf_counter()
     done = time.perf_counter()
-    return {"ttft": ((first or done) - started) * 1000, "latency": (done - started) * 1000,
+    return {"sent": started, "first": first or done, "done": done,
+            "ttft": ((first or done) - started) * 1000, "latency": (done - started) * 1000,
             "tokens": stream.generation.reply_tokens,
-            "version": stream.generation.adapter_version}
+            "version": stream.generation.adapter_version, "held": getattr(stream, "held", None)}
 
 
 async def burst(ask, items) -> tuple[float, list[dict]]:
@@ -221,7 +225,7 @@ async def run_burst(args, servers: Servers, model_dir: str) -> dict:
     bursts = {"static": lambda: burst(servers.static.ask, servers.prompt_ids[:n])}
     for name, e in servers.engines:
         bursts[name] = lambda e=e: burst(
-            lambda c: ask_engine(e, c, "base", servers.sampling), servers.convos[:n])
+            lambda c: timed_stream(e, c, "base", servers.sampling), servers.convos[:n])
     runs: dict[str, list] = {name: [] for name in bursts}
     ct2 = ctranslate2_runner(model_dir, servers.prompt_ids[:n], servers.static.tokenizer,
                              args.max_new_tokens)
@@ -274,7 +278,7 @@ async def run_poisson(args, servers: Servers, capacity: float) -> dict:
         adapter["ms"] = (time.perf_counter() - started) * 1000
 
     engine_results = await poisson(
-        lambda i: ask_engine(engine, servers.convos[i], adapter["version"], servers.sampling),
+        lambda i: timed_stream(engine, servers.convos[i], adapter["version"], servers.sampling),
         items, gaps, swap)
     st, en = figures(static_results), figures(engine_results)
     served = Counter(r["version"] for r in engine_results if not isinstance(r, BaseException))
