@@ -107,8 +107,3 @@ def worker_apps(ray_instance, redis_server, tiny_model_dir, fleet_model_dir):
     serve.run_many(apps.targets())  # returns once every replica is up
     return apps
 
-
-def remote_generator(app: str):
-    from bot.fleet.remote import RemoteConfig, RemoteGenerator
-
-    return RemoteGenerator(RemoteConfig(address=None, app_name=app))

@@ -10,7 +10,7 @@ import os
 import signal
 
 import pytest
-from conftest import remote_generator
+from fleet_util import remote_generator
 from generator_contract import HELLO, publish
 from store_util import TENANT, exchange_count, raw_redis
 from stream_util import RecordingSink

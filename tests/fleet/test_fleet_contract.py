@@ -6,7 +6,7 @@ adapters from the registry itself; `fetched` is what that replica reports it fet
 from __future__ import annotations
 
 import pytest
-from conftest import remote_generator
+from fleet_util import remote_generator
 from generator_contract import (  # noqa: F401 (the contract's tests, run here)
     test_a_closed_generator_refuses_work,
     test_a_full_queue_refuses_with_engine_busy_and_serves_the_rest,
