@@ -22,7 +22,13 @@ from stream_util import ScriptedStream
 from bot.core import dialogue
 from bot.core.adapter_io import AdapterLoadError, parse_adapter
 from bot.core.dialogue import Turn
-from bot.core.generation import BASE_VERSION, EngineBusy, Generation, GenerationFailed
+from bot.core.generation import (
+    BASE_VERSION,
+    EngineBusy,
+    Generation,
+    GenerationFailed,
+    consumed,
+)
 
 if TYPE_CHECKING:
     from bot.core.generation import AdapterSource, GenerationConfig
@@ -96,10 +102,7 @@ class FakeGenerator:
 
     async def generate(self, turns: list[Turn], style: str | None = None, *,
                        adapter: str = BASE_VERSION, **overrides) -> Generation:
-        stream = self.stream(turns, style, adapter=adapter, **overrides)
-        async for _ in stream:
-            pass
-        return stream.generation
+        return await consumed(self.stream(turns, style, adapter=adapter, **overrides))
 
     async def load(self, version: str, sha256: str | None = None) -> None:
         if version in self._loaded:

@@ -23,7 +23,8 @@ BASE_VERSION = "base"  # the one name for "no adapter": the base model serves
 AdapterSource = Callable[[str], Awaitable[bytes]]
 
 __all__ = ["BASE_VERSION", "AdapterLoadError", "AdapterSource", "EngineBusy", "Generation",
-           "GenerationConfig", "GenerationFailed", "Generator", "PromptTooLong", "ReplyStream"]
+           "GenerationConfig", "GenerationFailed", "Generator", "PromptTooLong", "ReplyStream",
+           "consumed"]
 
 
 class AdapterLoadError(ValueError):
@@ -93,6 +94,13 @@ class ReplyStream(Protocol):
     generation: Generation | None
 
     def __aiter__(self) -> AsyncIterator[str]: ...
+
+
+async def consumed(stream: ReplyStream) -> Generation:
+    """`stream` read to its end: its Generation (every Generator's `generate`)."""
+    async for _ in stream:
+        pass
+    return stream.generation
 
 
 @runtime_checkable

@@ -44,6 +44,7 @@ from bot.core.generation import (
     Generation,
     GenerationConfig,
     GenerationFailed,
+    consumed,
 )
 from bot.core.metrics import Metrics
 from bot.core.reply_decoder import ReplyDecoder, TokenBytes
@@ -208,10 +209,7 @@ class Engine:
         the adapter cannot be loaded, and ValueError/PromptTooLong for a dialogue that cannot be
         served.
         """
-        stream = self.stream(turns, style, adapter=adapter, **overrides)
-        async for _ in stream:
-            pass
-        return stream.generation
+        return await consumed(self.stream(turns, style, adapter=adapter, **overrides))
 
     def stream(self, turns: list[Turn], style: str | None = None, *,
                adapter: str = BASE_VERSION, **overrides) -> PieceStream:

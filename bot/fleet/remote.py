@@ -35,6 +35,7 @@ from bot.core.generation import (
     EngineBusy,
     Generation,
     GenerationFailed,
+    consumed,
 )
 from bot.core.metrics import Metrics
 from bot.fleet import wire
@@ -100,10 +101,7 @@ class RemoteGenerator:
 
     async def generate(self, turns: list[Turn], style: str | None = None, *,
                        adapter: str = BASE_VERSION, **overrides) -> Generation:
-        stream = self.stream(turns, style, adapter=adapter, **overrides)
-        async for _ in stream:
-            pass
-        return stream.generation
+        return await consumed(self.stream(turns, style, adapter=adapter, **overrides))
 
     def stream(self, turns: list[Turn], style: str | None = None, *,
                adapter: str = BASE_VERSION, **overrides) -> RemoteStream:
