@@ -11,9 +11,11 @@ from bot.core.adapter_io import AdapterLoadError
 from bot.core.generation import BASE_VERSION
 from bot.core.store import RatedExchange
 from trainer.dataset import DataSet, build_dataset
-from trainer.exam import ExamSource, exam_references
+from trainer.exam import ExamSource, Reference, exam_references
+from trainer.finalists import exam_chooser
 from trainer.fit import load_base_model, load_tokenizer
 from trainer.forgetting import general_examples
+from trainer.gate import MIN_REPLY_PROMPTS
 from trainer.quality import GateConfig, Quality, compare, measure_model
 from trainer.report import loss_curve_png
 from trainer.search import SearchConfig, SearchResult
@@ -54,18 +56,21 @@ def fit_candidate(settings, rated: list[RatedExchange], exam: ExamSource, parent
     if not data.train or not data.validation:
         return candidate
     base = load_base_model(settings.model_name, device)
+    gate_config = GateConfig.from_settings(settings)
+    refs = server_exam(gate_config, rated, exam, data, parent)
     log.info("training: %d train / %d validation examples on %s, up to %d trials",
              len(data.train), len(data.validation), device, search_config.trials)
-    candidate.search = tuned_best_fit(base, data, search_config, pad_id=tokenizer.eos_token_id,
-                                      previous=first_trial, progress=progress)
+    candidate.search = tuned_best_fit(
+        base, data, search_config, pad_id=tokenizer.eos_token_id, previous=first_trial,
+        progress=progress,
+        choose=exam_chooser(base, tokenizer, refs, gate_config, MIN_REPLY_PROMPTS))
     candidate.notes += candidate.search.notes
     best = candidate.search.best
     if best is None:
         return candidate
 
-    candidate.quality = measure_candidate(GateConfig.from_settings(settings), base, tokenizer,
-                                          rated, exam, data, parent, active_blob,
-                                          best.adapter, candidate.notes)
+    candidate.quality = measure_candidate(gate_config, base, tokenizer, refs, data, parent,
+                                          active_blob, best.adapter, candidate.notes)
     quality = candidate.quality
     losses = candidate.val_loss
     losses["base"] = quality.base.nll
@@ -81,15 +86,21 @@ def fit_candidate(settings, rated: list[RatedExchange], exam: ExamSource, parent
     return candidate
 
 
-def measure_candidate(config: GateConfig, base, tokenizer, rated: list[RatedExchange],
-                      exam: ExamSource, data: DataSet, parent: str,
-                      active_blob: bytes | None, candidate_blob: bytes,
-                      notes: list[str]) -> Quality:
-    """The gate's numbers: base, active (unless the base serves) and candidate, on the same
-    exam, validation examples and general text. An active adapter that cannot be loaded is
-    noted and left out (the gate then compares with the base model)."""
-    refs = exam_references(rated, data.held_out, list(exam.pinned), config.max_prompts,
+def server_exam(config: GateConfig, rated: list[RatedExchange], exam: ExamSource,
+                data: DataSet, parent: str) -> list[Reference]:
+    """The exam the search's finalists and the gate answer (`trainer.exam`); the models the
+    gate compares (base and `parent`) are not endorsed by their own agreed replies."""
+    return exam_references(rated, data.held_out, list(exam.pinned), config.max_prompts,
                            frozenset({BASE_VERSION, parent}), exam.importers)
+
+
+def measure_candidate(config: GateConfig, base, tokenizer, refs: list[Reference],
+                      data: DataSet, parent: str, active_blob: bytes | None,
+                      candidate_blob: bytes, notes: list[str]) -> Quality:
+    """The gate's numbers: base, active (unless the base serves) and candidate, on the same
+    exam (`refs`: `trainer.exam.exam_references`), validation examples and general text. An
+    active adapter that cannot be loaded is noted and left out (the gate then compares with
+    the base model)."""
     general = general_examples(tokenizer, config.max_train_tokens)
     log.info("gate: greedy replies to %d exam prompt(s) from base, active and candidate",
              len(refs))
@@ -108,4 +119,4 @@ def measure_candidate(config: GateConfig, base, tokenizer, rated: list[RatedExch
     # The candidate is measured from its serialized bytes, as the bot will load it.
     measured = measure(candidate_blob)
     return compare(base_measured, measured, active, refs, data.validation,
-                   config.bootstrap_samples)
+                   config.bootstrap_samples, active_version=parent, min_fair=MIN_REPLY_PROMPTS)

@@ -52,7 +52,14 @@ class Reference:
     turns: list[Turn]
     style: str | None
     text: str
-    source: str = "taught"  # pinned | taught | agreed
+    source: str = "taught"  # pinned | taught | agreed | imported
+    answered_by: str | None = None  # the adapter version whose reply the exchange stored
+
+    def chosen_against(self, version: str) -> bool:
+        """Whether this prompt is on the exam because `version` answered it badly: a reply is
+        taught after a 👎, so on taught prompts the model that answered starts from its worst
+        (greedy, it answers the same again) and any other model looks better there."""
+        return self.source == "taught" and self.answered_by == version
 
 
 def endorsed_reference(item: RatedExchange, compared: frozenset[str],
@@ -62,19 +69,21 @@ def endorsed_reference(item: RatedExchange, compared: frozenset[str],
     exchange = item.exchange
     if item.corrections:
         first = min(item.corrections, key=lambda c: c.created_at)
-        return Reference(exchange.id, exchange.turns(), exchange.style, first.text, "taught")
+        return Reference(exchange.id, exchange.turns(), exchange.style, first.text, "taught",
+                         exchange.adapter_version)
     likes = {moderator for moderator, vote in item.votes.items() if vote > 0}
     if likes & importers:
         return Reference(exchange.id, exchange.turns(), exchange.style, exchange.reply,
-                         "imported")
+                         "imported", exchange.adapter_version)
     if len(likes) >= AGREEING_VOTES and exchange.adapter_version not in compared:
         return Reference(exchange.id, exchange.turns(), exchange.style, exchange.reply,
-                         "agreed")
+                         "agreed", exchange.adapter_version)
     return None
 
 
 def pinned_reference(exchange: Exchange) -> Reference:
-    return Reference(exchange.id, exchange.turns(), exchange.style, exchange.reply, "pinned")
+    return Reference(exchange.id, exchange.turns(), exchange.style, exchange.reply, "pinned",
+                     exchange.adapter_version)
 
 
 def exam_references(endorsed: list[RatedExchange], held_out: set[str], pinned: list[Exchange],

@@ -145,14 +145,16 @@ def _against(other: _Other, candidate: Scores, rules: GateRules) -> GateDecision
     if interval is not None and not interval.high >= -rules.chrf_margin:
         return GateDecision(False, f"chrF: the candidate's replies score {candidate.chrf:.2f} "
                                    f"against the {other.name}'s {theirs.chrf:.2f}, worse beyond "
-                                   f"noise: the difference {interval.mean:+.2f} has its bootstrap "
-                                   f"interval [{interval.low:+.2f}, {interval.high:+.2f}] below "
+                                   f"noise: the difference {interval.mean:+.2f} on "
+                                   f"{_prompts(interval)} has its bootstrap interval "
+                                   f"[{interval.low:+.2f}, {interval.high:+.2f}] below "
                                    f"-GATE_CHRF_MARGIN={-rules.chrf_margin:g}", "chrf")
     if interval is not None and interval.mean < -rules.chrf_margin:
         return GateDecision(False, f"chrF: the candidate's replies score {candidate.chrf:.2f} "
-                                   f"against the {other.name}'s {theirs.chrf:.2f} on the exam "
-                                   f"({interval.mean:+.2f}); a lower loss or a preference gain "
-                                   f"does not promote replies that scored lower", "chrf")
+                                   f"against the {other.name}'s {theirs.chrf:.2f} on "
+                                   f"{_prompts(interval)} ({interval.mean:+.2f}); "
+                                   f"a lower loss or a preference gain does not promote "
+                                   f"replies that scored lower", "chrf")
     better = _wins(other, candidate, rules.margin)
     if better:
         return ", ".join(better)
@@ -163,7 +165,7 @@ def _against(other: _Other, candidate: Scores, rules: GateRules) -> GateDecision
 
 def _wins(other: _Other, candidate: Scores, margin: float) -> list[str]:
     theirs, found = other.scores, []
-    if other.chrf is not None and other.chrf.low > 0:
+    if other.chrf is not None and other.chrf.fair and other.chrf.low > 0:
         found.append(f"chrF {candidate.chrf:.2f} > {theirs.chrf:.2f} "
                      f"(interval [{other.chrf.low:+.2f}, {other.chrf.high:+.2f}])")
     if other.preference is not None and other.preference.low > 0:
@@ -176,6 +178,15 @@ def _wins(other: _Other, candidate: Scores, margin: float) -> list[str]:
     return found
 
 
+def _prompts(interval: Interval) -> str:
+    return "the exam" if interval.prompts is None else f"{interval.prompts} exam prompts"
+
+
+def _unfair(other: _Other) -> str:
+    return ("" if other.chrf.fair else
+            f"; too few prompts were not chosen against the {other.name} for a win to count")
+
+
 def _preference(scores: Scores) -> float:
     return BASE_PREFERENCE if scores.preference_accuracy is None else scores.preference_accuracy
 
@@ -184,8 +195,9 @@ def _standing(other: _Other, candidate: Scores, margin: float) -> str:
     """Where each number stands, for a refusal."""
     theirs = other.scores
     chrf = ("reply score (no references to judge)" if other.chrf is None else
-            f"reply score (chrF {candidate.chrf:.2f} vs {theirs.chrf:.2f}, interval "
-            f"[{other.chrf.low:+.2f}, {other.chrf.high:+.2f}])")
+            f"reply score (chrF {candidate.chrf:.2f} vs {theirs.chrf:.2f}, difference "
+            f"{other.chrf.mean:+.2f} on {_prompts(other.chrf)}, interval "
+            f"[{other.chrf.low:+.2f}, {other.chrf.high:+.2f}]{_unfair(other)})")
     preference = ("preference accuracy (too few preferences)"
                   if other.preference is None or candidate.preference_accuracy is None else
                   f"preference accuracy ({candidate.preference_accuracy:.3f} vs "

@@ -26,13 +26,14 @@ preference accuracy, NLL on the validation side and on general text.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
 from sacrebleu.metrics import CHRF
 
 from bot.core.dialogue import build_prompt
+from bot.core.generation import BASE_VERSION
 from bot.core.reply_decoder import TokenBytes, reply_text
 from trainer.dataset import Example, labels, pairs
 from trainer.degeneracy import ReplyFigures, figures
@@ -86,6 +87,11 @@ class Interval:
     mean: float
     low: float
     high: float
+    # chrF only: the prompts it was read on, and whether those leave out every prompt the
+    # other model was put on the exam by (`Reference.chosen_against`): only then can it show
+    # a win (on the prompts it answered badly, anything else looks better).
+    prompts: int | None = None
+    fair: bool = True
 
 
 @dataclass
@@ -119,12 +125,16 @@ class Quality:
                              ("preference", "preference_vs_base")):
             interval = getattr(self, name)
             if interval is not None:
-                found.update({f"{prefix}_{name.removeprefix('preference_')}_{k}": round(v, 4)
-                              for k, v in asdict(interval).items()})
+                found.update({f"{prefix}_{name.removeprefix('preference_')}_{k}": _rounded(v)
+                              for k, v in asdict(interval).items() if v is not None})
         for name, reply_figures in self.replies.items():
             found.update({f"{key}_{name}": round(value, 4) if isinstance(value, float) else value
                           for key, value in reply_figures.as_dict().items()})
         return found
+
+
+def _rounded(value):
+    return round(value, 4) if isinstance(value, float) else value
 
 
 def sentence_chrf(replies: list[str], refs: list[Reference]) -> list[float]:
@@ -235,10 +245,27 @@ def measure_model(base_model, blob: bytes | None, tokenizer, refs: list[Referenc
     return Measurement(scores, replies, sentence, hits)
 
 
+def reply_difference(candidate: Measurement, other: Measurement, refs: list[Reference],
+                     version: str | None, samples: int, min_fair: int) -> Interval:
+    """The candidate's chrF minus `other`'s (adapter `version`): over the prompts not chosen
+    against `other` when at least `min_fair` are left (a fair interval), else over every
+    prompt (not fair: it may refuse the candidate, never promote it)."""
+    kept = [i for i, ref in enumerate(refs) if not ref.chosen_against(version)]
+    fair = len(kept) == len(refs) or len(kept) >= min_fair
+    if not fair:
+        kept = list(range(len(refs)))
+    interval = paired_bootstrap([candidate.sentence[i] for i in kept],
+                                [other.sentence[i] for i in kept], samples)
+    return replace(interval, prompts=len(kept), fair=fair)
+
+
 def compare(base: Measurement, candidate: Measurement, active: Measurement | None,
             refs: list[Reference], validation: list[Example], samples: int,
-            shown: int = 3) -> Quality:
-    """The gate's numbers from the measurements of the same references and preferences."""
+            shown: int = 3, *, active_version: str | None = None,
+            min_fair: int = 10) -> Quality:
+    """The gate's numbers from the measurements of the same references and preferences
+    (`active_version`: the version `active` measured; `min_fair`: the fewest prompts a
+    fair chrF interval is read on)."""
     quality = Quality(base=base.scores, candidate=candidate.scores,
                       active=None if active is None else active.scores, prompts=len(refs),
                       pairs=len(pairs(validation)), labels=len(labels(validation)))
@@ -248,9 +275,11 @@ def compare(base: Measurement, candidate: Measurement, active: Measurement | Non
         if active is not None and active.hits:
             quality.preference_vs_active = paired_bootstrap(candidate.hits, active.hits, samples)
     if refs:
-        quality.vs_base = paired_bootstrap(candidate.sentence, base.sentence, samples)
+        quality.vs_base = reply_difference(candidate, base, refs, BASE_VERSION, samples,
+                                           min_fair)
         if active is not None:
-            quality.vs_active = paired_bootstrap(candidate.sentence, active.sentence, samples)
+            quality.vs_active = reply_difference(candidate, active, refs, active_version,
+                                                 samples, min_fair)
         prompts = [ref.turns[-1].text for ref in refs]
         measured = {"base": base, "active": active, "candidate": candidate}
         quality.replies = {name: figures(m.replies, prompts)

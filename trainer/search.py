@@ -9,8 +9,10 @@ deadline before every optimizer step, and a trial cut part-way through an epoch 
 weights it has and reports its best epoch so far (cut before its first step: pruned). On a
 124M model on 2 CPU cores an epoch of the demo's data takes longer than the demo's budget,
 so its trials are short ones: comparable, if noisy. Every trial keeps only its best epoch's
-adapter bytes, and the search only the best trial's. A winning learning rate within a tenth
-(log scale) of an end of the range is logged as a warning and noted in the report.
+adapter bytes; the search returns the best trial and every finished one (`finalists`, a few
+adapter files' worth of bytes), so a cycle can choose among them by their replies. A winning
+learning rate within a tenth (log scale) of an end of the range is logged as a warning and
+noted in the report.
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ class SearchResult:
     trials: list[dict] = field(default_factory=list)  # number, params, value, state, ...
     seed: int = 0
     notes: list[str] = field(default_factory=list)
+    # Every trial that ran to its end, lowest validation loss first: what a cycle may choose
+    # among by the exam's replies (`trainer.tune`).
+    finalists: list[tuple[dict, FitResult]] = field(default_factory=list)
 
     @property
     def failures(self) -> list[str]:
@@ -130,7 +135,9 @@ def search_best_fit(base_model, train: list[Example], validation: list[Example],
                    timeout=max(0.0, deadline - time.monotonic()), catch=(FitFailed,),
                    gc_after_trial=True)
     outcome = SearchResult(best=trials.best, best_params=trials.best_params,
-                           trials=trials.records_of(study), seed=seed)
+                           trials=trials.records_of(study), seed=seed,
+                           finalists=sorted(trials.finished,
+                                            key=lambda found: found[1].best_val_loss))
     if trials.best_params:
         note = edge_note(trials.best_params["learning_rate"], config.lr_min, config.lr_max)
         if note:
@@ -167,6 +174,7 @@ class _Trials:
         self.records: dict[int, dict] = {}
         self.best: FitResult | None = None
         self.best_params: dict | None = None
+        self.finished: list[tuple[dict, FitResult]] = []
 
     def run(self, trial: optuna.Trial) -> float:
         params = {
@@ -182,6 +190,8 @@ class _Trials:
         record["epochs"] = len(result.val_losses)
         if result.notes:
             record["notes"] = result.notes
+        if math.isfinite(result.best_val_loss):
+            self.finished.append((params, result))
         if self.best is None or result.best_val_loss < self.best.best_val_loss:
             self.best, self.best_params = result, params
         return result.best_val_loss

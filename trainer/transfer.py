@@ -88,7 +88,7 @@ def _examine(settings, blob: bytes, rated: list, exam, parent: str,
              active_blob: bytes | None) -> Examined:
     """The checks, then the gate where the server has a validation side (`rated`: the
     endorsed view, `exam`: its ExamSource, as a cycle sees them). Blocking."""
-    from trainer.candidate import measure_candidate
+    from trainer.candidate import measure_candidate, server_exam
     from trainer.dataset import build_dataset
     from trainer.gate import GateRules, gate
     from trainer.quality import GateConfig
@@ -99,8 +99,10 @@ def _examine(settings, blob: bytes, rated: list, exam, parent: str,
                          val_fraction=settings.val_fraction, exam_ids=exam.pinned_ids)
     if not data.validation:
         return Examined(parsed, {}, "the adapter checks passed; no rated data to gate on")
-    quality = measure_candidate(GateConfig.from_settings(settings), base, tokenizer, rated, exam,
-                                data, parent, active_blob, blob, [])
+    config = GateConfig.from_settings(settings)
+    quality = measure_candidate(config, base, tokenizer,
+                                server_exam(config, rated, exam, data, parent), data, parent,
+                                active_blob, blob, [])
     decision = gate(quality, GateRules.from_settings(settings))
     if not decision.promote:
         raise TransferRefused(f"refused by the gate: {decision.reason}")

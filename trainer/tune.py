@@ -1,6 +1,7 @@
 """The adapter a cycle evaluates: the search's best fit, tuned by the preference epochs.
 
-`tuned_best_fit` runs the search on the SFT targets (`trainer.search`), then
+`tuned_best_fit` runs the search on the SFT targets (`trainer.search`), keeps the finished
+trial whose exam replies score best when given a chooser (`trainer.finalists`), then
 PREFERENCE_EPOCHS epochs of SFT + DPO + KTO (trainer.objectives) from the winner at
 PREFERENCE_LR_FACTOR x its learning rate, keeping the adapter as it ends: preference terms
 belong in a low-learning-rate tail, since at a high rate the tiny model's generation collapses
@@ -17,6 +18,7 @@ import time
 from dataclasses import replace
 
 from trainer.dataset import TARGET_KINDS, DataSet, Example
+from trainer.finalists import Chooser
 from trainer.fit import FitFailed, FitParams, FitResult, FitRun, Keep, fit_lora
 from trainer.objectives import PreferenceObjective
 from trainer.search import SearchConfig, SearchResult, batch_choices, first_trial, search_best_fit
@@ -34,9 +36,10 @@ def cycle_seed() -> int:
 
 def tuned_best_fit(base_model, data: DataSet, config: SearchConfig, *, pad_id: int,
                    previous: dict | None = None, progress: bool = True,
-                   seed: int | None = None) -> SearchResult:
+                   seed: int | None = None, choose: Chooser | None = None) -> SearchResult:
     """The search's best fit on the SFT targets, tuned by the preference epochs (see the
-    module docstring); `best` is the adapter to evaluate, `best_params` its hyperparameters."""
+    module docstring); `best` is the adapter to evaluate, `best_params` its hyperparameters.
+    `choose` (`trainer.finalists`) picks among the finished trials instead of the loss."""
     if seed is None:
         seed = cycle_seed() if config.seed is None else config.seed
     started = time.monotonic()
@@ -54,6 +57,8 @@ def tuned_best_fit(base_model, data: DataSet, config: SearchConfig, *, pad_id: i
     else:
         result = SearchResult(best=None, best_params=None, seed=seed)
     result.notes.insert(0, f"search seed {seed}")
+    if choose is not None:
+        _choose_finalist(result, choose)
     if result.best_params:
         result.best_params = {**result.best_params, "search_seed": seed}  # not the trial's
     if not tail or (has_targets and result.best is None):
@@ -64,6 +69,16 @@ def tuned_best_fit(base_model, data: DataSet, config: SearchConfig, *, pad_id: i
     return _with_preference_epochs(base_model, data, config, result, preference, pad_id=pad_id,
                                    start=_tail_start(result, previous, extra, config),
                                    run=tail_run)
+
+
+def _choose_finalist(result: SearchResult, choose: Chooser) -> None:
+    """The finished trial `choose` picks becomes the search's winner (noted)."""
+    picked = choose([fit.adapter for _, fit in result.finalists])
+    if picked is None:
+        return
+    index, note = picked
+    result.best_params, result.best = result.finalists[index]
+    result.notes.append(note)
 
 
 def _tail_start(result: SearchResult, previous: dict | None, extra: list[Example],

@@ -9,7 +9,7 @@ from store_util import TENANT
 
 from bot.core.store import BASE_VERSION, AdapterEvent, Exchange
 from bot.frontends.discord.modlog import modlog_text
-from trainer.candidate import measure_candidate
+from trainer.candidate import measure_candidate, server_exam
 from trainer.cycle import run_cycle
 from trainer.dataset import build_dataset, example_from
 from trainer.exam import ExamSource
@@ -76,8 +76,10 @@ async def test_lower_nll_but_collapsed_replies_is_refused_by_chrf(settings, stor
                     data, settings, tokenizer, epochs=8)
 
     notes: list[str] = []
-    quality = measure_candidate(GateConfig.from_settings(settings), base, tokenizer, rated,
-                                ExamSource(), data, "v1", active, collapsed, notes)
+    config = GateConfig.from_settings(settings)
+    quality = measure_candidate(config, base, tokenizer,
+                                server_exam(config, rated, ExamSource(), data, "v1"), data,
+                                "v1", active, collapsed, notes)
     decision = gate(quality, GateRules.from_settings(settings))
 
     assert quality.prompts >= 10 and quality.active is not None and not notes

@@ -1,0 +1,57 @@
+"""Which of the search's finished trials a cycle keeps: the one whose replies score best on the
+exam, not the one with the lowest validation loss.
+
+A lower loss is not a better bot: on the chit-chat dialogues the lowest-loss fit of a sweep had
+the worst held-out 👍 share (0.056 against 0.222 for another trial). The search still ranks
+trials by validation loss (Optuna's pruner needs a number per epoch); afterwards each finished
+trial answers the exam's prompts (greedy, as the gate asks them) and the highest mean sentence
+chrF wins, the lower loss breaking a tie. Every finalist is a model none of the exam's prompts
+was chosen against, so comparing them with each other is fair, unlike comparing them with the
+model that answered those prompts (`trainer.exam.Reference.chosen_against`). With fewer than
+`min_prompts` references the loss decides, as before.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from trainer.evaluate import with_adapter
+from trainer.exam import Reference
+from trainer.quality import GateConfig, greedy_replies, sentence_chrf
+
+log = logging.getLogger(__name__)
+
+Chooser = Callable[[list[bytes]], "tuple[int, str] | None"]
+
+
+def exam_chooser(base_model, tokenizer, refs: list[Reference], config: GateConfig,
+                 min_prompts: int) -> Chooser | None:
+    """A function that picks the index of the adapter (among bytes ordered by validation loss)
+    whose replies score best on `refs`, with a note saying so; None when the exam is too small
+    to choose by."""
+    if len(refs) < min_prompts:
+        return None
+
+    def exam_score(blob: bytes) -> float:
+        model = with_adapter(base_model, blob, config.device)
+        replies = greedy_replies(model, tokenizer, refs, max_new_tokens=config.max_new_tokens,
+                                 repetition_penalty=config.repetition_penalty,
+                                 device=config.device)
+        return float(np.mean(sentence_chrf(replies, refs)))
+
+    def choose(blobs: list[bytes]) -> tuple[int, str] | None:
+        if len(blobs) < 2:
+            return None
+        scores = [exam_score(blob) for blob in blobs]
+        best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+        listed = ", ".join(f"{score:.2f}" for score in scores)
+        note = (f"kept finished trial {best + 1} of {len(blobs)} by validation loss: its exam "
+                f"replies scored chrF {scores[best]:.2f} on {len(refs)} prompts (all, lowest "
+                f"loss first: {listed})")
+        log.info("search: %s", note)
+        return best, note
+
+    return choose
