@@ -1,14 +1,15 @@
-"""Which of the search's finished trials a cycle keeps: the one whose replies score best on the
-exam, not the one with the lowest validation loss.
+"""Which of the search's trials a cycle keeps: the one whose replies score best on the exam, not
+the one with the lowest validation loss.
 
 A lower loss is not a better bot: on the chit-chat dialogues the lowest-loss fit of a sweep had
 the worst held-out 👍 share (0.056 against 0.222 for another trial). The search still ranks
-trials by validation loss (Optuna's pruner needs a number per epoch); afterwards each finished
-trial answers the exam's prompts (greedy, as the gate asks them) and the highest mean sentence
-chrF wins, the lower loss breaking a tie. Every finalist is a model none of the exam's prompts
-was chosen against, so comparing them with each other is fair, unlike comparing them with the
-model that answered those prompts (`trainer.exam.Reference.chosen_against`). With fewer than
-`min_prompts` references the loss decides, as before.
+trials by validation loss (Optuna's pruner needs a number per epoch); afterwards each trial
+that kept an adapter (a pruned one with its best epoch so far) answers the exam's prompts
+(greedy, as the gate asks them) and the highest mean sentence chrF wins, the lower loss
+breaking a tie. No exam prompt was chosen against any of them, so comparing them with each
+other is fair, unlike comparing them with the model that answered those prompts
+(`trainer.exam.Reference.chosen_against`). With fewer than `min_prompts` references the loss
+decides, as before.
 """
 
 from __future__ import annotations
@@ -48,9 +49,9 @@ def exam_chooser(base_model, tokenizer, refs: list[Reference], config: GateConfi
         scores = [exam_score(blob) for blob in blobs]
         best = max(range(len(scores)), key=lambda i: (scores[i], -i))
         listed = ", ".join(f"{score:.2f}" for score in scores)
-        note = (f"kept finished trial {best + 1} of {len(blobs)} by validation loss: its exam "
-                f"replies scored chrF {scores[best]:.2f} on {len(refs)} prompts (all, lowest "
-                f"loss first: {listed})")
+        note = (f"kept trial {best + 1} of {len(blobs)} (lowest validation loss first): its "
+                f"exam replies scored chrF {scores[best]:.2f} on {len(refs)} prompts (all: "
+                f"{listed})")
         log.info("search: %s", note)
         return best, note
 

@@ -95,8 +95,9 @@ class FitRun:
     label: str = "fit"  # its name in log lines and notes
     # A time.monotonic() value: past it no optimizer step starts and no epoch is validated.
     deadline: float | None = None
-    # Hears each epoch's validation loss and may raise (a pruner does).
-    on_epoch: Callable[[int, float], None] | None = None
+    # Hears each epoch's validation loss; returns True to end the fit there with what it has
+    # kept (a pruner does).
+    on_epoch: Callable[[int, float], bool] | None = None
     progress: bool = True  # a progress bar when stderr is a terminal
 
 
@@ -196,8 +197,8 @@ class _LoraFit:
                      self.run.label, epoch, params.max_epochs, epoch_train, val_loss,
                      params.learning_rate, params.batch_size)
             stale = 0 if self.keep_if(keep, val_loss, epoch) else stale + 1
-            if self.run.on_epoch is not None:
-                self.run.on_epoch(epoch, val_loss)
+            if self.run.on_epoch is not None and self.run.on_epoch(epoch, val_loss):
+                return True
             if stale >= params.patience and epoch < params.max_epochs:
                 log.info("%s stops early: no better validation loss for %d epoch(s)",
                          self.run.label, stale)

@@ -9,8 +9,9 @@ deadline before every optimizer step, and a trial cut part-way through an epoch 
 weights it has and reports its best epoch so far (cut before its first step: pruned). On a
 124M model on 2 CPU cores an epoch of the demo's data takes longer than the demo's budget,
 so its trials are short ones: comparable, if noisy. Every trial keeps only its best epoch's
-adapter bytes; the search returns the best trial and every finished one (`finalists`, a few
-adapter files' worth of bytes), so a cycle can choose among them by their replies. A winning
+adapter bytes; the search returns the best completed trial and every trial that kept an
+adapter, pruned ones included (`finalists`, a few adapter files' worth of bytes), so a cycle
+can choose among them by their replies. A winning
 learning rate within a tenth (log scale) of an end of the range is logged as a warning and
 noted in the report.
 """
@@ -79,8 +80,8 @@ class SearchResult:
     trials: list[dict] = field(default_factory=list)  # number, params, value, state, ...
     seed: int = 0
     notes: list[str] = field(default_factory=list)
-    # Every trial that ran to its end, lowest validation loss first: what a cycle may choose
-    # among by the exam's replies (`trainer.tune`).
+    # Every trial that kept an adapter (pruned ones with their best epoch so far), lowest
+    # validation loss first: what a cycle may choose among by the exam's replies.
     finalists: list[tuple[dict, FitResult]] = field(default_factory=list)
 
     @property
@@ -192,6 +193,9 @@ class _Trials:
             record["notes"] = result.notes
         if math.isfinite(result.best_val_loss):
             self.finished.append((params, result))
+        if record.get("reason"):  # pruned: a finalist, never the winner by loss
+            log.info("trial %d %s", trial.number, record["reason"])
+            raise optuna.TrialPruned(record["reason"])
         if self.best is None or result.best_val_loss < self.best.best_val_loss:
             self.best, self.best_params = result, params
         return result.best_val_loss
@@ -217,10 +221,6 @@ class _Trials:
             record["reason"] = f"fit failed: {error}"
             log.warning("trial %d failed: %s", trial.number, error)
             raise
-        except optuna.TrialPruned as pruned:
-            record["reason"] = str(pruned)
-            log.info("trial %d %s", trial.number, pruned)
-            raise
 
     def _trial_deadline(self, trial: optuna.Trial) -> float:
         """The time left, shared by the trials left: no trial eats the budget, and a trial
@@ -231,13 +231,16 @@ class _Trials:
 
     @staticmethod
     def _pruning(trial: optuna.Trial, record: dict):
-        """What hears each epoch's validation loss: the record, then the pruner."""
-        def on_epoch(epoch: int, val_loss: float) -> None:
+        """What hears each epoch's validation loss: the record, then the pruner. A pruned
+        trial ends with the adapter of its best epoch so far (noted in `record`)."""
+        def on_epoch(epoch: int, val_loss: float) -> bool:
             record["val_losses"].append(val_loss)
             trial.report(val_loss, epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {epoch} "
-                                         f"(val loss {val_loss:.4f} not among the best)")
+            if not trial.should_prune():
+                return False
+            record["reason"] = (f"pruned after epoch {epoch} "
+                                f"(val loss {val_loss:.4f} not among the best)")
+            return True
 
         return on_epoch
 

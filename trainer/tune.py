@@ -1,7 +1,7 @@
 """The adapter a cycle evaluates: the search's best fit, tuned by the preference epochs.
 
-`tuned_best_fit` runs the search on the SFT targets (`trainer.search`), keeps the finished
-trial whose exam replies score best when given a chooser (`trainer.finalists`), then
+`tuned_best_fit` runs the search on the SFT targets (`trainer.search`), keeps the trial whose
+exam replies score best when given a chooser (`trainer.finalists`), then
 PREFERENCE_EPOCHS epochs of SFT + DPO + KTO (trainer.objectives) from the winner at
 PREFERENCE_LR_FACTOR x its learning rate, keeping the adapter as it ends: preference terms
 belong in a low-learning-rate tail, since at a high rate the tiny model's generation collapses
@@ -39,7 +39,7 @@ def tuned_best_fit(base_model, data: DataSet, config: SearchConfig, *, pad_id: i
                    seed: int | None = None, choose: Chooser | None = None) -> SearchResult:
     """The search's best fit on the SFT targets, tuned by the preference epochs (see the
     module docstring); `best` is the adapter to evaluate, `best_params` its hyperparameters.
-    `choose` (`trainer.finalists`) picks among the finished trials instead of the loss."""
+    `choose` (`trainer.finalists`) picks among the search's finalists instead of the loss."""
     if seed is None:
         seed = cycle_seed() if config.seed is None else config.seed
     started = time.monotonic()
@@ -72,7 +72,7 @@ def tuned_best_fit(base_model, data: DataSet, config: SearchConfig, *, pad_id: i
 
 
 def _choose_finalist(result: SearchResult, choose: Chooser) -> None:
-    """The finished trial `choose` picks becomes the search's winner (noted)."""
+    """The finalist `choose` picks becomes the search's winner (noted)."""
     picked = choose([fit.adapter for _, fit in result.finalists])
     if picked is None:
         return

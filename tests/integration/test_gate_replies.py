@@ -13,6 +13,7 @@ from trainer.candidate import measure_candidate, server_exam
 from trainer.cycle import run_cycle
 from trainer.dataset import build_dataset, example_from
 from trainer.exam import ExamSource
+from trainer.finalists import exam_chooser
 from trainer.fit import FitConfig, FitParams, FitRun, fit_lora, load_base_model, load_tokenizer
 from trainer.gate import MIN_REPLY_PROMPTS, GateRules, gate
 from trainer.quality import GateConfig
@@ -170,3 +171,32 @@ async def test_a_thumbs_down_only_data_set_is_gated_without_references(settings,
         assert "preference accuracy" in outcome.reason
     else:
         assert outcome.outcome == "rejected" and "no references to judge" in outcome.reason
+
+
+async def test_the_finalist_with_the_better_exam_replies_is_kept_over_a_lower_loss(
+        settings, store, own):
+    settings = settings.model_copy(update={"max_new_tokens": 16, "val_fraction": 0.3,
+                                           "lora_targets": "c_attn,c_proj,c_fc",
+                                           "lora_rank": 16, "lora_alpha": 32})
+    await rate_support_pairs(store, 60)
+    rated = await own.exchanges.rated()
+    tokenizer = load_tokenizer(settings.model_name)
+    data = build_dataset(rated, tokenizer, max_tokens=settings.max_train_tokens,
+                         max_examples=1000, val_fraction=settings.val_fraction)
+    base = load_base_model(settings.model_name, "cpu")
+    healthy = fit(base, data.train, data, settings, tokenizer, epochs=1)
+    collapsed = fit(base, collapse_examples(data, rated, tokenizer, settings.max_train_tokens),
+                    data, settings, tokenizer, epochs=8)
+    config = GateConfig.from_settings(settings)
+    refs = server_exam(config, rated, ExamSource(), data, BASE_VERSION)
+
+    # The search lists its finalists lowest loss first: the collapsed one.
+    choose = exam_chooser(base, tokenizer, refs, config, MIN_REPLY_PROMPTS)
+    index, note = choose([collapsed, healthy])
+
+    assert index == 1, note
+    assert "kept trial 2 of 2 (lowest validation loss first)" in note
+    assert f"on {len(refs)} prompts" in note
+    assert choose([healthy]) is None  # one finalist: nothing to choose
+    assert exam_chooser(base, tokenizer, refs[:MIN_REPLY_PROMPTS - 1], config,
+                        MIN_REPLY_PROMPTS) is None  # too few prompts: the loss decides

@@ -76,3 +76,13 @@ def test_an_imported_pair_is_endorsed_by_the_operator():
 def test_an_agreed_reply_a_compared_model_wrote_is_no_reference():
     refs = exam_references(ITEMS, HELD_OUT, [], limit=10, compared=frozenset({"base", "v1"}))
     assert [r.exchange_id for r in refs] == ["b"]
+
+
+def test_a_taught_prompt_is_chosen_against_the_model_that_answered_it_only():
+    refs = {r.exchange_id: r for r in exam_references(ITEMS, HELD_OUT, [], limit=10)}
+    taught, agreed = refs["b"], refs["d"]
+    assert (taught.source, taught.answered_by) == ("taught", "v1")
+    # It was taught after v1's 👎'd reply: v1 starts from its worst there, others do not.
+    assert taught.chosen_against("v1") and not taught.chosen_against("base")
+    # An agreed reply was liked, not picked for a failure.
+    assert not agreed.chosen_against("v1")

@@ -10,7 +10,15 @@ import pytest
 from trainer.degeneracy import ReplyFigures
 from trainer.exam import Reference
 from trainer.gate import MIN_PREFERENCES, MIN_REPLY_PROMPTS, GateRules, gate
-from trainer.quality import Interval, Quality, Scores, paired_bootstrap, sentence_chrf
+from trainer.quality import (
+    Interval,
+    Measurement,
+    Quality,
+    Scores,
+    paired_bootstrap,
+    reply_difference,
+    sentence_chrf,
+)
 
 
 def numbers(*, candidate: Scores, base: Scores, active: Scores | None = None,
@@ -232,3 +240,45 @@ def test_gate_needs_the_margin_and_a_win_over_the_base():
     decision = decide_on_nll(candidate=3.2, active=4.0, base=3.1, margin=0.1)
     assert not decision.promote and "base" in decision.reason
     assert not decide_on_nll(candidate=math.nan, active=2.5, base=3.0, margin=0.0).promote
+
+
+def measured(sentence: list[float]) -> Measurement:
+    return Measurement(Scores(nll=3.0, chrf=sum(sentence) / len(sentence)),
+                       ["reply"] * len(sentence), sentence)
+
+
+def taught_refs(answered_by: list[str]) -> list[Reference]:
+    return [Reference(f"e{i}", [], None, "ref", "taught", version)
+            for i, version in enumerate(answered_by)]
+
+
+def test_a_reply_difference_leaves_out_the_prompts_chosen_against_the_other_model():
+    # 12 prompts taught after base's bad replies, 12 after v1's: on its own failures v1
+    # scores 0 and the candidate 20; elsewhere both score 30.
+    refs = taught_refs(["base"] * 12 + ["v1"] * 12)
+    candidate, active = measured([30.0] * 12 + [20.0] * 12), measured([30.0] * 12 + [0.0] * 12)
+    fair = reply_difference(candidate, active, refs, "v1", samples=200, min_fair=10)
+    assert (fair.mean, fair.prompts, fair.fair) == (0.0, 12, True)
+    # Too few prompts left: every prompt is read, and the interval says it is not fair.
+    few = reply_difference(candidate, active, refs[6:], "v1", samples=200, min_fair=10)
+    assert few.prompts == 18 and not few.fair and few.mean > 0
+    everything = reply_difference(candidate, active, taught_refs(["v2"] * 12), "v1",
+                                  samples=200, min_fair=10)
+    assert everything.prompts == 12 and everything.fair
+
+
+def test_a_chrf_win_on_prompts_chosen_against_the_other_model_promotes_nothing():
+    def decided(fair: bool, high: float):
+        interval = Interval(mean=high - 2.0, low=high - 4.0, high=high, prompts=20, fair=fair)
+        return decide(numbers(candidate=Scores(nll=5.0, chrf=31.0),
+                              base=Scores(nll=5.0, chrf=29.0), vs_base=interval))
+
+    assert decided(fair=True, high=6.0).promote
+    unfair_win = decided(fair=False, high=6.0)
+    assert not unfair_win.promote and unfair_win.failed == "improvement"
+    assert "too few prompts were not chosen against the base model" in unfair_win.reason
+    # Such an interval still refuses: even where the other model starts from its worst, the
+    # candidate scored lower.
+    unfair_loss = decided(fair=False, high=-1.0)
+    assert not unfair_loss.promote and unfair_loss.failed == "chrf"
+    assert "20 exam prompts" in unfair_loss.reason
