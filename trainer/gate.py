@@ -22,6 +22,10 @@ candidate must:
    interval of its hits minus the other's above 0; the base model ties every preference:
    0.5), or a validation NLL lower by GATE_MARGIN.
 
+A chrF interval is read on the exam prompts not taught after the other model's own replies
+(`trainer.quality.reply_difference`): on those it starts from its worst. With too few of them
+left it is read on every prompt and may refuse, never promote.
+
 A "win" that the noise could have made (a 0.013 preference-accuracy gain on a few pairs)
 promotes nothing. With fewer than MIN_REPLY_PROMPTS exam references, chrF neither refuses nor
 promotes (a bootstrap over a handful of prompts is far too sure of itself: one prompt gives the

@@ -145,6 +145,36 @@ def test_successive_halving_prunes_trials_over_epochs(base, tokenizer, settings)
             assert 1 <= len(trial["val_losses"]) < 4
         else:
             assert len(trial["val_losses"]) == 4
+    # Every trial kept its best epoch's adapter: each is a finalist, lowest loss first; only a
+    # completed one can be the winner by loss.
+    losses = [fit.best_val_loss for _, fit in result.finalists]
+    assert len(result.finalists) == 6 and losses == sorted(losses)
+    assert all(fit.adapter for _, fit in result.finalists)
+    complete = [t for t in result.trials if t["state"] == "COMPLETE"]
+    assert result.best.best_val_loss == min(min(t["val_losses"]) for t in complete)
+
+
+def test_the_chosen_finalist_is_what_the_preference_epochs_start_from(base, tokenizer,
+                                                                      settings):
+    train = [make(tokenizer, n) for n in range(8)] + \
+        [make(tokenizer, n, "undesirable", "go away") for n in range(20, 28)]
+    data = DataSet(train=train, validation=[make(tokenizer, n) for n in range(8, 10)])
+    options = {"search_trials": 3, "max_epochs": 2, "preference_epochs": 1}
+    offered = []
+
+    def choose_last(blobs):
+        offered.append(blobs)
+        return len(blobs) - 1, "kept the last"
+
+    result = tuned_best_fit(base, data, search_config(settings, **options), pad_id=0,
+                            progress=False, seed=0, choose=choose_last)
+    (blobs,) = offered
+    assert len(blobs) == len(result.trials) == 3
+    assert "kept the last" in result.notes
+    last_params = result.finalists[-1][0]
+    assert result.best_params["learning_rate"] == last_params["learning_rate"]
+    assert result.best_params["preference_learning_rate"] == pytest.approx(
+        settings.preference_lr_factor * last_params["learning_rate"])
 
 
 def test_the_seed_changes_the_proposals_and_is_reported(base, tokenizer, settings):
