@@ -12,10 +12,12 @@ it becomes data:
 - "undesirable": the bot's reply when the score is negative (a score of 0 gives nothing).
 
 A liked bot reply that is near-identical (`trainer.trust.similar`) to liked replies of other
-exchanges is a stock answer: a small model says it to many prompts, the moderator likes some of
-them, and training on every copy teaches it to say it everywhere (on the chit-chat dialogues 15
-of the base model's 62 liked replies were one nonsense question; the next adapters opened 35-44 %
-of their replies with it). Of such a group's replies to prompts they share no content word with
+exchanges, or shares a long passage with them (`trainer.degeneracy.passages`, what the gate's
+degeneracy check counts) that no taught or imported reply holds, is a stock answer: a small
+model says it to many prompts, the moderator likes some of them, and training on every copy
+teaches it to say it everywhere (on the chit-chat dialogues 15 of the base model's 62 liked
+replies were one nonsense question; the next adapters opened 35-44 % of their replies with
+it). Of such a group's replies to prompts they share no content word with
 (`trainer.trust.related`: the same answer to one question asked in other words stays), only the
 newest REPEATED_REPLY_TARGETS become "reply" and "desirable" examples; the rest are counted as
 repeated_reply. Imported pairs are exempt: the operator chose them.
@@ -38,6 +40,7 @@ from typing import Literal
 
 from bot.core.dialogue import PromptTooLong, training_ids
 from bot.core.store import RatedExchange
+from trainer.degeneracy import N_CHARS, passages
 from trainer.trust import clusters, related
 
 log = logging.getLogger(__name__)
@@ -156,21 +159,34 @@ COUNT_OF: dict[str, str] = {"reply": "positives", "correction": "corrections", "
 
 def stock_copies(rated: list[RatedExchange]) -> set[str]:
     """Ids of the exchanges whose liked reply is a copy of a stock answer: its near-identical
-    group already trains on the newest REPEATED_REPLY_TARGETS different prompts (near-identical
-    prompts count as one, as in the trust policy; `rated` is newest first)."""
+    group, or one of its long passages, already trains on the newest REPEATED_REPLY_TARGETS
+    different prompts (near-identical prompts count as one, as in the trust policy; `rated` is
+    newest first). A passage a taught or imported reply holds is the endorsed voice, not
+    stock."""
     liked = [item for item in rated if item.score > 0 and item.exchange.adapter_version !=
              IMPORTED and not related(item.exchange.user_message, item.exchange.reply)]
     replies = clusters([item.exchange.reply for item in liked])
     prompts = clusters([item.exchange.user_message for item in liked])
-    training: dict[int, set[int]] = {}  # reply group -> the prompt groups it trains on
+    voiced = _endorsed_passages(rated)
+    training: dict[object, set[int]] = {}  # reply group or passage -> its prompt groups
     copies = set()
     for item, reply, prompt in zip(liked, replies, prompts, strict=True):
-        kept = training.setdefault(reply, set())
-        if prompt in kept or len(kept) < REPEATED_REPLY_TARGETS:
-            kept.add(prompt)
-        else:
+        keys = [reply, *(p for p in passages(item.exchange.reply)
+                         if len(p) == N_CHARS and p not in voiced)]
+        if any(prompt not in training.get(key, ()) and
+               len(training.get(key, ())) >= REPEATED_REPLY_TARGETS for key in keys):
             copies.add(item.exchange.id)
+            continue
+        for key in keys:
+            training.setdefault(key, set()).add(prompt)
     return copies
+
+
+def _endorsed_passages(rated: list[RatedExchange]) -> set[str]:
+    """The long passages of every taught reply and imported pair."""
+    texts = [c.text for item in rated for c in item.corrections]
+    texts += [item.exchange.reply for item in rated if item.exchange.adapter_version == IMPORTED]
+    return set().union(*(passages(text) for text in texts))
 
 
 def build_dataset(rated: list[RatedExchange], tokenizer, *, max_tokens: int,

@@ -52,6 +52,7 @@ class ReplyFigures:
     top_shared: float
     distinct_2: float
     link_replies: int
+    words: float = 0.0  # mean words per reply (each CJK character a word)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -64,6 +65,13 @@ def links_in(text: str) -> set[str]:
             for match in pattern.finditer(text)}
 
 
+def passages(reply: str, n: int = N_CHARS) -> set[str]:
+    """The `n`-character n-grams of `reply`, whitespace collapsed and case folded (a reply
+    shorter than that: itself as a whole)."""
+    text = " ".join(reply.casefold().split())
+    return {text[i:i + n] for i in range(len(text) - n + 1)} or {text}
+
+
 def top_shared(replies: list[str], n: int = N_CHARS) -> float:
     """The largest share of `replies` that contain one common `n`-character n-gram (a reply
     shorter than that counts as a whole)."""
@@ -71,8 +79,7 @@ def top_shared(replies: list[str], n: int = N_CHARS) -> float:
         return 0.0
     counts: Counter[str] = Counter()
     for reply in replies:
-        text = " ".join(reply.casefold().split())
-        counts.update({text[i:i + n] for i in range(len(text) - n + 1)} or {text})
+        counts.update(passages(reply, n))
     return max(counts.values(), default=0) / len(replies)
 
 
@@ -90,7 +97,9 @@ def figures(replies: list[str], prompts: list[str]) -> ReplyFigures:
     """The figures of `replies`, each answering the prompt at the same place of `prompts`."""
     new_links = sum(bool(links_in(reply) - links_in(prompt))
                     for reply, prompt in zip(replies, prompts, strict=True))
-    return ReplyFigures(len(replies), top_shared(replies), distinct_2(replies), new_links)
+    words = sum(len(_WORD.findall(reply)) for reply in replies) / max(1, len(replies))
+    return ReplyFigures(len(replies), top_shared(replies), distinct_2(replies), new_links,
+                        words)
 
 
 def refusal(candidate: ReplyFigures, others: dict[str, ReplyFigures],

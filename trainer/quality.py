@@ -126,7 +126,8 @@ class Quality:
             interval = getattr(self, name)
             if interval is not None:
                 found.update({f"{prefix}_{name.removeprefix('preference_')}_{k}": _rounded(v)
-                              for k, v in asdict(interval).items() if v is not None})
+                              for k, v in asdict(interval).items()
+                              if prefix == "chrf" or k in ("mean", "low", "high")})
         for name, reply_figures in self.replies.items():
             found.update({f"{key}_{name}": round(value, 4) if isinstance(value, float) else value
                           for key, value in reply_figures.as_dict().items()})

@@ -223,3 +223,27 @@ async def test_imported_pairs_are_never_stock_answers(store, tokenizer, own):
         await store.exchanges.rate(exchange.id, "import", 1)
     data = build(await own.exchanges.rated(), tokenizer, val_fraction=0.0)
     assert data.counts["repeated_reply"] == 0 and data.counts["positives"] == 4
+
+
+async def test_a_passage_liked_across_unrelated_prompts_trains_twice_unless_taught(
+        store, tokenizer, own):
+    # Different replies that share one long passage (what the gate's degeneracy check counts):
+    # a phrase the small model learned to say everywhere.
+    phrase = "what is the sea and quiet inside"
+    prompts = ["I have to work this weekend.", "Going to the beach tomorrow!",
+               "Spicy food is the best.", "I can't decide what to wear.", "My cat is asleep."]
+    around = [("Honestly, after a long day at the office,", "my friend told me so."),
+              ("Yesterday morning we wondered", "while the rain kept falling hard."),
+              ("Grandma always asked", "before baking her famous apple pies."),
+              ("Nobody at the party could explain", "so we played board games instead."),
+              ("The teacher wrote on the board:", "and the pupils laughed out loud.")]
+    for (opener, closer), prompt in zip(around, prompts, strict=True):
+        await rated_exchange(store, f"{opener} {phrase} {closer}", [1], user_message=prompt)
+    data = build(await own.exchanges.rated(), tokenizer, val_fraction=0.0)
+    assert data.counts["repeated_reply"] == 3 and data.counts["positives"] == 2
+
+    # The same passage in a reply a moderator taught is the endorsed voice: every copy trains.
+    taught = await rated_exchange(store, "no", [-1], user_message="Tell me about the sea.")
+    await store.exchanges.correct(taught.id, "mod0", f"The sea: {phrase} the bay at night.")
+    data = build(await own.exchanges.rated(), tokenizer, val_fraction=0.0)
+    assert data.counts["repeated_reply"] == 0 and data.counts["positives"] == 5
