@@ -17,14 +17,18 @@ candidate must:
    reply worse at all where the exam is read (the mean difference not below
    -GATE_CHRF_MARGIN: a lower validation loss is not a better bot, and on the chit-chat
    dialogues an import that lowered the loss by 2.4 nats cut the replies to a few words and
-   its held-out 👍 share from 0.32 to 0.02), and be better beyond noise on at least one
-   number: chrF (the whole interval above 0), preference accuracy (the whole bootstrap
-   interval of its hits minus the other's above 0; the base model ties every preference:
-   0.5), or a validation NLL lower by GATE_MARGIN.
+   its held-out 👍 share from 0.32 to 0.02), and be better beyond noise: where the exam can
+   tell (a fair interval, below), on chrF (the whole interval above 0); where it cannot, on
+   at least one number: preference accuracy (the whole bootstrap interval of its hits minus
+   the other's above 0; the base model ties every preference: 0.5), or a validation NLL
+   lower by GATE_MARGIN.
 
 A chrF interval is read on the exam prompts not taught after the other model's own replies
-(`trainer.quality.reply_difference`): on those it starts from its worst. With too few of them
-left it is read on every prompt and may refuse, never promote.
+(`trainer.quality.reply_difference`): on those it starts from its worst, so any other model
+looks better there. With too few of them left it is read on every prompt and may refuse, never
+promote; then preference accuracy or NLL decide. Where a fair interval exists, neither does:
+on the chit-chat dialogues imports promoted on the loss with exam chrF level (+0.4 and +0.8,
+intervals across 0) cut the held-out 👍 share from 0.33 to 0.13-0.22.
 
 A "win" that the noise could have made (a 0.013 preference-accuracy gain on a few pairs)
 promotes nothing. With fewer than MIN_REPLY_PROMPTS exam references, chrF neither refuses nor
@@ -159,6 +163,13 @@ def _against(other: _Other, candidate: Scores, rules: GateRules) -> GateDecision
                                    f"{_prompts(interval)} ({interval.mean:+.2f}); "
                                    f"a lower loss or a preference gain does not promote "
                                    f"replies that scored lower", "chrf")
+    if interval is not None and interval.fair and not interval.low > 0:
+        return GateDecision(False, f"the candidate's replies are not better than the "
+                                   f"{other.name}'s beyond noise on {_prompts(interval)} (chrF "
+                                   f"{interval.mean:+.2f}, interval [{interval.low:+.2f}, "
+                                   f"{interval.high:+.2f}]); where the exam can tell, a lower "
+                                   f"loss or a preference gain alone does not promote",
+                            "improvement")
     better = _wins(other, candidate, rules.margin)
     if better:
         return ", ".join(better)

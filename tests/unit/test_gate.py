@@ -75,31 +75,37 @@ def test_a_better_nll_does_not_promote_replies_that_scored_lower_even_within_noi
                                   vs_base=Interval(mean=-1.0, low=-3.9, high=0.1)))
     assert not within_noise.promote and within_noise.failed == "chrf"
     assert "29.00" in within_noise.reason and "(-1.00)" in within_noise.reason
+    # Level replies: where the exam can tell (a fair interval), a lower loss does not promote;
+    # where it cannot (every prompt was chosen against the base model), the loss decides.
     level = decide(numbers(candidate=Scores(nll=2.0, chrf=30.0), base=Scores(nll=5.0, chrf=30.0),
                            vs_base=Interval(mean=0.0, low=-2.9, high=2.9)))
-    assert level.promote and "val loss 2.0000 below 5.0000" in level.reason
+    assert not level.promote and level.failed == "improvement"
+    assert "where the exam can tell" in level.reason and "[-2.90, +2.90]" in level.reason
+    untold = decide(numbers(candidate=Scores(nll=2.0, chrf=30.0), base=Scores(nll=5.0, chrf=30.0),
+                            vs_base=Interval(mean=0.0, low=-2.9, high=2.9, fair=False)))
+    assert untold.promote and "val loss 2.0000 below 5.0000" in untold.reason
     beyond_noise = decide(numbers(candidate=Scores(nll=2.0, chrf=29.0),
                                   base=Scores(nll=5.0, chrf=30.0),
                                   vs_base=Interval(mean=-1.0, low=-1.9, high=-0.1)))
     assert not beyond_noise.promote and beyond_noise.failed == "chrf"
     assert "[-1.90, -0.10]" in beyond_noise.reason
     # GATE_CHRF_MARGIN tolerates a loss of that many points, in the mean and beyond noise.
+    unfair_loss = Interval(mean=-1.0, low=-1.9, high=-0.1, fair=False)
     assert gate(numbers(candidate=Scores(nll=2.0, chrf=29.0), base=Scores(nll=5.0, chrf=30.0),
-                        vs_base=Interval(mean=-1.0, low=-1.9, high=-0.1)),
-                GateRules(margin=0.01, chrf_margin=1.5)).promote
+                        vs_base=unfair_loss), GateRules(margin=0.01, chrf_margin=1.5)).promote
     assert not gate(numbers(candidate=Scores(nll=2.0, chrf=29.0), base=Scores(nll=5.0, chrf=30.0),
-                            vs_base=Interval(mean=-1.0, low=-1.9, high=-0.1)),
-                    GateRules(margin=0.01, chrf_margin=0.5)).promote
+                            vs_base=unfair_loss), GateRules(margin=0.01, chrf_margin=0.5)).promote
 
 
 def test_better_replies_alone_promote_and_each_number_can_be_the_win():
     replies = decide(numbers(candidate=Scores(nll=3.0, chrf=40.0), base=Scores(nll=3.0, chrf=30.0),
                              vs_base=Interval(mean=10.0, low=6.0, high=14.0)))
     assert replies.promote and "chrF 40.00 > 30.00" in replies.reason
-    # Preference accuracy against the base model (a tie on every pair: 0.5), beyond noise.
+    # Preference accuracy against the base model (a tie on every pair: 0.5), beyond noise,
+    # where the replies cannot tell.
     preference = decide(numbers(candidate=Scores(nll=3.2, chrf=30.0, preference_accuracy=0.75),
                                 base=Scores(nll=3.0, chrf=30.0),
-                                vs_base=Interval(mean=0.0, low=-1.0, high=1.0),
+                                vs_base=Interval(mean=0.0, low=-1.0, high=1.0, fair=False),
                                 preference_vs_base=Interval(mean=0.25, low=0.1, high=0.4),
                                 pairs=MIN_PREFERENCES))
     assert preference.promote and "preference accuracy 0.750 > 0.500" in preference.reason
@@ -107,7 +113,7 @@ def test_better_replies_alone_promote_and_each_number_can_be_the_win():
     active = Scores(nll=2.5, chrf=35.0, preference_accuracy=0.8)
     not_better = decide(numbers(candidate=Scores(nll=2.6, chrf=35.0, preference_accuracy=0.7),
                                 active=active, base=Scores(nll=3.0, chrf=30.0),
-                                vs_active=Interval(mean=0.0, low=-1.0, high=1.0),
+                                vs_active=Interval(mean=0.0, low=-1.0, high=1.0, fair=False),
                                 vs_base=Interval(mean=5.0, low=3.0, high=7.0),
                                 preference_vs_active=Interval(mean=-0.1, low=-0.3, high=0.1),
                                 pairs=MIN_PREFERENCES))
@@ -130,7 +136,7 @@ def test_a_gain_within_noise_promotes_nothing():
     # The same preference win over too few pairs is not read at all.
     few = decide(numbers(candidate=Scores(nll=3.0, chrf=30.0, preference_accuracy=1.0),
                          base=Scores(nll=3.0, chrf=30.0),
-                         vs_base=Interval(mean=0.0, low=-1.0, high=1.0),
+                         vs_base=Interval(mean=0.0, low=-1.0, high=1.0, fair=False),
                          preference_vs_base=Interval(mean=0.5, low=0.5, high=0.5),
                          pairs=MIN_PREFERENCES - 1))
     assert not few.promote and "too few preferences" in few.reason
@@ -220,8 +226,9 @@ def test_chrf_reads_english_and_chinese():
 
 def nll_only(candidate: float, active: float | None, base: float) -> Quality:
     """Gate numbers where the replies of every model score the same (chrF 30, a bootstrap
-    interval around 0 within the chrF margin), so only the NLL can make a difference."""
-    same = Interval(mean=0.0, low=-1.0, high=1.0)
+    interval around 0 within the chrF margin) on prompts chosen against the other model (so
+    they cannot tell), so only the NLL can make a difference."""
+    same = Interval(mean=0.0, low=-1.0, high=1.0, fair=False)
     return Quality(base=Scores(nll=base, chrf=30.0), candidate=Scores(nll=candidate, chrf=30.0),
                    active=None if active is None else Scores(nll=active, chrf=30.0),
                    vs_active=None if active is None else same, vs_base=same, prompts=10)
