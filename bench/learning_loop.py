@@ -111,6 +111,7 @@ class Bench:
         if args.quick:
             self.pool, self.held = self.pool[:48], self.held[:16]
         self.threshold: float | None = None
+        self.base_numbers: dict | None = None  # the base model's held-out numbers
 
     def fresh(self, **overrides):
         """Settings on keys of their own (a fresh bot) with `overrides`."""
@@ -146,11 +147,17 @@ class Bench:
                                 pad_id=self.tokenizer.eos_token_id)
 
     async def held_out_numbers(self, runtime) -> dict:
+        """Held-out share, chrF and NLL of the version serving GUILD. The base model's are
+        measured once (`calibrate`): through the engine's batches the same model's greedy
+        replies differ by a prompt or two from one measurement to the next (batch make-up),
+        and a refused candidate leaves the base model serving."""
+        from bot.core.store import BASE_VERSION
+
+        if runtime.router.version_for(GUILD) == BASE_VERSION and self.base_numbers:
+            return dict(self.base_numbers)
         replies = await self.replies(runtime, self.held)
         scores = [chrf(reply, row["output"]) for reply, row in zip(replies, self.held,
                                                                    strict=True)]
-        from bot.core.store import BASE_VERSION
-
         version = runtime.router.version_for(GUILD)
         blob = None if version == BASE_VERSION else \
             await runtime.store.tenant(GUILD).registry.blob(version)
@@ -168,6 +175,7 @@ class Bench:
                                                                        strict=True)]
             self.threshold = calibrated(scores)
             base = await self.held_out_numbers(runtime)
+            self.base_numbers = base
         say(f"calibration: 👍 at chrF >= {self.threshold:.2f}: {share(scores, self.threshold):.3f}"
             f" of the base model's {len(scores)} pool replies pass")
         return base

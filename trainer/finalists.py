@@ -5,11 +5,13 @@ A lower loss is not a better bot: on the chit-chat dialogues the lowest-loss fit
 the worst held-out 👍 share (0.056 against 0.222 for another trial). The search still ranks
 trials by validation loss (Optuna's pruner needs a number per epoch); afterwards each trial
 that kept an adapter (a pruned one with its best epoch so far) answers the exam's prompts
-(greedy, as the gate asks them) and the highest mean sentence chrF wins, the lower loss
-breaking a tie. No exam prompt was chosen against any of them, so comparing them with each
-other is fair, unlike comparing them with the model that answered those prompts
-(`trainer.exam.Reference.chosen_against`). With fewer than `min_prompts` references the loss
-decides, as before.
+(greedy, as the gate asks them) and the highest mean sentence chrF wins if it beats the
+lowest-loss trial beyond noise (the gate's paired bootstrap); else the lowest loss stays. A
+choice the noise made would also flatter the chosen adapter on these prompts when the next
+cycle's gate compares a new candidate with it there. No exam prompt was chosen against any
+of them, so comparing them with each other is fair, unlike comparing them with the model that
+answered those prompts (`trainer.exam.Reference.chosen_against`). With fewer than
+`min_prompts` references the loss decides.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 
 from trainer.evaluate import with_adapter
 from trainer.exam import Reference
-from trainer.quality import GateConfig, greedy_replies, sentence_chrf
+from trainer.quality import GateConfig, greedy_replies, paired_bootstrap, sentence_chrf
 
 log = logging.getLogger(__name__)
 
@@ -36,22 +38,26 @@ def exam_chooser(base_model, tokenizer, refs: list[Reference], config: GateConfi
     if len(refs) < min_prompts:
         return None
 
-    def exam_score(blob: bytes) -> float:
+    def exam_scores(blob: bytes) -> list[float]:
         model = with_adapter(base_model, blob, config.device)
         replies = greedy_replies(model, tokenizer, refs, max_new_tokens=config.max_new_tokens,
                                  repetition_penalty=config.repetition_penalty,
                                  device=config.device)
-        return float(np.mean(sentence_chrf(replies, refs)))
+        return sentence_chrf(replies, refs)
 
     def choose(blobs: list[bytes]) -> tuple[int, str] | None:
         if len(blobs) < 2:
             return None
-        scores = [exam_score(blob) for blob in blobs]
-        best = max(range(len(scores)), key=lambda i: (scores[i], -i))
-        listed = ", ".join(f"{score:.2f}" for score in scores)
+        scores = [exam_scores(blob) for blob in blobs]
+        means = [float(np.mean(found)) for found in scores]
+        best = max(range(len(means)), key=lambda i: (means[i], -i))
+        gain = paired_bootstrap(scores[best], scores[0], config.bootstrap_samples)
+        if not gain.low > 0:  # a choice the noise could have made: the lowest loss stays
+            best = 0
+        listed = ", ".join(f"{mean:.2f}" for mean in means)
         note = (f"kept trial {best + 1} of {len(blobs)} (lowest validation loss first): its "
-                f"exam replies scored chrF {scores[best]:.2f} on {len(refs)} prompts (all: "
-                f"{listed})")
+                f"exam replies scored chrF {means[best]:.2f} on {len(refs)} prompts (all: "
+                f"{listed}; another trial wins only beyond noise)")
         log.info("search: %s", note)
         return best, note
 

@@ -198,5 +198,7 @@ async def test_the_finalist_with_the_better_exam_replies_is_kept_over_a_lower_lo
     assert "kept trial 2 of 2 (lowest validation loss first)" in note
     assert f"on {len(refs)} prompts" in note
     assert choose([healthy]) is None  # one finalist: nothing to choose
+    # A trial no better beyond noise than the lowest-loss one does not replace it.
+    assert choose([healthy, healthy])[0] == 0
     assert exam_chooser(base, tokenizer, refs[:MIN_REPLY_PROMPTS - 1], config,
                         MIN_REPLY_PROMPTS) is None  # too few prompts: the loss decides
