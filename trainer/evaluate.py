@@ -86,16 +86,31 @@ def evaluate_loss(model, examples: list[Example], *, device: str, micro_batch_si
                   pad_id: int) -> float:
     """Mean cross-entropy per reply token over the targets among `examples` (the masked
     validation loss); NaN when there is no target."""
+    sums = example_losses(model, examples, device=device, micro_batch_size=micro_batch_size,
+                          pad_id=pad_id)
+    tokens = sum(count for _, count in sums)
+    return sum(total for total, _ in sums) / tokens if tokens else math.nan
+
+
+@torch.no_grad()
+def example_losses(model, examples: list[Example], *, device: str, micro_batch_size: int,
+                   pad_id: int) -> list[tuple[float, int]]:
+    """(summed cross-entropy, reply tokens) of each target among `examples`, in order."""
     examples = [e for e in examples if e.kind in TARGET_KINDS]
-    total, tokens = 0.0, 0
+    found = []
     with eval_mode(model):
         for start in range(0, len(examples), micro_batch_size):
             batch = collate(examples[start:start + micro_batch_size], pad_id, device)
             with autocast(device):
-                loss, count = summed_loss(model, batch)
-            total += float(loss)
-            tokens += count
-    return total / tokens if tokens else math.nan
+                logits, targets, rows = label_logits(model, batch["input_ids"],
+                                                     batch["attention_mask"], batch["labels"])
+                losses = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+            width = batch["input_ids"].shape[0]
+            sums = torch.zeros(width, device=losses.device).index_add_(0, rows, losses.float())
+            counts = torch.bincount(rows, minlength=width)
+            found += [(float(total), int(count))
+                      for total, count in zip(sums.tolist(), counts.tolist(), strict=True)]
+    return found
 
 
 def with_adapter(base_model, blob: bytes | None, device: str):

@@ -21,14 +21,18 @@ candidate must:
    tell (a fair interval, below), on chrF (the whole interval above 0); where it cannot, on
    at least one number: preference accuracy (the whole bootstrap interval of its hits minus
    the other's above 0; the base model ties every preference: 0.5), or a validation NLL
-   lower by GATE_MARGIN.
+   lower by GATE_MARGIN and beyond noise (the bootstrap interval of the other's NLL minus
+   the candidate's, paired over the validation targets, above 0).
 
 A chrF interval is read on the exam prompts not taught after the other model's own replies
 (`trainer.quality.reply_difference`): on those it starts from its worst, so any other model
 looks better there. With too few of them left it is read on every prompt and may refuse, never
-promote; then preference accuracy or NLL decide. Where a fair interval exists, neither does:
-on the chit-chat dialogues imports promoted on the loss with exam chrF level (+0.4 and +0.8,
-intervals across 0) cut the held-out 👍 share from 0.33 to 0.13-0.22.
+promote; then preference accuracy or NLL decide against the base model. Where a fair interval
+exists, neither does: on the chit-chat dialogues imports promoted on the loss with exam chrF
+level (+0.4 and +0.8, intervals across 0) cut the held-out 👍 share from 0.33 to 0.13-0.22.
+And an active adapter is replaced only on a fair chrF win: where the exam cannot tell, the
+adapter moderators have been rating keeps serving (candidates promoted over it on the loss or
+on preference accuracy cut the chit-chat share by 4 prompts of 54 in two runs of four).
 
 A "win" that the noise could have made (a 0.013 preference-accuracy gain on a few pairs)
 promotes nothing. With fewer than MIN_REPLY_PROMPTS exam references, chrF neither refuses nor
@@ -81,6 +85,8 @@ class _Other:
     scores: Scores
     chrf: Interval | None  # None: too few references to read
     preference: Interval | None  # None: too few preferences to read
+    nll: Interval | None = None  # its NLL minus the candidate's per target (None: not paired)
+    serving: bool = False  # the active adapter: only better replies replace it
 
 
 def gate(quality: Quality, rules: GateRules) -> GateDecision:
@@ -125,11 +131,12 @@ def _others(quality: Quality) -> list[_Other]:
     judged = quality.prompts >= MIN_REPLY_PROMPTS  # else no chrF interval is read
     counted = quality.pairs + quality.labels >= MIN_PREFERENCES
     others = [_Other("base model", quality.base, quality.vs_base if judged else None,
-                     quality.preference_vs_base if counted else None)]
+                     quality.preference_vs_base if counted else None, quality.nll_vs_base)]
     if quality.active is not None:
         others.insert(0, _Other("active adapter", quality.active,
                                 quality.vs_active if judged else None,
-                                quality.preference_vs_active if counted else None))
+                                quality.preference_vs_active if counted else None,
+                                quality.nll_vs_active, serving=True))
     return others
 
 
@@ -163,6 +170,12 @@ def _against(other: _Other, candidate: Scores, rules: GateRules) -> GateDecision
                                    f"{_prompts(interval)} ({interval.mean:+.2f}); "
                                    f"a lower loss or a preference gain does not promote "
                                    f"replies that scored lower", "chrf")
+    if other.serving and (interval is None or not interval.fair):
+        return GateDecision(False, f"the exam cannot tell the candidate's replies from the "
+                                   f"active adapter's (fewer than {MIN_REPLY_PROMPTS} exam "
+                                   f"prompts not taught after its own replies): a lower loss or "
+                                   f"a preference gain alone does not replace what serves; "
+                                   f"teaching or /exam add grows the exam", "improvement")
     if interval is not None and interval.fair and not interval.low > 0:
         return GateDecision(False, f"the candidate's replies are not better than the "
                                    f"{other.name}'s beyond noise on {_prompts(interval)} (chrF "
@@ -187,7 +200,8 @@ def _wins(other: _Other, candidate: Scores, margin: float) -> list[str]:
         found.append(f"preference accuracy {candidate.preference_accuracy:.3f} > "
                      f"{_preference(theirs):.3f} (interval [{other.preference.low:+.3f}, "
                      f"{other.preference.high:+.3f}])")
-    if math.isfinite(candidate.nll) and candidate.nll <= theirs.nll - margin:
+    lower = other.nll is None or other.nll.low > 0  # beyond noise, where paired
+    if math.isfinite(candidate.nll) and candidate.nll <= theirs.nll - margin and lower:
         found.append(f"val loss {candidate.nll:.4f} below {theirs.nll:.4f} by "
                      f"{theirs.nll - candidate.nll:.4f} (margin {margin:g})")
     return found
@@ -218,5 +232,7 @@ def _standing(other: _Other, candidate: Scores, margin: float) -> str:
                   f"preference accuracy ({candidate.preference_accuracy:.3f} vs "
                   f"{_preference(theirs):.3f}, interval [{other.preference.low:+.3f}, "
                   f"{other.preference.high:+.3f}])")
+    nll = "" if other.nll is None else (f", interval of the fall per target "
+                                        f"[{other.nll.low:+.3f}, {other.nll.high:+.3f}]")
     return (f"{chrf}, {preference} or val loss ({candidate.nll:.4f} vs {theirs.nll:.4f}, "
-            f"margin {margin:g})")
+            f"margin {margin:g}{nll})")

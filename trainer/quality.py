@@ -26,6 +26,7 @@ preference accuracy, NLL on the validation side and on general text.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -37,7 +38,7 @@ from bot.core.generation import BASE_VERSION
 from bot.core.reply_decoder import TokenBytes, reply_text
 from trainer.dataset import Example, labels, pairs
 from trainer.degeneracy import ReplyFigures, figures
-from trainer.evaluate import evaluate_loss, with_adapter
+from trainer.evaluate import evaluate_loss, example_losses, with_adapter
 from trainer.exam import Reference
 
 BOOTSTRAP_SEED = 20261124  # fixed: the same numbers give the same interval every cycle
@@ -106,6 +107,10 @@ class Quality:
     # Preference accuracy's difference, the same way (None: no preferences to count).
     preference_vs_active: Interval | None = None
     preference_vs_base: Interval | None = None
+    # The other's validation NLL minus the candidate's, paired over the validation targets
+    # (each target's NLL per reply token; above 0: the candidate's is lower).
+    nll_vs_active: Interval | None = None
+    nll_vs_base: Interval | None = None
     # base / active / candidate / references -> figures of their replies (trainer.degeneracy)
     replies: dict[str, ReplyFigures] = field(default_factory=dict)
     prompts: int = 0  # references the replies were scored on
@@ -122,10 +127,12 @@ class Quality:
                 found[f"{key}_{name}"] = None if value is None else round(value, 4)
         for prefix, name in (("chrf", "vs_active"), ("chrf", "vs_base"),
                              ("preference", "preference_vs_active"),
-                             ("preference", "preference_vs_base")):
+                             ("preference", "preference_vs_base"),
+                             ("nll", "nll_vs_active"), ("nll", "nll_vs_base")):
             interval = getattr(self, name)
             if interval is not None:
-                found.update({f"{prefix}_{name.removeprefix('preference_')}_{k}": _rounded(v)
+                short = name.removeprefix("preference_").removeprefix("nll_")
+                found.update({f"{prefix}_{short}_{k}": _rounded(v)
                               for k, v in asdict(interval).items()
                               if prefix == "chrf" or k in ("mean", "low", "high")})
         for name, reply_figures in self.replies.items():
@@ -220,6 +227,7 @@ class Measurement:
     replies: list[str]
     sentence: list[float]
     hits: list[float] | None = None  # None: the base model (the reference: a tie on each)
+    losses: list[float] | None = None  # NLL per reply token of each validation target
 
 
 def measure_model(base_model, blob: bytes | None, tokenizer, refs: list[Reference],
@@ -235,15 +243,21 @@ def measure_model(base_model, blob: bytes | None, tokenizer, refs: list[Referenc
         return evaluate_loss(model, examples, device=device,
                              micro_batch_size=config.micro_batch_size, pad_id=pad)
 
+    losses = example_losses(model, validation, device=device,
+                            micro_batch_size=config.micro_batch_size, pad_id=pad)
+    tokens = sum(count for _, count in losses)
+
     replies = greedy_replies(model, tokenizer, refs, max_new_tokens=config.max_new_tokens,
                              repetition_penalty=config.repetition_penalty, device=device)
     sentence = sentence_chrf(replies, refs)
     hits = None if blob is None else preference_hits(
         model, validation, pad_id=pad, device=device, batch_size=config.micro_batch_size)
-    scores = Scores(nll=nll(validation), chrf=float(np.mean(sentence)) if sentence else None,
+    scores = Scores(nll=sum(total for total, _ in losses) / tokens if tokens else math.nan,
+                    chrf=float(np.mean(sentence)) if sentence else None,
                     preference_accuracy=float(np.mean(hits)) if hits else None,
                     general_nll=nll(general) if general else None)
-    return Measurement(scores, replies, sentence, hits)
+    return Measurement(scores, replies, sentence, hits,
+                       [total / count for total, count in losses if count])
 
 
 def reply_difference(candidate: Measurement, other: Measurement, refs: list[Reference],
@@ -270,6 +284,10 @@ def compare(base: Measurement, candidate: Measurement, active: Measurement | Non
     quality = Quality(base=base.scores, candidate=candidate.scores,
                       active=None if active is None else active.scores, prompts=len(refs),
                       pairs=len(pairs(validation)), labels=len(labels(validation)))
+    if candidate.losses and len(candidate.losses) == len(base.losses or ()):
+        quality.nll_vs_base = paired_bootstrap(base.losses, candidate.losses, samples)
+        if active is not None and len(active.losses or ()) == len(candidate.losses):
+            quality.nll_vs_active = paired_bootstrap(active.losses, candidate.losses, samples)
     if candidate.hits:
         quality.preference_vs_base = paired_bootstrap(
             candidate.hits, [0.5] * len(candidate.hits), samples)

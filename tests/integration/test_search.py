@@ -252,3 +252,19 @@ def test_a_thumbs_down_only_data_set_gets_an_adapter(base, tokenizer, settings):
     middle = (settings.search_lr_min * settings.search_lr_max) ** 0.5
     assert result.best_params["preference_learning_rate"] == \
         pytest.approx(middle * settings.preference_lr_factor)
+
+
+def test_each_targets_loss_is_its_own_whatever_shares_its_batch(base, tokenizer):
+    from trainer.evaluate import evaluate_loss, example_losses
+
+    examples = [make(tokenizer, n, reply="a longer answer " * (n % 3 + 1)) for n in range(5)]
+    examples.insert(2, make(tokenizer, 9, "undesirable", "no"))  # not a target: left out
+    together = example_losses(base, examples, device="cpu", micro_batch_size=4, pad_id=0)
+    alone = [example_losses(base, [e], device="cpu", micro_batch_size=1, pad_id=0)[0]
+             for e in examples if e.kind == "reply"]
+    assert len(together) == 5 and [count for _, count in together] == \
+        [count for _, count in alone]
+    assert [total for total, _ in together] == pytest.approx([total for total, _ in alone],
+                                                             rel=1e-4)
+    assert evaluate_loss(base, examples, device="cpu", micro_batch_size=4, pad_id=0) == \
+        pytest.approx(sum(t for t, _ in together) / sum(c for _, c in together))

@@ -131,15 +131,14 @@ async def test_a_second_cycle_no_better_than_the_active_adapter_is_rejected(sett
     settings, outcome, _ = await promote_v1(settings, store, own)
 
     # A second cycle on the same data repeats v1's hyperparameters and seed, so its candidate
-    # is v1 again: better on no number (not by the NLL margin of 5 nats, not on preference
-    # accuracy, where a different adapter's could beat v1's on the few 👎 labels by chance):
-    # rejected, and nothing in service changes. (NLL and preference accuracy only here:
-    # test_gate_replies.py has the gate on replies.)
+    # is v1 again. Without exam prompts (GATE_MAX_PROMPTS=0) its replies cannot be told from
+    # v1's, and a loss or preference number alone never replaces what serves: rejected, and
+    # nothing in service changes. (test_gate_replies.py has the gate on replies.)
     strict = train_settings(settings, gate_margin=5.0, max_epochs=3, search_trials=1, **NLL_GATE)
     second = await run_cycle(strict, store, TENANT, force=True, progress=False)
     assert second.val_loss["candidate"] == pytest.approx(outcome.val_loss["candidate"], rel=1e-4)
     assert second.outcome == "rejected", second.reason
-    assert "margin 5" in second.reason
+    assert "cannot tell the candidate's replies from the active adapter's" in second.reason
     assert second.val_loss["active"] == pytest.approx(outcome.val_loss["candidate"], rel=1e-4)
     assert second.trial_details[0]["params"] == {"learning_rate": outcome.learning_rate,
                                                  "batch_size": outcome.batch_size}
