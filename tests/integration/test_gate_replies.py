@@ -60,7 +60,10 @@ def fit(base, examples, data, settings, tokenizer, epochs: int) -> bytes:
                     pad_id=tokenizer.eos_token_id, run=FitRun(progress=False)).adapter
 
 
-async def test_lower_nll_but_collapsed_replies_is_refused_by_chrf(settings, store, own):
+async def healthy_and_collapsed(settings, store, own):
+    """On 60 rated support pairs: (settings, rated, tokenizer, data, base model, an adapter of
+    one short epoch on the liked replies, one of eight epochs of "A." twice for each liked
+    reply, which lowers the NLL of the replies below the first one's)."""
     settings = settings.model_copy(update={"max_new_tokens": 16, "val_fraction": 0.3,
                                            "lora_targets": "c_attn,c_proj,c_fc",
                                            "lora_rank": 16, "lora_alpha": 32})
@@ -70,11 +73,16 @@ async def test_lower_nll_but_collapsed_replies_is_refused_by_chrf(settings, stor
     data = build_dataset(rated, tokenizer, max_tokens=settings.max_train_tokens,
                          max_examples=1000, val_fraction=settings.val_fraction)
     base = load_base_model(settings.model_name, "cpu")
-    # In service: one short epoch on the liked replies. Candidate: eight epochs of "A." twice
-    # for each liked reply, which lowers the NLL of the replies below the active adapter's.
-    active = fit(base, data.train, data, settings, tokenizer, epochs=1)
+    healthy = fit(base, data.train, data, settings, tokenizer, epochs=1)
     collapsed = fit(base, collapse_examples(data, rated, tokenizer, settings.max_train_tokens),
                     data, settings, tokenizer, epochs=8)
+    return settings, rated, tokenizer, data, base, healthy, collapsed
+
+
+async def test_lower_nll_but_collapsed_replies_is_refused_by_chrf(settings, store, own):
+    # In service: the healthy adapter; the candidate: the collapsed one.
+    settings, rated, tokenizer, data, base, active, collapsed = await healthy_and_collapsed(
+        settings, store, own)
 
     notes: list[str] = []
     config = GateConfig.from_settings(settings)
@@ -175,18 +183,8 @@ async def test_a_thumbs_down_only_data_set_is_gated_without_references(settings,
 
 async def test_the_finalist_with_the_better_exam_replies_is_kept_over_a_lower_loss(
         settings, store, own):
-    settings = settings.model_copy(update={"max_new_tokens": 16, "val_fraction": 0.3,
-                                           "lora_targets": "c_attn,c_proj,c_fc",
-                                           "lora_rank": 16, "lora_alpha": 32})
-    await rate_support_pairs(store, 60)
-    rated = await own.exchanges.rated()
-    tokenizer = load_tokenizer(settings.model_name)
-    data = build_dataset(rated, tokenizer, max_tokens=settings.max_train_tokens,
-                         max_examples=1000, val_fraction=settings.val_fraction)
-    base = load_base_model(settings.model_name, "cpu")
-    healthy = fit(base, data.train, data, settings, tokenizer, epochs=1)
-    collapsed = fit(base, collapse_examples(data, rated, tokenizer, settings.max_train_tokens),
-                    data, settings, tokenizer, epochs=8)
+    settings, rated, tokenizer, data, base, healthy, collapsed = await healthy_and_collapsed(
+        settings, store, own)
     config = GateConfig.from_settings(settings)
     refs = server_exam(config, rated, ExamSource(), data, BASE_VERSION)
 
