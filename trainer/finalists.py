@@ -27,14 +27,16 @@ from trainer.quality import GateConfig, greedy_replies, paired_bootstrap, senten
 
 log = logging.getLogger(__name__)
 
-Chooser = Callable[[list[bytes]], "tuple[int, str] | None"]
+# (adapter bytes, first the one that stays unless beaten; their names, else "trial N")
+Chooser = Callable[..., "tuple[int, str] | None"]
 
 
 def exam_chooser(base_model, tokenizer, refs: list[Reference], config: GateConfig,
                  min_prompts: int) -> Chooser | None:
-    """A function that picks the index of the adapter (among bytes ordered by validation loss)
-    whose replies score best on `refs`, with a note saying so; None when the exam is too small
-    to choose by."""
+    """A function that picks the index of the adapter (among bytes ordered by validation loss,
+    or named) whose replies score best on `refs` beyond noise over the first one's, with a note
+    saying so; None when the exam is too small to choose by. `trainer.tune` also asks it
+    whether the preference epochs left the replies worse than the search's winner."""
     if len(refs) < min_prompts:
         return None
 
@@ -45,19 +47,24 @@ def exam_chooser(base_model, tokenizer, refs: list[Reference], config: GateConfi
                                  device=config.device)
         return sentence_chrf(replies, refs)
 
-    def choose(blobs: list[bytes]) -> tuple[int, str] | None:
+    def choose(blobs: list[bytes], names: list[str] | None = None) -> tuple[int, str] | None:
         if len(blobs) < 2:
             return None
         scores = [exam_scores(blob) for blob in blobs]
         means = [float(np.mean(found)) for found in scores]
         best = max(range(len(means)), key=lambda i: (means[i], -i))
         gain = paired_bootstrap(scores[best], scores[0], config.bootstrap_samples)
-        if not gain.low > 0:  # a choice the noise could have made: the lowest loss stays
+        if not gain.low > 0:  # a choice the noise could have made: the first one stays
             best = 0
-        listed = ", ".join(f"{mean:.2f}" for mean in means)
-        note = (f"kept trial {best + 1} of {len(blobs)} (lowest validation loss first): its "
-                f"exam replies scored chrF {means[best]:.2f} on {len(refs)} prompts (all: "
-                f"{listed}; another trial wins only beyond noise)")
+        if names is None:
+            kept = f"trial {best + 1} of {len(blobs)} (lowest validation loss first)"
+            listed = ", ".join(f"{mean:.2f}" for mean in means)
+        else:
+            kept = names[best]
+            listed = ", ".join(f"{name} {mean:.2f}" for name, mean in zip(names, means,
+                                                                          strict=True))
+        note = (f"kept {kept}: its exam replies scored chrF {means[best]:.2f} on {len(refs)} "
+                f"prompts (all: {listed}; another wins over the first only beyond noise)")
         log.info("search: %s", note)
         return best, note
 

@@ -68,7 +68,7 @@ def tuned_best_fit(base_model, data: DataSet, config: SearchConfig, *, pad_id: i
     tail_run = FitRun(label="preference", deadline=end, progress=progress)
     return _with_preference_epochs(base_model, data, config, result, preference, pad_id=pad_id,
                                    start=_tail_start(result, previous, extra, config),
-                                   run=tail_run)
+                                   run=tail_run, choose=choose)
 
 
 def _choose_finalist(result: SearchResult, choose: Chooser) -> None:
@@ -97,9 +97,11 @@ def _tail_start(result: SearchResult, previous: dict | None, extra: list[Example
 
 def _with_preference_epochs(base_model, data: DataSet, config: SearchConfig,
                             result: SearchResult, preference: PreferenceObjective, *,
-                            pad_id: int, start: tuple[float, int], run: FitRun) -> SearchResult:
+                            pad_id: int, start: tuple[float, int], run: FitRun,
+                            choose: Chooser | None = None) -> SearchResult:
     """`result` with its best fit tuned by the preference epochs; with the search's winner
-    (noted why) when they fail or find no time left."""
+    (noted why) when they fail, find no time left, or (by `choose`) leave the exam replies
+    worse beyond noise."""
     learning_rate, batch_size = start
     tail_params = FitParams(learning_rate=learning_rate * config.preference_lr_factor,
                             batch_size=batch_size, max_epochs=config.preference_epochs,
@@ -119,6 +121,11 @@ def _with_preference_epochs(base_model, data: DataSet, config: SearchConfig,
         result.notes.append(f"preference epochs failed, the search's winner stays: {error}")
         log.warning(result.notes[-1])
         return result
+    if result.best is not None and _worse_replies(tuned, result.best, choose):
+        result.notes.append("the preference epochs left the exam replies worse beyond noise: "
+                            "the search's winner stays")
+        log.warning(result.notes[-1])
+        return result
     result.best_params = {
         "learning_rate": learning_rate, "batch_size": batch_size, "objective": preference.name,
         "preference_epochs": len(tuned.val_losses),
@@ -129,6 +136,18 @@ def _with_preference_epochs(base_model, data: DataSet, config: SearchConfig,
     result.best = _after(result.best, tuned)
     result.notes += tuned.notes
     return result
+
+
+def _worse_replies(tuned: FitResult, searched: FitResult, choose: Chooser | None) -> bool:
+    """Whether `choose` keeps the search's winner over the tuned adapter (it replaces the
+    tuned one only with exam replies better beyond noise)."""
+    if choose is None:
+        return False
+    picked = choose([tuned.adapter, searched.adapter],
+                    ["the preference epochs' adapter", "the search's winner"])
+    if picked is not None:
+        log.info("preference epochs: %s", picked[1])
+    return picked is not None and picked[0] == 1
 
 
 def _after(searched: FitResult | None, tuned: FitResult) -> FitResult:

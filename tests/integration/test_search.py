@@ -164,19 +164,31 @@ def test_the_chosen_finalist_is_what_the_preference_epochs_start_from(base, toke
     options = {"search_trials": 3, "max_epochs": 2, "preference_epochs": 1}
     offered = []
 
-    def choose_last(blobs):
-        offered.append(blobs)
-        return len(blobs) - 1, "kept the last"
+    def choose(blobs, names=None, tail_pick=0):
+        offered.append((blobs, names))
+        if names is None:  # the search's trials: the last
+            return len(blobs) - 1, "kept the last"
+        return tail_pick, f"kept {names[tail_pick]}"
 
     result = tuned_best_fit(base, data, search_config(settings, **options), pad_id=0,
-                            progress=False, seed=0, choose=choose_last)
-    (blobs,) = offered
-    assert len(blobs) == len(result.trials) == 3
-    assert "kept the last" in result.notes
+                            progress=False, seed=0, choose=choose)
+    (trials, _), (pair, names) = offered
+    assert len(trials) == len(result.trials) == 3 and "kept the last" in result.notes
     last_params = result.finalists[-1][0]
     assert result.best_params["learning_rate"] == last_params["learning_rate"]
     assert result.best_params["preference_learning_rate"] == pytest.approx(
         settings.preference_lr_factor * last_params["learning_rate"])
+    # The tuned adapter against the one it started from: kept unless its replies are worse.
+    assert names == ["the preference epochs' adapter", "the search's winner"]
+    assert pair[1] == trials[-1] and pair[0] == result.best.adapter
+
+    offered.clear()
+    worse = tuned_best_fit(base, data, search_config(settings, **options), pad_id=0,
+                           progress=False, seed=0,
+                           choose=lambda blobs, names=None: choose(blobs, names, tail_pick=1))
+    assert "objective" not in worse.best_params  # the search's winner, not tuned
+    assert worse.best.adapter == offered[0][0][-1]
+    assert any("left the exam replies worse" in note for note in worse.notes)
 
 
 def test_the_seed_changes_the_proposals_and_is_reported(base, tokenizer, settings):
