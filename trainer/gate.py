@@ -172,10 +172,9 @@ def _against(other: _Other, candidate: Scores, rules: GateRules) -> GateDecision
                                    f"replies that scored lower", "chrf")
     if other.serving and (interval is None or not interval.fair):
         return GateDecision(False, f"the exam cannot tell the candidate's replies from the "
-                                   f"active adapter's (fewer than {MIN_REPLY_PROMPTS} exam "
-                                   f"prompts not taught after its own replies): a lower loss or "
-                                   f"a preference gain alone does not replace what serves; "
-                                   f"teaching or /exam add grows the exam", "improvement")
+                                   f"active adapter's (under {MIN_REPLY_PROMPTS} prompts not "
+                                   f"taught after its replies); loss or preference gains alone "
+                                   f"never replace what serves: teach or /exam add", "improvement")
     if interval is not None and interval.fair and not interval.low > 0:
         return GateDecision(False, f"the candidate's replies are not better than the "
                                    f"{other.name}'s beyond noise on {_prompts(interval)} (chrF "

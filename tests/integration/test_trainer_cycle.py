@@ -67,7 +67,9 @@ async def promote_v1(settings, store, own):
     await add_rated(store, 40)
     await add_rated(store, 5, vote=-1)
     newest_event = (await own.trainer.snapshot()).newest_event
-    return settings, await run_cycle(settings, store, TENANT, progress=False), newest_event
+    outcome = await run_cycle(settings, store, TENANT, progress=False)
+    assert outcome.outcome == "promoted", outcome.reason
+    return settings, outcome, newest_event
 
 
 async def test_a_cycle_promotes_a_candidate_better_than_the_base(settings, store, own):
