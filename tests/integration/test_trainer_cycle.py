@@ -59,11 +59,13 @@ async def promote_v1(settings, store, own):
     # The publish path on NLL and preference accuracy, without the replies' chrF: the random
     # tiny model's greedy replies to these five questions can stay babble even after six
     # epochs (test_gate_replies.py has the gate on replies, with answers the tiny model
-    # learns). Three epochs: the exchange ids, hence the split, are new each run, and with two
-    # some splits leave the candidate too close to the base. One trial, so a second cycle
+    # learns). Five epochs, all of them run: the exchange ids, hence the split, are new each
+    # run, and with fewer (or stopping when one epoch's validation loss rose) some splits left
+    # the candidate too close to the base for a fall beyond noise. One trial, so a second cycle
     # (whose first trial repeats v1's hyperparameters, with the same pinned seed and the same
     # data) trains v1 again.
-    settings = train_settings(settings, max_epochs=3, search_trials=1, **NLL_GATE)
+    settings = train_settings(settings, max_epochs=5, early_stop_patience=5, search_trials=1,
+                              **NLL_GATE)
     await add_rated(store, 40)
     await add_rated(store, 5, vote=-1)
     newest_event = (await own.trainer.snapshot()).newest_event
@@ -136,7 +138,8 @@ async def test_a_second_cycle_no_better_than_the_active_adapter_is_rejected(sett
     # is v1 again. Without exam prompts (GATE_MAX_PROMPTS=0) its replies cannot be told from
     # v1's, and a loss or preference number alone never replaces what serves: rejected, and
     # nothing in service changes. (test_gate_replies.py has the gate on replies.)
-    strict = train_settings(settings, gate_margin=5.0, max_epochs=3, search_trials=1, **NLL_GATE)
+    strict = train_settings(settings, gate_margin=5.0, max_epochs=5, early_stop_patience=5,
+                            search_trials=1, **NLL_GATE)
     second = await run_cycle(strict, store, TENANT, force=True, progress=False)
     assert second.val_loss["candidate"] == pytest.approx(outcome.val_loss["candidate"], rel=1e-4)
     assert second.outcome == "rejected", second.reason
