@@ -10,7 +10,8 @@ preference accuracy, NLL on the validation side and on general text.
   where it ends), batched, in this process: the base model alone or with one adapter attached.
 - Reply score: sentence chrF (sacrebleu; character n-grams, so it reads Chinese as well as
   English) of each reply against its reference, averaged. The difference candidate minus
-  another model gets a paired bootstrap (fixed seed): its mean and a 90 % interval.
+  another model gets a paired bootstrap (fixed seed): its mean and a 90 % interval, over the
+  prompts not taught after that model's own replies when enough are left (`reply_difference`).
 - Degeneracy (`trainer.degeneracy`): shared long passages, distinct word pairs and new links
   in each model's replies and in the references.
 - Preference accuracy: the share of validation preferences an adapter gets right, counting
@@ -20,8 +21,10 @@ preference accuracy, NLL on the validation side and on general text.
   reply loses. The base model is the reference itself: it has no accuracy of its own (a tie on
   every preference; the gate counts it as 0.5). The difference to another model gets the same
   paired bootstrap as chrF, over the preferences.
-- NLL: the masked validation loss per reply token over the validation targets; and the same on
-  general text (`trainer.forgetting`), which no moderator's data can move.
+- NLL: the masked validation loss per reply token over the validation targets, with the same
+  paired bootstrap of another model's minus the candidate's over the targets (each target's
+  loss per reply token); and the same loss on general text (`trainer.forgetting`), which no
+  moderator's data can move.
 """
 
 from __future__ import annotations
