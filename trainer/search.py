@@ -11,9 +11,8 @@ weights it has and reports its best epoch so far (cut before its first step: pru
 so its trials are short ones: comparable, if noisy. Every trial keeps only its best epoch's
 adapter bytes; the search returns the best completed trial and every trial that kept an
 adapter, pruned ones included (`finalists`, a few adapter files' worth of bytes), so a cycle
-can choose among them by their replies. A winning
-learning rate within a tenth (log scale) of an end of the range is logged as a warning and
-noted in the report.
+can choose among them by their replies. A winning learning rate within a tenth (log scale) of
+an end of the range is logged as a warning and noted in the report.
 """
 
 from __future__ import annotations
