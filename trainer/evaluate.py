@@ -86,8 +86,12 @@ def evaluate_loss(model, examples: list[Example], *, device: str, micro_batch_si
                   pad_id: int) -> float:
     """Mean cross-entropy per reply token over the targets among `examples` (the masked
     validation loss); NaN when there is no target."""
-    sums = example_losses(model, examples, device=device, micro_batch_size=micro_batch_size,
-                          pad_id=pad_id)
+    return per_token(example_losses(model, examples, device=device,
+                                    micro_batch_size=micro_batch_size, pad_id=pad_id))
+
+
+def per_token(sums: list[tuple[float, int]]) -> float:
+    """The mean loss per reply token of `example_losses`' sums; NaN without a token."""
     tokens = sum(count for _, count in sums)
     return sum(total for total, _ in sums) / tokens if tokens else math.nan
 

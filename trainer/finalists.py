@@ -23,7 +23,7 @@ import numpy as np
 
 from trainer.evaluate import with_adapter
 from trainer.exam import Reference
-from trainer.quality import GateConfig, greedy_replies, paired_bootstrap, sentence_chrf
+from trainer.quality import GateConfig, exam_answers, paired_bootstrap
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,8 @@ def exam_chooser(base_model, tokenizer, refs: list[Reference], config: GateConfi
         return None
 
     def exam_scores(blob: bytes) -> list[float]:
-        model = with_adapter(base_model, blob, config.device)
-        replies = greedy_replies(model, tokenizer, refs, max_new_tokens=config.max_new_tokens,
-                                 repetition_penalty=config.repetition_penalty,
-                                 device=config.device)
-        return sentence_chrf(replies, refs)
+        return exam_answers(with_adapter(base_model, blob, config.device), tokenizer, refs,
+                            config)[1]
 
     def choose(blobs: list[bytes], names: list[str] | None = None) -> tuple[int, str] | None:
         if len(blobs) < 2:

@@ -29,7 +29,6 @@ preference accuracy, NLL on the validation side and on general text.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -41,7 +40,7 @@ from bot.core.generation import BASE_VERSION
 from bot.core.reply_decoder import TokenBytes, reply_text
 from trainer.dataset import Example, labels, pairs
 from trainer.degeneracy import ReplyFigures, figures
-from trainer.evaluate import evaluate_loss, example_losses, with_adapter
+from trainer.evaluate import evaluate_loss, example_losses, per_token, with_adapter
 from trainer.exam import Reference
 
 BOOTSTRAP_SEED = 20261124  # fixed: the same numbers give the same interval every cycle
@@ -139,7 +138,7 @@ class Quality:
                               for k, v in asdict(interval).items()
                               if prefix == "chrf" or k in ("mean", "low", "high")})
         for name, reply_figures in self.replies.items():
-            found.update({f"{key}_{name}": round(value, 4) if isinstance(value, float) else value
+            found.update({f"{key}_{name}": _rounded(value)
                           for key, value in reply_figures.as_dict().items()})
         return found
 
@@ -233,6 +232,14 @@ class Measurement:
     losses: list[float] | None = None  # NLL per reply token of each validation target
 
 
+def exam_answers(model, tokenizer, refs: list[Reference],
+                 config: GateConfig) -> tuple[list[str], list[float]]:
+    """`model`'s greedy replies to the exam prompts and each one's sentence chrF."""
+    replies = greedy_replies(model, tokenizer, refs, max_new_tokens=config.max_new_tokens,
+                             repetition_penalty=config.repetition_penalty, device=config.device)
+    return replies, sentence_chrf(replies, refs)
+
+
 def measure_model(base_model, blob: bytes | None, tokenizer, refs: list[Reference],
                   validation: list[Example], general: list[Example],
                   config: GateConfig) -> Measurement:
@@ -248,14 +255,10 @@ def measure_model(base_model, blob: bytes | None, tokenizer, refs: list[Referenc
 
     losses = example_losses(model, validation, device=device,
                             micro_batch_size=config.micro_batch_size, pad_id=pad)
-    tokens = sum(count for _, count in losses)
-
-    replies = greedy_replies(model, tokenizer, refs, max_new_tokens=config.max_new_tokens,
-                             repetition_penalty=config.repetition_penalty, device=device)
-    sentence = sentence_chrf(replies, refs)
+    replies, sentence = exam_answers(model, tokenizer, refs, config)
     hits = None if blob is None else preference_hits(
         model, validation, pad_id=pad, device=device, batch_size=config.micro_batch_size)
-    scores = Scores(nll=sum(total for total, _ in losses) / tokens if tokens else math.nan,
+    scores = Scores(nll=per_token(losses),
                     chrf=float(np.mean(sentence)) if sentence else None,
                     preference_accuracy=float(np.mean(hits)) if hits else None,
                     general_nll=nll(general) if general else None)
