@@ -32,6 +32,14 @@ class SettingsError(ValueError):
     """A setting is missing or invalid; the message names the variable and what is wrong."""
 
 
+def _number_list(value: str, what: str) -> list[str]:
+    """The comma-separated numbers in `value` (blanks skipped), or a ValueError naming `what`."""
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if not all(n.isdigit() for n in names):
+        raise ValueError(f"must be a comma-separated list of {what}")
+    return names
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
@@ -192,9 +200,7 @@ class Settings(BaseSettings):
     @field_validator("shard_ids")
     @classmethod
     def _shard_ids(cls, value: str) -> str:
-        names = [n.strip() for n in value.split(",") if n.strip()]
-        if not all(n.isdigit() for n in names):
-            raise ValueError("must be a comma-separated list of shard numbers, e.g. 0,1")
+        names = _number_list(value, "shard numbers, e.g. 0,1")
         if len(set(map(int, names))) != len(names):
             raise ValueError("names a shard twice")
         return ",".join(str(int(n)) for n in names)
@@ -202,10 +208,7 @@ class Settings(BaseSettings):
     @field_validator("allowed_guild_ids")
     @classmethod
     def _guild_ids(cls, value: str) -> str:
-        names = [n.strip() for n in value.split(",") if n.strip()]
-        if not all(n.isdigit() for n in names):
-            raise ValueError("must be a comma-separated list of server (guild) ids")
-        return ",".join(names)
+        return ",".join(_number_list(value, "server (guild) ids"))
 
     @field_validator("modlog_channel_id", "shard_count", "home_guild_id", "search_seed",
                      "metrics_port", "torch_threads", mode="before")
