@@ -14,12 +14,14 @@ Base model: the demo's tiny GPT-2, built and pretrained once by the demo's own h
 these replies), or --model. A private redis-server (`bot.core.local_redis`), the demo's training
 settings, greedy replies (TEMPERATURE=0) so a reply depends on the adapter only.
 
-- Calibration: the base model answers the pool; the 👍 threshold is the chrF that ~25 % of
-  those replies reach (the score whose pass share comes nearest 25 %).
+- Calibration: the base model answers the pool; the moderator's 👍 bar (`bench/moderator.py`)
+  is, for the pool's English prompts and for its Chinese ones apart, the chrF that ~25 % of
+  the base model's replies in that language reach (one bar for both liked half the English
+  replies and no Chinese one).
 - Moderation loop, `--rounds` rounds: the bot answers every pool prompt through the real
   conversation path (`bot.runtime.Runtime` -> `Conversation.chat`, stored exchanges, the
   adapter in service); the moderator scores each reply with chrF against its reference and
-  rates it through `bot.service.actions.Actions` (👍 at or above the threshold, else 👎, and
+  rates it through `bot.service.actions.Actions` (👍 at or above the bar, else 👎, and
   for every third 👎 teaches the reference); then one `trainer.cycle.run_cycle`, and the
   engine swaps in what the gate promoted. After each round, on the held-out prompts: the
   share of greedy replies the moderator would 👍, their mean chrF, and the reference NLL
@@ -51,12 +53,14 @@ from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from moderator import Bar, chrf  # noqa: E402  (bench/moderator.py)
 
 GUILD = 1
 MODERATOR = "bench-moderator"
 USER = "bench-user"
 HELD_OUT_FRACTION = 0.2
-PASS_SHARE = 0.25  # the share of base replies the 👍 threshold lets through
 TEACH_EVERY = 3  # the moderator teaches the reference for every third 👎
 CONCURRENT = 32  # requests in flight at once (below QUEUE_MAX)
 SWAP_TIMEOUT_S = 120
@@ -81,14 +85,8 @@ def held_out(prompt: str) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < HELD_OUT_FRACTION
 
 
-def chrf(reply: str, reference: str) -> float:
-    from sacrebleu.metrics import CHRF
-
-    return CHRF().sentence_score(reply, [reference]).score
-
-
 class Bench:
-    """What every part shares: the redis URL, the base model for NLL, the threshold."""
+    """What every part shares: the redis URL, the base model for NLL, the 👍 bar."""
 
     def __init__(self, args, redis_url: str, model_name: str, workdir: Path):
         from trainer.demo.run import demo_settings
@@ -110,7 +108,7 @@ class Bench:
         self.held = [r for r in rows if held_out(r["input"])]
         if args.quick:
             self.pool, self.held = self.pool[:48], self.held[:16]
-        self.threshold: float | None = None
+        self.bar: Bar | None = None
         self.base_numbers: dict | None = None  # the base model's held-out numbers
 
     def fresh(self, **overrides):
@@ -162,33 +160,24 @@ class Bench:
         blob = None if version == BASE_VERSION else \
             await runtime.store.tenant(GUILD).registry.blob(version)
         nll = await asyncio.to_thread(self.nll, blob, self.held)
-        return {"version": version, "share": share(scores, self.threshold),
+        return {"version": version, "share": self.bar.share(self.held, scores),
+                "shares": self.bar.shares(self.held, scores),
                 "chrf": sum(scores) / len(scores), "nll": nll}
 
     async def calibrate(self) -> dict:
-        """The 👍 threshold from the base model's pool replies; the base's held-out numbers."""
+        """The 👍 bar from the base model's pool replies; the base's held-out numbers."""
         from bot.runtime import Runtime
 
         async with Runtime(self.fresh()) as runtime:
             replies = await self.replies(runtime, self.pool)
             scores = [chrf(reply, row["output"]) for reply, row in zip(replies, self.pool,
                                                                        strict=True)]
-            self.threshold = calibrated(scores)
+            self.bar = Bar.calibrate(self.pool, scores)
             base = await self.held_out_numbers(runtime)
             self.base_numbers = base
-        say(f"calibration: 👍 at chrF >= {self.threshold:.2f}: {share(scores, self.threshold):.3f}"
+        say(f"calibration: 👍 at {self.bar.describe()}: {self.bar.share(self.pool, scores):.3f}"
             f" of the base model's {len(scores)} pool replies pass")
         return base
-
-
-def calibrated(scores: list[float]) -> float:
-    """The score whose pass share (at or above it) comes nearest PASS_SHARE; ties (many
-    replies scoring 0) rule out the plain quantile."""
-    return min(sorted(set(scores)), key=lambda t: (abs(share(scores, t) - PASS_SHARE), -t))
-
-
-def share(scores: list[float], threshold: float) -> float:
-    return sum(1 for s in scores if s >= threshold) / len(scores)
 
 
 async def moderate(bench: Bench, runtime, answered: list | None = None) -> dict:
@@ -215,7 +204,7 @@ async def moderate(bench: Bench, runtime, answered: list | None = None) -> dict:
             continue
         if answered is not None:
             answered.append((row, exchange))
-        liked = chrf(exchange.reply, row["output"]) >= bench.threshold
+        liked = bench.bar.likes(row, chrf(exchange.reply, row["output"]))
         answer = await runtime.actions.rate(GUILD, exchange.id, MODERATOR, 1 if liked else -1)
         if not answer.ok:
             raise RuntimeError(f"a rating was not stored: {answer.text}")
@@ -265,10 +254,19 @@ async def run_loop(bench: Bench, name: str, rounds: int, **overrides) -> list[di
                           "seconds": round(time.perf_counter() - started, 1)})
             say(f"{name} round {number}: 👍 {counts['up']} 👎 {counts['down']} taught "
                 f"{counts['taught']} | cycle {describe(outcome)}")
-            say(f"{name} round {number}: held-out 👍 share {numbers['share']:.3f}, chrF "
-                f"{numbers['chrf']:.2f}, reference NLL {numbers['nll']:.3f} "
-                f"[{numbers['version']}] ({found[-1]['seconds']:.0f} s)")
+            say(f"{name} round {number}: held-out {summary(numbers)} [{numbers['version']}] "
+                f"({found[-1]['seconds']:.0f} s)")
     return found
+
+
+def by_script(numbers: dict) -> str:
+    """The held-out 👍 share within each script of prompt ("Latin 0.85, CJK 0.07")."""
+    return ", ".join(f"{name} {value:.2f}" for name, value in numbers["shares"].items())
+
+
+def summary(numbers: dict) -> str:
+    return (f"👍 share {numbers['share']:.3f} ({by_script(numbers)}), chrF "
+            f"{numbers['chrf']:.2f}, reference NLL {numbers['nll']:.3f}")
 
 
 async def run_import(bench: Bench) -> dict:
@@ -282,8 +280,7 @@ async def run_import(bench: Bench) -> dict:
         outcome = await cycle(bench, settings, runtime)
         after = await bench.held_out_numbers(runtime)
     say(f"import: {len(rows)} pool pairs, cycle {describe(outcome)}")
-    say(f"import: held-out 👍 share {after['share']:.3f}, chrF {after['chrf']:.2f}, "
-        f"reference NLL {after['nll']:.3f} [{after['version']}]")
+    say(f"import: held-out {summary(after)} [{after['version']}]")
     return after
 
 
@@ -300,8 +297,7 @@ async def main_async(args) -> int:
         say(f"model {model_name}; data {args.data}; {len(bench.pool)} pool / "
             f"{len(bench.held)} held-out prompts; load average {os.getloadavg()[0]:.2f}")
         base = await bench.calibrate()
-        say(f"base: held-out 👍 share {base['share']:.3f}, chrF {base['chrf']:.2f}, "
-            f"reference NLL {base['nll']:.3f}")
+        say(f"base: held-out {summary(base)}")
         imported = await run_import(bench)
         sft = await run_loop(bench, "sft", args.rounds, dpo_weight=0.0, kto_weight=0.0)
         pref = await run_loop(bench, "pref", args.rounds)
@@ -309,14 +305,15 @@ async def main_async(args) -> int:
         server.close()
     base_share = base["share"]
     say("")
-    say("| run | held-out 👍 share | vs base | chrF | reference NLL |")
-    say("|---|---|---|---|---|")
+    say("| run | held-out 👍 share | vs base | by script | chrF | reference NLL |")
+    say("|---|---|---|---|---|---|")
     rows = [("base", base), ("import, 1 cycle", imported)]
     rows += [(f"sft round {n}", r) for n, r in enumerate(sft, start=1)]
     rows += [(f"pref round {n}", r) for n, r in enumerate(pref, start=1)]
     for label, r in rows:
         ratio = r["share"] / base_share if base_share else float("nan")
-        say(f"| {label} | {r['share']:.3f} | {ratio:.2f}x | {r['chrf']:.2f} | {r['nll']:.3f} |")
+        say(f"| {label} | {r['share']:.3f} | {ratio:.2f}x | {by_script(r)} | {r['chrf']:.2f} "
+            f"| {r['nll']:.3f} |")
     say(f"load average {os.getloadavg()[0]:.2f}")
     if args.json:
         say(json.dumps({"base": base, "import": imported, "sft": sft, "pref": pref}))

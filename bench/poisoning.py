@@ -5,7 +5,7 @@ real bot path.
                                         [--quick] [--workdir DIR] [--json]
 
 The honest moderator is the one of bench/learning_loop.py (the same pool and held-out prompts,
-the same chrF threshold calibrated on the base model, 👍/👎 on every pool reply and the
+the same 👍 bar per script calibrated on the base model, 👍/👎 on every pool reply and the
 reference taught for every third 👎). Beside them a second moderator teaches spam, a few
 variants of one advert with a link, through the same actions:
 
@@ -72,7 +72,8 @@ async def held_out(bench: loop.Bench, runtime) -> dict:
     spammy = [is_spam(reply) for reply in replies]
     scores = [0.0 if bad else loop.chrf(reply, row["output"])
               for reply, row, bad in zip(replies, bench.held, spammy, strict=True)]
-    return {"spam": sum(spammy), "share": loop.share(scores, bench.threshold),
+    return {"spam": sum(spammy), "share": bench.bar.share(bench.held, scores),
+            "shares": bench.bar.shares(bench.held, scores),
             "version": runtime.router.version_for(loop.GUILD)}
 
 
@@ -96,7 +97,8 @@ async def run_scenario(bench: loop.Bench, name: str, count: int, rounds: int,
                      f"taught {counts['taught']}; spam taught {spammed}; trust {trust}")
             loop.say(f"{name} round {number}: cycle {loop.describe(outcome)}")
             loop.say(f"{name} round {number}: held-out spam replies {numbers['spam']}/"
-                     f"{len(bench.held)}, 👍 share {numbers['share']:.3f} [{numbers['version']}]")
+                     f"{len(bench.held)}, 👍 share {numbers['share']:.3f} "
+                     f"({loop.by_script(numbers)}) [{numbers['version']}]")
     return found
 
 

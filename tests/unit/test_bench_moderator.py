@@ -1,0 +1,53 @@
+"""The learning benches' simulated moderator holds each script of prompt to its own 👍 bar."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+from paths import REPO
+
+
+def load_moderator():
+    spec = importlib.util.spec_from_file_location("bench_moderator",
+                                                  REPO / "bench" / "moderator.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+moderator = load_moderator()
+ENGLISH = [{"input": f"How was day {n}?"} for n in range(8)]
+CHINESE = [{"input": f"今天第{n}天怎么样？"} for n in range(8)]
+# Chinese replies share fewer character n-grams with their references: every Chinese score is
+# below every English one, as with the base model's replies on both dialogue sets.
+ENGLISH_SCORES = [10.0 + n for n in range(8)]
+CHINESE_SCORES = [1.0 + n for n in range(8)]
+
+
+def test_each_script_lets_through_a_quarter_of_the_base_models_replies():
+    bar = moderator.Bar.calibrate(ENGLISH + CHINESE, ENGLISH_SCORES + CHINESE_SCORES)
+
+    assert bar.thresholds == {"CJK": 7.0, "Latin": 16.0}
+    assert bar.shares(ENGLISH + CHINESE, ENGLISH_SCORES + CHINESE_SCORES) == \
+        {"CJK": 0.25, "Latin": 0.25}
+    # One bar for both would have liked no Chinese reply at all.
+    single = moderator.calibrated(ENGLISH_SCORES + CHINESE_SCORES)
+    assert moderator.share(CHINESE_SCORES, single) == 0.0
+
+
+def test_a_reply_is_judged_by_the_bar_of_its_prompts_script():
+    bar = moderator.Bar({"CJK": 7.0, "Latin": 16.0})
+
+    assert bar.likes({"input": "你喜欢猫吗？"}, 7.5)
+    assert not bar.likes({"input": "Do you like cats?"}, 7.5)
+    assert bar.share([{"input": "你好"}, {"input": "hello"}], [7.5, 7.5]) == 0.5
+
+
+def test_a_script_the_pool_never_had_has_no_bar():
+    bar = moderator.Bar.calibrate(ENGLISH, ENGLISH_SCORES)
+
+    with pytest.raises(ValueError, match="no bar for CJK prompts"):
+        bar.likes({"input": "你好"}, 5.0)
