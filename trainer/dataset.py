@@ -27,13 +27,17 @@ end-of-text; the labels mask the prompt with -100 so losses count the reply toke
 target or desirable reply holding U+FFFD (a character broken in decoding) is never taught: it
 is dropped and counted as broken_text (a rejected or undesirable reply may hold one).
 
-The train/validation split is decided per exchange by a hash of its id, so an exchange (and
-every example made from it) stays on the same side from one cycle to the next.
+The train/validation split is decided by a hash of what the bot was asked (`asked_key`: the
+dialogue and the style), so an exchange (and every example made from it) stays on the same side
+from one cycle to the next, and exchanges that asked the same question go to the same side: a
+question asked again and taught again must not train a candidate on the reference the gate
+then examines it on (the learning benches ask every pool prompt each round).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Literal
@@ -121,19 +125,45 @@ def split_point(exchange_id: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def validation_ids(exchange_ids: list[str], fraction: float) -> set[str]:
-    """The exchanges held out for validation: those whose hash falls below `fraction`.
+def asked_key(turns, style: str | None) -> str:
+    """What the bot was asked (the dialogue and the style, spacing and case aside), as a key
+    the split hashes: exchanges that asked the same share it."""
+    asked = {"style": " ".join((style or "").split()).casefold(),
+             "turns": [[t.role, " ".join(t.text.split()).casefold()] for t in turns]}
+    return json.dumps(asked, ensure_ascii=False, sort_keys=True)
+
+
+def validation_ids(exchange_ids: list[str], fraction: float,
+                   keys: dict[str, str] | None = None) -> set[str]:
+    """The exchanges held out for validation: those whose key's hash falls below `fraction`
+    (`keys`: each exchange id's `asked_key`; the id itself where it has none).
 
     When the hash leaves one side empty although there are enough exchanges, the exchanges
-    with the lowest hashes (at least one, at most all but one) go to validation instead, so
-    the choice is still deterministic.
+    with the lowest hashes (at least one, at most all but one, whole questions where there are
+    several) go to validation instead, so the choice is still deterministic.
     """
-    unique = sorted(set(exchange_ids), key=split_point)
-    chosen = {i for i in unique if split_point(i) < fraction}
+    def point(exchange_id: str) -> float:
+        return split_point(keys.get(exchange_id, exchange_id) if keys else exchange_id)
+
+    unique = sorted(set(exchange_ids), key=lambda i: (point(i), i))
+    chosen = {i for i in unique if point(i) < fraction}
     if len(unique) >= MIN_EXCHANGES_FOR_VALIDATION and (not chosen or len(chosen) == len(unique)):
         wanted = min(len(unique) - 1, max(1, round(fraction * len(unique))))
-        chosen = set(unique[:wanted])
+        chosen = {i for i in unique if point(i) <= point(unique[wanted - 1])}
+        if len(chosen) == len(unique):  # one question asked every time: split its exchanges
+            chosen = set(unique[:wanted])
     return chosen
+
+
+def _held_out(rated: list[RatedExchange], example_ids: list[str], fraction: float,
+              exam_ids: frozenset[str]) -> set[str]:
+    """The validation side: whole questions (see the module), and every exchange that asked
+    what a pinned exam exchange asked."""
+    keys = {item.exchange.id: asked_key(item.exchange.turns(), item.exchange.style)
+            for item in rated}
+    pinned = {keys[i] for i in exam_ids if i in keys}
+    return (validation_ids(example_ids, fraction, keys) | set(exam_ids)
+            | {i for i in example_ids if keys.get(i) in pinned})
 
 
 # (kind, text, rejected text for a pair). Newest correction first: a cap that cuts an exchange
@@ -229,7 +259,7 @@ def build_dataset(rated: list[RatedExchange], tokenizer, *, max_tokens: int,
             negative_used |= item.score < 0 and kind in ("pair", "undesirable")
         counts["negatives_used"] += negative_used
 
-    held_out = validation_ids([e.exchange_id for e in examples], val_fraction) | exam_ids
+    held_out = _held_out(rated, [e.exchange_id for e in examples], val_fraction, exam_ids)
     train = [e for e in examples if e.exchange_id not in held_out]
     validation = [e for e in examples if e.exchange_id in held_out]
     counts.update(train_examples=len(train), validation_examples=len(validation),

@@ -6,7 +6,15 @@ from store_util import TENANT
 
 from bot.core.dialogue import build_prompt
 from bot.core.store import Exchange, TurnRecord
-from trainer.dataset import IGNORE_INDEX, build_dataset, labels, pairs, split_point, validation_ids
+from trainer.dataset import (
+    IGNORE_INDEX,
+    asked_key,
+    build_dataset,
+    labels,
+    pairs,
+    split_point,
+    validation_ids,
+)
 from trainer.dataset import targets as sft_targets
 
 
@@ -86,6 +94,49 @@ def test_small_data_still_gets_a_validation_example():
     assert validation_ids(ids, 0.2) == held_out  # deterministic
     # Too few exchanges to say anything: no fallback.
     assert validation_ids(ids[:2], 0.2) == set()
+
+
+async def test_a_question_asked_again_is_on_one_side_of_the_split(store, tokenizer, own):
+    """A question asked and taught in several exchanges never trains a candidate on the
+    reference the exam holds for it (spacing and case do not make another question)."""
+    asked = {}
+    for n in range(30):
+        for variant in (f"question {n}", f"  Question {n} ", f"QUESTION  {n}"):
+            exchange = await rated_exchange(store, "a bad reply", [-1], user_message=variant)
+            await store.exchanges.correct(exchange.id, "mod0", f"answer {n}")
+            asked[exchange.id] = n
+    data = build(await own.exchanges.rated(), tokenizer)
+
+    held = {asked[e.exchange_id] for e in data.validation}
+    trained = {asked[e.exchange_id] for e in data.train}
+    assert held and trained and not held & trained
+    assert len(data.held_out) == 3 * len(held)
+
+
+async def test_every_exchange_that_asked_a_pinned_question_is_held_out(store, tokenizer, own):
+    first = [await rated_exchange(store, f"reply {n}", [1], user_message=f"question {n}")
+             for n in range(10)]
+    pinned = first[0]
+    again = await rated_exchange(store, "reply again", [1], user_message=pinned.user_message)
+    data = build(await own.exchanges.rated(), tokenizer, exam_ids=frozenset({pinned.id}))
+
+    assert {pinned.id, again.id} <= data.held_out
+    assert again.id not in {e.exchange_id for e in data.train}
+
+
+def test_the_fallback_holds_out_whole_questions():
+    # Ten exchanges of four questions whose hashes all land on the training side.
+    questions = [q for q in (asked_key([], f"q{n}") for n in range(100))
+                 if split_point(q) >= 0.2][:4]
+    keys = {f"ex-{n}": questions[n % 4] for n in range(10)}  # 2 or 3 exchanges each
+    held_out = validation_ids(list(keys), 0.2, keys)
+
+    # A fifth of ten is two exchanges: the lowest-hashed question, all of it.
+    first = min(questions, key=split_point)
+    assert held_out == {i for i, q in keys.items() if q == first}
+    # One question asked every time: its exchanges are split as before.
+    same = {f"ex-{n}": questions[0] for n in range(10)}
+    assert len(validation_ids(list(same), 0.2, same)) == 2
 
 
 async def test_cap_keeps_the_newest_examples(store, tokenizer, own):

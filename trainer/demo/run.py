@@ -22,13 +22,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bot.core.config import SettingsError, load_settings
+from bot.core.dialogue import Turn
 from bot.core.fatal import run_main
 from bot.core.redact import hide_secrets_in_logs
 from bot.core.store import BASE_VERSION, Store
 from bot.frontends.console import Console
 from bot.runtime import Runtime
 from trainer.cycle import run_cycle
-from trainer.dataset import validation_ids
+from trainer.dataset import asked_key, validation_ids
 from trainer.demo.cli import parse_args
 from trainer.demo.prepare import MODEL_DIR, demo_model, demo_prefix, demo_redis
 from trainer.importer import import_pairs, read_rows, validate_rows
@@ -70,8 +71,11 @@ def sample_rows() -> list:
 def held_out_questions(val_fraction: float) -> set[str]:
     """The sample questions whose dialogue the trainer keeps for validation, not training."""
     pairs = validate_rows(list(enumerate(sample_rows(), start=1)))
-    held = validation_ids([p.exchange_id_in(DEMO_GUILD) for p in pairs], val_fraction)
-    return {p.input for p in pairs if p.exchange_id_in(DEMO_GUILD) in held}
+    ids = {p.exchange_id_in(DEMO_GUILD): p for p in pairs}
+    keys = {i: asked_key([t.as_turn() for t in p.context] + [Turn("user", p.input)], p.style)
+            for i, p in ids.items()}
+    held = validation_ids(list(ids), val_fraction, keys)
+    return {p.input for i, p in ids.items() if i in held}
 
 
 def _width(text: str) -> int:
