@@ -109,7 +109,7 @@ def test_better_replies_alone_promote_and_each_number_can_be_the_win():
                                 preference_vs_base=Interval(mean=0.25, low=0.1, high=0.4),
                                 pairs=MIN_PREFERENCES))
     assert preference.promote and "preference accuracy 0.750 > 0.500" in preference.reason
-    # Against an active adapter its own accuracy counts, and the base must be beaten too.
+    # Against an active adapter its own accuracy counts: level replies do not replace it.
     active = Scores(nll=2.5, chrf=35.0, preference_accuracy=0.8)
     not_better = decide(numbers(candidate=Scores(nll=2.6, chrf=35.0, preference_accuracy=0.7),
                                 active=active, base=Scores(nll=3.0, chrf=30.0),
@@ -183,6 +183,27 @@ def test_replies_worse_than_the_base_refuse_even_when_the_active_is_beaten():
                               vs_active=Interval(mean=10.0, low=8.0, high=12.0),
                               vs_base=Interval(mean=-10.0, low=-12.0, high=-8.0)))
     assert not decision.promote and decision.failed == "chrf" and "base model" in decision.reason
+
+
+def test_replacing_an_active_adapter_needs_a_win_over_it_and_no_loss_to_the_base():
+    """The numbers of a chit-chat round-2 candidate: a fair win over the adapter that serves,
+    level with the base model within noise on other prompts. Not worse than the base is
+    enough; worse than it still refuses."""
+    candidate, active = Scores(nll=2.9, chrf=6.67), Scores(nll=3.0, chrf=5.15)
+    beats_active = Interval(mean=1.65, low=0.54, high=2.76, prompts=13)
+    level = Interval(mean=1.18, low=-1.03, high=3.36, prompts=10)
+    promoted = decide(numbers(candidate=candidate, active=active, base=Scores(nll=3.5, chrf=3.35),
+                              vs_active=beats_active, vs_base=level))
+    assert promoted.promote
+    assert "active adapter: chrF 6.67 > 5.15" in promoted.reason
+    assert "base model: not worse (chrF +1.18 on 10 exam prompts" in promoted.reason
+    below = Interval(mean=-0.5, low=-2.0, high=1.0, prompts=10)
+    refused = decide(numbers(candidate=candidate, active=active, base=Scores(nll=3.5, chrf=7.2),
+                             vs_active=beats_active, vs_base=below))
+    assert not refused.promote and refused.failed == "chrf" and "base model" in refused.reason
+    # With no adapter serving, the base model is the one to beat, beyond noise.
+    alone = decide(numbers(candidate=candidate, base=Scores(nll=3.5, chrf=3.35), vs_base=level))
+    assert not alone.promote and alone.failed == "improvement"
 
 
 def test_without_references_the_gate_says_so_and_decides_on_the_rest():
