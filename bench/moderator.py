@@ -13,6 +13,7 @@ through PASS_SHARE of the base model's replies in that language.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -32,9 +33,13 @@ def script(prompt: str) -> str:
 
 
 def calibrated(scores: list[float]) -> float:
-    """The score whose pass share (at or above it) comes nearest PASS_SHARE; ties (many
-    replies scoring 0) rule out the plain quantile."""
-    return min(sorted(set(scores)), key=lambda t: (abs(share(scores, t) - PASS_SHARE), -t))
+    """The positive score whose pass share (at or above it) comes nearest PASS_SHARE; ties
+    (many replies scoring 0) rule out the plain quantile. A reply that shares nothing with its
+    reference (chrF 0) is never liked: with no positive score, any overlap passes."""
+    positive = sorted({s for s in scores if s > 0})
+    if not positive:
+        return math.nextafter(0.0, 1.0)
+    return min(positive, key=lambda t: (abs(share(scores, t) - PASS_SHARE), -t))
 
 
 def share(scores: list[float], threshold: float) -> float:
@@ -76,4 +81,5 @@ class Bar:
         return found
 
     def describe(self) -> str:
-        return ", ".join(f"{name} chrF >= {t:.2f}" for name, t in self.thresholds.items())
+        return ", ".join(f"{name} chrF >= {t:.2f}" if t >= 0.005 else f"{name} chrF > 0"
+                         for name, t in self.thresholds.items())

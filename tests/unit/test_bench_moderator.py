@@ -46,6 +46,14 @@ def test_a_reply_is_judged_by_the_bar_of_its_prompts_script():
     assert bar.share([{"input": "你好"}, {"input": "hello"}], [7.5, 7.5]) == 0.5
 
 
+def test_a_reply_sharing_nothing_with_its_reference_is_never_liked():
+    """A random model's Chinese replies mostly score 0: the bar stays above 0."""
+    bar = moderator.Bar.calibrate(CHINESE, [0.0] * 7 + [3.0])
+    assert bar.thresholds == {"CJK": 3.0}
+    nothing = moderator.Bar.calibrate(CHINESE, [0.0] * 8)
+    assert not nothing.likes(CHINESE[0], 0.0) and nothing.likes(CHINESE[0], 0.1)
+
+
 def test_a_script_the_pool_never_had_has_no_bar():
     bar = moderator.Bar.calibrate(ENGLISH, ENGLISH_SCORES)
 
