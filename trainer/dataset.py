@@ -142,14 +142,13 @@ def validation_ids(exchange_ids: list[str], fraction: float,
     with the lowest hashes (at least one, at most all but one, whole questions where there are
     several) go to validation instead, so the choice is still deterministic.
     """
-    def point(exchange_id: str) -> float:
-        return split_point(keys.get(exchange_id, exchange_id) if keys else exchange_id)
-
-    unique = sorted(set(exchange_ids), key=lambda i: (point(i), i))
-    chosen = {i for i in unique if point(i) < fraction}
+    points = {i: split_point(keys.get(i, i) if keys else i) for i in set(exchange_ids)}
+    unique = sorted(points, key=lambda i: (points[i], i))
+    chosen = {i for i in unique if points[i] < fraction}
     if len(unique) >= MIN_EXCHANGES_FOR_VALIDATION and (not chosen or len(chosen) == len(unique)):
         wanted = min(len(unique) - 1, max(1, round(fraction * len(unique))))
-        chosen = {i for i in unique if point(i) <= point(unique[wanted - 1])}
+        cut = points[unique[wanted - 1]]
+        chosen = {i for i in unique if points[i] <= cut}
         if len(chosen) == len(unique):  # one question asked every time: split its exchanges
             chosen = set(unique[:wanted])
     return chosen
