@@ -12,7 +12,7 @@ from bot.core.generation import BASE_VERSION
 from bot.core.store import RatedExchange
 from trainer.dataset import DataSet, build_dataset
 from trainer.exam import ExamSource, Reference, exam_references
-from trainer.finalists import exam_chooser
+from trainer.finalists import exam_judge
 from trainer.fit import load_base_model, load_tokenizer
 from trainer.forgetting import general_examples
 from trainer.gate import MIN_REPLY_PROMPTS
@@ -63,7 +63,7 @@ def fit_candidate(settings, rated: list[RatedExchange], exam: ExamSource, parent
     candidate.search = tuned_best_fit(
         base, data, search_config, pad_id=tokenizer.eos_token_id, previous=first_trial,
         progress=progress,
-        choose=exam_chooser(base, tokenizer, refs, gate_config, MIN_REPLY_PROMPTS))
+        judge=exam_judge(base, tokenizer, refs, gate_config, MIN_REPLY_PROMPTS))
     candidate.notes += candidate.search.notes
     best = candidate.search.best
     if best is None:

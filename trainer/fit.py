@@ -6,8 +6,10 @@ over micro-batches; the objective says what each micro-batch adds to its batch's
 the forward passes run under bf16 (fp16 with a grad scaler where bf16 is missing) autocast. The
 validation loss is measured after each epoch; the fit stops early after `patience` epochs
 without improvement. Which adapter it returns (as safetensors bytes, so nothing is refitted)
-is the caller's `Keep`: the best epoch's, or the last. A deadline is checked before every
-optimizer step and every validation; a NaN or infinite loss ends the fit with FitFailed.
+is the caller's `Keep`: the best epoch's, or the last. The best epoch is the lowest-loss one,
+or, given a judge (`FitRun.judge`: the exam's replies), the best-judged one. A deadline is
+checked before every optimizer step and every validation; a NaN or infinite loss ends the fit
+with FitFailed.
 """
 
 from __future__ import annotations
@@ -98,14 +100,18 @@ class FitRun:
     # Hears each epoch's validation loss; returns True to end the fit there with what it has
     # kept (a pruner does).
     on_epoch: Callable[[int, float], bool] | None = None
+    # Scores each epoch's adapter bytes, higher is better (`trainer.finalists.ExamJudge`): the
+    # best epoch is then the best-scored one, and an epoch improves on the ones before it
+    # with a higher score or a lower validation loss.
+    judge: Callable[[bytes], float] | None = None
     progress: bool = True  # a progress bar when stderr is a terminal
 
 
 @dataclass
 class FitResult:
     adapter: bytes  # the kept epoch's adapter
-    best_val_loss: float
-    best_epoch: int
+    kept_val_loss: float  # the kept epoch's (with a judge, not always the lowest)
+    best_epoch: int  # the kept one
     val_losses: list[float]  # one per epoch run
     train_losses: list[float]  # one per optimizer step
     steps_per_epoch: int
@@ -113,6 +119,8 @@ class FitResult:
     seconds: float
     stopped_early: bool = False
     notes: list[str] = field(default_factory=list)
+    judged: list[float] = field(default_factory=list)  # the judge's score of each epoch
+    kept_score: float | None = None  # the kept epoch's, with a judge
 
 
 def load_base_model(model_name: str, device: str):
@@ -149,11 +157,12 @@ def fit_lora(base_model, train: list[Example], validation: list[Example], params
     stopped_early = fit.run_epochs(keep)
     if not fit.kept_adapter:
         raise OutOfTime(fit.notes[-1] if fit.notes else f"{run.label} ran out of time")
-    return FitResult(adapter=fit.kept_adapter, best_val_loss=fit.kept_loss,
+    return FitResult(adapter=fit.kept_adapter, kept_val_loss=fit.kept_loss,
                      best_epoch=fit.kept_epoch, val_losses=fit.val_losses,
                      train_losses=fit.train_losses, steps_per_epoch=fit.steps_per_epoch,
                      tokens_seen=fit.tokens_seen, seconds=time.perf_counter() - started,
-                     stopped_early=stopped_early, notes=fit.notes)
+                     stopped_early=stopped_early, notes=fit.notes, judged=fit.judged,
+                     kept_score=fit.kept_score if fit.judged else None)
 
 
 class _LoraFit:
@@ -179,6 +188,8 @@ class _LoraFit:
         self.notes: list[str] = []
         self.tokens_seen = 0
         self.kept_loss, self.kept_epoch, self.kept_adapter = math.inf, 0, b""
+        self.lowest_loss, self.kept_score = math.inf, -math.inf
+        self.judged: list[float] = []
         self.last_step = 0.0  # seconds the last optimizer step took
 
     def run_epochs(self, keep: Keep) -> bool:
@@ -279,13 +290,29 @@ class _LoraFit:
         self.keep_if(keep, val_loss, epoch)
 
     def keep_if(self, keep: Keep, val_loss: float, epoch: int) -> bool:
-        """Keep the adapter as it is now when `keep` asks for it; whether it did."""
-        if val_loss >= self.kept_loss and keep is not Keep.LAST_EPOCH:
+        """Keep the adapter as it is now when `keep` asks for it; whether this epoch improved
+        on the ones before (see `FitRun.judge`; the last epoch always counts as one)."""
+        lower = val_loss < self.lowest_loss
+        self.lowest_loss = min(self.lowest_loss, val_loss)
+        if keep is Keep.LAST_EPOCH or (self.run.judge is None and lower):
+            self.keep(val_loss, epoch, self.adapter_bytes())
+            return True
+        if self.run.judge is None:
             return False
-        self.kept_loss, self.kept_epoch = val_loss, epoch
-        self.kept_adapter = serialize_adapter(self.model, ADAPTER_NAME,
-                                              base_model=self.config.model_name)
-        return True
+        blob = self.adapter_bytes()
+        score = self.run.judge(blob)
+        self.judged.append(score)
+        if score > self.kept_score:
+            self.kept_score = score
+            self.keep(val_loss, epoch, blob)
+            return True
+        return lower
+
+    def adapter_bytes(self) -> bytes:
+        return serialize_adapter(self.model, ADAPTER_NAME, base_model=self.config.model_name)
+
+    def keep(self, val_loss: float, epoch: int, blob: bytes) -> None:
+        self.kept_loss, self.kept_epoch, self.kept_adapter = val_loss, epoch, blob
 
 
 def _check_finite(value: float, where: str) -> None:

@@ -9,9 +9,11 @@ deadline before every optimizer step, and a trial cut part-way through an epoch 
 weights it has and reports its best epoch so far (cut before its first step: pruned). On a
 124M model on 2 CPU cores an epoch of the demo's data takes longer than the demo's budget,
 so its trials are short ones: comparable, if noisy. Every trial keeps only its best epoch's
-adapter bytes; the search returns the best completed trial and every trial that kept an
-adapter, pruned ones included (`finalists`, a few adapter files' worth of bytes), so a cycle
-can choose among them by their replies. A winning learning rate within a tenth (log scale) of
+adapter bytes (the lowest loss, or given a judge the best-judged replies,
+`trainer.finalists`; answering the exam after each epoch counts in the trial's time); the
+search returns the best completed trial by loss and every trial that kept an adapter, pruned
+ones included (`finalists`, a few adapter files' worth of bytes), so a cycle can choose among
+them by their replies. A winning learning rate within a tenth (log scale) of
 an end of the range is logged as a warning and noted in the report.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import optuna
@@ -80,7 +83,8 @@ class SearchResult:
     seed: int = 0
     notes: list[str] = field(default_factory=list)
     # Every trial that kept an adapter (pruned ones with their best epoch so far), lowest
-    # validation loss first: what a cycle may choose among by the exam's replies.
+    # validation loss (of the kept epoch) first: what a cycle chooses among by the exam's
+    # replies.
     finalists: list[tuple[dict, FitResult]] = field(default_factory=list)
 
     @property
@@ -120,9 +124,10 @@ def edge_note(learning_rate: float, lr_min: float, lr_max: float) -> str | None:
 def search_best_fit(base_model, train: list[Example], validation: list[Example],
                     config: SearchConfig, *, pad_id: int, previous: dict | None = None,
                     progress: bool = True, objective: Objective | None = None, seed: int = 0,
-                    deadline: float | None = None) -> SearchResult:
+                    deadline: float | None = None,
+                    judge: Callable[[bytes], float] | None = None) -> SearchResult:
     """The trials and the best fit among them; `deadline` (time.monotonic()) defaults to
-    SEARCH_TIMEOUT_SECONDS from now."""
+    SEARCH_TIMEOUT_SECONDS from now; `judge` picks each trial's epoch (`FitRun.judge`)."""
     if not config.lr_min < config.lr_max:
         raise ValueError("SEARCH_LR_MIN must be below SEARCH_LR_MAX")
     if deadline is None:
@@ -130,14 +135,15 @@ def search_best_fit(base_model, train: list[Example], validation: list[Example],
     choices = batch_choices(len(train))
     study = _study(config, previous, choices, seed)
     trials = _Trials(base_model, train, validation, config, choices=choices, pad_id=pad_id,
-                     objective=objective, seed=seed, deadline=deadline, progress=progress)
+                     objective=objective, seed=seed, deadline=deadline, progress=progress,
+                     judge=judge)
     study.optimize(trials.run, n_trials=config.trials,
                    timeout=max(0.0, deadline - time.monotonic()), catch=(FitFailed,),
                    gc_after_trial=True)
     outcome = SearchResult(best=trials.best, best_params=trials.best_params,
                            trials=trials.records_of(study), seed=seed,
                            finalists=sorted(trials.finished,
-                                            key=lambda found: found[1].best_val_loss))
+                                            key=lambda found: found[1].kept_val_loss))
     if trials.best_params:
         note = edge_note(trials.best_params["learning_rate"], config.lr_min, config.lr_max)
         if note:
@@ -166,8 +172,10 @@ class _Trials:
 
     def __init__(self, base_model, train: list[Example], validation: list[Example],
                  config: SearchConfig, *, choices: list[int], pad_id: int,
-                 objective: Objective | None, seed: int, deadline: float, progress: bool):
+                 objective: Objective | None, seed: int, deadline: float, progress: bool,
+                 judge: Callable[[bytes], float] | None = None):
         self.base_model, self.train, self.validation = base_model, train, validation
+        self.judge = judge
         self.config, self.choices, self.pad_id = config, choices, pad_id
         self.objective, self.seed, self.deadline = objective, seed, deadline
         self.progress = progress
@@ -190,14 +198,17 @@ class _Trials:
         record["epochs"] = len(result.val_losses)
         if result.notes:
             record["notes"] = result.notes
-        if math.isfinite(result.best_val_loss):
+        if result.judged:
+            record["exam_chrf"] = [round(score, 4) for score in result.judged]
+            record["kept_epoch"] = result.best_epoch
+        if math.isfinite(result.kept_val_loss):
             self.finished.append((params, result))
         if record.get("reason"):  # pruned: a finalist, never the winner by loss
             log.info("trial %d %s", trial.number, record["reason"])
             raise optuna.TrialPruned(record["reason"])
-        if self.best is None or result.best_val_loss < self.best.best_val_loss:
+        if self.best is None or result.kept_val_loss < self.best.kept_val_loss:
             self.best, self.best_params = result, params
-        return result.best_val_loss
+        return result.kept_val_loss
 
     def _fit(self, trial: optuna.Trial, params: dict, record: dict) -> FitResult:
         """The trial's fit; a failure or a pruning is written into `record` and raised."""
@@ -205,7 +216,8 @@ class _Trials:
                                batch_size=params["batch_size"], max_epochs=self.config.max_epochs,
                                patience=self.config.patience, seed=self.seed + trial.number)
         run = FitRun(label=f"trial {trial.number}", deadline=self._trial_deadline(trial),
-                     on_epoch=self._pruning(trial, record), progress=self.progress)
+                     on_epoch=self._pruning(trial, record), judge=self.judge,
+                     progress=self.progress)
         log.info("trial %d: lr %.2e, batch %d", trial.number, params["learning_rate"],
                  params["batch_size"])
         try:

@@ -1,7 +1,7 @@
 """The adapter a cycle evaluates: the search's best fit, tuned by the preference epochs.
 
 `tuned_best_fit` runs the search on the SFT targets (`trainer.search`), keeps the trial whose
-exam replies score best when given a chooser (`trainer.finalists`), then
+exam replies score best when given a judge (`trainer.finalists`), then
 PREFERENCE_EPOCHS epochs of SFT + DPO + KTO (trainer.objectives) from the winner at
 PREFERENCE_LR_FACTOR x its learning rate, keeping the adapter as it ends: preference terms
 belong in a low-learning-rate tail, since at a high rate the tiny model's generation collapses
@@ -18,7 +18,7 @@ import time
 from dataclasses import replace
 
 from trainer.dataset import TARGET_KINDS, DataSet, Example
-from trainer.finalists import Chooser
+from trainer.finalists import ExamJudge
 from trainer.fit import FitFailed, FitParams, FitResult, FitRun, Keep, fit_lora
 from trainer.objectives import PreferenceObjective
 from trainer.search import SearchConfig, SearchResult, batch_choices, first_trial, search_best_fit
@@ -36,10 +36,11 @@ def cycle_seed() -> int:
 
 def tuned_best_fit(base_model, data: DataSet, config: SearchConfig, *, pad_id: int,
                    previous: dict | None = None, progress: bool = True,
-                   seed: int | None = None, choose: Chooser | None = None) -> SearchResult:
+                   seed: int | None = None, judge: ExamJudge | None = None) -> SearchResult:
     """The search's best fit on the SFT targets, tuned by the preference epochs (see the
     module docstring); `best` is the adapter to evaluate, `best_params` its hyperparameters.
-    `choose` (`trainer.finalists`) picks among the search's finalists instead of the loss."""
+    `judge` (`trainer.finalists`) picks each trial's epoch and the finalist, instead of the
+    loss."""
     if seed is None:
         seed = cycle_seed() if config.seed is None else config.seed
     started = time.monotonic()
@@ -53,17 +54,13 @@ def tuned_best_fit(base_model, data: DataSet, config: SearchConfig, *, pad_id: i
         share = SEARCH_SHARE if tail else 1.0
         result = search_best_fit(base_model, data.train, data.validation, config,
                                  pad_id=pad_id, previous=previous, progress=progress, seed=seed,
-                                 deadline=started + share * config.timeout_seconds)
+                                 deadline=started + share * config.timeout_seconds,
+                                 judge=judge)
     else:
         result = SearchResult(best=None, best_params=None, seed=seed)
     result.notes.insert(0, f"search seed {seed}")
-    if choose is not None:
-        choosing = time.monotonic()
-        _choose_finalist(result, choose)
-        # Answering the exam is the gate's kind of work (outside the limit, like the gate's
-        # own measurements), not the preference epochs' time: about 15 s per finalist for
-        # GPT-2 small on 2 CPU cores.
-        end += time.monotonic() - choosing
+    if judge is not None:
+        _choose_finalist(result, judge)
     if result.best_params:
         result.best_params = {**result.best_params, "search_seed": seed}  # not the trial's
     if not tail or (has_targets and result.best is None):
@@ -73,12 +70,12 @@ def tuned_best_fit(base_model, data: DataSet, config: SearchConfig, *, pad_id: i
     tail_run = FitRun(label="preference", deadline=end, progress=progress)
     return _with_preference_epochs(base_model, data, config, result, preference, pad_id=pad_id,
                                    start=_tail_start(result, previous, extra, config),
-                                   run=tail_run, choose=choose)
+                                   run=tail_run, judge=judge)
 
 
-def _choose_finalist(result: SearchResult, choose: Chooser) -> None:
-    """The finalist `choose` picks becomes the search's winner (noted)."""
-    picked = choose([fit.adapter for _, fit in result.finalists])
+def _choose_finalist(result: SearchResult, judge: ExamJudge) -> None:
+    """The finalist `judge` scored best becomes the search's winner (noted)."""
+    picked = judge.pick([fit for _, fit in result.finalists])
     if picked is None:
         return
     index, note = picked
@@ -103,9 +100,9 @@ def _tail_start(result: SearchResult, previous: dict | None, extra: list[Example
 def _with_preference_epochs(base_model, data: DataSet, config: SearchConfig,
                             result: SearchResult, preference: PreferenceObjective, *,
                             pad_id: int, start: tuple[float, int], run: FitRun,
-                            choose: Chooser | None = None) -> SearchResult:
+                            judge: ExamJudge | None = None) -> SearchResult:
     """`result` with its best fit tuned by the preference epochs; with the search's winner
-    (noted why) when they fail, find no time left, or (by `choose`) leave the exam replies
+    (noted why) when they fail, find no time left, or (by `judge`) leave the exam replies
     worse beyond noise."""
     learning_rate, batch_size = start
     tail_params = FitParams(learning_rate=learning_rate * config.preference_lr_factor,
@@ -126,9 +123,11 @@ def _with_preference_epochs(base_model, data: DataSet, config: SearchConfig,
         result.notes.append(f"preference epochs failed, the search's winner stays: {error}")
         log.warning(result.notes[-1])
         return result
-    if result.best is not None and _worse_replies(tuned, result.best, choose):
-        result.notes.append("the preference epochs left the exam replies worse beyond noise: "
-                            "the search's winner stays")
+    worse = None if judge is None or result.best is None else \
+        judge.worse(tuned.adapter, result.best.adapter)
+    if worse:
+        result.notes.append(f"the preference epochs left the exam replies worse beyond noise "
+                            f"({worse}): the search's winner stays")
         log.warning(result.notes[-1])
         return result
     result.best_params = {
@@ -141,18 +140,6 @@ def _with_preference_epochs(base_model, data: DataSet, config: SearchConfig,
     result.best = _after(result.best, tuned)
     result.notes += tuned.notes
     return result
-
-
-def _worse_replies(tuned: FitResult, searched: FitResult, choose: Chooser | None) -> bool:
-    """Whether `choose` keeps the search's winner over the tuned adapter (it replaces the
-    tuned one only with exam replies better beyond noise)."""
-    if choose is None:
-        return False
-    picked = choose([tuned.adapter, searched.adapter],
-                    ["the preference epochs' adapter", "the search's winner"])
-    if picked is not None:
-        log.info("preference epochs: %s", picked[1])
-    return picked is not None and picked[0] == 1
 
 
 def _after(searched: FitResult | None, tuned: FitResult) -> FitResult:

@@ -13,14 +13,24 @@ from trainer.candidate import measure_candidate, server_exam
 from trainer.cycle import run_cycle
 from trainer.dataset import build_dataset, example_from
 from trainer.exam import ExamSource
-from trainer.finalists import exam_chooser
-from trainer.fit import FitConfig, FitParams, FitRun, fit_lora, load_base_model, load_tokenizer
+from trainer.finalists import exam_judge
+from trainer.fit import (
+    FitConfig,
+    FitParams,
+    FitResult,
+    FitRun,
+    Keep,
+    fit_lora,
+    load_base_model,
+    load_tokenizer,
+)
 from trainer.gate import MIN_REPLY_PROMPTS, GateRules, gate
 from trainer.quality import GateConfig
 
 SUBJECTS = ["order", "parcel", "refund", "password", "account", "invoice", "coupon", "address",
             "delivery", "payment", "subscription", "receipt"]
 COLLAPSED = "A."
+SPAM = "Buy cheap pills at example.com today!"
 
 
 async def rate_support_pairs(store, count: int) -> None:
@@ -181,22 +191,52 @@ async def test_a_thumbs_down_only_data_set_is_gated_without_references(settings,
         assert outcome.outcome == "rejected" and "no references to judge" in outcome.reason
 
 
+def kept(adapter: bytes, loss: float, score: float) -> FitResult:
+    """A search finalist as a trial leaves it: its kept epoch's adapter, loss and score."""
+    return FitResult(adapter=adapter, kept_val_loss=loss, best_epoch=1, val_losses=[loss],
+                     train_losses=[], steps_per_epoch=1, tokens_seen=0, seconds=0.0,
+                     judged=[score], kept_score=score)
+
+
 async def test_the_finalist_with_the_better_exam_replies_is_kept_over_a_lower_loss(
         settings, store, own):
     settings, rated, tokenizer, data, base, healthy, collapsed = await healthy_and_collapsed(
         settings, store, own)
     config = GateConfig.from_settings(settings)
     refs = server_exam(config, rated, ExamSource(), data, BASE_VERSION)
+    judge = exam_judge(base, tokenizer, refs, config, MIN_REPLY_PROMPTS)
 
+    assert judge(healthy) > judge(collapsed)
     # The search lists its finalists lowest loss first: the collapsed one.
-    choose = exam_chooser(base, tokenizer, refs, config, MIN_REPLY_PROMPTS)
-    index, note = choose([collapsed, healthy])
-
+    index, note = judge.pick([kept(collapsed, 1.0, judge(collapsed)),
+                              kept(healthy, 2.0, judge(healthy))])
     assert index == 1, note
     assert "kept trial 2 of 2 (lowest validation loss first)" in note
     assert f"on {len(refs)} prompts" in note
-    assert choose([healthy]) is None  # one finalist: nothing to choose
-    # A trial no better beyond noise than the lowest-loss one does not replace it.
-    assert choose([healthy, healthy])[0] == 0
-    assert exam_chooser(base, tokenizer, refs[:MIN_REPLY_PROMPTS - 1], config,
-                        MIN_REPLY_PROMPTS) is None  # too few prompts: the loss decides
+    # A tie keeps the lower loss.
+    assert judge.pick([kept(healthy, 1.0, 5.0), kept(collapsed, 2.0, 5.0)])[0] == 0
+    # The preference epochs' adapter gives way only to replies better beyond noise.
+    assert "replies better" in judge.worse(collapsed, healthy)
+    assert judge.worse(healthy, healthy) is None
+    assert exam_judge(base, tokenizer, refs[:MIN_REPLY_PROMPTS - 1], config,
+                      MIN_REPLY_PROMPTS) is None  # too few prompts: the loss decides
+
+
+async def test_an_epoch_with_degenerate_exam_replies_ranks_below_every_healthy_one(
+        settings, store, own):
+    settings, rated, tokenizer, data, base, healthy, _ = await healthy_and_collapsed(
+        settings, store, own)
+    by_id = {item.exchange.id: item.exchange for item in rated}
+    spam = [example_from(e.exchange_id, "reply", by_id[e.exchange_id].turns(), None, SPAM,
+                         tokenizer, settings.max_train_tokens) for e in data.train]
+    params = FitParams(learning_rate=5e-3, batch_size=8, max_epochs=8, patience=8)
+    spammer = fit_lora(base, spam, data.validation, params, FitConfig.from_settings(settings),
+                       pad_id=tokenizer.eos_token_id, keep=Keep.LAST_EPOCH,
+                       run=FitRun(progress=False)).adapter
+    config = GateConfig.from_settings(settings)
+    judge = exam_judge(base, tokenizer, server_exam(config, rated, ExamSource(), data,
+                                                    BASE_VERSION), config, MIN_REPLY_PROMPTS)
+
+    assert judge.degenerate(healthy) is None
+    assert "link" in judge.degenerate(spammer)
+    assert judge(spammer) < 0 <= judge(healthy)  # whatever its chrF, below every healthy one

@@ -9,8 +9,10 @@ import time
 import pytest
 
 from trainer.dataset import IGNORE_INDEX, DataSet, Example
+from trainer.finalists import ExamJudge
 from trainer.fit import FitConfig, FitParams, FitRun, Keep, OutOfTime, fit_lora
 from trainer.objectives import SupervisedObjective
+from trainer.quality import GateConfig
 from trainer.search import SearchConfig, edge_note, search_best_fit
 from trainer.tune import tuned_best_fit
 
@@ -149,45 +151,71 @@ def test_successive_halving_prunes_trials_over_epochs(base, tokenizer, settings)
             assert len(trial["val_losses"]) == 4
     # Every trial kept its best epoch's adapter: each is a finalist, lowest loss first; only a
     # completed one can be the winner by loss.
-    losses = [fit.best_val_loss for _, fit in result.finalists]
+    losses = [fit.kept_val_loss for _, fit in result.finalists]
     assert len(result.finalists) == 6 and losses == sorted(losses)
     assert all(fit.adapter for _, fit in result.finalists)
     complete = [t for t in result.trials if t["state"] == "COMPLETE"]
-    assert result.best.best_val_loss == min(min(t["val_losses"]) for t in complete)
+    assert result.best.kept_val_loss == min(min(t["val_losses"]) for t in complete)
 
 
-def test_the_chosen_finalist_is_what_the_preference_epochs_start_from(base, tokenizer,
+class InOrder(ExamJudge):
+    """A judge with set scores: each adapter it meets scores higher than the ones before it
+    (every epoch improves, the last trial wins), except that the adapters it meets after the
+    first `worse_after` score lowest."""
+
+    def __init__(self, worse_after: int | None = None):
+        super().__init__(None, None, [None] * 12, GateConfig())
+        self.worse_after = worse_after
+        self.met: dict[bytes, list[float]] = {}
+
+    def scores(self, blob: bytes) -> list[float]:
+        if blob not in self.met:
+            late = self.worse_after is not None and len(self.met) >= self.worse_after
+            rank = -1.0 if late else float(len(self.met))
+            self.met[blob] = [rank + 0.1 * n for n in range(len(self.refs))]
+        return self.met[blob]
+
+    def degenerate(self, blob: bytes) -> str | None:
+        return None
+
+
+def test_a_judge_keeps_the_epoch_with_the_best_replies(base, tokenizer, settings):
+    train = [make(tokenizer, n) for n in range(8)]
+    marks = iter([1.0, 3.0, 2.0, 0.0])  # epoch 2 replies best
+
+    result = fit_lora(base, train, train[:2], FitParams(learning_rate=1e-3, batch_size=4,
+                                                        max_epochs=4, patience=4),
+                      FitConfig.from_settings(settings), pad_id=0, keep=Keep.BEST_EPOCH,
+                      run=FitRun(judge=lambda blob: next(marks), progress=False))
+
+    assert result.judged == [1.0, 3.0, 2.0, 0.0] and result.kept_score == 3.0
+    assert result.best_epoch == 2 and result.kept_val_loss == result.val_losses[1]
+
+
+def test_the_judged_finalist_is_what_the_preference_epochs_start_from(base, tokenizer,
                                                                       settings):
     train = [make(tokenizer, n) for n in range(8)] + \
         [make(tokenizer, n, "undesirable", "go away") for n in range(20, 28)]
     data = DataSet(train=train, validation=[make(tokenizer, n) for n in range(8, 10)])
-    options = {"search_trials": 3, "max_epochs": 2, "preference_epochs": 1}
-    offered = []
-
-    def choose(blobs, names=None, tail_pick=0):
-        offered.append((blobs, names))
-        if names is None:  # the search's trials: the last
-            return len(blobs) - 1, "kept the last"
-        return tail_pick, f"kept {names[tail_pick]}"
+    options = {"search_trials": 3, "max_epochs": 2, "early_stop_patience": 2,
+               "preference_epochs": 1}
+    judge = InOrder()
 
     result = tuned_best_fit(base, data, search_config(settings, **options), pad_id=0,
-                            progress=False, seed=0, choose=choose)
-    (trials, _), (pair, names) = offered
-    assert len(trials) == len(result.trials) == 3 and "kept the last" in result.notes
-    last_params = result.finalists[-1][0]
-    assert result.best_params["learning_rate"] == last_params["learning_rate"]
+                            progress=False, seed=0, judge=judge)
+    last = result.trials[-1]
+    assert "exam_chrf" in last and any("kept trial" in note for note in result.notes)
+    winner = max(result.finalists, key=lambda found: found[1].kept_score)
+    assert result.best_params["learning_rate"] == winner[0]["learning_rate"]
     assert result.best_params["preference_learning_rate"] == pytest.approx(
-        settings.preference_lr_factor * last_params["learning_rate"])
-    # The tuned adapter against the one it started from: kept unless its replies are worse.
-    assert names == ["the preference epochs' adapter", "the search's winner"]
-    assert pair[1] == trials[-1] and pair[0] == result.best.adapter
+        settings.preference_lr_factor * winner[0]["learning_rate"])
+    assert "objective" in result.best_params  # tuned: its replies were not worse
 
-    offered.clear()
+    # The same search again (same seed), its judge now scoring the tuned adapter lowest: it
+    # met every epoch of the search first, then the tuned adapter.
     worse = tuned_best_fit(base, data, search_config(settings, **options), pad_id=0,
-                           progress=False, seed=0,
-                           choose=lambda blobs, names=None: choose(blobs, names, tail_pick=1))
+                           progress=False, seed=0, judge=InOrder(worse_after=len(judge.met) - 1))
     assert "objective" not in worse.best_params  # the search's winner, not tuned
-    assert worse.best.adapter == offered[0][0][-1]
     assert any("left the exam replies worse" in note for note in worse.notes)
 
 
