@@ -98,17 +98,20 @@ class ExamJudge:
         return best, note
 
     def worse(self, tuned: bytes, searched: bytes) -> str | None:
-        """A note when the search's winner replies better than the tuned adapter beyond
-        noise; None when the tuned one may stay."""
+        """Why the search's winner should stay instead of the tuned adapter: the tuned one's
+        exam replies are degenerate and the winner's are not, or the winner's are better
+        beyond noise; None when the tuned one may stay."""
+        why = self.degenerate(tuned)
+        if why and not self.degenerate(searched):
+            return f"the tuned adapter's exam replies are degenerate: {why}"
         gain = paired_bootstrap(self.scores(searched), self.scores(tuned),
                                 self.config.bootstrap_samples)
         if not gain.low > 0:
             return None
-        note = (f"the search's winner replies better on {len(self.refs)} exam prompts "
-                f"(chrF {self(searched):.2f} against {self(tuned):.2f}, interval "
-                f"[{gain.low:+.2f}, {gain.high:+.2f}])")
-        log.info("preference epochs: %s", note)
-        return note
+        return (f"the search's winner replies better on {len(self.refs)} exam prompts "
+                f"(chrF {np.mean(self.scores(searched)):.2f} against "
+                f"{np.mean(self.scores(tuned)):.2f}, interval [{gain.low:+.2f}, "
+                f"{gain.high:+.2f}])")
 
 
 def exam_judge(base_model, tokenizer, refs: list[Reference], config: GateConfig,

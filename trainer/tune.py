@@ -103,7 +103,7 @@ def _with_preference_epochs(base_model, data: DataSet, config: SearchConfig,
                             judge: ExamJudge | None = None) -> SearchResult:
     """`result` with its best fit tuned by the preference epochs; with the search's winner
     (noted why) when they fail, find no time left, or (by `judge`) leave the exam replies
-    worse beyond noise."""
+    degenerate or worse beyond noise."""
     learning_rate, batch_size = start
     tail_params = FitParams(learning_rate=learning_rate * config.preference_lr_factor,
                             batch_size=batch_size, max_epochs=config.preference_epochs,
@@ -126,8 +126,8 @@ def _with_preference_epochs(base_model, data: DataSet, config: SearchConfig,
     worse = None if judge is None or result.best is None else \
         judge.worse(tuned.adapter, result.best.adapter)
     if worse:
-        result.notes.append(f"the preference epochs left the exam replies worse beyond noise "
-                            f"({worse}): the search's winner stays")
+        result.notes.append(f"the preference epochs left the exam replies worse ({worse}): "
+                            "the search's winner stays")
         log.warning(result.notes[-1])
         return result
     result.best_params = {

@@ -240,3 +240,5 @@ async def test_an_epoch_with_degenerate_exam_replies_ranks_below_every_healthy_o
     assert judge.degenerate(healthy) is None
     assert "link" in judge.degenerate(spammer)
     assert judge(spammer) < 0 <= judge(healthy)  # whatever its chrF, below every healthy one
+    # Preference epochs that left the replies degenerate give way to the search's winner.
+    assert "degenerate" in judge.worse(spammer, healthy)

@@ -8,7 +8,9 @@ import time
 
 import pytest
 
+from bot.core.dialogue import Turn
 from trainer.dataset import IGNORE_INDEX, DataSet, Example
+from trainer.exam import Reference
 from trainer.finalists import ExamJudge
 from trainer.fit import FitConfig, FitParams, FitRun, Keep, OutOfTime, fit_lora
 from trainer.objectives import SupervisedObjective
@@ -164,7 +166,9 @@ class InOrder(ExamJudge):
     first `worse_after` score lowest."""
 
     def __init__(self, worse_after: int | None = None):
-        super().__init__(None, None, [None] * 12, GateConfig())
+        refs = [Reference(f"r{n}", [Turn("user", f"question {n}")], None, f"answer {n}")
+                for n in range(12)]
+        super().__init__(None, None, refs, GateConfig())
         self.worse_after = worse_after
         self.met: dict[bytes, list[float]] = {}
 
