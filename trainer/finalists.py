@@ -15,9 +15,9 @@ An epoch whose exam replies the gate would call degenerate next to the base mode
 references' (`trainer.degeneracy`; shared stock passages score chrF against many references)
 ranks below every healthy one: a round-1 candidate chosen for its chrF alone was refused for
 38 % of its replies sharing one passage, and the cycle was lost. The preference epochs'
-adapter gives way to the search's winner only when its replies are worse beyond noise (the
-gate's paired bootstrap). With fewer than `min_prompts` references there is no judge and the
-loss decides.
+adapter gives way to the search's winner only when its replies are degenerate or worse beyond
+noise (the gate's paired bootstrap). With fewer than `min_prompts` references there is no
+judge and the loss decides.
 """
 
 from __future__ import annotations
@@ -89,11 +89,10 @@ class ExamJudge:
         if not judged or None in judged:
             return None
         best = max(range(len(judged)), key=lambda i: (judged[i], -i))
-        listed = ", ".join(f"{score:.2f}" if score >= 0 else
-                           f"{score + DEGENERATE_PENALTY:.2f} degenerate" for score in judged)
+        listed = ", ".join(shown(score) for score in judged)
         note = (f"kept trial {best + 1} of {len(finalists)} (lowest validation loss first): "
-                f"its exam replies scored chrF {judged[best]:.2f} on {len(self.refs)} prompts "
-                f"at epoch {finalists[best].best_epoch} (all: {listed})")
+                f"its exam replies scored chrF {shown(judged[best])} on {len(self.refs)} "
+                f"prompts at epoch {finalists[best].best_epoch} (all: {listed})")
         log.info("search: %s", note)
         return best, note
 
@@ -112,6 +111,11 @@ class ExamJudge:
                 f"(chrF {np.mean(self.scores(searched)):.2f} against "
                 f"{np.mean(self.scores(tuned)):.2f}, interval [{gain.low:+.2f}, "
                 f"{gain.high:+.2f}])")
+
+
+def shown(score: float) -> str:
+    """A judge's score as chrF, marked when the replies were degenerate."""
+    return f"{score:.2f}" if score >= 0 else f"{score + DEGENERATE_PENALTY:.2f} degenerate"
 
 
 def exam_judge(base_model, tokenizer, refs: list[Reference], config: GateConfig,
