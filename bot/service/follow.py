@@ -21,6 +21,10 @@ one of the default tenant: the operator's choice, else HOME_GUILD_ID), else the 
   loads the canary, or drops it, and is passed on to `on_change`;
 - a lost Redis connection is retried with backoff, and the table is read again.
 
+Each read-load-serve step holds one lock: a command's refresh (`/adapter promote`) and the
+follower's start-up run side by side, and a slow load of an older read must not overwrite a
+newer one.
+
 While a server has a canary, `version_for(tenant, conversation)` gives it to its share of
 conversations: a hash of the conversation's id and the canary's version, so a conversation keeps
 one version for its whole reply chain, in every process, and each canary draws its own share.
@@ -63,6 +67,7 @@ class AdapterRouter:
         self.default_tenant = home_tenant
         self._own: dict[int, str] = {}  # tenant -> its own version, as loaded here
         self._canary: dict[int, Canary] = {}  # tenant -> its canary, loaded here
+        self._serving = asyncio.Lock()  # one read-load-serve step at a time (module docstring)
         self.ready = asyncio.Event()  # set once start_up has served every tenant
 
     def version_for(self, tenant: int | None, conversation: str | None = None) -> str:
@@ -85,19 +90,21 @@ class AdapterRouter:
 
     async def refresh_canary(self, tenant: int) -> Canary | None:
         """Serve `tenant`'s canary if it has one that loads, else none."""
-        canary = await self.store.tenant(tenant).canary.current()
-        if canary is not None:
-            try:
-                await self._load(canary.version)
-            except _UNSERVABLE as error:
-                log.error("canary %s of server %s cannot be served (%s); the active adapter "
-                          "answers every conversation", canary.version, tenant, error)
-                canary = None
-        if canary is None:
-            self._canary.pop(tenant, None)
-        else:
-            self._canary[tenant] = canary
-        self._report_served()
+        async with self._serving:
+            canary = await self.store.tenant(tenant).canary.current()
+            if canary is not None:
+                try:
+                    await self._load(canary.version)
+                except _UNSERVABLE as error:
+                    log.error("canary %s of server %s cannot be served (%s); the active "
+                              "adapter answers every conversation", canary.version, tenant,
+                              error)
+                    canary = None
+            if canary is None:
+                self._canary.pop(tenant, None)
+            else:
+                self._canary[tenant] = canary
+            self._report_served()
         return canary
 
     def _report_served(self) -> None:
@@ -114,11 +121,12 @@ class AdapterRouter:
         the tenant's own version now served. Raises what loading raised (AdapterCorrupt,
         AdapterLoadError, ...) when the active version cannot be served."""
         registry = self.store.tenant(tenant).registry
-        version = await registry.active()
-        await self._load(version)
-        self._own[tenant] = version
-        await registry.clear_refusal()
-        self._report_served()
+        async with self._serving:
+            version = await registry.active()
+            await self._load(version)
+            self._own[tenant] = version
+            await registry.clear_refusal()
+            self._report_served()
         return version
 
     async def _load(self, version: str) -> None:
@@ -138,9 +146,20 @@ class AdapterRouter:
 
     async def _start_tenant(self, tenant: int, on_change: OnChange | None) -> None:
         registry = self.store.tenant(tenant).registry
-        active = await registry.active()
-        refused: Exception | None = None  # why the active version was not served
-        for version in [active, *await registry.history(), BASE_VERSION]:
+        async with self._serving:
+            active = await registry.active()
+            refused = await self._serve_first_loadable(tenant, active)
+        if refused is None:
+            await registry.clear_refusal()
+        else:
+            await self._refused(tenant, active, refused, on_change)
+
+    async def _serve_first_loadable(self, tenant: int, active: str) -> Exception | None:
+        """Serve `active`, else the newest loadable one before it, else the base model;
+        returns why `active` was not served (None: it was)."""
+        refused: Exception | None = None
+        for version in [active, *await self.store.tenant(tenant).registry.history(),
+                        BASE_VERSION]:
             try:
                 await self._load(version)
             except _UNSERVABLE as error:
@@ -152,11 +171,8 @@ class AdapterRouter:
             if version != active:
                 log.error("server %s is served by %s instead of its active adapter %s",
                           tenant, version, active)
-            break
-        if refused is None:
-            await registry.clear_refusal()
-        else:
-            await self._refused(tenant, active, refused, on_change)
+            return refused
+        return refused
 
     async def _refused(self, tenant: int, version: str, error: Exception,
                        on_change: OnChange | None) -> None:

@@ -203,6 +203,35 @@ async def test_refresh_once(store, engine, settings, blobs):
             ).adapter_version == v1
 
 
+async def test_a_slow_start_up_does_not_undo_a_newer_refresh(store, engine, settings, blobs,
+                                                             monkeypatch):
+    """Start-up reads v1 and loads it slowly; meanwhile an admin's command makes v2 active and
+    refreshes: the router must end serving v2, not the older read that finished last."""
+    v1 = await publish(store, settings, blobs["v1"])
+    v2 = await publish(store, settings, blobs["v2"])
+    await store.tenant(ONE).registry.activate(v1)
+    loading_v1, release_v1 = asyncio.Event(), asyncio.Event()
+    load = engine.load
+
+    async def slow_v1(version, **options):
+        if version == v1:
+            loading_v1.set()
+            await release_v1.wait()
+        await load(version, **options)
+
+    monkeypatch.setattr(engine, "load", slow_v1)
+    serving = AdapterRouter(store, engine, home_tenant=ONE)
+    starting = asyncio.create_task(serving.start_up())
+    await asyncio.wait_for(loading_v1.wait(), 10)
+    await store.tenant(ONE).registry.activate(v2)
+    refreshing = asyncio.create_task(serving.refresh(ONE))
+    await asyncio.wait({refreshing}, timeout=2)  # unserialized, it finishes here
+    release_v1.set()
+    assert await asyncio.wait_for(refreshing, 20) == v2
+    await asyncio.wait_for(starting, 20)
+    assert serving.version_for(ONE) == v2
+
+
 async def test_follower_resubscribes_after_redis_restarts(tmp_path, settings, blobs):
     server = LocalRedis(tmp_path, appendonly=True).start()
     store = Store(aioredis.from_url(server.url), prefix="restart", user_secret="s")
