@@ -55,6 +55,11 @@ class Reference:
     source: str = "taught"  # pinned | taught | agreed | imported
     answered_by: str | None = None  # the adapter version whose reply the exchange stored
 
+    @property
+    def prompt(self) -> str:
+        """What the exam asks: the last turn the bot was asked."""
+        return self.turns[-1].text
+
     def chosen_against(self, version: str) -> bool:
         """Whether this prompt is on the exam because `version` answered it badly: a reply is
         taught after a 👎, so on taught prompts the model that answered starts from its worst

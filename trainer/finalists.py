@@ -31,7 +31,7 @@ from trainer import degeneracy
 from trainer.evaluate import with_adapter
 from trainer.exam import Reference
 from trainer.fit import FitResult
-from trainer.quality import GateConfig, exam_answers, paired_bootstrap
+from trainer.quality import GateConfig, exam_answers, paired_bootstrap, reference_figures
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,10 @@ class ExamJudge:
     def __init__(self, base_model, tokenizer, refs: list[Reference], config: GateConfig):
         self.base_model, self.tokenizer, self.refs, self.config = (base_model, tokenizer, refs,
                                                                    config)
-        self.prompts = [ref.turns[-1].text for ref in refs]
+        self.prompts = [ref.prompt for ref in refs]
         self._answered: dict[bytes, tuple[list[float], str | None]] = {}  # by sha256
         self._base_figures: degeneracy.ReplyFigures | None = None
-        self.reference_figures = degeneracy.figures([ref.text for ref in refs], self.prompts)
+        self.reference_figures = reference_figures(refs)
 
     def scores(self, blob: bytes) -> list[float]:
         """Each exam prompt's sentence chrF of the adapter's greedy reply."""

@@ -266,6 +266,11 @@ def measure_model(base_model, blob: bytes | None, tokenizer, refs: list[Referenc
                        [total / count for total, count in losses if count])
 
 
+def reference_figures(refs: list[Reference]) -> ReplyFigures:
+    """The degeneracy figures of the exam's references as replies to its prompts."""
+    return figures([ref.text for ref in refs], [ref.prompt for ref in refs])
+
+
 def reply_difference(candidate: Measurement, other: Measurement, refs: list[Reference],
                      version: str | None, samples: int, min_fair: int) -> Interval:
     """The candidate's chrF minus `other`'s (adapter `version`): over the prompts not chosen
@@ -305,13 +310,13 @@ def compare(base: Measurement, candidate: Measurement, active: Measurement | Non
         if active is not None:
             quality.vs_active = reply_difference(candidate, active, refs, active_version,
                                                  samples, min_fair)
-        prompts = [ref.turns[-1].text for ref in refs]
+        prompts = [ref.prompt for ref in refs]
         measured = {"base": base, "active": active, "candidate": candidate}
         quality.replies = {name: figures(m.replies, prompts)
                            for name, m in measured.items() if m is not None}
-        quality.replies["references"] = figures([ref.text for ref in refs], prompts)
+        quality.replies["references"] = reference_figures(refs)
         quality.samples = [
-            {"prompt": ref.turns[-1].text, "reference": ref.text, "source": ref.source,
+            {"prompt": ref.prompt, "reference": ref.text, "source": ref.source,
              "base": base.replies[i], "active": None if active is None else active.replies[i],
              "candidate": candidate.replies[i]}
             for i, ref in enumerate(refs[:shown])]
