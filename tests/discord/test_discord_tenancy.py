@@ -3,12 +3,11 @@ and neither server's admins nor moderators can act on the other's adapter or dat
 
 from __future__ import annotations
 
-import asyncio
-
 import discord.ext.test as dpytest
 import pytest
 from discord.ext.test import backend
 from discord_helpers import cleanup, make_bot, make_role, member, sent_messages, slash_as
+from waiting import eventually
 
 from bot.frontends.console import Console
 from bot.frontends.discord.cogs.replies import THUMBS_UP
@@ -46,12 +45,6 @@ async def ask(bot, guild, text: str):
                           member=member("alice", guild))
     [reply] = await sent_messages()
     return reply, await bot.store.exchanges.for_message(reply.id)
-
-
-async def eventually(predicate, timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)
 
 
 async def test_training_in_one_server_changes_only_its_replies(two, fast, store):

@@ -4,12 +4,12 @@ pointer, and /adapter status says why a version is not served."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 
 from store_util import TENANT, raw_redis
 from stream_util import RecordingSink
+from waiting import eventually
 
 from bot.core.dialogue import Turn
 from bot.core.store import AdapterRecord
@@ -27,12 +27,6 @@ async def save(own, settings, blob: bytes, *, activate: bool = True) -> str:
 async def damage(store, version: str) -> None:
     blob = await raw_redis(store).get(store.keys("ad", version, "blob"))
     await raw_redis(store).set(store.keys("ad", version, "blob"), blob[:-10] + b"0123456789")
-
-
-async def eventually(predicate, timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
 
 
 async def test_start_up_serves_the_newest_loadable_version_and_keeps_following(

@@ -4,12 +4,12 @@ rollback, the default adapter, refusals, fallbacks, reconnects."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from store_util import raw_redis
+from waiting import eventually
 
 from bot.core.dialogue import Turn
 from bot.core.local_redis import LocalRedis
@@ -40,14 +40,6 @@ async def publish(store, settings, blob: bytes, tenant: int = ONE) -> str:
     record = await store.tenant(tenant).registry.save(
         AdapterRecord(base_model=settings.model_name), blob)
     return record.version
-
-
-async def eventually(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

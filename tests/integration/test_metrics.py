@@ -11,6 +11,7 @@ import pytest
 from console_session import PipedConsole
 from prometheus_client.parser import text_string_to_metric_families
 from store_util import TENANT
+from waiting import eventually
 
 from bot.core.local_redis import free_port
 from bot.core.metrics import Metrics, MetricsPortError
@@ -28,12 +29,6 @@ def scrape(port: int) -> dict[str, float]:
             labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
             samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return samples
-
-
-async def eventually(predicate, timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)
 
 
 async def test_a_console_run_of_three_replies_shows_three_first_tokens(fast):

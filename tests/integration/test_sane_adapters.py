@@ -13,6 +13,7 @@ from console_session import PipedConsole
 from lively import adapter_kit, build_lively
 from store_util import TENANT
 from stream_util import RecordingSink
+from waiting import eventually
 
 from bot.core.dialogue import Turn
 from bot.core.store import AdapterRecord
@@ -56,12 +57,6 @@ async def save(own, settings, blob: bytes) -> str:
     record = await own.registry.save(AdapterRecord(base_model=settings.model_name), blob)
     await own.registry.activate(record.version)
     return record.version
-
-
-async def eventually(predicate, timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
 
 
 async def hello(runtime) -> str:
