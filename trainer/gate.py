@@ -92,6 +92,7 @@ class _Other:
     nll: Interval | None = None  # its NLL minus the candidate's per target (None: not paired)
     serving: bool = False  # the active adapter: only better replies replace it
     needs_win: bool = True  # False: the base model while an adapter serves (not worse is enough)
+    exam_prompts: int = 0  # the whole exam's, which `chrf` may have been read on a part of
 
 
 def gate(quality: Quality, rules: GateRules) -> GateDecision:
@@ -137,12 +138,13 @@ def _others(quality: Quality) -> list[_Other]:
     counted = quality.pairs + quality.labels >= MIN_PREFERENCES
     others = [_Other("base model", quality.base, quality.vs_base if judged else None,
                      quality.preference_vs_base if counted else None, quality.nll_vs_base,
-                     needs_win=quality.active is None)]
+                     needs_win=quality.active is None, exam_prompts=quality.prompts)]
     if quality.active is not None:
         others.insert(0, _Other("active adapter", quality.active,
                                 quality.vs_active if judged else None,
                                 quality.preference_vs_active if counted else None,
-                                quality.nll_vs_active, serving=True))
+                                quality.nll_vs_active, serving=True,
+                                exam_prompts=quality.prompts))
     return others
 
 
@@ -162,20 +164,18 @@ def _notes(quality: Quality) -> str:
 
 def _against(other: _Other, candidate: Scores, rules: GateRules) -> GateDecision | str:
     """A refusal, or the numbers on which the candidate beats `other` beyond noise."""
-    interval, theirs = other.chrf, other.scores
+    interval = other.chrf
     if interval is not None and not interval.high >= -rules.chrf_margin:
-        return GateDecision(False, f"chrF: the candidate's replies score {candidate.chrf:.2f} "
-                                   f"against the {other.name}'s {theirs.chrf:.2f}, worse beyond "
-                                   f"noise: the difference {interval.mean:+.2f} on "
-                                   f"{_prompts(interval)} has its bootstrap interval "
-                                   f"[{interval.low:+.2f}, {interval.high:+.2f}] below "
+        return GateDecision(False, f"chrF: the candidate's replies score worse than the "
+                                   f"{other.name}'s beyond noise: {_read(other, candidate)}; "
+                                   f"its bootstrap interval [{interval.low:+.2f}, "
+                                   f"{interval.high:+.2f}] lies below "
                                    f"-GATE_CHRF_MARGIN={-rules.chrf_margin:g}", "chrf")
     if interval is not None and interval.mean < -rules.chrf_margin:
-        return GateDecision(False, f"chrF: the candidate's replies score {candidate.chrf:.2f} "
-                                   f"against the {other.name}'s {theirs.chrf:.2f} on "
-                                   f"{_prompts(interval)} ({interval.mean:+.2f}); "
-                                   f"a lower loss or a preference gain does not promote "
-                                   f"replies that scored lower", "chrf")
+        return GateDecision(False, f"chrF: the candidate's replies score lower than the "
+                                   f"{other.name}'s: {_read(other, candidate)}; a lower loss "
+                                   f"or a preference gain does not promote replies that "
+                                   f"scored lower", "chrf")
     if other.serving and (interval is None or not interval.fair):
         return GateDecision(False, f"the exam cannot tell the candidate's replies from the "
                                    f"active adapter's (under {MIN_REPLY_PROMPTS} prompts not "
@@ -214,6 +214,17 @@ def _wins(other: _Other, candidate: Scores, margin: float) -> list[str]:
         found.append(f"val loss {candidate.nll:.4f} below {theirs.nll:.4f} by "
                      f"{theirs.nll - candidate.nll:.4f} (margin {margin:g})")
     return found
+
+
+def _read(other: _Other, candidate: Scores) -> str:
+    """The chrF difference the gate read, and the mean scores of the whole exam when it read
+    fewer prompts: a moderator sees why higher whole-exam scores can still be refused."""
+    interval, theirs = other.chrf, other.scores
+    said = f"{interval.mean:+.2f} on {_prompts(interval)}"
+    if interval.prompts is not None and interval.prompts < other.exam_prompts:
+        return (f"{said} not taught after its replies (on all {other.exam_prompts}: "
+                f"{candidate.chrf:.2f} against {theirs.chrf:.2f})")
+    return f"{said} ({candidate.chrf:.2f} against {theirs.chrf:.2f})"
 
 
 def _prompts(interval: Interval) -> str:

@@ -74,7 +74,7 @@ def test_a_better_nll_does_not_promote_replies_that_scored_lower_even_within_noi
                                   base=Scores(nll=5.0, chrf=30.0),
                                   vs_base=Interval(mean=-1.0, low=-3.9, high=0.1)))
     assert not within_noise.promote and within_noise.failed == "chrf"
-    assert "29.00" in within_noise.reason and "(-1.00)" in within_noise.reason
+    assert "-1.00 on the exam (29.00 against 30.00)" in within_noise.reason
     # Level replies: where the exam can tell (a fair interval), a lower loss does not promote;
     # where it cannot (every prompt was chosen against the base model), the loss decides.
     level = decide(numbers(candidate=Scores(nll=2.0, chrf=30.0), base=Scores(nll=5.0, chrf=30.0),
@@ -95,6 +95,19 @@ def test_a_better_nll_does_not_promote_replies_that_scored_lower_even_within_noi
                         vs_base=unfair_loss), GateRules(margin=0.01, chrf_margin=1.5)).promote
     assert not gate(numbers(candidate=Scores(nll=2.0, chrf=29.0), base=Scores(nll=5.0, chrf=30.0),
                             vs_base=unfair_loss), GateRules(margin=0.01, chrf_margin=0.5)).promote
+
+
+def test_a_refusal_read_on_part_of_the_exam_says_so_beside_the_whole_exams_scores():
+    # Higher on the whole exam, lower on the prompts not taught after the active adapter's
+    # replies: the moderator sees both, not "6.18 against 4.73" and a refusal.
+    refused = decide(numbers(candidate=Scores(nll=2.0, chrf=6.18),
+                             active=Scores(nll=3.0, chrf=4.73), base=Scores(nll=5.0, chrf=3.0),
+                             vs_active=Interval(mean=-0.15, low=-1.2, high=0.9, prompts=16),
+                             vs_base=Interval(mean=3.0, low=2.0, high=4.0, prompts=30),
+                             prompts=30))
+    assert not refused.promote and refused.failed == "chrf"
+    assert ("lower than the active adapter's: -0.15 on 16 exam prompts not taught after its "
+            "replies (on all 30: 6.18 against 4.73)") in refused.reason
 
 
 def test_better_replies_alone_promote_and_each_number_can_be_the_win():
