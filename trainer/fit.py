@@ -188,7 +188,7 @@ class _LoraFit:
         self.notes: list[str] = []
         self.tokens_seen = 0
         self.kept_loss, self.kept_epoch, self.kept_adapter = math.inf, 0, b""
-        self.lowest_loss, self.kept_score = math.inf, -math.inf
+        self.kept_score = -math.inf
         self.judged: list[float] = []
         self.last_step = 0.0  # seconds the last optimizer step took
 
@@ -292,8 +292,7 @@ class _LoraFit:
     def keep_if(self, keep: Keep, val_loss: float, epoch: int) -> bool:
         """Keep the adapter as it is now when `keep` asks for it; whether this epoch improved
         on the ones before (see `FitRun.judge`; the last epoch always counts as one)."""
-        lower = val_loss < self.lowest_loss
-        self.lowest_loss = min(self.lowest_loss, val_loss)
+        lower = val_loss < min(self.val_losses[:-1], default=math.inf)  # validated: last
         if keep is Keep.LAST_EPOCH or (self.run.judge is None and lower):
             self.keep(val_loss, epoch, self.adapter_bytes())
             return True
