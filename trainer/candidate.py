@@ -12,7 +12,7 @@ from bot.core.generation import BASE_VERSION
 from bot.core.store import RatedExchange
 from trainer.dataset import DataSet, build_dataset
 from trainer.exam import ExamSource, Reference, exam_references
-from trainer.finalists import exam_judge
+from trainer.finalists import ExamJudge, exam_judge
 from trainer.fit import load_base_model, load_tokenizer
 from trainer.forgetting import general_examples
 from trainer.gate import MIN_REPLY_PROMPTS
@@ -58,19 +58,19 @@ def fit_candidate(settings, rated: list[RatedExchange], exam: ExamSource, parent
     base = load_base_model(settings.model_name, device)
     gate_config = GateConfig.from_settings(settings)
     refs = server_exam(gate_config, rated, exam, data, parent)
+    judge = exam_judge(base, tokenizer, refs, gate_config, MIN_REPLY_PROMPTS)
     log.info("training: %d train / %d validation examples on %s, up to %d trials",
              len(data.train), len(data.validation), device, search_config.trials)
     candidate.search = tuned_best_fit(
         base, data, search_config, pad_id=tokenizer.eos_token_id, previous=first_trial,
-        progress=progress,
-        judge=exam_judge(base, tokenizer, refs, gate_config, MIN_REPLY_PROMPTS))
+        progress=progress, judge=judge)
     candidate.notes += candidate.search.notes
     best = candidate.search.best
     if best is None:
         return candidate
 
     candidate.quality = measure_candidate(gate_config, base, tokenizer, refs, data, parent,
-                                          active_blob, best.adapter, candidate.notes)
+                                          active_blob, best.adapter, candidate.notes, judge)
     quality = candidate.quality
     losses = candidate.val_loss
     losses["base"] = quality.base.nll
@@ -96,17 +96,21 @@ def server_exam(config: GateConfig, rated: list[RatedExchange], exam: ExamSource
 
 def measure_candidate(config: GateConfig, base, tokenizer, refs: list[Reference],
                       data: DataSet, parent: str, active_blob: bytes | None,
-                      candidate_blob: bytes, notes: list[str]) -> Quality:
+                      candidate_blob: bytes, notes: list[str],
+                      judge: ExamJudge | None = None) -> Quality:
     """The gate's numbers: base, active (unless the base serves) and candidate, on the same
     exam (`refs`: `trainer.exam.exam_references`), validation examples and general text. An
     active adapter that cannot be loaded is noted and left out (the gate then compares with
-    the base model)."""
+    the base model). The exam answers `judge` (the search's, on the same exam) already gave
+    are not asked again."""
     general = general_examples(tokenizer, config.max_train_tokens)
     log.info("gate: greedy replies to %d exam prompt(s) from base, active and candidate",
              len(refs))
 
     def measure(blob: bytes | None):
-        return measure_model(base, blob, tokenizer, refs, data.validation, general, config)
+        answered = judge.answered(blob) if judge else None
+        return measure_model(base, blob, tokenizer, refs, data.validation, general, config,
+                             answered)
 
     base_measured = measure(None)
     active = None

@@ -31,7 +31,13 @@ from trainer import degeneracy
 from trainer.evaluate import with_adapter
 from trainer.exam import Reference
 from trainer.fit import FitResult
-from trainer.quality import GateConfig, exam_answers, paired_bootstrap, reference_figures
+from trainer.quality import (
+    ExamAnswers,
+    GateConfig,
+    exam_answers,
+    paired_bootstrap,
+    reference_figures,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +48,27 @@ DEGENERATE_PENALTY = 100.0
 
 class ExamJudge:
     """Scores adapter bytes by their greedy replies to the exam (mean sentence chrF), each
-    adapter once."""
+    adapter once; the gate reuses what it answered (`answered`)."""
 
     def __init__(self, base_model, tokenizer, refs: list[Reference], config: GateConfig):
         self.base_model, self.tokenizer, self.refs, self.config = (base_model, tokenizer, refs,
                                                                    config)
         self.prompts = [ref.prompt for ref in refs]
-        self._answered: dict[bytes, tuple[list[float], str | None]] = {}  # by sha256
-        self._base_figures: degeneracy.ReplyFigures | None = None
+        self._answered: dict[bytes, tuple[ExamAnswers, str | None]] = {}  # by sha256
+        self._base_answers: ExamAnswers | None = None
         self.reference_figures = reference_figures(refs)
 
     def scores(self, blob: bytes) -> list[float]:
         """Each exam prompt's sentence chrF of the adapter's greedy reply."""
-        return self._answer(blob)[0]
+        return self._answer(blob)[0][1]
+
+    def answered(self, blob: bytes | None) -> ExamAnswers | None:
+        """The exam answers already given by adapter `blob` (None: the base model), else None:
+        the gate's measurement of the same model would answer the same greedy replies."""
+        if blob is None:
+            return self._base_answers
+        found = self._answered.get(hashlib.sha256(blob).digest())
+        return None if found is None else found[0]
 
     def degenerate(self, blob: bytes) -> str | None:
         """Why the adapter's exam replies are degenerate (`trainer.degeneracy`), or None."""
@@ -64,23 +78,23 @@ class ExamJudge:
         mean = float(np.mean(self.scores(blob)))
         return mean - DEGENERATE_PENALTY if self.degenerate(blob) else mean
 
-    def _answer(self, blob: bytes) -> tuple[list[float], str | None]:
+    def _answer(self, blob: bytes) -> tuple[ExamAnswers, str | None]:
         key = hashlib.sha256(blob).digest()
         if key not in self._answered:
             model = with_adapter(self.base_model, blob, self.config.device)
-            replies, scores = exam_answers(model, self.tokenizer, self.refs, self.config)
-            why = degeneracy.refusal(degeneracy.figures(replies, self.prompts),
+            answers = exam_answers(model, self.tokenizer, self.refs, self.config)
+            why = degeneracy.refusal(degeneracy.figures(answers[0], self.prompts),
                                      {"base model": self.base_figures()},
                                      self.reference_figures)
-            self._answered[key] = scores, why
+            self._answered[key] = answers, why
         return self._answered[key]
 
     def base_figures(self) -> degeneracy.ReplyFigures:
         """The base model's reply figures on the exam (answered once)."""
-        if self._base_figures is None:
-            replies = exam_answers(self.base_model, self.tokenizer, self.refs, self.config)[0]
-            self._base_figures = degeneracy.figures(replies, self.prompts)
-        return self._base_figures
+        if self._base_answers is None:
+            self._base_answers = exam_answers(self.base_model, self.tokenizer, self.refs,
+                                              self.config)
+        return degeneracy.figures(self._base_answers[0], self.prompts)
 
     def pick(self, finalists: list[FitResult]) -> tuple[int, str] | None:
         """The index of the finalist (lowest validation loss first) whose kept epoch scored

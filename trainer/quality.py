@@ -232,8 +232,10 @@ class Measurement:
     losses: list[float] | None = None  # NLL per reply token of each validation target
 
 
-def exam_answers(model, tokenizer, refs: list[Reference],
-                 config: GateConfig) -> tuple[list[str], list[float]]:
+ExamAnswers = tuple[list[str], list[float]]  # greedy replies, each one's sentence chrF
+
+
+def exam_answers(model, tokenizer, refs: list[Reference], config: GateConfig) -> ExamAnswers:
     """`model`'s greedy replies to the exam prompts and each one's sentence chrF."""
     replies = greedy_replies(model, tokenizer, refs, max_new_tokens=config.max_new_tokens,
                              repetition_penalty=config.repetition_penalty, device=config.device)
@@ -242,10 +244,11 @@ def exam_answers(model, tokenizer, refs: list[Reference],
 
 def measure_model(base_model, blob: bytes | None, tokenizer, refs: list[Reference],
                   validation: list[Example], general: list[Example],
-                  config: GateConfig) -> Measurement:
+                  config: GateConfig, answered: ExamAnswers | None = None) -> Measurement:
     """NLL (validation and `general` text), greedy replies (scored) and preference hits of the
-    base with adapter `blob` (None: the base alone). Raises AdapterLoadError for bytes that do
-    not fit."""
+    base with adapter `blob` (None: the base alone); `answered`: the same model's exam answers
+    where the search's judge already has them. Raises AdapterLoadError for bytes that do not
+    fit."""
     pad, device = tokenizer.eos_token_id, config.device
     model = with_adapter(base_model, blob, device)
 
@@ -255,7 +258,7 @@ def measure_model(base_model, blob: bytes | None, tokenizer, refs: list[Referenc
 
     losses = example_losses(model, validation, device=device,
                             micro_batch_size=config.micro_batch_size, pad_id=pad)
-    replies, sentence = exam_answers(model, tokenizer, refs, config)
+    replies, sentence = answered or exam_answers(model, tokenizer, refs, config)
     hits = None if blob is None else preference_hits(
         model, validation, pad_id=pad, device=device, batch_size=config.micro_batch_size)
     scores = Scores(nll=per_token(losses),

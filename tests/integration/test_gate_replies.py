@@ -9,6 +9,7 @@ from store_util import TENANT
 
 from bot.core.store import BASE_VERSION, AdapterEvent, Exchange
 from bot.frontends.discord.modlog import modlog_text
+from trainer import quality as quality_module
 from trainer.candidate import measure_candidate, server_exam
 from trainer.cycle import run_cycle
 from trainer.dataset import build_dataset, example_from
@@ -220,6 +221,30 @@ async def test_the_finalist_with_the_better_exam_replies_is_kept_over_a_lower_lo
     assert judge.worse(healthy, healthy) is None
     assert exam_judge(base, tokenizer, refs[:MIN_REPLY_PROMPTS - 1], config,
                       MIN_REPLY_PROMPTS) is None  # too few prompts: the loss decides
+
+
+async def test_the_gate_reuses_the_judges_exam_answers_and_measures_the_same(
+        settings, store, own, monkeypatch):
+    settings, rated, tokenizer, data, base, healthy, collapsed = await healthy_and_collapsed(
+        settings, store, own)
+    config = GateConfig.from_settings(settings)
+    refs = server_exam(config, rated, ExamSource(), data, "v1")
+    judge = exam_judge(base, tokenizer, refs, config, MIN_REPLY_PROMPTS)
+    judge(collapsed)  # the search judged the candidate's epoch (and so the base model)
+    alone = measure_candidate(config, base, tokenizer, refs, data, "v1", healthy, collapsed, [])
+
+    asked = []
+    answer = quality_module.exam_answers
+    monkeypatch.setattr(quality_module, "exam_answers",
+                        lambda model, *rest: asked.append(model) or answer(model, *rest))
+    shared = measure_candidate(config, base, tokenizer, refs, data, "v1", healthy, collapsed,
+                               [], judge)
+
+    assert len(asked) == 1 and asked[0] is not base  # only the active adapter answered again
+    assert judge.answered(healthy) is None
+    assert shared.replies == alone.replies and shared.samples == alone.samples
+    assert shared.candidate == alone.candidate and shared.base == alone.base
+    assert shared.vs_active == alone.vs_active and shared.vs_base == alone.vs_base
 
 
 async def test_an_epoch_with_degenerate_exam_replies_ranks_below_every_healthy_one(
