@@ -24,8 +24,11 @@ settings, greedy replies (TEMPERATURE=0) so a reply depends on the adapter only.
   rates it through `bot.service.actions.Actions` (👍 at or above the bar, else 👎, and
   for every third 👎 teaches the reference); then one `trainer.cycle.run_cycle`, and the
   engine swaps in what the gate promoted. After each round, on the held-out prompts: the
-  share of greedy replies the moderator would 👍, their mean chrF, and the reference NLL
-  (nats per reply token) under the adapter in service.
+  share of greedy replies the moderator would 👍, their mean chrF, the reference NLL
+  (nats per reply token) under the adapter in service, and the matched share
+  (`bench/moderator.py` `matched`: replies closer to their own prompt's reference than to 90 %
+  of the other prompts' references; about 0.1 for replies that answer nothing in particular,
+  however long or fluent they are, where the 👍 share rewards length and fluency).
   The loop runs twice in the same run, each on fresh keys: SFT only (DPO_WEIGHT=0,
   KTO_WEIGHT=0) and with the preference objective at its defaults.
 - Import only: the pool imported as rated pairs (`trainer.importer`), one cycle, held-out share
@@ -55,7 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from moderator import Bar, chrf  # noqa: E402  (bench/moderator.py)
+from moderator import Bar, chrf, matched_share  # noqa: E402  (bench/moderator.py)
 
 GUILD = 1
 MODERATOR = "bench-moderator"
@@ -162,7 +165,8 @@ class Bench:
         nll = await asyncio.to_thread(self.nll, blob, self.held)
         return {"version": version, "share": self.bar.share(self.held, scores),
                 "shares": self.bar.shares(self.held, scores),
-                "chrf": sum(scores) / len(scores), "nll": nll}
+                "chrf": sum(scores) / len(scores), "nll": nll,
+                "matched": matched_share(replies, self.held)}
 
     async def calibrate(self) -> dict:
         """The 👍 bar from the base model's pool replies; the base's held-out numbers."""
@@ -266,7 +270,15 @@ def by_script(numbers: dict) -> str:
 
 def summary(numbers: dict) -> str:
     return (f"👍 share {numbers['share']:.3f} ({by_script(numbers)}), chrF "
-            f"{numbers['chrf']:.2f}, reference NLL {numbers['nll']:.3f}")
+            f"{numbers['chrf']:.2f}, reference NLL {numbers['nll']:.3f}, matched "
+            f"{matched(numbers)}")
+
+
+def matched(numbers: dict) -> str:
+    """The matched share, in all and by script ("0.130 (CJK 0.07, Latin 0.19)")."""
+    found = numbers["matched"]
+    return f"{found['all']:.3f} (" + ", ".join(
+        f"{name} {value:.2f}" for name, value in found.items() if name != "all") + ")"
 
 
 async def run_import(bench: Bench) -> dict:
@@ -305,15 +317,15 @@ async def main_async(args) -> int:
         server.close()
     base_share = base["share"]
     say("")
-    say("| run | held-out 👍 share | vs base | by script | chrF | reference NLL |")
-    say("|---|---|---|---|---|---|")
+    say("| run | held-out 👍 share | vs base | by script | chrF | reference NLL | matched |")
+    say("|---|---|---|---|---|---|---|")
     rows = [("base", base), ("import, 1 cycle", imported)]
     rows += [(f"sft round {n}", r) for n, r in enumerate(sft, start=1)]
     rows += [(f"pref round {n}", r) for n, r in enumerate(pref, start=1)]
     for label, r in rows:
         ratio = r["share"] / base_share if base_share else float("nan")
         say(f"| {label} | {r['share']:.3f} | {ratio:.2f}x | {by_script(r)} | {r['chrf']:.2f} "
-            f"| {r['nll']:.3f} |")
+            f"| {r['nll']:.3f} | {matched(r)} |")
     say(f"load average {os.getloadavg()[0]:.2f}")
     if args.json:
         say(json.dumps({"base": base, "import": imported, "sft": sft, "pref": pref}))

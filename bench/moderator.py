@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 
 PASS_SHARE = 0.25  # the share of base replies the 👍 bar lets through, in each script
+MATCH_TOP = 0.1  # a matched reply's own reference ranks in this top share of its script's
 CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
@@ -83,3 +84,33 @@ class Bar:
     def describe(self) -> str:
         return ", ".join(f"{name} chrF >= {t:.2f}" if t >= 0.005 else f"{name} chrF > 0"
                          for name, t in self.thresholds.items())
+
+
+def matched(replies: list[str], rows: list[dict]) -> list[bool]:
+    """Whether each reply is closer (sentence chrF) to its own prompt's reference than to all
+    but MATCH_TOP of the other references of its script in `rows`.
+
+    The 👍 bar asks how close a reply comes to its reference; a long fluent sentence that
+    answers nothing in particular comes close to most of them (on the tiny model one constant
+    sentence passes 81-100 % of the held-out references, `bench/share_ceiling.py`). Ranked
+    against the other prompts' references, such a reply matches about MATCH_TOP of the time,
+    however long it is: a share above that says the replies answer their own prompts.
+    """
+    found = []
+    for reply, row in zip(replies, rows, strict=True):
+        others = [r["output"] for r in rows
+                  if r is not row and script(r["input"]) == script(row["input"])]
+        own = chrf(reply, row["output"])
+        beaten = sum(1 for other in others if chrf(reply, other) < own)
+        found.append(beaten >= (1 - MATCH_TOP) * len(others))
+    return found
+
+
+def matched_share(replies: list[str], rows: list[dict]) -> dict[str, float]:
+    """The share of `matched` replies, in all ("all") and within each script."""
+    hits = matched(replies, rows)
+    found = {"all": sum(hits) / len(hits)}
+    for name in sorted({script(r["input"]) for r in rows}):
+        mine = [hit for hit, r in zip(hits, rows, strict=True) if script(r["input"]) == name]
+        found[name] = sum(mine) / len(mine)
+    return found

@@ -59,3 +59,33 @@ def test_a_script_the_pool_never_had_has_no_bar():
 
     with pytest.raises(ValueError, match="no bar for CJK prompts"):
         bar.likes({"input": "你好"}, 5.0)
+
+
+PAIRS = [
+    {"input": "How was the beach?", "output": "Sunny and calm, we swam all afternoon."},
+    {"input": "Did you fix the bike?", "output": "Yes, the chain is new and the brakes work."},
+    {"input": "What did you cook?", "output": "A tomato soup with fresh basil and bread."},
+    {"input": "Where is the cat?", "output": "Asleep on the sofa under the blanket."},
+    {"input": "How was the exam?", "output": "Hard, but I finished every question in time."},
+    {"input": "你吃饭了吗？", "output": "吃过了，中午吃的是面条。"},
+    {"input": "周末去哪儿？", "output": "打算去山上看日出。"},
+    {"input": "天气怎么样？", "output": "外面下大雨，记得带伞。"},
+]
+
+
+def test_a_reply_is_matched_when_it_is_closest_to_its_own_reference():
+    assert moderator.matched_share([p["output"] for p in PAIRS], PAIRS) == {
+        "all": 1.0, "CJK": 1.0, "Latin": 1.0}
+    # Each reply another prompt's reference (one place on within its script): none matches.
+    latin, cjk = [p["output"] for p in PAIRS[:5]], [p["output"] for p in PAIRS[5:]]
+    shifted = latin[1:] + latin[:1] + cjk[1:] + cjk[:1]
+    assert moderator.matched(shifted, PAIRS) == [False] * len(PAIRS)
+
+
+def test_one_long_fluent_reply_to_everything_matches_at_most_one_prompt_per_script():
+    # Long enough to pass a 👍 bar against many references, but not closer to any one of them
+    # than to all but MATCH_TOP of the others.
+    constant = "We swam and cooked a soup, the cat slept, the exam was hard. 中午吃面条，下大雨。"
+    hits = moderator.matched([constant] * len(PAIRS), PAIRS)
+    latin, cjk = hits[:5], hits[5:]
+    assert sum(latin) <= 1 and sum(cjk) <= 1, hits
