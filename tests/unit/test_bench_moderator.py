@@ -76,7 +76,7 @@ PAIRS = [
 def test_a_reply_is_matched_when_it_is_closest_to_its_own_reference():
     assert moderator.matched_share([p["output"] for p in PAIRS], PAIRS) == {
         "all": 1.0, "CJK": 1.0, "Latin": 1.0}
-    # Each reply another prompt's reference (one place on within its script): none matches.
+    # Each reply the next prompt's reference within its script: none matches.
     latin, cjk = [p["output"] for p in PAIRS[:5]], [p["output"] for p in PAIRS[5:]]
     shifted = latin[1:] + latin[:1] + cjk[1:] + cjk[:1]
     assert moderator.matched(shifted, PAIRS) == [False] * len(PAIRS)
