@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -296,7 +297,11 @@ async def run_import(bench: Bench) -> dict:
     return after
 
 
-async def main_async(args) -> int:
+@contextlib.asynccontextmanager
+async def calibrated_bench(args):
+    """The learning benches' start: the model (the demo's, pretrained once in --workdir, or
+    --model), a private redis-server for the run, the 👍 bar calibrated. Yields (bench, the
+    base model's held-out numbers)."""
     from bot.core.local_redis import LocalRedis
     from trainer.demo.prepare import demo_model
 
@@ -308,13 +313,17 @@ async def main_async(args) -> int:
         bench = Bench(args, server.url, model_name, workdir)
         say(f"model {model_name}; data {args.data}; {len(bench.pool)} pool / "
             f"{len(bench.held)} held-out prompts; load average {os.getloadavg()[0]:.2f}")
-        base = await bench.calibrate()
+        yield bench, await bench.calibrate()
+    finally:
+        server.close()
+
+
+async def main_async(args) -> int:
+    async with calibrated_bench(args) as (bench, base):
         say(f"base: held-out {summary(base)}")
         imported = await run_import(bench)
         sft = await run_loop(bench, "sft", args.rounds, dpo_weight=0.0, kto_weight=0.0)
         pref = await run_loop(bench, "pref", args.rounds)
-    finally:
-        server.close()
     base_share = base["share"]
     say("")
     say("| run | held-out 👍 share | vs base | by script | chrF | reference NLL | matched |")

@@ -103,25 +103,12 @@ async def run_scenario(bench: loop.Bench, name: str, count: int, rounds: int,
 
 
 async def main_async(args) -> int:
-    from bot.core.local_redis import LocalRedis
-    from trainer.demo.prepare import demo_model
-
-    workdir = Path(args.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    model_name = args.model or demo_model("(no --model)", workdir, loop.say, quick=args.quick)
     scenarios = {"k10x2": (10, 1, False)} if args.quick else SCENARIOS
-    server = LocalRedis().start()
-    try:
-        bench = loop.Bench(args, server.url, model_name, workdir)
-        loop.say(f"model {model_name}; data {args.data}; {len(bench.pool)} pool / "
-                 f"{len(bench.held)} held-out prompts; load average {os.getloadavg()[0]:.2f}")
-        base = await bench.calibrate()
+    async with loop.calibrated_bench(args) as (bench, base):
         base_spam = await base_spam_replies(bench)
         loop.say(f"base: held-out 👍 share {base['share']:.3f}, spam replies {base_spam}")
         results = {name: await run_scenario(bench, name, *spec)
                    for name, spec in scenarios.items()}
-    finally:
-        server.close()
     return report(args, base["share"], results)
 
 

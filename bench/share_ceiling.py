@@ -91,20 +91,20 @@ def scored(bench, label: str, replies: list[str]) -> dict:
 
 
 async def main_async(args) -> int:
-    from bot.core.local_redis import LocalRedis
-    from trainer.demo.prepare import demo_model
+    async with loop.calibrated_bench(args) as (bench, base):
+        found = ceiling(bench, base)
+    loop.say(f"load average {os.getloadavg()[0]:.2f}")
+    if args.json:
+        loop.say(json.dumps(found, ensure_ascii=False))
+    loop.say(f"constant_share={found['constant']['share']:.3f} "
+             f"retrieval_share={found['retrieval']['share']:.3f} "
+             f"base_share={base['share']:.3f} "
+             f"longer_base_share={found[f'base, >= {MIN_TOKENS[-1]} tokens']['share']:.3f}")
+    return 0
 
-    workdir = Path(args.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    model_name = args.model or demo_model("(no --model)", workdir, loop.say, quick=args.quick)
-    server = LocalRedis().start()
-    try:
-        bench = loop.Bench(args, server.url, model_name, workdir)
-        loop.say(f"model {model_name}; data {args.data}; {len(bench.pool)} pool / "
-                 f"{len(bench.held)} held-out prompts; load average {os.getloadavg()[0]:.2f}")
-        base = await bench.calibrate()
-    finally:
-        server.close()
+
+def ceiling(bench, base: dict) -> dict:
+    """Every row of the table, printed as it is measured."""
     loop.say("")
     loop.say("| held-out replies | 👍 share | by script | matched | mean characters | "
              "first reply |")
@@ -117,14 +117,7 @@ async def main_async(args) -> int:
     for tokens in MIN_TOKENS:
         found[f"base, >= {tokens} tokens"] = scored(bench, f"base, >= {tokens} tokens",
                                                     longer_base_replies(bench, tokens))
-    loop.say(f"load average {os.getloadavg()[0]:.2f}")
-    if args.json:
-        loop.say(json.dumps(found, ensure_ascii=False))
-    loop.say(f"constant_share={found['constant']['share']:.3f} "
-             f"retrieval_share={found['retrieval']['share']:.3f} "
-             f"base_share={base['share']:.3f} "
-             f"longer_base_share={found[f'base, >= {MIN_TOKENS[-1]} tokens']['share']:.3f}")
-    return 0
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
