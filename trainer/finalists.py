@@ -55,7 +55,7 @@ class ExamJudge:
                                                                    config)
         self.prompts = [ref.prompt for ref in refs]
         self._answered: dict[bytes, tuple[ExamAnswers, str | None]] = {}  # by sha256
-        self._base_answers: ExamAnswers | None = None
+        self._base: tuple[ExamAnswers, degeneracy.ReplyFigures] | None = None  # answered once
         self.reference_figures = reference_figures(refs)
 
     def scores(self, blob: bytes) -> list[float]:
@@ -66,7 +66,7 @@ class ExamJudge:
         """The exam answers already given by adapter `blob` (None: the base model), else None:
         the gate's measurement of the same model would answer the same greedy replies."""
         if blob is None:
-            return self._base_answers
+            return None if self._base is None else self._base[0]
         found = self._answered.get(hashlib.sha256(blob).digest())
         return None if found is None else found[0]
 
@@ -91,10 +91,10 @@ class ExamJudge:
 
     def base_figures(self) -> degeneracy.ReplyFigures:
         """The base model's reply figures on the exam (answered once)."""
-        if self._base_answers is None:
-            self._base_answers = exam_answers(self.base_model, self.tokenizer, self.refs,
-                                              self.config)
-        return degeneracy.figures(self._base_answers[0], self.prompts)
+        if self._base is None:
+            answers = exam_answers(self.base_model, self.tokenizer, self.refs, self.config)
+            self._base = answers, degeneracy.figures(answers[0], self.prompts)
+        return self._base[1]
 
     def pick(self, finalists: list[FitResult]) -> tuple[int, str] | None:
         """The index of the finalist (lowest validation loss first) whose kept epoch scored
