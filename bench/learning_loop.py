@@ -272,10 +272,10 @@ def by_script(numbers: dict) -> str:
 def summary(numbers: dict) -> str:
     return (f"👍 share {numbers['share']:.3f} ({by_script(numbers)}), chrF "
             f"{numbers['chrf']:.2f}, reference NLL {numbers['nll']:.3f}, matched "
-            f"{matched(numbers)}")
+            f"{matched_text(numbers)}")
 
 
-def matched(numbers: dict) -> str:
+def matched_text(numbers: dict) -> str:
     """The matched share, in all and by script ("0.130 (CJK 0.07, Latin 0.19)")."""
     found = numbers["matched"]
     return f"{found['all']:.3f} (" + ", ".join(
@@ -334,7 +334,7 @@ async def main_async(args) -> int:
     for label, r in rows:
         ratio = r["share"] / base_share if base_share else float("nan")
         say(f"| {label} | {r['share']:.3f} | {ratio:.2f}x | {by_script(r)} | {r['chrf']:.2f} "
-            f"| {r['nll']:.3f} | {matched(r)} |")
+            f"| {r['nll']:.3f} | {matched_text(r)} |")
     say(f"load average {os.getloadavg()[0]:.2f}")
     if args.json:
         say(json.dumps({"base": base, "import": imported, "sft": sft, "pref": pref}))

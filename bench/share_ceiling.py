@@ -57,26 +57,18 @@ def retrieved_replies(bench) -> list[str]:
 
 
 def longer_base_replies(bench, min_tokens: int) -> list[str]:
-    """The base model's greedy replies to the held-out prompts, at least `min_tokens` long."""
-    import torch
+    """The base model's greedy replies to the held-out prompts (as the gate asks them), at
+    least `min_tokens` long."""
+    from bot.core.dialogue import Turn
+    from trainer.exam import Reference
+    from trainer.quality import greedy_replies
 
-    from bot.core.dialogue import Turn, build_prompt, extract_reply
-
-    tokenizer, model, settings = bench.tokenizer, bench.base_model, bench.settings
-    longest = max(settings.max_new_tokens, min_tokens)
-    replies = []
-    for row in bench.held:
-        prompt = build_prompt([Turn("user", row["input"])], None, tokenizer,
-                              model.config.n_positions - longest)
-        ids = torch.tensor([tokenizer.encode(prompt, add_special_tokens=False)])
-        with torch.no_grad():
-            out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                 max_new_tokens=longest, min_new_tokens=min_tokens,
-                                 repetition_penalty=settings.repetition_penalty,
-                                 pad_token_id=tokenizer.eos_token_id)
-        replies.append(extract_reply(tokenizer.decode(out[0, ids.shape[1]:]),
-                                     tokenizer.eos_token))
-    return replies
+    refs = [Reference(str(n), [Turn("user", row["input"])], None, row["output"])
+            for n, row in enumerate(bench.held)]
+    return greedy_replies(bench.base_model, bench.tokenizer, refs,
+                          max_new_tokens=max(bench.settings.max_new_tokens, min_tokens),
+                          repetition_penalty=bench.settings.repetition_penalty, device="cpu",
+                          min_new_tokens=min_tokens)
 
 
 def scored(bench, label: str, replies: list[str]) -> dict:
@@ -86,7 +78,7 @@ def scored(bench, label: str, replies: list[str]) -> dict:
              "chars": sum(map(len, replies)) / len(replies), "example": replies[0],
              "matched": matched_share(replies, bench.held)}
     loop.say(f"| {label} | {found['share']:.3f} | {loop.by_script(found)} | "
-             f"{loop.matched(found)} | {found['chars']:.0f} | {found['example'][:60]!r} |")
+             f"{loop.matched_text(found)} | {found['chars']:.0f} | {found['example'][:60]!r} |")
     return found
 
 
@@ -111,7 +103,7 @@ def ceiling(bench, base: dict) -> dict:
     loop.say("|---|---|---|---|---|---|")
     found = {"base (engine)": {key: base[key] for key in ("share", "shares", "matched")}}
     loop.say(f"| base (engine) | {base['share']:.3f} | {loop.by_script(base)} | "
-             f"{loop.matched(base)} | | |")
+             f"{loop.matched_text(base)} | | |")
     found["constant"] = scored(bench, "constant", constant_replies(bench))
     found["retrieval"] = scored(bench, "retrieval", retrieved_replies(bench))
     for tokens in MIN_TOKENS:

@@ -168,9 +168,10 @@ def paired_bootstrap(ours: list[float], theirs: list[float], samples: int,
 
 @torch.inference_mode()
 def greedy_replies(model, tokenizer, refs: list[Reference], *, max_new_tokens: int,
-                   repetition_penalty: float, device: str, batch_size: int = GATE_BATCH
-                   ) -> list[str]:
-    """The bot's greedy reply to each reference prompt, from exactly the served prompt."""
+                   repetition_penalty: float, device: str, batch_size: int = GATE_BATCH,
+                   min_new_tokens: int = 0) -> list[str]:
+    """The bot's greedy reply to each reference prompt, from exactly the served prompt
+    (`min_new_tokens`: end-of-text held off until then, for the benches' length check)."""
     n_positions = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
     budget = n_positions - max_new_tokens
     pad = tokenizer.eos_token_id
@@ -185,7 +186,7 @@ def greedy_replies(model, tokenizer, refs: list[Reference], *, max_new_tokens: i
         input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
         output = model.generate(input_ids=input_ids, attention_mask=mask, do_sample=False,
-                                max_new_tokens=max_new_tokens,
+                                max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
                                 repetition_penalty=repetition_penalty, pad_token_id=pad,
                                 eos_token_id=pad, temperature=None, top_p=None, top_k=None)
         # Decoded as the engine streams a reply: never a broken character, cut where it ends.
